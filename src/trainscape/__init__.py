@@ -1,0 +1,35 @@
+"""trainscape: map where training converges, spikes and diverges across hyperparameter grids."""
+
+import os
+
+import jax
+
+# XLA runs one vmapped chunk on one CPU thread; exposing every core as its own host device lets
+# the engine shard the run axis over them (TRAINSCAPE_CPU_DEVICES=1 turns this off). It must be
+# set before JAX initialises its backends, hence here; if they already are, it is left alone.
+try:
+    jax.config.update(
+        "jax_num_cpu_devices",
+        int(os.environ.get("TRAINSCAPE_CPU_DEVICES", 0)) or (os.cpu_count() or 1),
+    )
+except Exception:  # noqa: BLE001 - backends already initialised by the caller
+    pass
+
+# float64 studies need x64 enabled before any array is made; every array in trainscape is
+# created with an explicit dtype, so float32 runs stay float32.
+jax.config.update("jax_enable_x64", True)
+
+from .api import run  # noqa: E402
+from .config import Experiment, parse  # noqa: E402
+from .data import load_dataset  # noqa: E402
+from .errors import ConfigError, DataError, InputError  # noqa: E402
+from .gradcheck import gradcheck  # noqa: E402
+from .models import Model  # noqa: E402
+from .results import Results, load  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "run", "load", "load_dataset", "Results", "Model", "Experiment", "parse", "gradcheck",
+    "InputError", "ConfigError", "DataError",
+]

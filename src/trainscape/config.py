@@ -1,0 +1,456 @@
+"""The experiment schema: sections, defaults, validation and one-line errors.
+
+A config is a TOML file, a dict, or an :class:`Experiment`. Every key has a default, so a config
+states only what differs. Validation happens here, before any data is loaded or anything is
+compiled, and every problem is reported as a :class:`~trainscape.errors.ConfigError` whose message
+names the key, what was given and what is allowed.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "identity")
+INITS = ("seed", "normal", "lecun", "he", "glorot")
+LOSSES = ("bce", "cross_entropy", "mse")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
+DTYPES = ("float32", "float64", "bfloat16")
+DATASETS = ("breast_cancer", "moons", "circles", "xor", "blobs", "teacher")
+
+# Axes a sweep may vary. Each is a traced scalar per run, so one compiled program serves every
+# value. `learning_rate.K` (K = 0, 1, ...) sets the learning rate of top-level parameter entry K.
+HPARAM_AXES = ("learning_rate", "init_scale", "momentum", "weight_decay")
+SWEEP_AXES = ("seed", *HPARAM_AXES)
+_PER_ENTRY_LR = re.compile(r"^learning_rate\.(\d+)$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class DataConfig(_Section):
+    """`[data]`: a built-in dataset (`name`) or a file (`path` + `target`)."""
+
+    name: str | None = None
+    path: str | None = None
+    target: str | None = None
+    n_samples: int | None = None
+    noise: float | None = None
+    data_seed: int = 0
+    standardize: bool = True
+    n_features: int | None = None
+    n_classes: int | None = None
+    teacher_hidden: int | None = None
+    n_outputs: int | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known_name(cls, v):
+        if v is not None and v not in DATASETS:
+            raise ValueError(_allowed(v, DATASETS))
+        return v
+
+
+class ModelConfig(_Section):
+    """`[model]`: the built-in MLP (ignored for layout when a custom `ts.Model` is passed)."""
+
+    hidden: tuple[int, ...] = (128, 64)
+    activation: Literal[ACTIVATIONS] = "tanh"  # type: ignore[valid-type]
+    bias: bool = True
+    init: Literal[INITS] = "normal"  # type: ignore[valid-type]
+    init_scale: float = 1.0
+
+    @field_validator("hidden", mode="before")
+    @classmethod
+    def _list_to_tuple(cls, v):
+        return tuple(v) if isinstance(v, list) else v
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, v):
+        for w in v:
+            if w <= 0:
+                raise ValueError(f"widths must be positive integers, got {list(v)}")
+        return v
+
+
+class LossConfig(_Section):
+    """`[loss]`: `bce` (on logits), `cross_entropy` (softmax, integer labels) or `mse`."""
+
+    name: Literal[LOSSES] = "bce"  # type: ignore[valid-type]
+
+
+class OptimizerConfig(_Section):
+    """`[optimizer]`: an optax optimizer; values here are used when the key is not swept."""
+
+    name: Literal[OPTIMIZERS] = "sgd"  # type: ignore[valid-type]
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+
+
+class TrainConfig(_Section):
+    """`[train]`: the training loop."""
+
+    steps: int = 200
+    dtype: Literal[DTYPES] = "float32"  # type: ignore[valid-type]
+    record_every: int = 1
+    seed: int = 0
+
+    @field_validator("steps", "record_every")
+    @classmethod
+    def _positive(cls, v):
+        if v <= 0:
+            raise ValueError(f"must be a positive integer, got {v}")
+        return v
+
+
+class MetricsConfig(_Section):
+    """`[metrics]`: extra measurements. `accuracy` defaults to on for classification."""
+
+    accuracy: bool | None = None
+
+
+class Experiment(_Section):
+    """A validated, frozen experiment. `sweep` maps axis name -> tuple of values (expanded)."""
+
+    name: str = "experiment"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    sweep: dict[str, tuple[float | int, ...]] = Field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """Plain JSON-able dict that `parse` turns back into an equal Experiment."""
+        d = self.model_dump(mode="json")
+        d["sweep"] = {k: list(v) for k, v in self.sweep.items()}
+        return d
+
+    def config_hash(self) -> str:
+        """Hash of the canonical config: two experiments with equal hashes run the same grid."""
+        blob = json.dumps(self.to_dict(), sort_keys=True, allow_nan=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        return tuple(self.sweep)
+
+    @property
+    def n_runs(self) -> int:
+        return int(np.prod([len(v) for v in self.sweep.values()], dtype=np.int64))
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "optimizer": OptimizerConfig,
+    "train": TrainConfig,
+    "metrics": MetricsConfig,
+}
+_TOP_KEYS = ("name", *_SECTIONS, "sweep")
+
+
+def _allowed(given, allowed) -> str:
+    near = difflib.get_close_matches(str(given), [str(a) for a in allowed], n=1)
+    hint = f" (did you mean {near[0]!r}?)" if near else ""
+    return f"got {given!r}; allowed: {', '.join(map(str, allowed))}{hint}"
+
+
+def load_toml(path: str | Path) -> dict:
+    """Read a TOML config file into a dict; syntax errors name the file and line."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} does not exist")
+    try:
+        with p.open("rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"config file {str(p)!r}: TOML syntax error: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {str(p)!r} is not UTF-8 text: {e}") from None
+
+
+# ---------------------------------------------------------------- sweep axes
+
+
+def axis_names_allowed() -> tuple[str, ...]:
+    return (*SWEEP_AXES, "learning_rate.0", "learning_rate.1")
+
+
+def _check_axis_name(name: str) -> None:
+    if name in SWEEP_AXES or _PER_ENTRY_LR.match(name):
+        return
+    raise ConfigError(
+        f"sweep: unknown axis {name!r}; allowed: {', '.join(SWEEP_AXES)}, learning_rate.K "
+        f"(K = 0, 1, ...){_did_you_mean(name, axis_names_allowed())}"
+    )
+
+
+def _did_you_mean(given: str, allowed) -> str:
+    near = difflib.get_close_matches(given, list(allowed), n=1)
+    return f" (did you mean {near[0]!r}?)" if near else ""
+
+
+def _number(key: str, v, what="a number") -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise ConfigError(f"{key}: expected {what}, got {v!r}")
+    return float(v)
+
+
+def _round_sig(values: np.ndarray) -> np.ndarray:
+    # geomspace/linspace interiors carry float noise (0.010000000000000002); rounding to 12
+    # significant digits makes grid points such as 0.01 and 1.0 exact, so users can select them.
+    return np.array([float(f"{v:.12g}") for v in values], dtype=np.float64)
+
+
+def expand_axis(name: str, spec) -> tuple:
+    """Turn one sweep spec (list, {geomspace|linspace = [a, b], num = n} or {range = n | [a, b]})
+    into a tuple of values."""
+    key = f"sweep.{name}"
+    if isinstance(spec, int | float) and not isinstance(spec, bool):
+        spec = [spec]
+    if isinstance(spec, list | tuple):
+        if len(spec) == 0:
+            raise ConfigError(f"{key}: empty list; give at least one value")
+        vals = [_number(f"{key}[{i}]", v) for i, v in enumerate(spec)]
+        if name == "seed" or all(isinstance(v, int) for v in spec):
+            vals = spec
+    elif isinstance(spec, Mapping):
+        forms = [k for k in ("geomspace", "linspace", "range") if k in spec]
+        extra = set(spec) - {"geomspace", "linspace", "range", "num"}
+        if extra or len(forms) != 1:
+            raise ConfigError(
+                f"{key}: got {dict(spec)!r}; allowed forms: a list, "
+                "{geomspace = [start, stop], num = n}, {linspace = [start, stop], num = n}, "
+                "{range = n} or {range = [start, stop]}"
+            )
+        form = forms[0]
+        if form == "range":
+            r = spec["range"]
+            if isinstance(r, int) and not isinstance(r, bool):
+                lo, hi = 0, r
+            elif (
+                isinstance(r, list | tuple)
+                and len(r) == 2
+                and all(isinstance(v, int) and not isinstance(v, bool) for v in r)
+            ):
+                lo, hi = r
+            else:
+                raise ConfigError(f"{key}.range: expected an integer n or [start, stop], got {r!r}")
+            if hi <= lo:
+                raise ConfigError(f"{key}.range: empty range {r!r}; need stop > start")
+            vals = list(range(lo, hi))
+        else:
+            ab = spec[form]
+            if not isinstance(ab, list | tuple) or len(ab) != 2:
+                raise ConfigError(f"{key}.{form}: expected [start, stop], got {ab!r}")
+            a = _number(f"{key}.{form}[0]", ab[0])
+            b = _number(f"{key}.{form}[1]", ab[1])
+            num = spec.get("num")
+            if isinstance(num, bool) or not isinstance(num, int) or num < 1:
+                raise ConfigError(f"{key}.num: expected a positive integer, got {num!r}")
+            if form == "geomspace":
+                if not (a > 0 and b > 0) or not (math.isfinite(a) and math.isfinite(b)):
+                    raise ConfigError(
+                        f"{key}.geomspace: endpoints must be positive and finite, got {list(ab)}"
+                    )
+                vals = _round_sig(np.geomspace(a, b, num)).tolist()
+            else:
+                vals = _round_sig(np.linspace(a, b, num)).tolist()
+    else:
+        raise ConfigError(
+            f"{key}: got {spec!r}; expected a list of values or a table such as "
+            "{geomspace = [0.001, 10.0], num = 41}"
+        )
+    vals = tuple(vals)
+    _check_axis_values(name, key, vals)
+    return vals
+
+
+def _check_axis_values(name: str, key: str, vals: tuple) -> None:
+    if len(set(vals)) != len(vals):
+        dup = sorted({v for v in vals if vals.count(v) > 1})
+        raise ConfigError(f"{key}: duplicated values {dup}; each grid point must appear once")
+    for v in vals:
+        if name == "seed":
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v >= 2**31:
+                raise ConfigError(f"{key}: seeds must be integers in [0, 2**31), got {v!r}")
+            continue
+        f = _number(key, v)
+        if not math.isfinite(f):
+            raise ConfigError(f"{key}: got {v!r}; values must be finite")
+        if (name == "learning_rate" or name.startswith("learning_rate.")) and f <= 0:
+            if not (name.startswith("learning_rate.") and f == 0):
+                raise ConfigError(f"{key}: got {v!r}; learning rates must be positive")
+        if name in ("init_scale", "weight_decay", "momentum") and f < 0:
+            raise ConfigError(f"{key}: got {v!r}; must be >= 0")
+        if name == "momentum" and f >= 1:
+            raise ConfigError(f"{key}: got {v!r}; momentum must be in [0, 1)")
+
+
+# ---------------------------------------------------------------- parse
+
+
+def parse(config: str | Path | Mapping | Experiment) -> Experiment:
+    """Validate a config (TOML path, dict or Experiment) into a frozen :class:`Experiment`."""
+    if isinstance(config, Experiment):
+        return config
+    if isinstance(config, str | Path):
+        raw = load_toml(config)
+    elif isinstance(config, Mapping):
+        raw = copy.deepcopy(dict(config))
+    else:
+        raise ConfigError(
+            f"config: expected a TOML path, a dict or an Experiment, got {type(config).__name__}"
+        )
+    return _from_dict(raw)
+
+
+def _from_dict(raw: dict) -> Experiment:
+    for k in raw:
+        if k not in _TOP_KEYS:
+            raise ConfigError(
+                f"unknown section or key {k!r}; allowed: {', '.join(_TOP_KEYS)}"
+                f"{_did_you_mean(k, _TOP_KEYS)}"
+            )
+    if "name" in raw and not isinstance(raw["name"], str):
+        raise ConfigError(f"name: expected a string, got {raw['name']!r}")
+    sections = {}
+    for sec, cls in _SECTIONS.items():
+        body = raw.get(sec, {})
+        if not isinstance(body, Mapping):
+            raise ConfigError(f"[{sec}]: expected a table of keys, got {body!r}")
+        for k in body:
+            if k not in cls.model_fields:
+                raise ConfigError(
+                    f"[{sec}]: unknown key {k!r}; allowed: {', '.join(cls.model_fields)}"
+                    f"{_did_you_mean(k, tuple(cls.model_fields))}"
+                )
+        try:
+            sections[sec] = cls.model_validate(dict(body))
+        except ValidationError as e:
+            raise ConfigError(_one_line(sec, e, body)) from None
+    _check_values(sections)
+
+    sweep_raw = raw.get("sweep", {})
+    if not isinstance(sweep_raw, Mapping):
+        raise ConfigError(f"[sweep]: expected a table of axes, got {sweep_raw!r}")
+    sweep = {}
+    for name, spec in sweep_raw.items():
+        # TOML reads `learning_rate.0 = [...]` as a nested table {"learning_rate": {"0": [...]}}
+        if name == "learning_rate" and isinstance(spec, Mapping) and _is_per_entry(spec):
+            for k, sub in spec.items():
+                if k.isdigit():
+                    _check_axis_name(f"learning_rate.{k}")
+                    sweep[f"learning_rate.{k}"] = expand_axis(f"learning_rate.{k}", sub)
+            rest = {k: v for k, v in spec.items() if not k.isdigit()}
+            if rest:
+                sweep["learning_rate"] = expand_axis("learning_rate", rest)
+            continue
+        _check_axis_name(name)
+        sweep[name] = expand_axis(name, spec)
+    name = raw.get("name", "experiment")
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
+        raise ConfigError(
+            f"name: got {name!r}; use letters, digits, '-', '_' and '.' "
+            "(it names the result folder)"
+        )
+    return Experiment(name=name, sweep=sweep, **sections)
+
+
+def _is_per_entry(spec: Mapping) -> bool:
+    return any(str(k).isdigit() for k in spec)
+
+
+def _check_values(s: dict) -> None:
+    opt = s["optimizer"]
+    for k in ("learning_rate",):
+        v = getattr(opt, k)
+        if not math.isfinite(v) or v <= 0:
+            raise ConfigError(f"[optimizer] learning_rate: got {v!r}; must be positive and finite")
+    if not (0 <= opt.momentum < 1) or not math.isfinite(opt.momentum):
+        raise ConfigError(f"[optimizer] momentum: got {opt.momentum!r}; must be in [0, 1)")
+    if not math.isfinite(opt.weight_decay) or opt.weight_decay < 0:
+        raise ConfigError(f"[optimizer] weight_decay: got {opt.weight_decay!r}; must be >= 0")
+    m = s["model"]
+    if not math.isfinite(m.init_scale) or m.init_scale < 0:
+        raise ConfigError(f"[model] init_scale: got {m.init_scale!r}; must be >= 0 and finite")
+    d = s["data"]
+    if d.name is not None and d.path is not None:
+        raise ConfigError(
+            "[data]: give either name (a built-in dataset) or path (a file), not both"
+        )
+
+
+def _one_line(section: str, err: ValidationError, body: Mapping) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"])
+    top = e["loc"][0] if e["loc"] else None
+    given = body.get(top, None) if top is not None else None
+    msg = e["msg"]
+    if e["type"] == "literal_error":
+        allowed = e.get("ctx", {}).get("expected", "")
+        allowed = [a.strip(" '") for a in re.split(r",| or ", allowed) if a.strip(" '")]
+        return f"[{section}] {loc}: {_allowed(given, allowed)}"
+    msg = re.sub(r"^Value error, ", "", msg)
+    return f"[{section}] {loc}: got {given!r}; {msg.lower()}"
+
+
+# ---------------------------------------------------------------- overrides
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Apply `--set key=value` overrides (dotted keys, TOML values) to a raw config dict."""
+    out = copy.deepcopy(raw)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.steps=100")
+        key, _, text = item.partition("=")
+        key = key.strip()
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text  # a bare word such as tanh
+        parts = key.split(".")
+        if parts[0] == "sweep" and len(parts) >= 2:
+            parts = ["sweep", ".".join(parts[1:])]
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {key}: {p!r} is not a section")
+        node[parts[-1]] = value
+    return out
+
+
+def hparam_defaults(exp: Experiment) -> dict[str, float]:
+    """Value of every hyperparameter axis for runs that do not sweep it."""
+    return {
+        "learning_rate": exp.optimizer.learning_rate,
+        "init_scale": exp.model.init_scale,
+        "momentum": exp.optimizer.momentum,
+        "weight_decay": exp.optimizer.weight_decay,
+    }
+
+
+def describe_defaults() -> dict[str, Any]:
+    """Every key with its default value (used by the README test to keep docs honest)."""
+    return {sec: cls().model_dump() for sec, cls in _SECTIONS.items()}

@@ -1,0 +1,485 @@
+"""Datasets: built-in generators, sklearn's breast-cancer set, and CSV/Parquet/NPZ files.
+
+`load_dataset(spec)` returns NumPy arrays (x float64 (n, d); y float64 {0, 1} for binary,
+int64 for multi-class, float64 for regression); the engine casts them to the run dtype.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import numbers
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from trainscape.errors import DataError
+
+# Config section the spec comes from; prefixes keys in error messages.
+_SECTION = "data"
+
+BUILTINS = ("breast_cancer", "moons", "circles", "xor", "blobs", "teacher")
+FILE_SUFFIXES = (".csv", ".parquet", ".pq", ".npz")
+SPEC_KEYS = (
+    "name",
+    "path",
+    "target",
+    "n_samples",
+    "noise",
+    "data_seed",
+    "standardize",
+    "n_features",
+    "n_classes",
+    "teacher_hidden",
+    "n_outputs",
+)
+
+# Keys each source actually uses besides name/path/data_seed/standardize, which every source
+# accepts (data_seed is simply unused by breast_cancer and files, so a config that always sets
+# it stays valid).
+_USES = {
+    "breast_cancer": (),
+    "moons": ("n_samples", "noise"),
+    "circles": ("n_samples", "noise"),
+    "xor": ("n_samples", "noise", "n_features"),
+    "blobs": ("n_samples", "noise", "n_features", "n_classes"),
+    "teacher": ("n_samples", "noise", "n_features", "teacher_hidden", "n_outputs"),
+    "file": ("target",),
+}
+_COMMON = ("name", "path", "data_seed", "standardize")
+
+DEFAULTS = {
+    "n_samples": 256,
+    "noise": {"moons": 0.1, "circles": 0.1, "xor": 0.1, "blobs": 1.0, "teacher": 0.0},
+    "data_seed": 0,
+    "standardize": True,
+    "n_features": {"xor": 2, "blobs": 2, "teacher": 8},
+    "n_classes": 2,
+    "teacher_hidden": 32,
+    "n_outputs": 1,
+    "target": "y",
+}
+
+_CIRCLES_INNER_RADIUS = 0.5
+_BLOBS_CENTER_BOX = 5.0
+
+
+# ---------------------------------------------------------------- spec access and checks
+
+
+def _key(k: str) -> str:
+    return f"{_SECTION}.{k}"
+
+
+def _get(spec: Any, k: str) -> Any:
+    """Value of `k` in a mapping or attribute-style spec; None means "not given"."""
+    if spec is None:
+        return None
+    if isinstance(spec, Mapping):
+        return spec.get(k)
+    return getattr(spec, k, None)
+
+
+def _given(spec: Any) -> dict[str, Any]:
+    return {k: v for k in SPEC_KEYS if (v := _get(spec, k)) is not None}
+
+
+def _nearest(word: str, options) -> str:
+    # Compare case-folded so 'X' is suggested for 'x' (difflib alone rates them unrelated).
+    by_folded = {str(o).casefold(): str(o) for o in options}
+    close = difflib.get_close_matches(str(word).casefold(), list(by_folded), n=1)
+    return f"did you mean '{by_folded[close[0]]}'? " if close else ""
+
+
+def _check_unknown_keys(spec: Any) -> None:
+    # Only mappings can carry stray keys; a pydantic model already rejects them itself.
+    if not isinstance(spec, Mapping):
+        return
+    for k in spec:
+        if k not in SPEC_KEYS:
+            raise DataError(
+                f"{_key(str(k))}: unknown key; {_nearest(k, SPEC_KEYS)}"
+                f"allowed: {', '.join(SPEC_KEYS)}"
+            )
+
+
+def _int(value: Any, k: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
+        raise DataError(f"{_key(k)}: got {value!r}; must be an integer >= {low}")
+    return int(value)
+
+
+def _nonneg_float(value: Any, k: str) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or value < 0:
+        raise DataError(f"{_key(k)}: got {value!r}; must be a finite number >= 0")
+    return float(value)
+
+
+def _bool(value: Any, k: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise DataError(f"{_key(k)}: got {value!r}; must be true or false")
+    return bool(value)
+
+
+def _reject_unused(given: dict[str, Any], source: str, what: str) -> None:
+    allowed = _COMMON + _USES[source]
+    for k in given:
+        if k not in allowed:
+            used = ", ".join(_USES[source]) or "none"
+            raise DataError(
+                f"{_key(k)}: not used by {what} (got {given[k]!r}); "
+                f"keys it takes besides name/path/data_seed/standardize: {used}"
+            )
+
+
+# ---------------------------------------------------------------- public API
+
+
+def load_dataset(spec: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Load the dataset a spec (mapping or attribute object; None = defaults) describes."""
+    _check_unknown_keys(spec)
+    given = _given(spec)
+    standardize = _bool(given.get("standardize", DEFAULTS["standardize"]), "standardize")
+    seed = _int(given.get("data_seed", DEFAULTS["data_seed"]), "data_seed", 0)
+
+    if "name" in given and "path" in given:
+        raise DataError(
+            f"{_key('name')}/{_key('path')}: both given (name={given['name']!r}, "
+            f"path={str(given['path'])!r}); give a built-in name or a file path, not both"
+        )
+    if "path" in given:
+        _reject_unused(given, "file", f"a data file ({_key('path')})")
+        x, y = _load_file(given["path"], given.get("target", DEFAULTS["target"]))
+    else:
+        name = given.get("name", "breast_cancer")
+        if not isinstance(name, str) or name not in BUILTINS:
+            raise DataError(
+                f"{_key('name')}: unknown dataset {name!r}; {_nearest(name, BUILTINS)}"
+                f"allowed: {', '.join(BUILTINS)}"
+            )
+        _reject_unused(given, name, f"dataset '{name}'")
+        x, y = _builtin(name, given, seed)
+
+    if standardize:
+        x = standardize_features(x)
+    return x, y
+
+
+def standardize_features(x: np.ndarray) -> np.ndarray:
+    """Per-column zero mean, unit variance in float64; constant columns are only centred."""
+    x = np.asarray(x, dtype=np.float64)
+    centred = x - x.mean(axis=0)
+    std = np.sqrt(np.mean(centred**2, axis=0))
+    # A constant column's computed std is rounding noise, not zero; dividing by it would blow
+    # the noise up to O(1) values, so treat anything at rounding level as constant.
+    scale_ref = np.max(np.abs(x), axis=0, initial=0.0)
+    constant = std <= 1e-12 * np.maximum(scale_ref, np.finfo(np.float64).tiny)
+    return centred / np.where(constant, 1.0, std)
+
+
+def task_of(x: np.ndarray, y: np.ndarray) -> str:
+    """'binary' (1-D y in {0, 1}), 'multiclass' (1-D integer y otherwise) or 'regression'."""
+    del x  # the task depends only on the labels; x is taken so callers pass the pair
+    y = np.asarray(y)
+    if y.ndim == 1:
+        if np.isin(y, (0, 1)).all():
+            return "binary"
+        if y.dtype.kind in "iu":
+            return "multiclass"
+    return "regression"
+
+
+def validate_arrays(x: Any, y: Any, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Check user arrays and return x float64 (n, d) and y normalised for `task_of`.
+
+    `source` names where the arrays came from (a file, `data=(x, y)`) in error messages.
+    x and y may also be pandas objects, so errors can name the offending column.
+    """
+    x_arr, x_cols = _numeric_2d(x, "x", source)
+    if y is None:
+        raise DataError(f"{source}: y is missing; give labels/targets with the same rows as x")
+    y_arr, y_cols = _numeric_2d(y, "y", source)
+    if x_arr.ndim == 1:
+        raise DataError(
+            f"{source}: x is 1-D with shape {x_arr.shape}; x must be 2-D (n_samples, n_features)"
+            f" - for a single feature use x.reshape(-1, 1)"
+        )
+    if x_arr.ndim != 2:
+        raise DataError(
+            f"{source}: x has shape {x_arr.shape}; x must be 2-D (n_samples, n_features)"
+        )
+    if y_arr.ndim not in (1, 2):
+        raise DataError(
+            f"{source}: y has shape {y_arr.shape}; y must be 1-D (n,) or 2-D (n, n_outputs)"
+        )
+    if x_arr.shape[1] == 0:
+        raise DataError(f"{source}: x has no feature columns (shape {x_arr.shape})")
+    if y_arr.ndim == 2 and y_arr.shape[1] == 0:
+        raise DataError(f"{source}: y has no columns (shape {y_arr.shape})")
+    if x_arr.shape[0] != y_arr.shape[0]:
+        raise DataError(
+            f"{source}: x has {x_arr.shape[0]} rows but y has {y_arr.shape[0]}; "
+            f"they must have the same number of rows"
+        )
+    if x_arr.shape[0] < 2:
+        raise DataError(f"{source}: {x_arr.shape[0]} row(s); at least 2 are needed")
+    _check_finite(x_arr, "x", x_cols, source)
+    _check_finite(y_arr, "y", y_cols, source)
+    return np.ascontiguousarray(x_arr, dtype=np.float64), _normalise_y(y_arr, source)
+
+
+# ---------------------------------------------------------------- array checks
+
+
+def _numeric_2d(a: Any, which: str, source: str) -> tuple[np.ndarray, list[str] | None]:
+    """Array of a numeric kind (bool/int/uint/float), plus column names when a is pandas."""
+    columns = None
+    if hasattr(a, "dtypes") and hasattr(a, "columns"):  # pandas DataFrame
+        columns = [str(c) for c in a.columns]
+        for col, dtype in zip(columns, a.dtypes, strict=True):
+            if not _is_numeric_dtype(dtype):
+                raise DataError(
+                    f"{source}: column '{col}' of {which} is non-numeric ({dtype}); "
+                    f"all {which} columns must be numbers (encode categories as integers)"
+                )
+        a = a.to_numpy(dtype=_common_dtype(a.dtypes), na_value=np.nan)
+    elif hasattr(a, "dtype") and hasattr(a, "to_numpy"):  # pandas Series
+        columns = [str(a.name)] if a.name is not None else None
+        if not _is_numeric_dtype(a.dtype):
+            label = f"column '{a.name}'" if a.name is not None else which
+            raise DataError(
+                f"{source}: {label} of {which} is non-numeric ({a.dtype}); "
+                f"it must hold numbers (encode classes as integers 0..K-1)"
+            )
+        a = a.to_numpy(dtype=_common_dtype([a.dtype]), na_value=np.nan)
+
+    try:
+        arr = np.asarray(a)
+    except (ValueError, TypeError) as e:  # ragged nested lists and the like
+        raise DataError(f"{source}: {which} is not a rectangular array ({_first_line(e)})") from e
+    if arr.dtype.kind in "biuf":
+        return arr, columns
+    if arr.dtype.kind == "O":
+        # Object arrays may still be all numbers; find the first column that is not.
+        try:
+            return arr.astype(np.float64), columns
+        except (ValueError, TypeError):
+            pass
+        if arr.ndim == 2:
+            for j in range(arr.shape[1]):
+                try:
+                    arr[:, j].astype(np.float64)
+                except (ValueError, TypeError):
+                    raise DataError(
+                        f"{source}: column {j} of {which} is non-numeric (e.g. "
+                        f"{_first_bad(arr[:, j])!r}); all {which} columns must be numbers"
+                    ) from None
+    raise DataError(
+        f"{source}: {which} has dtype {arr.dtype}; it must be numeric (bool, int or float)"
+    )
+
+
+def _is_numeric_dtype(dtype: Any) -> bool:
+    import pandas as pd
+
+    return (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)) and (
+        not pd.api.types.is_complex_dtype(dtype)
+    )
+
+
+def _common_dtype(dtypes) -> Any:
+    # Keep all-integer/bool columns integral so y labels stay ints; anything nullable or
+    # mixed becomes float64 so missing values surface as NaN for the finiteness check.
+    kinds = {getattr(d, "kind", "O") for d in dtypes}
+    numpy_dtypes = all(isinstance(d, np.dtype) for d in dtypes)
+    if numpy_dtypes and kinds <= {"b"}:
+        return np.bool_
+    if numpy_dtypes and kinds <= {"i", "u", "b"}:
+        return np.int64
+    return np.float64
+
+
+def _first_bad(col: np.ndarray) -> Any:
+    for v in col:
+        try:
+            float(v)
+        except (ValueError, TypeError):
+            return v
+    return None
+
+
+def _check_finite(a: np.ndarray, which: str, columns: list[str] | None, source: str) -> None:
+    if a.dtype.kind != "f":
+        return
+    bad = ~np.isfinite(a)
+    n_bad = int(bad.sum())
+    if n_bad == 0:
+        return
+    if a.ndim == 2:
+        j = int(np.argmax(bad.any(axis=0)))
+        where = f"column '{columns[j]}'" if columns else f"column {j}"
+        n_cols = int(bad.any(axis=0).sum())
+        where = f"first in {where}" + (f", {n_cols} columns affected" if n_cols > 1 else "")
+    else:
+        where = f"first at row {int(np.argmax(bad))}"
+        if columns:
+            where = f"column '{columns[0]}', {where}"
+    raise DataError(
+        f"{source}: {which} has {n_bad} NaN/inf value(s) ({where}); "
+        f"remove or impute them (all values must be finite)"
+    )
+
+
+def _normalise_y(y: np.ndarray, source: str) -> np.ndarray:
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]  # one output column is the same task as a 1-D target
+    if y.ndim == 2:
+        return np.ascontiguousarray(y, dtype=np.float64)
+    if np.isin(y, (0, 1)).all():
+        return y.astype(np.float64)
+    if y.dtype.kind in "iu":
+        if y.min() < 0:
+            raise DataError(
+                f"{source}: y has negative class label {int(y.min())}; integer labels are "
+                f"classes and must be 0..K-1 (use float y for regression)"
+            )
+        return y.astype(np.int64)
+    return y.astype(np.float64)
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+# ---------------------------------------------------------------- files
+
+
+def _load_file(path: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
+    if not isinstance(path, (str, os.PathLike)):
+        raise DataError(f"{_key('path')}: got {path!r}; must be a file path string")
+    if not isinstance(target, str):
+        raise DataError(f"{_key('target')}: got {target!r}; must be a column/array name")
+    p = Path(path).expanduser()
+    suffix = p.suffix.lower()
+    if suffix not in FILE_SUFFIXES:
+        raise DataError(
+            f"{_key('path')}: '{p}' has unsupported extension '{p.suffix}'; "
+            f"{_nearest(suffix, FILE_SUFFIXES)}allowed: {', '.join(FILE_SUFFIXES)}"
+        )
+    if not p.is_file():
+        what = "is a directory, not a file" if p.is_dir() else "file not found"
+        raise DataError(f"{_key('path')}: {what}: '{p.resolve()}'")
+    source = f"data file '{p}'"
+    if suffix == ".npz":
+        return _load_npz(p, target, source)
+    return _load_table(p, suffix, target, source)
+
+
+def _load_table(p: Path, suffix: str, target: str, source: str):
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(p) if suffix == ".csv" else pd.read_parquet(p)
+    except Exception as e:  # pandas/pyarrow raise many types for unreadable files
+        raise DataError(f"{source}: cannot be read ({_first_line(e)})") from e
+    columns = [str(c) for c in df.columns]
+    df.columns = columns
+    if target not in columns:
+        raise DataError(
+            f"{_key('target')}: column '{target}' not in {source}; "
+            f"{_nearest(target, columns)}available columns: {', '.join(columns)}"
+        )
+    if len(columns) < 2:
+        raise DataError(f"{source}: only the target column '{target}'; no feature columns")
+    return validate_arrays(df.drop(columns=[target]), df[target], source)
+
+
+def _load_npz(p: Path, target: str, source: str):
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # corrupt archive or pickled object arrays
+        raise DataError(f"{source}: cannot be read as .npz ({_first_line(e)})") from e
+    names = sorted(arrays)
+    for k, key in (("x", "path"), (target, "target")):
+        if k not in arrays:
+            raise DataError(
+                f"{_key(key)}: array '{k}' not in {source}; {_nearest(k, names)}"
+                f"available arrays: {', '.join(names) or 'none'}"
+            )
+    return validate_arrays(arrays["x"], arrays[target], source)
+
+
+# ---------------------------------------------------------------- built-in datasets
+
+
+def _builtin(name: str, given: dict[str, Any], seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if name == "breast_cancer":
+        from sklearn.datasets import load_breast_cancer
+
+        raw = load_breast_cancer()
+        return np.asarray(raw.data, dtype=np.float64), np.asarray(raw.target, dtype=np.float64)
+
+    n = _int(given.get("n_samples", DEFAULTS["n_samples"]), "n_samples", 2)
+    noise = _nonneg_float(given.get("noise", DEFAULTS["noise"][name]), "noise")
+    # Independent streams so e.g. the teacher's weights do not change with n_samples.
+    rng_struct, rng_x, rng_noise = (
+        np.random.default_rng(s)
+        for s in np.random.SeedSequence([seed, BUILTINS.index(name)]).spawn(3)
+    )
+    if name in ("moons", "circles"):
+        x, y = (_moons if name == "moons" else _circles)(n)
+        order = rng_x.permutation(n)
+        x, y = x[order], y[order]
+        return x + noise * rng_noise.standard_normal(x.shape), y
+
+    d = _int(given.get("n_features", DEFAULTS["n_features"][name]), "n_features", 1)
+    if name == "xor":
+        if d < 2:
+            raise DataError(f"{_key('n_features')}: got {d}; xor needs n_features >= 2")
+        x = rng_x.uniform(-1.0, 1.0, size=(n, d))
+        y = ((x[:, 0] > 0) != (x[:, 1] > 0)).astype(np.float64)
+        return x + noise * rng_noise.standard_normal(x.shape), y
+    if name == "blobs":
+        k = _int(given.get("n_classes", DEFAULTS["n_classes"]), "n_classes", 2)
+        if n < k:
+            raise DataError(
+                f"{_key('n_samples')}: got {n}; blobs needs n_samples >= n_classes ({k})"
+            )
+        centres = rng_struct.uniform(-_BLOBS_CENTER_BOX, _BLOBS_CENTER_BOX, size=(k, d))
+        y = rng_x.permutation(np.arange(n) % k)  # balanced classes in random order
+        x = centres[y] + noise * rng_noise.standard_normal((n, d))
+        return x, (y.astype(np.float64) if k == 2 else y.astype(np.int64))
+    # teacher
+    h = _int(given.get("teacher_hidden", DEFAULTS["teacher_hidden"]), "teacher_hidden", 1)
+    k = _int(given.get("n_outputs", DEFAULTS["n_outputs"]), "n_outputs", 1)
+    w1 = rng_struct.standard_normal((d, h)) / np.sqrt(d)
+    w2 = rng_struct.standard_normal((h, k)) / np.sqrt(h)
+    x = rng_x.standard_normal((n, d))
+    y = np.tanh(x @ w1) @ w2 + noise * rng_noise.standard_normal((n, k))
+    return x, (y[:, 0] if k == 1 else y)
+
+
+def _moons(n: int) -> tuple[np.ndarray, np.ndarray]:
+    n_out = n // 2
+    t_out = np.linspace(0.0, np.pi, n_out)
+    t_in = np.linspace(0.0, np.pi, n - n_out)
+    outer = np.stack([np.cos(t_out), np.sin(t_out)], axis=1)
+    inner = np.stack([1.0 - np.cos(t_in), 0.5 - np.sin(t_in)], axis=1)
+    y = np.concatenate([np.zeros(n_out), np.ones(n - n_out)])
+    return np.concatenate([outer, inner]), y
+
+
+def _circles(n: int) -> tuple[np.ndarray, np.ndarray]:
+    n_out = n // 2
+    t_out = np.linspace(0.0, 2 * np.pi, n_out, endpoint=False)
+    t_in = np.linspace(0.0, 2 * np.pi, n - n_out, endpoint=False)
+    outer = np.stack([np.cos(t_out), np.sin(t_out)], axis=1)
+    inner = _CIRCLES_INNER_RADIUS * np.stack([np.cos(t_in), np.sin(t_in)], axis=1)
+    y = np.concatenate([np.zeros(n_out), np.ones(n - n_out)])
+    return np.concatenate([outer, inner]), y

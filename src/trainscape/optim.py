@@ -1,0 +1,80 @@
+"""optax optimizers whose swept hyperparameters are traced arrays.
+
+Every optimizer is `direction` (optax's own transforms: identity, trace, scale_by_adam, ...)
+followed by decoupled weight decay and then a step of `-learning_rate`, applied per top-level
+entry of the parameter pytree so `learning_rate.K` axes can give entry K its own rate. Because
+the hyperparameters are arrays rather than Python floats, one compiled program serves every
+grid point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import jax
+import optax
+
+# which hyperparameters each optimizer reads (others on a sweep are a config error)
+USES = {
+    "sgd": ("learning_rate", "weight_decay"),
+    "momentum": ("learning_rate", "momentum", "weight_decay"),
+    "nesterov": ("learning_rate", "momentum", "weight_decay"),
+    "adam": ("learning_rate", "weight_decay"),
+    "adamw": ("learning_rate", "weight_decay"),
+    "rmsprop": ("learning_rate", "weight_decay"),
+}
+
+
+def top_level_map(fn: Callable, tree):
+    """Apply `fn(k, subtree)` to the K-th top-level entry of `tree` (list, tuple or dict in
+    sorted-key order, as JAX flattens dicts); a bare array is entry 0."""
+    if isinstance(tree, list | tuple):
+        return type(tree)(fn(k, sub) for k, sub in enumerate(tree))
+    if isinstance(tree, Mapping):
+        return {key: fn(k, tree[key]) for k, key in enumerate(sorted(tree))}
+    return fn(0, tree)
+
+
+def n_top_level(tree) -> int:
+    if isinstance(tree, list | tuple | Mapping):
+        return len(tree)
+    return 1
+
+
+def entry_learning_rates(hp: Mapping, n_entries: int) -> list:
+    """Learning rate of each top-level entry: `learning_rate.K` if swept, else `learning_rate`."""
+    return [hp.get(f"learning_rate.{k}", hp["learning_rate"]) for k in range(n_entries)]
+
+
+def scale_by_entry_lr(lrs: list) -> optax.GradientTransformation:
+    """Multiply the updates of top-level entry K by -lrs[K] (gradient descent step)."""
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+        out = top_level_map(lambda k, u: jax.tree.map(lambda g: -lrs[k] * g, u), updates)
+        return out, state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def make_optimizer(name: str, hp: Mapping, n_entries: int) -> optax.GradientTransformation:
+    """The optimizer `name` with hyperparameters taken from `hp` (scalars, possibly traced)."""
+    if name == "sgd":
+        direction = optax.identity()
+    elif name in ("momentum", "nesterov"):
+        direction = optax.trace(decay=hp["momentum"], nesterov=name == "nesterov")
+    elif name in ("adam", "adamw"):
+        direction = optax.scale_by_adam()
+    elif name == "rmsprop":
+        direction = optax.scale_by_rms()
+    else:
+        raise ValueError(f"unknown optimizer {name!r}")
+    return optax.chain(
+        direction,
+        optax.add_decayed_weights(hp["weight_decay"]),
+        scale_by_entry_lr(entry_learning_rates(hp, n_entries)),
+    )

@@ -1,0 +1,63 @@
+"""Labels on hand-made curves, one per label plus NaN and inf."""
+
+import numpy as np
+import pytest
+
+from trainscape import classify
+from trainscape.classify import BLOWUP_FACTOR, label_curve
+
+T = np.arange(50)
+CASES = {
+    "converged": 1.0 * np.exp(-T / 10) + 0.05,
+    "catapult": np.r_[1.0, 0.4, 2.5, 1.8, 1.0, 0.5, 0.3 * np.exp(-np.arange(44) / 10)],
+    "oscillating": 0.5 + 0.5 * np.exp(-T / 10) + 0.05 * (T % 2),
+    "stalled": 1.0 - 0.001 * T / 50,
+    "diverged": 1.0 * 1.05 ** T,
+}
+
+
+@pytest.mark.parametrize("expected", list(CASES))
+def test_hand_made_curves(expected):
+    assert label_curve(CASES[expected]) == expected
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_is_diverged_at_that_step(bad):
+    c = CASES["converged"].copy()
+    c[17] = bad
+    s = classify.summarize_curve(c)
+    assert s["diverged_step"] == 17
+    assert label_curve(c) == "diverged"
+
+
+def test_blowup_past_factor_is_diverged_even_if_it_comes_back():
+    c = CASES["converged"].copy()
+    c[5] = BLOWUP_FACTOR * c[0] * 1.01
+    assert classify.summarize_curve(c)["diverged_step"] == 5
+    assert label_curve(c) == "diverged"
+
+
+def test_ending_above_initial_is_diverged_without_a_step():
+    c = np.linspace(1.0, 1.3, 20)
+    s = classify.summarize_curve(c)
+    assert s["diverged_step"] == -1 and label_curve(c) == "diverged"
+
+
+def test_spike_above_initial_counts_as_catapult():
+    c = np.r_[1.0, 2.5, 1.5, 0.5, 0.2, 0.1]
+    assert label_curve(c) == "catapult"
+
+
+def test_tiny_rebounds_near_zero_are_not_catapults():
+    # a 3x relative jump at loss 1e-4 is below SPIKE_MIN_RISE x initial: oscillation, not catapult
+    c = np.r_[1.0, 0.1, 1e-3, 1e-4, 3e-4, 1e-4, 5e-5]
+    assert classify.summarize_curve(c)["spike_ratio"] == 1.0
+    assert label_curve(c) == "converged"
+
+
+def test_labels_vectorized_matches_scalar():
+    summaries = [classify.summarize_curve(c) for c in CASES.values()]
+    got = classify.labels(*(np.array([s[k] for s in summaries]) for k in
+                            ("initial_loss", "final_loss", "spike_ratio", "rebound",
+                             "diverged_step")))
+    assert list(got) == list(CASES)

@@ -1,0 +1,111 @@
+"""Config parsing: every axis form, defaults, overrides, and errors that name the key."""
+
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from trainscape import config as cfg
+from trainscape.defaults import SEED_QUESTION
+from trainscape.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_axis_forms():
+    e = cfg.parse({"sweep": {
+        "learning_rate": {"geomspace": [0.001, 10.0], "num": 21},
+        "seed": {"range": 3},
+        "init_scale": {"linspace": [0.5, 1.5], "num": 3},
+        "weight_decay": [0.0, 0.1],
+    }})
+    lr = e.sweep["learning_rate"]
+    assert len(lr) == 21 and lr[0] == 0.001 and lr[-1] == 10.0
+    assert 0.01 in lr and 1.0 in lr  # exact grid points, not 0.010000000000000002
+    assert e.sweep["seed"] == (0, 1, 2)
+    assert e.sweep["init_scale"] == (0.5, 1.0, 1.5)
+    assert e.sweep["weight_decay"] == (0.0, 0.1)
+    assert cfg.parse({"sweep": {"seed": {"range": [5, 8]}}}).sweep["seed"] == (5, 6, 7)
+    assert e.n_runs == 21 * 3 * 3 * 2
+
+
+def test_defaults_fill_everything():
+    e = cfg.parse({})
+    assert e.model.hidden == (128, 64) and e.train.steps == 200
+    assert e.train.dtype == "float32" and e.optimizer.name == "sgd" and e.loss.name == "bce"
+
+
+def test_roundtrip_and_hash():
+    e = cfg.parse(SEED_QUESTION)
+    assert cfg.parse(e.to_dict()) == e
+    assert cfg.parse(e.to_dict()).config_hash() == e.config_hash()
+    assert cfg.parse({**SEED_QUESTION, "name": "other"}).config_hash() != e.config_hash()
+
+
+def test_experiment_file_equals_builtin_default():
+    with open(ROOT / "experiments" / "seed_question.toml", "rb") as f:
+        assert cfg.parse(tomllib.load(f)) == cfg.parse(SEED_QUESTION)
+
+
+def test_per_layer_axes_from_toml(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[sweep]\n"learning_rate.0" = [0.1, 0.2]\nlearning_rate.1 = [0.3]\n')
+    e = cfg.parse(p)
+    assert e.sweep == {"learning_rate.0": (0.1, 0.2), "learning_rate.1": (0.3,)}
+
+
+def test_overrides():
+    raw = cfg.apply_overrides(SEED_QUESTION, [
+        "train.steps=50", "model.activation=relu", "sweep.learning_rate=[0.1, 1.0]",
+        "model.hidden=[4]"])
+    e = cfg.parse(raw)
+    assert e.train.steps == 50 and e.model.activation == "relu" and e.model.hidden == (4,)
+    assert e.sweep["learning_rate"] == (0.1, 1.0)
+    assert SEED_QUESTION["train"]["steps"] == 200  # the default itself is untouched
+
+
+@pytest.mark.parametrize("bad, key", [
+    ({"model": {"hidden": [0, 4]}}, "hidden"),
+    ({"model": {"activation": "tahn"}}, "'tanh'"),
+    ({"train": {"steps": 0}}, "steps"),
+    ({"train": {"steps": "100"}}, "steps"),
+    ({"train": {"dtype": "float8"}}, "dtype"),
+    ({"trian": {}}, "'train'"),
+    ({"train": {"step": 3}}, "'steps'"),
+    ({"sweep": {"learnin_rate": [0.1]}}, "'learning_rate'"),
+    ({"sweep": {"learning_rate": [-0.1]}}, "sweep.learning_rate"),
+    ({"sweep": {"learning_rate": [0.0]}}, "sweep.learning_rate"),
+    ({"sweep": {"learning_rate": [float("nan")]}}, "sweep.learning_rate"),
+    ({"sweep": {"learning_rate": [float("inf")]}}, "sweep.learning_rate"),
+    ({"sweep": {"learning_rate": ["fast"]}}, "sweep.learning_rate"),
+    ({"sweep": {"learning_rate": []}}, "sweep.learning_rate"),
+    ({"sweep": {"learning_rate": [0.1, 0.1]}}, "duplicated"),
+    ({"sweep": {"learning_rate": {"geomspace": [0, 1], "num": 3}}}, "geomspace"),
+    ({"sweep": {"learning_rate": {"geomspace": [0.1, 1]}}}, "num"),
+    ({"sweep": {"seed": {"range": 0}}}, "sweep.seed"),
+    ({"sweep": {"seed": [0.5]}}, "sweep.seed"),
+    ({"sweep": {"momentum": [1.5]}}, "sweep.momentum"),
+    ({"optimizer": {"learning_rate": float("nan")}}, "learning_rate"),
+    ({"data": {"name": "mnist"}}, "data"),
+    ({"data": {"name": "moons", "path": "x.csv"}}, "data"),
+    ({"name": "bad name/with slash"}, "name"),
+])
+def test_bad_values_name_the_key(bad, key):
+    with pytest.raises(ConfigError) as e:
+        cfg.parse(bad)
+    msg = str(e.value)
+    assert key in msg and "\n" not in msg
+
+
+def test_toml_syntax_error_names_line(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text('name = "x"\n[train]\nsteps = = 3\n')
+    with pytest.raises(ConfigError, match="line 3"):
+        cfg.parse(p)
+
+
+def test_nan_in_toml_is_caught(tmp_path):
+    p = tmp_path / "nan.toml"
+    p.write_text("[sweep]\nlearning_rate = [0.1, nan]\n")
+    with pytest.raises(ConfigError, match="finite"):
+        cfg.parse(p)

@@ -1,0 +1,111 @@
+"""The batching boundary: vmapped == one at a time, chunk-size invariance, no recompiles."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import trainscape as ts
+from trainscape import classify, engine, train
+
+TINY = {
+    "name": "tiny",
+    "data": {"name": "moons", "n_samples": 64},
+    "model": {"hidden": [8, 8], "activation": "tanh", "init": "normal"},
+    "train": {"steps": 30},
+    "sweep": {"learning_rate": {"geomspace": [0.01, 30.0], "num": 6}, "seed": {"range": 3}},
+}
+
+
+def _run(cfg=TINY, **kw):
+    return ts.run(cfg, out=None, progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def base():
+    return _run(chunk_size=1000)
+
+
+def test_run_table_schema(base):
+    runs = base.runs
+    assert list(runs.columns[:3]) == ["run_id", "learning_rate", "seed"]
+    assert runs["run_id"].tolist() == list(range(18))
+    for col in ("initial_loss", "final_loss", "min_loss", "max_loss", "peak_step",
+                "diverged_step", "recover_step", "final_accuracy", "label"):
+        assert col in runs.columns
+    assert str(runs["diverged_step"].dtype) == "Int64"
+    assert set(runs["label"]) <= set(classify.LABELS)
+    # T + 1 curve points per run, step 0 = loss at init
+    assert len(base.curves) == 18 * 31
+    first = base.curves[base.curves.step == 0].set_index("run_id")["loss"]
+    np.testing.assert_array_equal(first.to_numpy(), runs.set_index("run_id")["initial_loss"])
+
+
+def test_chunk_size_does_not_change_results(base):
+    other = _run(chunk_size=7)
+    pd.testing.assert_frame_equal(base.runs, other.runs)
+    pd.testing.assert_frame_equal(base.curves, other.curves)
+
+
+def test_vmapped_sweep_equals_runs_one_at_a_time(base):
+    for _, row in base.runs.iloc[::4].iterrows():
+        one = dict(TINY, sweep={"learning_rate": [row.learning_rate], "seed": [int(row.seed)]})
+        r = _run(one).runs.iloc[0]
+        for col in ("initial_loss", "final_loss", "max_loss", "min_loss"):
+            assert r[col] == pytest.approx(row[col], rel=1e-5, nan_ok=True), col
+        assert r["label"] == row["label"]
+
+
+def test_second_sweep_of_same_shapes_does_not_retrace(base):
+    before = train.TRACE_COUNT["train_one"]
+    cfg = dict(TINY, sweep={"learning_rate": [0.5, 0.7, 0.9], "seed": [10, 11, 12, 13, 14, 15]},
+               optimizer={"learning_rate": 0.2})
+    _run(cfg, chunk_size=18)  # same static config, same chunk size as `base`: no new trace
+    assert train.TRACE_COUNT["train_one"] == before
+
+
+def test_online_summaries_match_numpy_summaries_of_the_curve(base):
+    curves = base.curves.pivot(index="run_id", columns="step", values="loss").to_numpy()
+    for rid, row in base.runs.set_index("run_id").iterrows():
+        s = classify.summarize_curve(curves[rid])
+        assert s["peak_step"] == row["peak_step"]
+        assert s["max_loss"] == pytest.approx(row["max_loss"], rel=1e-6, nan_ok=True)
+        assert s["rebound"] == pytest.approx(row["rebound"], rel=1e-5, abs=1e-7)
+        assert s["spike_ratio"] == pytest.approx(row["spike_ratio"], rel=1e-5)
+        assert classify.label_curve(curves[rid]) == row["label"]
+        div = s["diverged_step"] if s["diverged_step"] >= 0 else (
+            s["above_since"] if row["label"] == "diverged" else -1)
+        assert div == (-1 if pd.isna(row["diverged_step"]) else row["diverged_step"])
+
+
+def test_blowups_are_frozen_and_labelled_diverged():
+    cfg = dict(TINY, sweep={"learning_rate": [1e3, 1e6, 1e9], "seed": [0, 1]})
+    res = _run(cfg)
+    assert (res.runs["label"] == "diverged").all()
+    assert res.runs["diverged_step"].notna().all()
+    c = res.curves.merge(res.runs[["run_id", "diverged_step"]], on="run_id")
+    blew_up = c[c.groupby("run_id")["loss"].transform(lambda v: v.isna().any())]
+    after = blew_up[blew_up.step > blew_up.diverged_step.astype(float)]
+    assert len(after) and after["loss"].isna().all()  # frozen: NaN after the blow-up step
+    stayed = res.runs[~res.runs.run_id.isin(blew_up.run_id)]
+    for _, r in stayed.iterrows():  # diverged by ending above: never back below initial after
+        tail = c[(c.run_id == r.run_id) & (c.step >= r.diverged_step)]["loss"]
+        assert (tail > r.initial_loss).all()
+
+
+def test_balanced_chunks_of_whole_blocks():
+    b = engine.BLOCK
+    assert engine.plan_chunks(10, None, 2) == 2 * b
+    assert engine.plan_chunks(5, 1000, 1) == b
+    assert engine.plan_chunks(100 * b, 7, 1) == b
+    # 4.5 default chunks' worth of runs -> 5 equal chunks, not 4 full ones and a half-empty one
+    size = engine.plan_chunks(9 * engine.DEFAULT_CHUNK, None, 2)
+    assert size % (2 * b) == 0 and 9 * engine.DEFAULT_CHUNK / size > 4
+
+
+def test_record_every_thins_curves_but_not_summaries(base):
+    cfg = dict(TINY, train={"steps": 30, "record_every": 7})
+    res = _run(cfg)
+    steps = sorted(res.curves["step"].unique())
+    assert steps == [0, 7, 14, 21, 28, 30]
+    pd.testing.assert_series_equal(res.runs["max_loss"], base.runs["max_loss"], rtol=1e-6)
+    pd.testing.assert_series_equal(res.runs["label"], base.runs["label"])

@@ -1,0 +1,429 @@
+"""Tests for trainscape.plots on tiny synthetic result tables (Agg backend, no files written)."""
+
+import itertools
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.colors as mcolors  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.collections import QuadMesh  # noqa: E402
+
+from trainscape import plots  # noqa: E402
+from trainscape.classify import LABELS  # noqa: E402
+from trainscape.errors import InputError  # noqa: E402
+
+LRS = np.geomspace(1e-3, 10.0, 5)  # 1e-3, 0.01, 0.1, 1, 10
+SEEDS = (0, 1, 2)
+BASE_LABEL = ("converged", "converged", "catapult", "oscillating", "diverged")
+OVERRIDES = {(3, 2): "diverged", (2, 1): "stalled"}  # (lr index, seed) -> label
+N_STEPS = 10
+
+
+def _loss_curve(label: str, i: int) -> np.ndarray:
+    t = np.arange(N_STEPS + 1, dtype=float)
+    if label == "diverged":
+        loss = 10.0**t
+        loss[4] = np.inf  # the engine freezes at the first non-finite loss
+        loss[5:] = np.nan
+        return loss
+    if label == "catapult":
+        return 1.0 + 50.0 * np.exp(-((t - 3) ** 2)) - 0.09 * t
+    if label == "oscillating":
+        return 0.5 + 0.3 * (t % 2)
+    return np.exp(-(i + 1) * 0.2 * t)
+
+
+def _tables(lrs=LRS, seeds=SEEDS, label_of=None):
+    rows, curve_rows = [], []
+    for i, lr in enumerate(lrs):
+        for seed in seeds:
+            label = label_of(i, seed) if label_of else OVERRIDES.get((i, seed), BASE_LABEL[i])
+            loss = _loss_curve(label, i)
+            finite = loss[np.isfinite(loss)]
+            run_id = len(rows)
+            rows.append(
+                dict(
+                    run_id=run_id,
+                    learning_rate=float(lr),
+                    seed=seed,
+                    initial_loss=loss[0],
+                    final_loss=loss[-1],
+                    min_loss=finite.min(),
+                    max_loss=np.inf if label == "diverged" else finite.max(),
+                    peak_step=int(np.argmax(finite)),
+                    label=label,
+                    diverged_step=4 if label == "diverged" else None,
+                    recover_step=None if label == "diverged" else 2,
+                )
+            )
+            curve_rows += [dict(run_id=run_id, step=s, loss=v) for s, v in enumerate(loss)]
+    runs = pd.DataFrame(rows)
+    for col in ("diverged_step", "recover_step"):
+        runs[col] = pd.array(runs[col].tolist(), dtype="Int64")
+    runs["run_id"] = runs["run_id"].astype("int64")
+    runs["seed"] = runs["seed"].astype("int64")
+    return runs, pd.DataFrame(curve_rows)
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+@pytest.fixture
+def tables():
+    return _tables()
+
+
+def _mesh(ax) -> QuadMesh:
+    meshes = [c for c in ax.collections if isinstance(c, QuadMesh)]
+    assert len(meshes) == 1
+    return meshes[0]
+
+
+def _grid_array(ax, ny, nx):
+    return np.ma.asarray(_mesh(ax).get_array()).reshape(ny, nx)
+
+
+def _legend_texts(ax):
+    legend = ax.get_legend()
+    return [] if legend is None else [t.get_text() for t in legend.get_texts()]
+
+
+def _no_overlap(labels, horizontal: bool) -> bool:
+    boxes = [t.get_window_extent() for t in labels if t.get_visible() and t.get_text()]
+    spans = sorted((b.x0, b.x1) if horizontal else (b.y0, b.y1) for b in boxes)
+    return all(a[1] <= b[0] for a, b in itertools.pairwise(spans))
+
+
+# ---------------------------------------------------------------------------------- colours, fmt
+
+
+def test_label_colors_cover_every_label_with_distinct_valid_colours():
+    assert set(plots.LABEL_COLORS) == set(LABELS)
+    rgb = [mcolors.to_rgb(plots.LABEL_COLORS[lab]) for lab in LABELS]
+    assert len(set(rgb)) == len(LABELS)
+
+
+@pytest.mark.parametrize(
+    "value, text",
+    [
+        (1e-3, "1e-3"),
+        (0.01, "0.01"),
+        (0.1, "0.1"),
+        (1.0, "1"),
+        (10.0, "10"),
+        (0.125, "0.125"),
+        (np.sqrt(10) * 1e-3, "3.16e-3"),
+        (0.0316227766, "0.0316"),
+        (1e4, "1e4"),
+        (3, "3"),
+        (float("inf"), "inf"),
+        (0.0, "0"),
+    ],
+)
+def test_number_labels_are_short(value, text):
+    assert plots._fmt(value) == text
+
+
+# ---------------------------------------------------------------------------------- label heatmap
+
+
+def test_label_heatmap_cells_hold_each_runs_label(tables):
+    runs, _ = tables
+    ax = plots.label_heatmap(runs)
+    z = _grid_array(ax, len(SEEDS), len(LRS))
+    for row in runs.itertuples():
+        i = int(np.flatnonzero(np.isclose(LRS, row.learning_rate))[0])
+        assert z[row.seed, i] == LABELS.index(row.label)
+    assert z[2, 3] == LABELS.index("diverged")  # the (lr=1, seed=2) override
+    assert z[1, 2] == LABELS.index("stalled")
+
+
+def test_label_heatmap_cells_are_centred_on_grid_values(tables):
+    runs, _ = tables
+    ax = plots.label_heatmap(runs)
+    coords = _mesh(ax).get_coordinates()
+    x_edges, y_edges = coords[0, :, 0], coords[:, 0, 1]
+    np.testing.assert_allclose(np.sqrt(x_edges[:-1] * x_edges[1:]), LRS)  # geometric midpoints
+    np.testing.assert_allclose((y_edges[:-1] + y_edges[1:]) / 2, SEEDS)
+    assert ax.get_xlim() == pytest.approx((x_edges[0], x_edges[-1]))
+
+
+def test_label_heatmap_legend_lists_the_labels_present(tables):
+    runs, _ = tables
+    ax = plots.label_heatmap(runs)
+    assert _legend_texts(ax) == list(LABELS)  # all five appear in this table, in LABELS order
+    no_stall = runs[runs["label"] != "stalled"]
+    ax2 = plots.label_heatmap(no_stall)
+    assert _legend_texts(ax2) == [lab for lab in LABELS if lab != "stalled"]
+
+
+def test_log_axis_chosen_only_for_wide_positive_axes(tables):
+    runs, _ = tables
+    ax = plots.label_heatmap(runs)
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "linear"
+    narrow, _ = _tables(lrs=[0.1, 0.2, 0.5])
+    assert plots.label_heatmap(narrow).get_xscale() == "linear"
+    assert plots.label_heatmap(runs, log_x=False).get_xscale() == "linear"
+    with pytest.raises(InputError):
+        plots.label_heatmap(runs, log_y=True, y="seed")  # seed 0 cannot go on a log axis
+
+
+@pytest.mark.parametrize("figsize", [(7, 4), (3.5, 2.5)])
+def test_tick_labels_never_overlap_on_dense_grids(figsize):
+    lrs = np.geomspace(1e-3, 10.0, 41)
+    runs, _ = _tables(lrs=lrs, seeds=range(16), label_of=lambda i, s: LABELS[i % 5])
+    fig, ax = plt.subplots(figsize=figsize, dpi=150, layout="constrained")
+    plots.label_heatmap(runs, ax=ax)
+    fig.canvas.draw()
+    assert _no_overlap(ax.get_xticklabels(), horizontal=True)
+    assert _no_overlap(ax.get_yticklabels(), horizontal=False)
+    xt = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert 2 <= len(xt) < 41
+    if figsize == (7, 4):
+        assert xt == ["1e-3", "0.01", "0.1", "1", "10"]  # the round subset, not every 6th value
+    yticks = ax.get_yticks()
+    assert len(yticks) >= 2
+    assert np.all(yticks == np.round(yticks)) and 0 in yticks  # integer seeds, ruler-like
+    assert all(t.get_text().lstrip("-").isdigit() for t in ax.get_yticklabels() if t.get_text())
+
+
+def test_majority_ties_go_to_the_later_label():
+    # two runs per cell (init_scale aggregated away): one converged, one diverged
+    runs, _ = _tables(lrs=[0.1], seeds=[0, 1], label_of=lambda i, s: ("converged", "diverged")[s])
+    runs["init_scale"] = 1.0
+    ax = plots.label_heatmap(runs, "learning_rate", "init_scale")
+    assert _grid_array(ax, 1, 1)[0, 0] == LABELS.index("diverged")
+    assert "2 runs per cell" in ax.get_title()
+
+
+def test_p_diverge_gives_the_fraction_diverged(tables):
+    runs, _ = tables
+    ax = plots.label_heatmap(runs, "learning_rate", None, aggregate="p_diverge")
+    np.testing.assert_allclose(_grid_array(ax, 1, len(LRS)), [[0, 0, 0, 1 / 3, 1]])
+    assert len(ax.get_figure().axes) == 2  # the heatmap and its colorbar
+    # uneven cells: drop one converged run at lr=1e-3 and one diverged run at lr=10
+    uneven = runs.drop(index=[0, len(runs) - 1])
+    ax_u = plots.label_heatmap(uneven, "learning_rate", None, aggregate="p_diverge")
+    np.testing.assert_allclose(_grid_array(ax_u, 1, len(LRS)), [[0, 0, 0, 1 / 3, 1]])
+    ax2 = plots.label_heatmap(runs, "learning_rate", None, aggregate="p_catapult")
+    np.testing.assert_allclose(_grid_array(ax2, 1, len(LRS)), [[0, 0, 2 / 3, 0, 0]])
+    with pytest.raises(InputError):
+        plots.label_heatmap(runs, aggregate="p_exploded")
+
+
+def test_single_value_axes_work(tables):
+    runs, curves = tables
+    one_lr = runs[np.isclose(runs["learning_rate"], 1.0)]
+    ax = plots.label_heatmap(one_lr)
+    z = _grid_array(ax, 3, 1)
+    assert list(z[:, 0]) == [LABELS.index(lab) for lab in one_lr.sort_values("seed")["label"]]
+    x0, x1 = ax.get_xlim()
+    assert x0 < 1.0 < x1 and np.isfinite([x0, x1]).all()
+    one_cell = one_lr[one_lr["seed"] == 0]
+    plots.label_heatmap(one_cell)
+    plots.metric_heatmap(one_cell, "final_loss", "learning_rate", "seed")
+    plots.boundary_contour(one_lr, ax=plots.label_heatmap(one_lr))
+    plots.loss_curves(curves, one_cell)
+
+
+# ---------------------------------------------------------------------------------- metric heatmap
+
+
+def test_metric_heatmap_keeps_finite_colour_limits_with_inf(tables):
+    runs, _ = tables
+    ax = plots.metric_heatmap(runs, "peak_ratio", "learning_rate", "seed")
+    mesh = _mesh(ax)
+    norm = mesh.norm
+    assert np.isfinite([norm.vmin, norm.vmax]).all()
+    z = np.ma.asarray(mesh.get_array()).reshape(3, 5)
+    assert z[0, 4] > norm.vmax  # a diverged run's inf peak ratio: drawn in the "over" colour
+    row = runs[(runs["seed"] == 0) & np.isclose(runs["learning_rate"], 0.1)].iloc[0]
+    assert z[0, 2] == pytest.approx(row["max_loss"] / row["initial_loss"])
+    assert mesh.colorbar.extend == "max"
+    assert mcolors.to_hex(mesh.cmap.get_over()) != mcolors.to_hex(mesh.cmap(1.0))
+
+
+def test_metric_heatmap_auto_norm_follows_the_value_range(tables):
+    runs, _ = tables
+    wide = runs.assign(span=np.geomspace(1e-4, 1.0, len(runs)))
+    assert isinstance(_mesh(plots.metric_heatmap(wide, "span")).norm, mcolors.LogNorm)
+    narrow = runs.assign(span=np.linspace(1.0, 2.0, len(runs)))
+    norm = _mesh(plots.metric_heatmap(narrow, "span")).norm
+    assert not isinstance(norm, mcolors.LogNorm)
+    assert (norm.vmin, norm.vmax) == (1.0, 2.0)
+
+
+def test_metric_heatmap_nan_cells_are_masked_and_aggregated(tables):
+    runs, _ = tables
+    ax = plots.metric_heatmap(runs, "recover_step", "learning_rate", None)
+    z = _grid_array(ax, 1, len(LRS))
+    assert list(np.ma.getmaskarray(z)[0]) == [False, False, False, True, True]  # NaN propagates
+    ax2 = plots.metric_heatmap(runs, "recover_step", "learning_rate", None, agg="nanmedian")
+    assert list(np.ma.getmaskarray(_grid_array(ax2, 1, len(LRS)))[0]) == [False] * 4 + [True]
+    with pytest.raises(InputError):
+        plots.metric_heatmap(runs, "no_such_metric", "learning_rate", "seed")
+
+
+def test_all_diverged_table_never_crashes():
+    runs, curves = _tables(label_of=lambda i, s: "diverged")
+    ax = plots.label_heatmap(runs)
+    assert _legend_texts(ax) == ["diverged"]
+    for metric in ("final_loss", "peak_ratio", "recover_step"):
+        mesh = _mesh(plots.metric_heatmap(runs, metric, "learning_rate", "seed"))
+        assert np.isfinite([mesh.norm.vmin, mesh.norm.vmax]).all()
+    plots.boundary_contour(runs, ax=ax)  # P == 1 everywhere: no contour, no error
+    ax_c = plots.loss_curves(curves, runs)
+    assert np.isfinite(ax_c.get_ylim()).all()
+    axes = plots.seed_question_figure(runs, curves)
+    assert axes[1].get_title() == "lr = 1: diverged 3/3"
+    for a in (ax, ax_c, *axes):
+        a.get_figure().canvas.draw()
+
+
+# ---------------------------------------------------------------------------------- overlays
+
+
+def test_boundary_contour_lies_between_the_safe_and_diverged_lrs(tables):
+    runs, _ = tables
+    ax = plots.label_heatmap(runs)
+    before = len(ax.lines)
+    plots.boundary_contour(runs, ax=ax)
+    new = ax.lines[before:]
+    assert new, "P(diverged) goes from 0 to 1 along lr, so a boundary must be drawn"
+    xs = np.concatenate([line.get_xdata() for line in new])
+    assert xs.min() >= LRS[2] and xs.max() <= LRS[4]
+    assert _legend_texts(ax)[-1] == "P(diverged) = 0.5"
+    assert _legend_texts(ax)[:-1] == list(LABELS)  # heatmap entries kept
+
+
+def test_boundary_contour_constant_p_draws_nothing(tables):
+    runs, _ = tables
+    calm = runs.assign(label="converged")
+    ax = plots.label_heatmap(calm)
+    plots.boundary_contour(calm, ax=ax)
+    assert ax.lines == [] or len(ax.lines) == 0
+    strip = plots.label_heatmap(runs, y=None)
+    plots.boundary_contour(runs, y=None, ax=strip)  # single row: a vertical crossing line
+    (line,) = strip.lines
+    assert LRS[3] < line.get_xdata()[0] < LRS[4]
+
+
+def test_threshold_lines_sit_at_two_and_four_over_lambda(tables):
+    runs, _ = tables
+    ax = plots.label_heatmap(runs)
+    sharpness = 8.0
+    plots.threshold_lines(ax, predicted_lr=2 / sharpness, critical_lr=0.7)
+    lines = ax.lines[-3:]
+    assert [line.get_xdata()[0] for line in lines] == pytest.approx([0.25, 0.5, 0.7])
+    assert [line.get_linestyle() for line in lines] == ["--", ":", "-"]
+    texts = _legend_texts(ax)
+    assert texts[: len(LABELS)] == list(LABELS)
+    assert texts[len(LABELS) :] == ["2/λ = 0.25", "4/λ = 0.5", "critical lr = 0.7"]
+    n = len(ax.lines)
+    plots.threshold_lines(ax, predicted_lr=None, critical_lr=None)
+    plots.threshold_lines(ax, critical_lr=float("nan"))
+    assert len(ax.lines) == n
+
+
+# ---------------------------------------------------------------------------------- curves
+
+
+def test_loss_curves_colour_by_label_and_mark_divergence(tables):
+    runs, curves = tables
+    ax = plots.loss_curves(curves, runs)
+    by_gid = {line.get_gid(): line for line in ax.lines}
+    for row in runs.itertuples():
+        line = by_gid[f"run-{row.run_id}"]
+        assert mcolors.to_hex(line.get_color()) == mcolors.to_hex(plots.LABEL_COLORS[row.label])
+    diverged = set(runs.loc[runs["label"] == "diverged", "run_id"])
+    marked = {int(g.split("-")[1]) for g in by_gid if g and g.startswith("diverged-")}
+    assert marked == diverged
+    top = ax.get_ylim()[1]
+    assert np.isfinite(top)
+    for rid in diverged:
+        marker = by_gid[f"diverged-{rid}"]
+        assert marker.get_marker() == "x"
+        assert marker.get_ydata()[0] <= top * (1 + 1e-9)
+    assert ax.get_yscale() == "log"
+    assert "left the plot" in _legend_texts(ax)
+
+
+def test_loss_curves_run_ids_and_cap(tables):
+    runs, curves = tables
+    ax = plots.loss_curves(curves, runs, run_ids=[0, 1])
+    assert {line.get_gid() for line in ax.lines} == {"run-0", "run-1"}
+    capped = plots.loss_curves(curves, runs, max_runs=5)
+    gids = [g for g in (line.get_gid() for line in capped.lines) if g.startswith("run-")]
+    assert len(gids) <= 5
+    drawn = {int(g.split("-")[1]) for g in gids}
+    assert set(runs.loc[runs["run_id"].isin(drawn), "label"]) == set(LABELS)  # all kept
+    ax_lin = plots.loss_curves(curves, log_y=False)
+    assert ax_lin.get_yscale() == "linear" and np.isfinite(ax_lin.get_ylim()).all()
+
+
+def test_curves_grid_one_panel_per_cell(tables):
+    runs, curves = tables
+    axes = plots.curves_grid(curves, runs, [{"learning_rate": 0.01}, {"learning_rate": 1.0}])
+    assert isinstance(axes, np.ndarray) and axes.shape == (2,)
+    for ax in axes:
+        assert len([line for line in ax.lines if line.get_gid().startswith("run-")]) == 3
+    assert axes[0].get_title() == "lr = 0.01\nconverged 3/3"
+    assert axes[1].get_title() == "lr = 1\noscillating 2/3, diverged 1/3"
+    assert axes[0].get_ylim() == axes[1].get_ylim()
+    fig, given = plt.subplots(1, 3)
+    out = plots.curves_grid(curves, runs, [{"learning_rate": 0.1, "seed": 1}], axes=given)
+    assert out[0] is given[0] and out[0].get_title() == "lr = 0.1, seed = 1\nstalled 1/1"
+
+
+def test_seed_question_figure(tables):
+    runs, curves = tables
+    axes = plots.seed_question_figure(runs, curves)
+    assert len(axes) == 2
+    assert axes[0].get_title() == "lr = 0.01: converged 3/3"
+    assert axes[1].get_title() == "lr = 1: oscillating 2/3, diverged 1/3"
+    for ax in axes:
+        assert ax.get_yscale() == "log"
+        (median,) = [line for line in ax.lines if line.get_gid() == "median"]
+        assert median.get_linewidth() > max(
+            line.get_linewidth() for line in ax.lines if line.get_gid().startswith("run-")
+        )
+    # median at step 0 over the three lr=0.01 seeds equals their shared initial loss
+    assert axes[0].lines[-1].get_ydata()[0] == pytest.approx(1.0)
+    missing = plots.seed_question_figure(runs, curves, lrs=(0.02,))
+    assert missing[0].get_title() == "lr = 0.02: no runs"
+
+
+# ---------------------------------------------------------------------------------- contract
+
+
+def test_functions_draw_on_the_given_axes_without_new_figures(tables):
+    runs, curves = tables
+    fig, axes = plt.subplots(2, 3)
+    n_figs = len(plt.get_fignums())
+    flat = axes.ravel()
+    assert plots.label_heatmap(runs, ax=flat[0]) is flat[0]
+    assert plots.metric_heatmap(runs, "final_loss", "learning_rate", "seed", ax=flat[1]) is flat[1]
+    assert plots.boundary_contour(runs, ax=flat[0]) is flat[0]
+    assert plots.threshold_lines(flat[0], predicted_lr=0.3) is flat[0]
+    assert plots.loss_curves(curves, runs, ax=flat[2]) is flat[2]
+    out = plots.seed_question_figure(runs, curves, axes=flat[3:5])
+    assert list(out) == list(flat[3:5])
+    assert len(plt.get_fignums()) == n_figs
+
+
+def test_missing_columns_are_reported(tables):
+    runs, curves = tables
+    with pytest.raises(InputError, match="momentum"):
+        plots.label_heatmap(runs, "momentum", "seed")
+    with pytest.raises(InputError):
+        plots.label_heatmap(runs, "seed", "seed")
+    with pytest.raises(InputError, match="accuracy"):
+        plots.loss_curves(curves, runs, metric="accuracy")

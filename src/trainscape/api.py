@@ -96,37 +96,67 @@ class Prepared:
         else:
             d_out = 1
         self.d_out = d_out
-        dtype = exp.train.dtype
-        if model is None:
-            sizes = (x.shape[1], *exp.model.hidden, d_out)
-            model = builtin_mlp(sizes, activation=exp.model.activation, init=exp.model.init,
-                                bias=exp.model.bias, dtype=dtype)
-            self.model_name = "mlp " + "-".join(map(str, sizes))
-        elif not isinstance(model, Model):
+        self.custom_model = model is not None
+        if model is not None and not isinstance(model, Model):
             raise InputError("model=: expected ts.Model(init=..., apply=...)")
-        else:
-            self.model_name = "custom"
-        self.model = model
+        sizes = (x.shape[1], *exp.model.hidden, d_out)
+        self.model_name = "custom" if model is not None else "mlp " + "-".join(map(str, sizes))
+        dtypes = exp.sweep.get("dtype", (exp.train.dtype,))
+        models = {dt: model if model is not None else builtin_mlp(
+            sizes, activation=exp.model.activation, init=exp.model.init, bias=exp.model.bias,
+            dtype=dt, parameterization=exp.model.parameterization) for dt in dtypes}
+        self.model = models[dtypes[0]]
         if init_params is not None:
-            _check_init_params(model, init_params)
+            _check_init_params(self.model, init_params)
         self.init_params = init_params
+        _check_entry_axes(exp, self.model)
         accuracy = exp.metrics.accuracy
         if accuracy is None:
             accuracy = loss in ("bce", "cross_entropy")
         elif accuracy and loss == "mse":
             raise ConfigError("[metrics] accuracy: not defined for loss 'mse'")
-        self.static = Static(
-            model=model, loss=loss, optimizer=exp.optimizer.name, steps=exp.train.steps,
-            record_every=exp.train.record_every, dtype=dtype, accuracy=bool(accuracy),
-            custom_init=init_params is not None,
+        dropout = exp.model.dropout > 0 or "dropout" in exp.sweep
+        if dropout and not hasattr(self.model.apply, "with_dropout"):
+            raise ConfigError("[model] dropout: a custom model applies its own dropout; give "
+                              "its apply a with_dropout(params, x, key, rate) method")
+        m = exp.metrics
+        sharp = m.sharpness or m.sharpness_every > 0
+        if m.sharpness_every % exp.train.record_every:
+            raise ConfigError(
+                f"[metrics] sharpness_every: got {m.sharpness_every}; must be a multiple of "
+                f"[train] record_every = {exp.train.record_every} (it is recorded in curves)")
+        batch_sizes = exp.sweep.get("batch_size", (exp.train.batch_size,))
+        for bs in batch_sizes:
+            if bs is not None and bs > x.shape[0]:
+                raise ConfigError(f"[train] batch_size: got {bs}; the data has only "
+                                  f"{x.shape[0]} samples")
+        common = dict(
+            loss=loss, optimizer=exp.optimizer.name, steps=exp.train.steps,
+            record_every=exp.train.record_every, accuracy=bool(accuracy),
+            custom_init=init_params is not None, dropout=dropout,
+            l2=exp.optimizer.l2 > 0 or "l2" in exp.sweep,
+            grad_clip=exp.optimizer.grad_clip > 0 or "grad_clip" in exp.sweep,
+            sharpness=sharp, sharpness_every=m.sharpness_every,
+            sharpness_iters=m.sharpness_iters, sharpness_which=m.sharpness_which,
         )
         _check_axes_used(exp)
         self.table = grid.expand(exp)
+        # one compiled program per value of the static axes (dtype, batch size)
+        self.groups = []
+        for dt in dtypes:
+            for bs in batch_sizes:
+                mask = np.ones(len(self.table), bool)
+                if "dtype" in exp.sweep:
+                    mask &= (self.table["dtype"] == dt).to_numpy()
+                if "batch_size" in exp.sweep:
+                    mask &= (self.table["batch_size"] == bs).to_numpy()
+                st = Static(model=models[dt], dtype=dt, batch_size=bs, **common)
+                self.groups.append((st, np.nonzero(mask)[0]))
+        self.static = self.groups[0][0]
         names = ("seed", *cfg.HPARAM_AXES,
                  *[a for a in exp.sweep if a.startswith("learning_rate.")])
         defaults = {"seed": exp.train.seed, **cfg.hparam_defaults(exp)}
-        self.hp = engine.hparam_arrays(self.table, names, defaults,
-                                       np.float32 if dtype == "bfloat16" else dtype)
+        self.hp = engine.hparam_arrays(self.table, names, defaults, np.float64)
 
     def fingerprint(self) -> dict:
         arrays = [self.x, self.y]
@@ -154,12 +184,23 @@ def _check_init_params(model: Model, init_params) -> None:
             raise InputError(f"init_params=: {jax.tree_util.keystr(path_leaf[0])} has NaN/inf")
 
 
+def _check_entry_axes(exp: cfg.Experiment, model: Model) -> None:
+    from .optim import n_top_level
+
+    n = n_top_level(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+    for axis in exp.sweep:
+        if axis.startswith("learning_rate.") and int(axis.split(".")[1]) >= n:
+            raise ConfigError(f"sweep.{axis}: the model's parameters have {n} top-level "
+                              f"entries (learning_rate.0 .. learning_rate.{n - 1})")
+
+
 def _check_axes_used(exp: cfg.Experiment) -> None:
     from .optim import USES
 
     used = USES[exp.optimizer.name]
+    optimizer_axes = {a for v in USES.values() for a in v} - {"learning_rate"}
     for axis in exp.sweep:
-        if axis in ("momentum", "weight_decay") and axis not in used:
+        if axis in optimizer_axes and axis not in used:
             raise ConfigError(
                 f"sweep.{axis}: optimizer {exp.optimizer.name!r} has no {axis}; "
                 f"optimizers that use it: "
@@ -173,7 +214,8 @@ def _check_axes_used(exp: cfg.Experiment) -> None:
 def chunk_tables(prep: Prepared, out: engine.ChunkOutput) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Runs rows and long curves for one finished chunk."""
     t = out.traj
-    rows = prep.table.iloc[out.start:out.stop].reset_index(drop=True)
+    positions = out.rows if out.rows is not None else np.arange(out.start, out.stop)
+    rows = prep.table.iloc[positions].reset_index(drop=True)
     runs = rows.copy()
     for k in ("initial_loss", "final_loss", "min_loss", "max_loss"):
         runs[k] = t[k].astype(np.float64)
@@ -191,6 +233,9 @@ def chunk_tables(prep: Prepared, out: engine.ChunkOutput) -> tuple[pd.DataFrame,
     runs["rebound"] = t["rebound"].astype(np.float64)
     runs["spike_ratio"] = t["spike_ratio"].astype(np.float64)
     runs["label"] = np.asarray(classify.LABELS)[codes]
+    if prep.static.sharpness:
+        runs["sharpness_init"] = t["sharpness_init"].astype(np.float64)
+        runs["sharpness_final"] = t["sharpness_final"].astype(np.float64)
     steps = np.asarray(record_steps(prep.static.steps, prep.static.record_every), np.int64)
     n, r = t["loss_R"].shape
     curves = pd.DataFrame({
@@ -200,6 +245,8 @@ def chunk_tables(prep: Prepared, out: engine.ChunkOutput) -> tuple[pd.DataFrame,
     })
     if prep.static.accuracy:
         curves["accuracy"] = t["acc_R"].reshape(-1).astype(np.float64)
+    if prep.static.sharpness_every:
+        curves["sharpness"] = t["sharpness_R"].reshape(-1).astype(np.float64)
     return runs, curves
 
 
@@ -247,10 +294,17 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
     init_params: start every run from these parameters instead of drawing them from its seed
         (`init_scale` still multiplies them).
     chunk_size: runs per compiled batch (default: 64 per device, balanced so the last chunk is
-        not mostly padding). An explicit size is used as given.
+        not mostly padding). An explicit size is rounded up to whole blocks (`engine.BLOCK`
+        runs on every device), as the engine dispatches them; a resumed sweep keeps the chunk
+        size it started with.
     out: a results folder to write ("auto": a new folder under ./results/; None: keep
         everything in memory). A folder that already holds results is refused unless `resume`.
-    resume: continue an interrupted sweep in `out`, recomputing only missing chunks.
+    resume: continue an interrupted sweep in `out`, recomputing only missing or corrupt chunks;
+        refused (naming the difference) if `out` was written for another config, other data or
+        other software versions. A sweep that already finished is returned as it is on disk.
+
+    Bad input, an unwritable `out` and a grid too large for the device are refused with an
+    InputError before anything is compiled or written (see docs/reliability.md).
     """
     t_start = time.perf_counter()
     exp = resolve_config(config, overrides)
@@ -258,21 +312,35 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
                                    not isinstance(chunk_size, int | np.integer) or
                                    chunk_size < 1):
         raise InputError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
-    prep = Prepared(exp, data=data, model=model, init_params=init_params)
+    if resume and (out is None or out == "auto"):
+        raise InputError("resume=True needs the folder of the interrupted sweep (out=DIR)")
+    try:
+        prep = Prepared(exp, data=data, model=model, init_params=init_params)
+    except MemoryError as e:  # e.g. a generated dataset of 10**12 samples
+        why = str(e) or "out of memory"
+        raise InputError(f"the data or the grid does not fit in host memory ({why}); "
+                         "reduce [data] n_samples or the sweep") from None
     n = len(prep.table)
-    size = (engine.plan_chunks(n, chunk_size, len(engine.run_devices())) if chunk_size is None
-            else min(chunk_size, n))
+    n_dev = len(engine.run_devices())
+    # whole blocks, as the engine dispatches them: the manifest then records the chunk size
+    # that numbers the chunks, whatever device count a resumed sweep runs on
+    size = (engine.plan_chunks(n, chunk_size, n_dev) if chunk_size is None
+            else -(-min(chunk_size, n) // (engine.BLOCK * n_dev)) * engine.BLOCK * n_dev)
     env = environment()
+    _check_memory(prep)  # before anything is written or compiled
 
     if out is None:
-        if resume:
-            raise InputError("resume=True needs an output folder (out=...)")
         runs_parts, curves_parts, timing = _sweep(prep, size, None, progress)
         return _finish(prep, runs_parts, curves_parts, env, timing, t_start, None)
 
     path = default_out(exp.name) if out == "auto" else Path(out)
-    st = store.Store(path, prep.fingerprint(), n, size, resume)
+    st = store.Store(path, _fingerprint(prep, env), n, size, resume)
     with st:
+        if st.finished:  # resuming a sweep that already finished: nothing left to compute
+            from .results import load
+
+            st.finish()
+            return load(path)
         runs_parts, curves_parts, timing = _sweep(prep, st.chunk_size, st, progress)
         res = _finish(prep, runs_parts, curves_parts, env, timing, t_start, path)
         res.save(path)
@@ -282,32 +350,41 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
 
 def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool):
     n = len(prep.table)
-    done = st.done_chunks() if st is not None else set()
+    layout = _chunk_layout(prep, size)
     runs_parts: dict[int, pd.DataFrame] = {}
     curves_parts: dict[int, pd.DataFrame] = {}
+    done = st.done_chunks() if st is not None else set()
     if done:
         r, c = st.load_chunks(done)
-        runs_parts.update(zip(sorted(done), r, strict=True))
-        curves_parts.update(zip(sorted(done), c, strict=True))
+        for i, runs, curves in zip(sorted(done), r, c, strict=True):
+            # checksums prove a file is intact, this that it holds the runs its number means
+            if i < len(layout) and np.array_equal(
+                    runs["run_id"].to_numpy(), prep.table["run_id"].to_numpy()[layout[i][1]]):
+                runs_parts[i], curves_parts[i] = runs, curves
     already = sum(len(r) for r in runs_parts.values())
-    timing = {"chunk_size": size, "chunk_seconds": [], "first_chunk_seconds": None,
-              "resumed_runs": already}
+    dispatch = _fit_dispatch(prep, size)
+    timing = {"chunk_size": size, "dispatch_size": dispatch, "chunk_seconds": [],
+              "first_chunk_seconds": None, "resumed_runs": already}
     bar = tqdm(total=n, initial=already, unit="run", desc=prep.exp.name, disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
     try:
-        for out in engine.run_chunks(prep.static, prep.hp, prep.x, prep.y, prep.init_params,
-                                     size, skip=done):
-            runs, curves = chunk_tables(prep, out)
-            if st is not None:
-                st.save_chunk(out.index, runs, curves)
-            runs_parts[out.index] = runs
-            curves_parts[out.index] = curves
+        for index, (static, rows) in enumerate(layout):
+            if index in runs_parts:
+                continue
+            with store.interrupts_deferred():
+                out, dispatch = _compute_chunk(prep, index, static, rows, dispatch)
+                runs, curves = chunk_tables(prep, out)
+                if st is not None:
+                    st.save_chunk(index, runs, curves)
+            runs_parts[index] = runs
+            curves_parts[index] = curves
             if timing["first_chunk_seconds"] is None:
                 timing["first_chunk_seconds"] = out.seconds
             timing["chunk_seconds"].append(out.seconds)
-            bar.update(out.stop - out.start)
+            bar.update(len(rows))
     finally:
         bar.close()
+    timing["chunk_size_settled"] = dispatch
     return runs_parts, curves_parts, timing
 
 
@@ -316,6 +393,8 @@ def _finish(prep, runs_parts, curves_parts, env, timing, t_start, path) -> Resul
     runs = pd.concat([runs_parts[k] for k in keys], ignore_index=True)
     curves = pd.concat([curves_parts[k] for k in keys], ignore_index=True)
     runs = runs.sort_values("run_id", kind="stable").reset_index(drop=True)
+    if len(prep.groups) > 1:  # chunks of several programs arrive grouped, not in run order
+        curves = curves.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
     total = time.perf_counter() - t_start
     computed = sum(timing["chunk_seconds"])
     run_steps = (len(runs) - timing["resumed_runs"]) * prep.static.steps
@@ -334,3 +413,120 @@ def _finish(prep, runs_parts, curves_parts, env, timing, t_start, path) -> Resul
         },
     }
     return Results(runs=runs, curves=curves, config=prep.exp, meta=meta, path=path)
+
+
+# ------------------------------------------------------------------ reliability helpers
+
+
+def _fingerprint(prep: Prepared, env: dict) -> dict:
+    """What a resumed sweep must share with the interrupted one: config, data, model, and the
+    software and backend, since another XLA may round differently and a resumed table must
+    equal an uninterrupted one bit for bit."""
+    v = env["versions"]
+    soft = {k: v.get(k) for k in ("trainscape", "jax", "jaxlib")}
+    return {**prep.fingerprint(), "software": {**soft, "backend": env["backend"]}}
+
+
+def _chunk_layout(prep: Prepared, size: int) -> list[tuple]:
+    """(static, run-table rows) of every chunk, numbered as in `engine.run_chunks`: `size` runs
+    at a time within each program group, groups in order, never straddling two."""
+    return [(static, rows[s:s + size]) for static, rows in prep.groups
+            for s in range(0, len(rows), size)]
+
+
+def _compute_chunk(prep: Prepared, index: int, static, rows: np.ndarray, dispatch: int):
+    """One chunk, `dispatch` runs at a time. On an allocation failure the dispatch is halved
+    (whole blocks, at least one) and the chunk retried; its number and rows never change, so
+    the chunks already saved stay valid. Returns the chunk and the dispatch size that worked."""
+    import sys
+
+    from . import memory
+
+    group = engine.BLOCK * len(engine.run_devices())
+    t0 = time.perf_counter()
+    while True:
+        try:
+            parts = [o.traj for o in engine.run_chunks(
+                [(static, rows)], prep.hp, prep.x, prep.y, prep.init_params, dispatch)]
+            break
+        except Exception as e:  # noqa: BLE001 - only allocation failures are retried
+            if not memory.is_allocation_error(e):
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            if dispatch <= group:
+                raise memory.OutOfMemory(
+                    f"chunk {index} ran out of memory even at {dispatch} runs at a time "
+                    f"({engine.BLOCK} per device): {first}; reduce [data] n_samples, "
+                    "[model] hidden or the recorded steps ([train] record_every)") from None
+            dispatch = max(group, dispatch // group // 2 * group)
+            print(f"trainscape: out of memory in chunk {index} ({first}); retrying "
+                  f"{dispatch} runs at a time", file=sys.stderr)
+    traj = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    out = engine.ChunkOutput(index, int(rows[0]), int(rows[-1]) + 1, traj,
+                             time.perf_counter() - t0, rows=rows)
+    return out, dispatch
+
+
+def _memory_need(prep: Prepared, runs: int) -> int:
+    """Estimated peak device bytes while `runs` runs are in flight, for the hungriest program
+    group. CPU devices share the host's memory; other devices each hold their share."""
+    from . import memory
+
+    devices = engine.run_devices()
+    per_pool = runs if devices[0].platform == "cpu" else -(-runs // len(devices))
+    widths = (prep.d_out,) if prep.custom_model else (*prep.exp.model.hidden, prep.d_out)
+    need = 0
+    for static, _ in prep.groups:
+        shapes = jax.eval_shape(static.model.init, jax.random.PRNGKey(0))
+        n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes))
+        extra = static.sharpness_iters + 2 if static.sharpness else 0
+        need = max(need, memory.estimate_bytes(
+            n_params, prep.x.shape[0], prep.x.shape[1], widths,
+            _n_recorded(static), per_pool, static.dtype,
+            extra_param_copies=extra))
+    return need
+
+
+def _check_memory(prep: Prepared) -> None:
+    """Refuse a grid whose smallest chunk (one block on every device) cannot fit on the device,
+    or whose finished tables cannot fit in host memory, before anything is compiled."""
+    from . import memory
+
+    devices = engine.run_devices()
+    group = engine.BLOCK * len(devices)
+    available = memory.device_memory_bytes(devices[0])
+    need = _memory_need(prep, group)
+    if available is not None and need > available:
+        fmt = memory.format_bytes
+        raise InputError(
+            f"grid too large for this machine: its smallest chunk ({group} runs, "
+            f"{engine.BLOCK} per device on {len(devices)} {devices[0].platform} device(s)) "
+            f"needs about {fmt(need)}, but {fmt(available)} is available; reduce [data] "
+            "n_samples, [model] hidden or the recorded steps ([train] record_every)")
+    host = memory.host_available_bytes()
+    steps = _n_recorded(prep.static)
+    need = memory.host_results_bytes(len(prep.table), steps)
+    if host is not None and need > host:
+        fmt = memory.format_bytes
+        raise InputError(
+            f"grid too large for this machine: the results of {len(prep.table)} runs x {steps} "
+            f"recorded steps need about {fmt(need)} of host memory, but {fmt(host)} is "
+            "available; record fewer steps ([train] record_every) or split the grid")
+
+
+def _n_recorded(static) -> int:
+    """len(train.record_steps(steps, record_every)) without building the list (steps may be
+    absurdly large in a config that is about to be refused)."""
+    return len(range(0, static.steps, static.record_every)) + 1
+
+
+def _fit_dispatch(prep: Prepared, size: int) -> int:
+    """Runs to dispatch at once: the chunk, or fewer whole blocks if the estimate says the
+    whole chunk would not fit on the device."""
+    from . import memory
+
+    devices = engine.run_devices()
+    group = engine.BLOCK * len(devices)
+    fits = memory.fit_runs(lambda k: _memory_need(prep, k), size, group,
+                           memory.device_memory_bytes(devices[0]))
+    return fits or group

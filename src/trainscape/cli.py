@@ -74,21 +74,29 @@ def cmd_gradcheck(args) -> int:
 
 
 def cmd_run(args) -> int:
-    from . import api, summary
+    import signal
+
+    from . import api, memory, store, summary
 
     exp = api.resolve_config(args.config, args.overrides)
     if args.resume and not args.out:
         raise InputError("--resume needs --out DIR (the folder of the interrupted sweep)")
     out = Path(args.out) if args.out else api.default_out(exp.name)
+    # the command that continues this sweep (the manifest fixes the chunk size)
+    again = ["trainscape", "run"] + ([args.config] if args.config else [])
+    again += [f"--set={o}" for o in args.overrides] + ["--out", str(out), "--resume"]
+    again += ["--no-progress"] * args.no_progress + ["--no-plot"] * args.no_plot
     try:
         res = api.run(exp, chunk_size=args.chunk_size, out=out, resume=args.resume,
                       progress=not args.no_progress)
-    except KeyboardInterrupt:
-        cmd = ["trainscape", "run"] + ([args.config] if args.config else [])
-        cmd += [f"--set={o}" for o in args.overrides] + ["--out", str(out), "--resume"]
+    except KeyboardInterrupt as e:  # Ctrl+C, or SIGTERM during a chunk (store.Interrupted)
         print(f"\ninterrupted: finished chunks are saved in {out}/; resume with:\n  "
-              f"{shlex.join(cmd)}", file=sys.stderr)
-        return 130
+              f"{shlex.join(again)}", file=sys.stderr)
+        return 128 + int(getattr(e, "signum", signal.SIGINT))
+    except (memory.OutOfMemory, store.WriteError) as e:
+        print(f"trainscape: error: {e}\nfinished chunks are saved in {out}/; once fixed, "
+              f"resume with:\n  {shlex.join(again)}", file=sys.stderr)
+        return 1
     print(summary.text_summary(res))
     print(f"\nresults: {res.path}/ (runs.parquet, curves.parquet, meta.json)")
     if not args.no_plot:

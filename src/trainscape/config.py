@@ -33,8 +33,16 @@ DATASETS = ("breast_cancer", "moons", "circles", "xor", "blobs", "teacher")
 
 # Axes a sweep may vary. Each is a traced scalar per run, so one compiled program serves every
 # value. `learning_rate.K` (K = 0, 1, ...) sets the learning rate of top-level parameter entry K.
-HPARAM_AXES = ("learning_rate", "init_scale", "momentum", "weight_decay")
-SWEEP_AXES = ("seed", *HPARAM_AXES)
+HPARAM_AXES = ("learning_rate", "init_scale", "momentum", "weight_decay", "b1", "b2", "eps",
+               "decay", "l2", "grad_clip", "dropout")
+# Axes that change the compiled program's shapes or types: one program per value.
+STATIC_AXES = ("dtype", "batch_size")
+SWEEP_AXES = ("seed", *HPARAM_AXES, *STATIC_AXES)
+PARAMETERIZATIONS = ("standard", "ntk", "mean_field")
+# [lower, upper) bounds of each numeric axis (None: unbounded); learning rates are > 0
+_BOUNDS = {"init_scale": (0, None), "momentum": (0, 1), "weight_decay": (0, None),
+           "b1": (0, 1), "b2": (0, 1), "decay": (0, 1), "l2": (0, None), "grad_clip": (0, None),
+           "dropout": (0, 1)}
 _PER_ENTRY_LR = re.compile(r"^learning_rate\.(\d+)$")
 
 
@@ -73,6 +81,8 @@ class ModelConfig(_Section):
     bias: bool = True
     init: Literal[INITS] = "normal"  # type: ignore[valid-type]
     init_scale: float = 1.0
+    parameterization: Literal[PARAMETERIZATIONS] = "standard"  # type: ignore[valid-type]
+    dropout: float = 0.0
 
     @field_validator("hidden", mode="before")
     @classmethod
@@ -101,6 +111,12 @@ class OptimizerConfig(_Section):
     learning_rate: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
+    b1: float = 0.9
+    b2: float = 0.999
+    eps: float = 1e-8
+    decay: float = 0.9
+    l2: float = 0.0
+    grad_clip: float = 0.0  # 0: off
 
 
 class TrainConfig(_Section):
@@ -110,11 +126,12 @@ class TrainConfig(_Section):
     dtype: Literal[DTYPES] = "float32"  # type: ignore[valid-type]
     record_every: int = 1
     seed: int = 0
+    batch_size: int | None = None
 
-    @field_validator("steps", "record_every")
+    @field_validator("steps", "record_every", "batch_size")
     @classmethod
     def _positive(cls, v):
-        if v <= 0:
+        if v is not None and v <= 0:
             raise ValueError(f"must be a positive integer, got {v}")
         return v
 
@@ -123,6 +140,24 @@ class MetricsConfig(_Section):
     """`[metrics]`: extra measurements. `accuracy` defaults to on for classification."""
 
     accuracy: bool | None = None
+    sharpness: bool = False
+    sharpness_every: int = 0
+    sharpness_iters: int = 20
+    sharpness_which: Literal["largest", "magnitude"] = "largest"
+
+    @field_validator("sharpness_every")
+    @classmethod
+    def _non_negative(cls, v):
+        if v < 0:
+            raise ValueError(f"must be >= 0 (0: only at init and at the end), got {v}")
+        return v
+
+    @field_validator("sharpness_iters")
+    @classmethod
+    def _iters(cls, v):
+        if v < 2:
+            raise ValueError(f"must be an integer >= 2, got {v}")
+        return v
 
 
 class Experiment(_Section):
@@ -135,7 +170,7 @@ class Experiment(_Section):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
-    sweep: dict[str, tuple[float | int, ...]] = Field(default_factory=dict)
+    sweep: dict[str, tuple[float | int | str, ...]] = Field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Plain JSON-able dict that `parse` turns back into an equal Experiment."""
@@ -225,8 +260,19 @@ def expand_axis(name: str, spec) -> tuple:
     """Turn one sweep spec (list, {geomspace|linspace = [a, b], num = n} or {range = n | [a, b]})
     into a tuple of values."""
     key = f"sweep.{name}"
-    if isinstance(spec, int | float) and not isinstance(spec, bool):
+    if isinstance(spec, int | float | str) and not isinstance(spec, bool):
         spec = [spec]
+    if name == "dtype":
+        if not isinstance(spec, list | tuple) or not spec:
+            raise ConfigError(f"{key}: expected a non-empty list such as [\"float32\", "
+                              f"\"float64\"], got {spec!r}")
+        for v in spec:
+            if v not in DTYPES:
+                raise ConfigError(f"{key}: {_allowed(v, DTYPES)}")
+        vals = tuple(spec)
+        if len(set(vals)) != len(vals):
+            raise ConfigError(f"{key}: duplicated values; each grid point must appear once")
+        return vals
     if isinstance(spec, list | tuple):
         if len(spec) == 0:
             raise ConfigError(f"{key}: empty list; give at least one value")
@@ -290,20 +336,24 @@ def _check_axis_values(name: str, key: str, vals: tuple) -> None:
         dup = sorted({v for v in vals if vals.count(v) > 1})
         raise ConfigError(f"{key}: duplicated values {dup}; each grid point must appear once")
     for v in vals:
-        if name == "seed":
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0 or v >= 2**31:
-                raise ConfigError(f"{key}: seeds must be integers in [0, 2**31), got {v!r}")
+        if name in ("seed", "batch_size"):
+            lo = 0 if name == "seed" else 1
+            if isinstance(v, bool) or not isinstance(v, int) or v < lo or v >= 2**31:
+                raise ConfigError(f"{key}: expected integers >= {lo}, got {v!r}")
             continue
         f = _number(key, v)
         if not math.isfinite(f):
             raise ConfigError(f"{key}: got {v!r}; values must be finite")
-        if (name == "learning_rate" or name.startswith("learning_rate.")) and f <= 0:
-            if not (name.startswith("learning_rate.") and f == 0):
-                raise ConfigError(f"{key}: got {v!r}; learning rates must be positive")
-        if name in ("init_scale", "weight_decay", "momentum") and f < 0:
-            raise ConfigError(f"{key}: got {v!r}; must be >= 0")
-        if name == "momentum" and f >= 1:
-            raise ConfigError(f"{key}: got {v!r}; momentum must be in [0, 1)")
+        if name == "learning_rate" and f <= 0:
+            raise ConfigError(f"{key}: got {v!r}; learning rates must be positive")
+        if name.startswith("learning_rate.") and f < 0:
+            raise ConfigError(f"{key}: got {v!r}; learning rates must be >= 0")
+        if name == "eps" and f <= 0:
+            raise ConfigError(f"{key}: got {v!r}; eps must be positive")
+        lo, hi = _BOUNDS.get(name, (None, None))
+        if (lo is not None and f < lo) or (hi is not None and f >= hi):
+            allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi})"
+            raise ConfigError(f"{key}: got {v!r}; must be {allowed}")
 
 
 # ---------------------------------------------------------------- parse
@@ -381,18 +431,17 @@ def _is_per_entry(spec: Mapping) -> bool:
 
 
 def _check_values(s: dict) -> None:
-    opt = s["optimizer"]
-    for k in ("learning_rate",):
-        v = getattr(opt, k)
-        if not math.isfinite(v) or v <= 0:
-            raise ConfigError(f"[optimizer] learning_rate: got {v!r}; must be positive and finite")
-    if not (0 <= opt.momentum < 1) or not math.isfinite(opt.momentum):
-        raise ConfigError(f"[optimizer] momentum: got {opt.momentum!r}; must be in [0, 1)")
-    if not math.isfinite(opt.weight_decay) or opt.weight_decay < 0:
-        raise ConfigError(f"[optimizer] weight_decay: got {opt.weight_decay!r}; must be >= 0")
-    m = s["model"]
-    if not math.isfinite(m.init_scale) or m.init_scale < 0:
-        raise ConfigError(f"[model] init_scale: got {m.init_scale!r}; must be >= 0 and finite")
+    opt, m = s["optimizer"], s["model"]
+    for sec, obj, names in (("optimizer", opt, ("learning_rate", "momentum", "weight_decay",
+                                                  "b1", "b2", "eps", "decay", "l2",
+                                                  "grad_clip")),
+                            ("model", m, ("init_scale", "dropout"))):
+        for k in names:
+            v = getattr(obj, k)
+            try:
+                _check_axis_values(k, f"[{sec}] {k}", (v,))
+            except ConfigError as e:
+                raise ConfigError(str(e)) from None
     d = s["data"]
     if d.name is not None and d.path is not None:
         raise ConfigError(
@@ -443,11 +492,13 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 def hparam_defaults(exp: Experiment) -> dict[str, float]:
     """Value of every hyperparameter axis for runs that do not sweep it."""
+    o = exp.optimizer
     return {
-        "learning_rate": exp.optimizer.learning_rate,
-        "init_scale": exp.model.init_scale,
-        "momentum": exp.optimizer.momentum,
-        "weight_decay": exp.optimizer.weight_decay,
+        "learning_rate": o.learning_rate, "init_scale": exp.model.init_scale,
+        "momentum": o.momentum, "weight_decay": o.weight_decay, "b1": o.b1, "b2": o.b2,
+        "eps": o.eps, "decay": o.decay, "l2": o.l2,
+        # 0 means "no clipping"; an infinite threshold makes the traced clip a no-op
+        "grad_clip": o.grad_clip or math.inf, "dropout": exp.model.dropout,
     }
 
 

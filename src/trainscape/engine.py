@@ -33,24 +33,38 @@ DEFAULT_CHUNK = 4 * BLOCK  # runs per device per chunk (a chunk is the unit save
 
 @dataclass
 class ChunkOutput:
-    """Host copies of one chunk's trajectories (padding removed)."""
+    """Host copies of one chunk's trajectories (padding removed). `rows` are the positions
+    in the run table of the chunk's runs (contiguous unless static axes such as dtype split
+    the grid into several programs)."""
 
     index: int
     start: int
     stop: int
     traj: dict[str, np.ndarray]
     seconds: float
+    rows: np.ndarray | None = None
 
 
 @functools.lru_cache(maxsize=64)
-def compiled_sweep(static: Static):
-    """`jit(vmap(train_one))` for one static configuration; cached so jit's own cache (keyed
-    on shapes and dtypes) is reused across sweeps."""
+def compiled_sweep(static: Static, devices: tuple = ()):
+    """`jit(shard_map(vmap(train_one)))` for one static configuration; cached so jit's own
+    cache (keyed on shapes and dtypes) is reused across sweeps.
+
+    `shard_map` over a 1-D mesh of `devices` gives each device its own block of runs and its own
+    copy of the data, with no communication at all. (Letting the partitioner shard a plain
+    `jit(vmap)` instead inserted cross-device collectives around LAPACK's eigh in the sharpness
+    code, which hung with several CPU devices.)"""
 
     def one(hp, x, y, init_params):
         return train_one(hp, x, y, static, init_params)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None, None, None)))
+    batched = jax.vmap(one, in_axes=(0, None, None, None))
+    if len(devices) <= 1:
+        return jax.jit(batched)
+    mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
+    P = jax.sharding.PartitionSpec
+    return jax.jit(jax.shard_map(batched, mesh=mesh, in_specs=(P("runs"), P(), P(), P()),
+                                 out_specs=P("runs"), check_vma=False))
 
 
 def hparam_arrays(table: pd.DataFrame, names: tuple[str, ...], defaults: dict[str, Any],
@@ -61,8 +75,17 @@ def hparam_arrays(table: pd.DataFrame, names: tuple[str, ...], defaults: dict[st
     out = {}
     for name in names:
         col = table[name].to_numpy() if name in table.columns else np.full(n, defaults[name])
-        out[name] = col.astype(np.int32 if name == "seed" else dtype)
+        out[name] = col.astype(np.int64 if name == "seed" else dtype)
     return out
+
+
+def group_devices(static: Static, devices: list) -> list:
+    """Devices one program runs on. Programs that measure sharpness run on the first device
+    only when the devices are host CPUs: with several forced host devices, XLA:CPU hung
+    (0% CPU, forever) waiting for the Lanczos program, sharded or shard_mapped alike."""
+    if static.sharpness and len(devices) > 1 and devices[0].platform == "cpu":
+        return devices[:1]
+    return devices
 
 
 def run_devices() -> list:
@@ -84,45 +107,59 @@ def default_chunk_size(n_runs: int) -> int:
     return plan_chunks(n_runs, None, len(run_devices()))
 
 
-def run_chunks(static: Static, hp: dict[str, np.ndarray], x, y, init_params=None,
+def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
                chunk_size: int | None = None, skip: set[int] | frozenset = frozenset(),
                ) -> Iterator[ChunkOutput]:
     """Train every run described by the hyperparameter arrays `hp`, chunk by chunk.
 
-    Yields one :class:`ChunkOutput` per chunk as soon as it is on the host. Chunks whose index is
-    in `skip` (already saved by an earlier, interrupted sweep) are not computed.
+    `static` is one :class:`Static`, or a list of `(Static, rows)` groups when static axes
+    (dtype, batch size) split the grid into several programs; chunks never straddle groups and
+    are numbered across all groups in order. Yields one :class:`ChunkOutput` per chunk as soon
+    as it is on the host. Chunks whose index is in `skip` (already saved) are not computed.
     """
     n = len(next(iter(hp.values())))
+    groups = static if isinstance(static, list) else [(static, np.arange(n))]
     devices = run_devices()
-    group = BLOCK * len(devices)
-    size = -(-(chunk_size or default_chunk_size(n)) // group) * group
-    fn = compiled_sweep(static)
-    dt = jnp.dtype(static.dtype)
-    # runs are independent, so sharding the run axis needs no communication; data and the
-    # caller's init params are replicated on every device
-    mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
-    by_run = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
-    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-    x = jax.device_put(jnp.asarray(x, dt), replicated)
-    y = jax.device_put(jnp.asarray(y, jnp.int32 if static.loss == "cross_entropy" else dt),
-                       replicated)
-    if init_params is not None:
-        init_params = jax.device_put(jax.tree.map(lambda p: jnp.asarray(p, dt), init_params),
-                                     replicated)
-    for index, start in enumerate(range(0, n, size)):
-        if index in skip:
-            continue
-        stop = min(start + size, n)
-        t0 = time.perf_counter()
-        pending = []
-        for g0 in range(start, stop, group):  # dispatched asynchronously, gathered below
-            idx = np.arange(g0, g0 + group).clip(max=n - 1)  # pad by repeating the last run
-            batch = {k: jax.device_put(v[idx], by_run) for k, v in hp.items()}
-            traj: Trajectory = fn(batch, x, y, init_params)
-            pending.append((min(g0 + group, stop) - g0, traj))
-        parts = [{k: np.asarray(v)[:m] for k, v in t._asdict().items()} for m, t in pending]
-        host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        yield ChunkOutput(index, start, stop, host, time.perf_counter() - t0)
+    group_runs = BLOCK * len(devices)
+    size = -(-(chunk_size or default_chunk_size(n)) // group_runs) * group_runs
+    index = 0
+    for st, rows in groups:
+        devs = group_devices(st, devices)
+        group_runs = BLOCK * len(devs)
+        # runs are independent, so sharding the run axis needs no communication; data and the
+        # caller's init params are replicated on every device
+        mesh = jax.sharding.Mesh(np.array(devs), ("runs",))
+        by_run = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
+        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+        fn = compiled_sweep(st, tuple(devs))
+        dt = jnp.dtype(st.dtype)
+        hdt = np.float32 if st.dtype == "bfloat16" else dt
+        xd = jax.device_put(jnp.asarray(x, dt), replicated)
+        yd = jax.device_put(jnp.asarray(y, jnp.int32 if st.loss == "cross_entropy" else dt),
+                            replicated)
+        ip = None
+        if init_params is not None:
+            ip = jax.device_put(jax.tree.map(lambda p, dt=dt: jnp.asarray(p, dt), init_params),
+                                replicated)
+        for start in range(0, len(rows), size):
+            if index in skip:
+                index += 1
+                continue
+            stop = min(start + size, len(rows))
+            t0 = time.perf_counter()
+            pending = []
+            for g0 in range(start, stop, group_runs):  # dispatched asynchronously
+                # pad by repeating the group's last run; padded outputs are dropped
+                idx = rows[np.arange(g0, g0 + group_runs).clip(max=len(rows) - 1)]
+                batch = {k: jax.device_put(v[idx].astype(np.int32 if k == "seed" else hdt),
+                                           by_run) for k, v in hp.items()}
+                traj: Trajectory = fn(batch, xd, yd, ip)
+                pending.append((min(g0 + group_runs, stop) - g0, traj))
+            parts = [{k: np.asarray(v)[:m] for k, v in t._asdict().items()} for m, t in pending]
+            host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            yield ChunkOutput(index, start, stop, host, time.perf_counter() - t0,
+                              rows=rows[start:stop])
+            index += 1
 
 
 def n_chunks(n_runs: int, chunk_size: int) -> int:

@@ -14,7 +14,9 @@ from .config import Experiment
 
 
 def axis_dtype(name: str):
-    return np.int64 if name == "seed" else np.float64
+    if name == "dtype":
+        return object
+    return np.int64 if name in ("seed", "batch_size") else np.float64
 
 
 def expand(exp: Experiment) -> pd.DataFrame:
@@ -25,5 +27,6 @@ def expand(exp: Experiment) -> pd.DataFrame:
     if axes:
         idx = np.indices([len(v) for v in axes.values()]).reshape(len(axes), -1)
         for (name, values), ix in zip(axes.items(), idx, strict=True):
-            cols[name] = np.asarray(values, dtype=axis_dtype(name))[ix]
+            col = np.asarray(values, dtype=axis_dtype(name))[ix]
+            cols[name] = col.astype(str) if name == "dtype" else col
     return pd.DataFrame(cols)

@@ -6,6 +6,7 @@ The built-in MLP's parameter layout is public: a list with one dict per layer,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -52,38 +53,73 @@ def _draw_w(key, kind: str, layer: int, fan_in: int, fan_out: int, dtype):
     raise ValueError(f"unknown init {kind!r}")
 
 
+def multipliers(sizes: tuple[int, ...], parameterization: str) -> tuple[float, ...]:
+    """Forward multiplier of each layer's weights.
+
+    standard:   1 (the scale lives in the init; see `init`).
+    ntk:        1/sqrt(fan_in) for every layer, weights N(0, 1) (Jacot, Gabriel & Hongler 2018,
+                "Neural Tangent Kernel", eq. 1).
+    mean_field: 1/sqrt(fan_in) for hidden layers and 1/fan_in for the output layer, weights
+                N(0, 1) (Mei, Montanari & Nguyen 2018, "A mean field view of the landscape of
+                two-layer neural networks": f(x) = (1/n) sum_i a_i sigma(w_i . x); the setting of
+                Sohl-Dickstein 2024, "The boundary of neural network trainability is fractal").
+    """
+    fan_in = sizes[:-1]
+    if parameterization == "standard":
+        return tuple(1.0 for _ in fan_in)
+    if parameterization == "ntk":
+        return tuple(1.0 / math.sqrt(f) for f in fan_in)
+    if parameterization == "mean_field":
+        return tuple([1.0 / math.sqrt(f) for f in fan_in[:-1]] + [1.0 / fan_in[-1]])
+    raise ValueError(f"unknown parameterization {parameterization!r}")
+
+
 def mlp_init(key, sizes: tuple[int, ...], *, init: str = "normal", bias: bool = True,
-             dtype=jnp.float32) -> list[dict]:
-    """Parameters of an MLP with layer sizes `sizes` = (d_in, *hidden, d_out); biases zero."""
+             dtype=jnp.float32, parameterization: str = "standard") -> list[dict]:
+    """Parameters of an MLP with layer sizes `sizes` = (d_in, *hidden, d_out); biases zero.
+    Under the ntk and mean_field parameterizations every weight is N(0, 1)."""
     keys = jax.random.split(key, len(sizes) - 1)
     params = []
     for i, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layer = {"w": _draw_w(keys[i], init, i, fi, fo, dtype)}
+        if parameterization == "standard":
+            w = _draw_w(keys[i], init, i, fi, fo, dtype)
+        else:
+            w = jax.random.normal(keys[i], (fi, fo), dtype=dtype)
+        layer = {"w": w}
         if bias:
             layer["b"] = jnp.zeros((fo,), dtype=dtype)
         params.append(layer)
     return params
 
 
-def mlp_apply(params: list[dict], x_NxD, activation: str = "tanh"):
-    """Forward pass; the last layer is linear (logits / predictions)."""
+def mlp_apply(params: list[dict], x_NxD, activation: str = "tanh",
+              mults: tuple[float, ...] | None = None, drop_key=None, rate=None):
+    """Forward pass; the last layer is linear (logits / predictions). With `drop_key`, inverted
+    dropout at `rate` on every hidden activation."""
     act = ACTIVATIONS[activation]
     h = x_NxD
     for i, layer in enumerate(params):
-        h = h @ layer["w"]
+        w = layer["w"]
+        if mults is not None and mults[i] != 1.0:
+            w = w * jnp.asarray(mults[i], w.dtype)
+        h = h @ w
         if "b" in layer:
             h = h + layer["b"]
         if i < len(params) - 1:
             h = act(h)
+            if drop_key is not None:
+                keep = 1.0 - rate
+                mask = jax.random.uniform(jax.random.fold_in(drop_key, i), h.shape) >= rate
+                h = jnp.where(mask, h / keep.astype(h.dtype), jnp.zeros((), h.dtype))
     return h
 
 
 def builtin_mlp(sizes: tuple[int, ...], *, activation: str, init: str, bias: bool,
-                dtype) -> Model:
+                dtype, parameterization: str = "standard") -> Model:
     """The built-in MLP as a :class:`Model` (hashable pieces, so compiled programs are reused)."""
     return Model(
-        init=_MlpInit(tuple(sizes), init, bias, jnp.dtype(dtype).name),
-        apply=_MlpApply(activation),
+        init=_MlpInit(tuple(sizes), init, bias, jnp.dtype(dtype).name, parameterization),
+        apply=_MlpApply(activation, multipliers(tuple(sizes), parameterization)),
     )
 
 
@@ -93,14 +129,20 @@ class _MlpInit:
     init: str
     bias: bool
     dtype: str
+    parameterization: str = "standard"
 
     def __call__(self, key):
-        return mlp_init(key, self.sizes, init=self.init, bias=self.bias, dtype=self.dtype)
+        return mlp_init(key, self.sizes, init=self.init, bias=self.bias, dtype=self.dtype,
+                        parameterization=self.parameterization)
 
 
 @dataclass(frozen=True)
 class _MlpApply:
     activation: str
+    mults: tuple[float, ...] = ()
 
     def __call__(self, params, x):
-        return mlp_apply(params, x, self.activation)
+        return mlp_apply(params, x, self.activation, self.mults or None)
+
+    def with_dropout(self, params, x, key, rate):
+        return mlp_apply(params, x, self.activation, self.mults or None, key, rate)

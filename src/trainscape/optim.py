@@ -15,13 +15,14 @@ import jax
 import optax
 
 # which hyperparameters each optimizer reads (others on a sweep are a config error)
+_COMMON = ("learning_rate", "weight_decay", "l2", "grad_clip")
 USES = {
-    "sgd": ("learning_rate", "weight_decay"),
-    "momentum": ("learning_rate", "momentum", "weight_decay"),
-    "nesterov": ("learning_rate", "momentum", "weight_decay"),
-    "adam": ("learning_rate", "weight_decay"),
-    "adamw": ("learning_rate", "weight_decay"),
-    "rmsprop": ("learning_rate", "weight_decay"),
+    "sgd": _COMMON,
+    "momentum": (*_COMMON, "momentum"),
+    "nesterov": (*_COMMON, "momentum"),
+    "adam": (*_COMMON, "b1", "b2", "eps"),
+    "adamw": (*_COMMON, "b1", "b2", "eps"),
+    "rmsprop": (*_COMMON, "decay", "eps"),
 }
 
 
@@ -61,19 +62,26 @@ def scale_by_entry_lr(lrs: list) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def make_optimizer(name: str, hp: Mapping, n_entries: int) -> optax.GradientTransformation:
-    """The optimizer `name` with hyperparameters taken from `hp` (scalars, possibly traced)."""
+def make_optimizer(name: str, hp: Mapping, n_entries: int,
+                   clip: bool = False) -> optax.GradientTransformation:
+    """The optimizer `name` with hyperparameters taken from `hp` (scalars, possibly traced).
+
+    Order: clip the gradient's global norm (when `clip`), the optimizer's direction, decoupled
+    weight decay (`+ weight_decay * p`, as optax's adamw), then `-learning_rate` per entry.
+    """
     if name == "sgd":
         direction = optax.identity()
     elif name in ("momentum", "nesterov"):
         direction = optax.trace(decay=hp["momentum"], nesterov=name == "nesterov")
     elif name in ("adam", "adamw"):
-        direction = optax.scale_by_adam()
+        direction = optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"])
     elif name == "rmsprop":
-        direction = optax.scale_by_rms()
+        direction = optax.scale_by_rms(decay=hp["decay"], eps=hp["eps"])
     else:
         raise ValueError(f"unknown optimizer {name!r}")
+    pre = [optax.clip_by_global_norm(hp["grad_clip"])] if clip else []
     return optax.chain(
+        *pre,
         direction,
         optax.add_decayed_weights(hp["weight_decay"]),
         scale_by_entry_lr(entry_learning_rates(hp, n_entries)),

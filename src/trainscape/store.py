@@ -1,20 +1,33 @@
-"""A results folder while a sweep is being written: lock, manifest, atomic chunk files, resume.
+"""A results folder while a sweep is being written: lock, manifest, atomic chunks, resume.
 
-Each finished chunk is written as two Parquet files (temp file, fsync, rename) and recorded in
-`manifest.json` with its SHA-256; the manifest itself is replaced atomically. `--resume` reads
-the manifest, refuses a different config or different data (naming what changed), re-verifies
-every chunk's checksum (a partial or corrupt file is recomputed, never read) and skips the rest.
-A lock file (`.lock`, holding host and pid) stops two processes writing one folder; a lock whose
-process is gone is taken over.
+Layout of an unfinished sweep::
+
+    DIR/.lock                 host and pid of the writing process (plus a kernel flock)
+    DIR/manifest.json         what is being computed: config, data fingerprint, software
+                              versions, chunk size; `finished` once the final files are written
+    DIR/chunks/runs-000007.parquet, curves-000007.parquet   one finished chunk
+    DIR/chunks/done.jsonl     one line per finished chunk: its index and both files' SHA-256
+
+Every file is written to a temporary name, fsynced and renamed, and a chunk is recorded in
+`done.jsonl` (appended and fsynced) only after both its files are in place, so a kill at any
+moment leaves at worst a chunk that is recomputed. The chunk record is an append-only journal
+rather than a field of manifest.json because rewriting a growing manifest after every chunk
+costs time quadratic in the number of chunks. `--resume` refuses a folder written for another
+config, other data or other software versions (naming what changed), re-hashes every recorded
+chunk (a partial or altered file is recomputed, never read) and computes only the rest.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import shutil
+import signal
 import socket
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +36,32 @@ import pandas as pd
 from .errors import InputError
 from .results import CURVES_FILE, META_FILE, RUNS_FILE, atomic_json, atomic_parquet
 
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows: the lock relies on the pid check alone
+    fcntl = None
+
 MANIFEST = "manifest.json"
 LOCK = ".lock"
 CHUNKS = "chunks"
+JOURNAL = "done.jsonl"
+FORMAT = 2
+# Any of these makes a folder one of ours (a sweep in progress or finished). A non-empty folder
+# with none of them belongs to someone else and is never written into.
+_OURS = (MANIFEST, CHUNKS, RUNS_FILE, META_FILE, LOCK)
+
+
+class WriteError(RuntimeError):
+    """A finished chunk could not be written (disk full, folder removed, ...); the chunks
+    written before it are kept and the sweep can be resumed."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl+C (SIGINT) or SIGTERM stopped a sweep after the chunk in progress was saved."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
 
 
 def sha256_file(path: Path) -> str:
@@ -53,42 +89,122 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    # a killed process its parent has not reaped yet still answers kill(0): a zombie is dead
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return stat[stat.rindex(")") + 2] != "Z"
+    except (OSError, ValueError, IndexError):
+        return True
 
 
 def holds_results(path: Path) -> bool:
-    return path.is_dir() and any(
-        (path / f).exists() for f in (MANIFEST, RUNS_FILE, CURVES_FILE, META_FILE, CHUNKS)
-    )
+    return folder_state(Path(path)) in ("interrupted", "finished")
+
+
+def folder_state(path: Path) -> str:
+    """'new' (absent or empty), 'interrupted', 'finished', 'foreign' (other files) or 'file'."""
+    if not path.exists():
+        return "new"
+    if not path.is_dir():
+        return "file"
+    names = {p.name for p in path.iterdir()}
+    if not names:
+        return "new"
+    if not names & set(_OURS):
+        return "foreign"
+    chunk_files = (path / CHUNKS).is_dir() and any((path / CHUNKS).iterdir())
+    if not names - {LOCK, CHUNKS, f"{MANIFEST}.tmp"} and not chunk_files:
+        return "new"  # killed before its manifest was written: nothing to keep
+    if MANIFEST in names:
+        try:
+            if json.loads((path / MANIFEST).read_text()).get("finished"):
+                return "finished"
+        except (OSError, ValueError, AttributeError):
+            pass
+        return "interrupted"
+    if {RUNS_FILE, META_FILE} <= names and CHUNKS not in names:
+        return "finished"
+    return "interrupted"
+
+
+@contextlib.contextmanager
+def interrupts_deferred():
+    """Let the chunk in progress finish and be saved before Ctrl+C or SIGTERM stop the sweep.
+
+    The computation cannot be interrupted anyway while XLA runs it, so deferring the signal to
+    the end of the chunk costs no responsiveness and keeps its result; a second signal acts at
+    once. Leaves custom handlers alone, and does nothing outside the main thread.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    got: list[int] = []
+    previous = {}
+
+    def handler(signum, frame):
+        got.append(signum)
+        signal.signal(signum, previous[signum])
+        print("\ntrainscape: stopping once the chunk in progress is saved (again to stop now)",
+              file=sys.stderr, flush=True)
+
+    for s, default in ((signal.SIGINT, signal.default_int_handler),
+                       (signal.SIGTERM, signal.SIG_DFL)):
+        if signal.getsignal(s) is default:
+            previous[s] = default
+            signal.signal(s, handler)
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+    if got:
+        raise Interrupted(got[0])
 
 
 class Store:
-    """Owns one results folder for the duration of a sweep (use as a context manager)."""
+    """Owns one results folder for the duration of a sweep (use as a context manager).
+
+    Constructing it only reads: every refusal (folder of another sweep, locked, not ours)
+    happens before anything is written. Entering it creates the folder, takes the lock and
+    writes the manifest; an unwritable folder is reported then, still before any compute.
+    """
 
     def __init__(self, path: Path, fingerprint: dict, n_runs: int, chunk_size: int,
                  resume: bool):
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.resume = resume
-        self._locked = False
-        if holds_results(self.path) and not resume:
+        self.n_runs = n_runs
+        self._lock_fd: int | None = None
+        self._created: list[Path] = []
+        where = repr(str(self.path))
+        state = folder_state(self.path)
+        if state == "file":
+            raise InputError(f"output folder {where} is a file; choose a folder")
+        holder = self._live_holder()
+        if holder is not None:
+            raise self._busy(holder)
+        if state == "foreign":
+            sample = sorted(p.name for p in self.path.iterdir())[0]
+            raise InputError(f"output folder {where} holds files that are not trainscape "
+                             f"results (e.g. {sample!r}); choose a new or empty folder")
+        self.manifest = self._read_manifest() if state in ("interrupted", "finished") else None
+        if not resume and state == "interrupted":
             raise InputError(
-                f"output folder {str(self.path)!r} already holds results; pass --resume "
-                "(resume=True) to continue that sweep, or choose another --out"
+                f"output folder {where} already holds results of an interrupted sweep "
+                f"({len(self._read_journal())} chunks saved); pass --resume (resume=True) to "
+                "continue it, or choose another --out"
             )
-        if (self.path / RUNS_FILE).exists() and (self.path / META_FILE).exists() and \
-                not (self.path / CHUNKS).exists():
-            raise InputError(
-                f"output folder {str(self.path)!r} holds a finished sweep; nothing to resume "
-                "(load it with ts.load, or choose another --out)"
-            )
-        self.manifest = self._read_manifest() if resume else None
+        if not resume and state == "finished":
+            raise InputError(f"output folder {where} already holds results; choose another "
+                             "--out (load these with ts.load)")
+        if state == "finished" and self.manifest is None:
+            raise InputError(f"output folder {where} holds a finished sweep without "
+                             f"{MANIFEST}, so it cannot be checked; choose another --out")
         if self.manifest is not None:
             self._check_same(self.manifest)
-            self.chunk_size = int(self.manifest["chunk_size"])
-        else:
-            self.chunk_size = chunk_size
-        self.n_runs = n_runs
+        self.chunk_size = int(self.manifest["chunk_size"]) if self.manifest else chunk_size
+        self.finished = state == "finished"
 
     # -------------------------------------------------------------- setup
     def _read_manifest(self) -> dict | None:
@@ -96,9 +212,12 @@ class Store:
         if not f.exists():
             return None
         try:
-            return json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"{str(f)!r} is unreadable ({e}); cannot resume") from None
+            m = json.loads(f.read_text())
+            int(m["chunk_size"])
+            return m
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            raise InputError(f"{str(f)!r} is unreadable ({type(e).__name__}); cannot resume; "
+                             "choose another --out") from None
 
     def _check_same(self, m: dict) -> None:
         old, new = m.get("fingerprint", {}), self.fingerprint
@@ -112,85 +231,159 @@ class Store:
 
     def __enter__(self) -> Store:
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
-            (self.path / CHUNKS).mkdir(exist_ok=True)
+            for d in (self.path, self.path / CHUNKS):
+                if d.name == CHUNKS and self.finished:
+                    continue
+                if not d.exists():
+                    d.mkdir(parents=True)
+                    self._created.append(d)
+            self._lock()
+            if self.manifest is None:
+                self.manifest = {
+                    "format": FORMAT,
+                    "fingerprint": self.fingerprint,
+                    "chunk_size": self.chunk_size,
+                    "n_runs": self.n_runs,
+                    "n_chunks": -(-self.n_runs // self.chunk_size),
+                }
+                atomic_json(self.manifest, self.path / MANIFEST)
+            self._end_journal_line()
         except OSError as e:
-            raise InputError(f"output folder {str(self.path)!r} cannot be written: {e}") from None
-        if not os.access(self.path, os.W_OK):
-            raise InputError(f"output folder {str(self.path)!r} is not writable")
-        self._lock()
-        if self.manifest is None:
-            self.manifest = {
-                "fingerprint": self.fingerprint,
-                "chunk_size": self.chunk_size,
-                "n_runs": self.n_runs,
-                "chunks": {},
-            }
-            self._write_manifest()
+            self._unlock()
+            self._remove_created()
+            raise InputError(f"output folder {str(self.path)!r} cannot be written: "
+                             f"{e.strerror or e}") from None
+        except BaseException:
+            self._unlock()
+            self._remove_created()
+            raise
         return self
 
     def __exit__(self, *exc) -> None:
         self._unlock()
 
+    def _remove_created(self) -> None:
+        # a failed start leaves nothing behind: the folders this call made hold only our files
+        if self.path in self._created:
+            shutil.rmtree(self.path, ignore_errors=True)
+        elif self._created:
+            with contextlib.suppress(OSError):
+                self._created[-1].rmdir()
+
+    # -------------------------------------------------------------- lock
+    def _busy(self, other: dict) -> InputError:
+        return InputError(
+            f"output folder {str(self.path)!r} is being written by another process "
+            f"(pid {other.get('pid', '?')} on {other.get('host', '?')}); wait for it to finish, "
+            f"or delete {str(self.path / LOCK)!r} if that process is not a trainscape sweep"
+        )
+
+    def _live_holder(self) -> dict | None:
+        """The other live process holding this folder's lock, if any (probed, not taken)."""
+        lock = self.path / LOCK
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            return None
+        try:
+            info = _read_lock(lock)
+            if not _try_flock(fd):
+                return info or {}
+            return info if _other_alive(info) else None
+        finally:
+            os.close(fd)  # releases the probe's flock
+
     def _lock(self) -> None:
         lock = self.path / LOCK
-        me = {"host": socket.gethostname(), "pid": os.getpid()}
-        for _ in range(2):
-            try:
-                fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                try:
-                    other = json.loads(lock.read_text())
-                except (OSError, json.JSONDecodeError):
-                    other = {}
-                same_host = other.get("host") == me["host"]
-                if same_host and isinstance(other.get("pid"), int) and \
-                        not _pid_alive(other["pid"]):
-                    lock.unlink(missing_ok=True)  # stale: its process is gone
-                    continue
-                raise InputError(
-                    f"output folder {str(self.path)!r} is being written by another process "
-                    f"(pid {other.get('pid', '?')} on {other.get('host', '?')}); wait for it, or "
-                    f"delete {str(lock)!r} if that process is dead"
-                ) from None
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self._locked = True
-            return
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+            if not _try_flock(fd):
+                os.close(fd)
+                raise self._busy(_read_lock(lock))
+            # the holder may have removed or replaced the file between our open and flock: then
+            # we hold a lock nobody else sees, so start again on the file now at that path
+            if fcntl is None or _same_file(lock, fd):
+                break
+            os.close(fd)
+        info = _read_lock(lock)
+        if _other_alive(info):
+            os.close(fd)
+            raise self._busy(info)
+        if info.get("pid") not in (None, os.getpid()):
+            print(f"trainscape: taking over the lock of pid {info['pid']} in "
+                  f"{str(self.path)!r} (that process is gone)", file=sys.stderr)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode(), 0)
+        os.fsync(fd)
+        self._lock_fd = fd
 
     def _unlock(self) -> None:
-        if self._locked:
-            (self.path / LOCK).unlink(missing_ok=True)
-            self._locked = False
-
-    def _write_manifest(self) -> None:
-        atomic_json(self.manifest, self.path / MANIFEST)
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is None:
+            return
+        lock = self.path / LOCK
+        with contextlib.suppress(OSError):
+            if _same_file(lock, fd):
+                lock.unlink()
+        os.close(fd)
 
     # -------------------------------------------------------------- chunks
     def _files(self, index: int) -> tuple[Path, Path]:
         d = self.path / CHUNKS
         return d / f"runs-{index:06d}.parquet", d / f"curves-{index:06d}.parquet"
 
+    def _read_journal(self) -> dict[int, dict]:
+        try:
+            text = (self.path / CHUNKS / JOURNAL).read_text()
+        except (OSError, UnicodeDecodeError):
+            return {}
+        entries = {}
+        for line in text.splitlines():
+            try:
+                e = json.loads(line)
+                entries[int(e["index"])] = e
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill: its chunk is simply recomputed
+        return entries
+
+    def _end_journal_line(self) -> None:
+        # a kill mid-append leaves a line without its newline; end it so the next record
+        # starts a line of its own instead of being glued to the broken one
+        j = self.path / CHUNKS / JOURNAL
+        if j.exists() and j.stat().st_size:
+            with open(j, "rb+") as f:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":
+                    f.write(b"\n")
+
     def done_chunks(self) -> set[int]:
         """Indices of chunks on disk whose files match their recorded checksums."""
         done = set()
-        for key, sums in list(self.manifest["chunks"].items()):
-            files = self._files(int(key))
-            if all(f.exists() for f in files) and \
-                    [sha256_file(f) for f in files] == sums:
-                done.add(int(key))
+        for index, entry in sorted(self._read_journal().items()):
+            files = self._files(index)
+            ok = all(f.is_file() for f in files) and \
+                [sha256_file(f) for f in files] == entry.get("sha256")
+            if ok:
+                done.add(index)
             else:
-                print(f"trainscape: chunk {key} in {str(self.path)!r} is missing or corrupt; "
-                      "recomputing it", file=sys.stderr)
-                del self.manifest["chunks"][key]
+                print(f"trainscape: chunk {index} in {str(self.path)!r} is missing or corrupt "
+                      "(checksum mismatch); recomputing it", file=sys.stderr)
         return done
 
     def save_chunk(self, index: int, runs: pd.DataFrame, curves: pd.DataFrame) -> None:
         files = self._files(index)
-        atomic_parquet(runs, files[0])
-        atomic_parquet(curves, files[1])
-        self.manifest["chunks"][str(index)] = [sha256_file(f) for f in files]
-        self._write_manifest()
+        try:
+            atomic_parquet(runs, files[0])
+            atomic_parquet(curves, files[1])
+            line = json.dumps({"index": index, "runs": len(runs),
+                               "sha256": [sha256_file(f) for f in files]})
+            with open(self.path / CHUNKS / JOURNAL, "a") as f:
+                f.write(line + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            raise WriteError(f"cannot write chunk {index} into {str(self.path)!r}: "
+                             f"{e.strerror or e}; the chunks before it are saved") from e
 
     def load_chunks(self, indices) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
         runs, curves = [], []
@@ -201,23 +394,68 @@ class Store:
         return runs, curves
 
     def finish(self) -> None:
-        """Once runs/curves/meta are written, the chunk files are redundant."""
-        for key in list(self.manifest["chunks"]):
-            for f in self._files(int(key)):
-                f.unlink(missing_ok=True)
-        try:
-            (self.path / CHUNKS).rmdir()
-        except OSError:
-            pass
-        self.manifest["finished"] = True
-        self._write_manifest()
+        """Mark the sweep finished (runs/curves/meta are written), then drop the chunk files.
+
+        In this order, a kill during the clean-up leaves a finished folder, not a broken one."""
+        if not self.manifest.get("finished"):
+            self.manifest["finished"] = True
+            atomic_json(self.manifest, self.path / MANIFEST)
+        d = self.path / CHUNKS
+        if d.is_dir():
+            for pattern in ("runs-*.parquet*", "curves-*.parquet*", JOURNAL):
+                for f in d.glob(pattern):
+                    f.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                d.rmdir()
+        for name in (MANIFEST, RUNS_FILE, CURVES_FILE, META_FILE):
+            (self.path / f"{name}.tmp").unlink(missing_ok=True)
+
+
+def _try_flock(fd: int) -> bool:
+    if fcntl is None:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # a file system without flock: fall back to the pid check
+    return True
+
+
+def _same_file(path: Path, fd: int) -> bool:
+    try:
+        return os.stat(path).st_ino == os.fstat(fd).st_ino
+    except OSError:
+        return False
+
+
+def _read_lock(lock: Path) -> dict:
+    try:
+        info = json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
+
+
+def _other_alive(info: dict) -> bool:
+    """Whether a lock file's writer may still be running: a live pid on this host other than
+    ours, or any pid on another host (which cannot be checked from here)."""
+    pid, host = info.get("pid"), info.get("host")
+    if not isinstance(pid, int) or isinstance(pid, bool):
+        return False
+    if host != socket.gethostname():
+        return host is not None
+    return pid != os.getpid() and _pid_alive(pid)
 
 
 def _describe_change(key: str, old, new) -> str:
-    if key == "config" and isinstance(old, dict) and isinstance(new, dict):
+    if key == "data":
+        return "the data changed (a data file was edited, or other arrays were passed)"
+    if isinstance(old, dict) and isinstance(new, dict):
         diffs = _dict_diff(old, new)
-        return "config changed: " + ", ".join(diffs[:4]) + (" ..." if len(diffs) > 4 else "")
-    return f"{key} changed"
+        return f"{key} changed: " + ", ".join(diffs[:4]) + (" ..." if len(diffs) > 4 else "")
+    return f"{key} changed: {_short(old)} -> {_short(new)}"
 
 
 def _dict_diff(a: dict, b: dict, prefix: str = "") -> list[str]:

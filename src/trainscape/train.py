@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from . import losses, optim
+from . import curvature, losses, optim
 from .classify import BLOWUP_FACTOR, SPIKE_MIN_RISE
 from .models import Model
 
@@ -34,6 +34,14 @@ class Static(NamedTuple):
     dtype: str
     accuracy: bool
     custom_init: bool  # start from caller-given init_params instead of model.init(key)
+    batch_size: int | None = None  # None: full batch
+    dropout: bool = False  # model.apply.with_dropout(params, x, key, rate) in training steps
+    l2: bool = False  # add l2/2 ||params||^2 to the objective
+    grad_clip: bool = False  # clip the gradient's global norm to hp["grad_clip"]
+    sharpness: bool = False
+    sharpness_every: int = 0  # 0: only at init and at the end
+    sharpness_iters: int = 20
+    sharpness_which: str = "largest"
 
 
 class Stats(NamedTuple):
@@ -57,6 +65,7 @@ class Trajectory(NamedTuple):
 
     loss_R: jax.Array
     acc_R: jax.Array
+    sharpness_R: jax.Array  # NaN at recorded steps where sharpness was not computed
     initial_loss: jax.Array
     final_loss: jax.Array
     min_loss: jax.Array
@@ -68,6 +77,8 @@ class Trajectory(NamedTuple):
     spike_ratio: jax.Array
     above_since: jax.Array  # start of the final stretch above the initial loss; -1: none
     final_accuracy: jax.Array
+    sharpness_init: jax.Array
+    sharpness_final: jax.Array
 
 
 def record_steps(steps: int, every: int) -> list[int]:
@@ -128,30 +139,73 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
     dt = jnp.dtype(static.dtype)
     sdt = stat_dtype(static.dtype)
     key = jax.random.PRNGKey(hp["seed"])
-    k_init, _k_rest = jax.random.split(key)  # _k_rest is reserved for batches / dropout
+    # one independent stream per purpose, all from the run's own seed
+    k_init, k_batch, k_drop, k_sharp = jax.random.split(key, 4)
 
     params = init_params if static.custom_init else static.model.init(k_init)
     scale = hp["init_scale"]
     params = jax.tree.map(lambda p: (p * scale).astype(dt), params)
-    hpt = {k: jnp.asarray(v, dt) for k, v in hp.items() if k != "seed"}
-    opt = optim.make_optimizer(static.optimizer, hpt, optim.n_top_level(params))
+    # hyperparameters stay in float32 for bfloat16 runs: 0.01 is 0.010009765625 in bfloat16
+    hpt = {k: jnp.asarray(v, sdt) for k, v in hp.items() if k != "seed"}
+    opt = optim.make_optimizer(static.optimizer, hpt, optim.n_top_level(params),
+                               clip=static.grad_clip)
     opt_state = opt.init(params)
     loss_of = losses.LOSSES[static.loss]
+    n = x_NxD.shape[0]
 
-    def loss_fn(p):
-        out = static.model.apply(p, x_NxD)
-        return loss_of(out, y), out
+    def penalty(p):
+        if not static.l2:
+            return 0.0
+        sq = sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(p))
+        return 0.5 * hpt["l2"] * sq
+
+    def objective(p, xb=x_NxD, yb=y, drop_key=None):
+        """Training objective: mean loss (+ l2/2 ||p||^2); dropout only when a key is given."""
+        if drop_key is None:
+            out = static.model.apply(p, xb)
+        else:
+            out = static.model.apply.with_dropout(p, xb, drop_key, hpt["dropout"])
+        return loss_of(out, yb) + penalty(p), out
+
+    def full_loss(p):
+        return objective(p)[0]
 
     def acc_of(out):
         if not static.accuracy:
             return jnp.zeros((), sdt)
         return losses.accuracy(out, y, static.loss).astype(sdt)
 
-    value_and_grad = jax.value_and_grad(loss_fn, has_aux=True)
+    def sharpness(p):
+        if not static.sharpness:
+            return jnp.zeros((), sdt)
+        eig = curvature.top_eigenvalue(full_loss, p, k_sharp, num_iters=static.sharpness_iters,
+                                       which=static.sharpness_which)
+        return eig.eigval.astype(sdt)
+
+    value_and_grad = jax.value_and_grad(objective, has_aux=True)
+    stochastic = static.batch_size is not None or static.dropout
+
+    def gradient(p, t):
+        """(full-batch loss, outputs, gradient) at step t. Mini-batches and dropout change
+        only the gradient; the recorded loss is always the full-batch, dropout-free one."""
+        if not stochastic:
+            (loss, out), g = value_and_grad(p)
+            return loss, out, g
+        xb, yb = x_NxD, y
+        if static.batch_size is not None:
+            bs = static.batch_size
+            per_epoch = n // bs
+            perm = jax.random.permutation(jax.random.fold_in(k_batch, t // per_epoch), n)
+            idx = lax.dynamic_slice(perm, ((t % per_epoch) * bs,), (bs,))
+            xb, yb = x_NxD[idx], y[idx]
+        drop_key = jax.random.fold_in(k_drop, t) if static.dropout else None
+        _, g = value_and_grad(p, xb, yb, drop_key)
+        loss, out = objective(p)
+        return loss, out, g
 
     def step(carry, t):
         params, opt_state, stats = carry
-        (loss, out), g = value_and_grad(params)
+        loss, out, g = gradient(params, t)
         stats, live, rec, rec_acc = _update_stats(stats, loss.astype(sdt), acc_of(out), t)
         upd, new_state = opt.update(g, opt_state, params)
         new_params = jax.tree.map(lambda p, u: p + u.astype(p.dtype), params, upd)
@@ -160,29 +214,40 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
         opt_state = jax.tree.map(lambda a, b: jnp.where(live, a, b), new_state, opt_state)
         return (params, opt_state, stats), (rec, rec_acc)
 
+    every = static.sharpness_every
+
     def block(carry, t0, length):
+        # t0 is the same for every run of a vmapped batch, so this cond stays a real branch
+        sharp = jnp.full((), jnp.nan, sdt)
+        if every:
+            sharp = lax.cond(t0 % every == 0, sharpness, lambda p: sharp, carry[0])
         carry, (rec, acc) = lax.scan(step, carry, t0 + jnp.arange(length, dtype=jnp.int32))
-        return carry, (rec[0], acc[0])
+        return carry, (rec[0], acc[0], sharp)
 
     k, T = static.record_every, static.steps
     n_full, rem = divmod(T, k)
+    sharp_init = sharpness(params)
     carry = (params, opt_state, _init_stats(sdt))
     starts = jnp.arange(n_full, dtype=jnp.int32) * k
-    carry, (rec_B, acc_B) = lax.scan(lambda c, t0: block(c, t0, k), carry, starts)
-    recs, accs = [rec_B], [acc_B]
+    carry, (rec_B, acc_B, sh_B) = lax.scan(lambda c, t0: block(c, t0, k), carry, starts)
+    recs, accs, shs = [rec_B], [acc_B], [sh_B]
     if rem:
-        carry, (r, a) = block(carry, jnp.int32(n_full * k), rem)
+        carry, (r, a, h) = block(carry, jnp.int32(n_full * k), rem)
         recs.append(r[None])
         accs.append(a[None])
+        shs.append(h[None])
     params, _, stats = carry
-    loss_T, out_T = loss_fn(params)
+    loss_T, out_T = objective(params)
     stats, _, rec_T, acc_T = _update_stats(stats, loss_T.astype(sdt), acc_of(out_T),
                                            jnp.int32(T))
+    sharp_final = sharpness(params)
     recs.append(rec_T[None])
     accs.append(acc_T[None])
+    shs.append(sharp_final[None])
     return Trajectory(
         loss_R=jnp.concatenate(recs),
         acc_R=jnp.concatenate(accs),
+        sharpness_R=jnp.concatenate(shs),
         initial_loss=stats.initial,
         final_loss=stats.final,
         min_loss=stats.min,
@@ -194,4 +259,6 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
         spike_ratio=stats.spike,
         above_since=stats.above_since,
         final_accuracy=stats.final_acc,
+        sharpness_init=sharp_init,
+        sharpness_final=sharp_final,
     )

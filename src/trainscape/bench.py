@@ -1,0 +1,807 @@
+"""Benchmark: trainscape's vmapped sweep against the usual ways of training many small nets.
+
+Every peer does the same work per run-step: a full-batch forward pass, the mean binary
+cross-entropy on logits, its gradient, a plain SGD update, and the loss recorded for that step.
+Peers build their own data and initial parameters (same distributions as the engine) so that a
+bug in the engine cannot make a peer look slower or faster than it is.
+
+Figures reported per peer:
+- run-steps/s = runs x steps / seconds (best of ``repeats``);
+- utilization = useful FLOP/s / dense float32 matmul FLOP/s measured in this same process, where
+  useful FLOPs per run-step = 6 x n_samples x sum(fan_in x fan_out) (forward 2, backward 4).
+
+One-run-at-a-time peers (``numpy_loop``, ``torch_eager``) are timed on a diagonal subset of the
+grid (every lr bucket represented) and extrapolated per run-step: their cost is linear in runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from trainscape.errors import ConfigError
+
+PEERS = ("numpy_loop", "torch_eager", "torch_vmap", "jax_step_loop", "engine")
+# Peers that train one run at a time: timed on a subset and extrapolated per run-step.
+ONE_AT_A_TIME = ("numpy_loop", "torch_eager")
+TORCH_PEERS = ("torch_eager", "torch_vmap")
+MATMUL_N = 2048
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """One benchmark workload. ``data`` is the trainscape data config, used verbatim."""
+
+    name: str
+    data: dict
+    hidden: tuple[int, ...]
+    init: str  # "seed": W1 ~ U[0,1), other W ~ N(0,1); "normal": W ~ N(0, 1/fan_in). b = 0.
+    steps: int
+    lr_range: tuple[float, float]
+    n_lr: int
+    n_seeds: int
+    activation: str = "tanh"
+    # Runs timed for the one-at-a-time peers; all runs for the vmapped ones unless vmap_runs.
+    subset_runs: int = 16
+    vmap_runs: int | None = None
+
+    @property
+    def n_runs(self) -> int:
+        return self.n_lr * self.n_seeds
+
+    def grid(self) -> tuple[np.ndarray, np.ndarray]:
+        """(learning_rate, seed) per run, lr-major like the engine's sweep."""
+        lrs = np.geomspace(self.lr_range[0], self.lr_range[1], self.n_lr)
+        lr, seed = np.meshgrid(lrs, np.arange(self.n_seeds), indexing="ij")
+        return lr.ravel().astype(np.float32), seed.ravel().astype(np.int64)
+
+
+WORKLOADS: dict[str, Workload] = {
+    "seed": Workload(
+        name="seed",
+        data={"name": "breast_cancer", "standardize": True},
+        hidden=(128, 64),
+        init="seed",
+        steps=200,
+        lr_range=(1e-3, 10.0),
+        n_lr=16,
+        n_seeds=16,
+        # 10.6 GFLOP per step over all 256 runs: a 64-run batch (every lr bucket) already fills
+        # the cores and keeps each vmapped peer under a minute or so per repeat on 2 cores.
+        vmap_runs=64,
+    ),
+    "small": Workload(
+        name="small",
+        data={"name": "moons", "n_samples": 256, "noise": 0.1, "data_seed": 0, "standardize": True},
+        hidden=(16, 16),
+        init="normal",
+        steps=300,
+        lr_range=(1e-3, 10.0),
+        n_lr=64,
+        n_seeds=64,
+        # 1024 of the 4096 runs per vmapped peer (every lr bucket), so that one repeat stays
+        # near half a minute on 2 cores; what is compared is the per-run-step rate.
+        vmap_runs=1024,
+    ),
+}
+
+
+def _resolve(workload: str | Workload) -> Workload:
+    if isinstance(workload, Workload):
+        return workload
+    if workload not in WORKLOADS:
+        raise ConfigError(
+            f"bench workload: got {workload!r}; allowed: {', '.join(WORKLOADS)} or 'all'"
+        )
+    return WORKLOADS[workload]
+
+
+def workload_config(name: str | Workload) -> dict:
+    """The trainscape config dict that makes the engine run exactly this workload."""
+    w = _resolve(name)
+    return {
+        "name": f"bench-{w.name}",
+        "data": dict(w.data),
+        "model": {"hidden": list(w.hidden), "activation": w.activation, "init": w.init},
+        "loss": {"name": "bce"},
+        "optimizer": {"name": "sgd"},
+        "train": {"steps": w.steps, "dtype": "float32", "record_every": 1},
+        "sweep": {
+            "learning_rate": {
+                "geomspace": [float(w.lr_range[0]), float(w.lr_range[1])],
+                "num": w.n_lr,
+            },
+            "seed": {"range": w.n_seeds},
+        },
+    }
+
+
+def useful_flops_per_run_step(n_samples: int, layer_sizes: Sequence[int]) -> int:
+    """6 x n x sum(fan_in x fan_out): 2 for the forward matmul, 4 for the two backward ones.
+    Elementwise work is left out on purpose: it is what an ideal implementation hides."""
+    return (
+        6 * n_samples * sum(a * b for a, b in zip(layer_sizes[:-1], layer_sizes[1:], strict=True))
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Data and initial parameters (independent of the engine's own code paths)
+
+
+def load_data(spec: dict) -> tuple[np.ndarray, np.ndarray]:
+    """(X float32 [n, d], y float32 [n]) for a trainscape data config."""
+    from sklearn import datasets
+
+    name = spec["name"]
+    if name == "breast_cancer":
+        X, y = datasets.load_breast_cancer(return_X_y=True)
+    elif name == "moons":
+        X, y = datasets.make_moons(
+            n_samples=spec.get("n_samples", 256),
+            noise=spec.get("noise", 0.1),
+            random_state=spec.get("data_seed", 0),
+        )
+    else:
+        raise ConfigError(f"bench data.name: got {name!r}; allowed: breast_cancer, moons")
+    X = np.asarray(X, dtype=np.float64)
+    if spec.get("standardize", False):
+        # Statistics in float64 so the float32 data is the correctly rounded standardized set.
+        X = (X - X.mean(axis=0)) / X.std(axis=0)
+    return X.astype(np.float32), np.asarray(y, dtype=np.float32)
+
+
+Params = list[tuple[np.ndarray, np.ndarray]]
+
+
+def init_params(layer_sizes: Sequence[int], init: str, seed: int) -> Params:
+    """Initial (W [fan_in, fan_out], b [fan_out]) per layer for one run, float32."""
+    rng = np.random.default_rng(seed)
+    params = []
+    for i, (fan_in, fan_out) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:], strict=True)):
+        if init == "seed":
+            W = rng.random((fan_in, fan_out)) if i == 0 else rng.standard_normal((fan_in, fan_out))
+        elif init == "normal":
+            W = rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)
+        else:
+            raise ConfigError(f"bench model.init: got {init!r}; allowed: seed, normal")
+        params.append((W.astype(np.float32), np.zeros(fan_out, dtype=np.float32)))
+    return params
+
+
+def _stack(inits: Sequence[Params]) -> Params:
+    return [
+        (np.stack([p[i][0] for p in inits]), np.stack([p[i][1] for p in inits]))
+        for i in range(len(inits[0]))
+    ]
+
+
+def subset_indices(n_runs: int, k: int) -> np.ndarray:
+    """k run indices on a diagonal of the lr-major grid: spread over every lr bucket and over
+    seeds, so the subset sees the same mix of converging and diverging runs as the full grid."""
+    k = min(k, n_runs)
+    stride = n_runs // k
+    return np.array([i * stride + (i % stride) for i in range(k)], dtype=np.int64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Peers. Each ``_prepare_*`` does untimed setup (tensor conversion, compilation) and returns a
+# zero-argument callable that trains every given run from its initial parameters and returns the
+# per-step losses as a numpy array [runs, steps].
+
+Prepared = Callable[[], np.ndarray]
+
+
+def np_loss_and_grads(params: Params, X: np.ndarray, y: np.ndarray) -> tuple[Any, Params]:
+    """Mean BCE-on-logits loss and its gradient for one tanh MLP, by hand. Dtype follows the
+    inputs (NumPy 2 keeps Python scalars weak), so the same code is checked in float64."""
+    acts = [X]
+    h = X
+    for W, b in params[:-1]:
+        h = np.tanh(h @ W + b)
+        acts.append(h)
+    W, b = params[-1]
+    z = (h @ W + b)[:, 0]
+    loss = np.mean(np.logaddexp(z, 0) - y * z)
+    # sigmoid via tanh: no overflow for large |z| and no float64 promotion.
+    g = ((0.5 * (np.tanh(0.5 * z) + 1) - y) / z.shape[0])[:, None]
+    grads: Params = []
+    for i in range(len(params) - 1, -1, -1):
+        W = params[i][0]
+        grads.append((acts[i].T @ g, g.sum(axis=0)))
+        if i > 0:
+            g = (g @ W.T) * (1 - acts[i] * acts[i])
+    return loss, grads[::-1]
+
+
+def _prepare_numpy_loop(X, y, inits, lrs, steps) -> Prepared:
+    def train() -> np.ndarray:
+        losses = np.empty((len(inits), steps), dtype=np.float32)
+        # Diverging runs overflow on purpose; warnings would only cost time.
+        with np.errstate(all="ignore"):
+            for r, (p0, lr) in enumerate(zip(inits, lrs, strict=True)):
+                params = [(W.copy(), b.copy()) for W, b in p0]
+                lr = np.float32(lr)
+                for t in range(steps):
+                    loss, grads = np_loss_and_grads(params, X, y)
+                    losses[r, t] = loss
+                    params = [
+                        (W - lr * gW, b - lr * gb)
+                        for (W, b), (gW, gb) in zip(params, grads, strict=True)
+                    ]
+        return losses
+
+    return train
+
+
+def _torch_loss(params, X, y):
+    import torch
+    import torch.nn.functional as F
+
+    h = X
+    for W, b in params[:-1]:
+        h = torch.tanh(h @ W + b)
+    W, b = params[-1]
+    z = (h @ W + b)[:, 0]
+    return torch.mean(F.softplus(z) - y * z)
+
+
+def _prepare_torch_eager(X, y, inits, lrs, steps) -> Prepared:
+    import torch
+
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    inits_t = [[(torch.from_numpy(W), torch.from_numpy(b)) for W, b in p] for p in inits]
+
+    def run(inits_t, lrs, steps) -> np.ndarray:
+        losses = torch.empty((len(inits_t), steps), dtype=torch.float32)
+        for r, (p0, lr) in enumerate(zip(inits_t, lrs, strict=True)):
+            params = [(W.clone().requires_grad_(), b.clone().requires_grad_()) for W, b in p0]
+            flat = [t for pair in params for t in pair]
+            lr = float(lr)
+            for t in range(steps):
+                loss = _torch_loss(params, Xt, yt)
+                loss.backward()
+                losses[r, t] = loss.detach()
+                with torch.no_grad():
+                    for p in flat:
+                        p -= lr * p.grad
+                        p.grad = None
+        return losses.numpy()
+
+    run(inits_t[:1], lrs[:1], 1)  # autograd's first backward allocates its engine threads
+
+    def train() -> np.ndarray:
+        return run(inits_t, lrs, steps)
+
+    return train
+
+
+def _prepare_torch_vmap(X, y, inits, lrs, steps) -> Prepared:
+    import torch
+    from torch.func import grad_and_value, vmap
+
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    stacked = [(torch.from_numpy(W), torch.from_numpy(b)) for W, b in _stack(inits)]
+    lr_t = torch.from_numpy(np.asarray(lrs, dtype=np.float32))
+    lr_W, lr_b = lr_t[:, None, None], lr_t[:, None]
+    step_grad = vmap(grad_and_value(_torch_loss), in_dims=(0, None, None))
+
+    def run(params, n_steps):
+        losses = torch.empty((len(inits), n_steps), dtype=torch.float32)
+        with torch.no_grad():
+            for t in range(n_steps):
+                grads, loss = step_grad(params, Xt, yt)
+                losses[:, t] = loss
+                params = [
+                    (W - lr_W * gW, b - lr_b * gb)
+                    for (W, b), (gW, gb) in zip(params, grads, strict=True)
+                ]
+        return losses.numpy()
+
+    run(stacked, 1)  # vmap/grad build their dispatch caches on the first call
+
+    def train() -> np.ndarray:
+        return run(stacked, steps)
+
+    return train
+
+
+def _jax_loss(params, X, y):
+    h = X
+    for W, b in params[:-1]:
+        h = jnp.tanh(h @ W + b)
+    W, b = params[-1]
+    z = (h @ W + b)[:, 0]
+    return jnp.mean(jnp.logaddexp(z, 0) - y * z)
+
+
+def _jax_step(params, lr, X, y):
+    loss, grads = jax.value_and_grad(_jax_loss)(params, X, y)
+    params = jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads)
+    return params, loss
+
+
+# Module level so that repeated benchmarks with the same shapes reuse one compilation.
+_jax_vmapped_step = jax.jit(jax.vmap(_jax_step, in_axes=(0, 0, None, None)))
+
+
+def _prepare_jax_step_loop(X, y, inits, lrs, steps) -> Prepared:
+    Xj, yj = jnp.asarray(X, dtype=jnp.float32), jnp.asarray(y, dtype=jnp.float32)
+    stacked = [
+        (jnp.asarray(W, dtype=jnp.float32), jnp.asarray(b, dtype=jnp.float32))
+        for W, b in _stack(inits)
+    ]
+    lr_j = jnp.asarray(lrs, dtype=jnp.float32)
+    step = _jax_vmapped_step
+    jax.block_until_ready(step(stacked, lr_j, Xj, yj))  # compile outside the timed region
+
+    def train() -> np.ndarray:
+        params, losses = stacked, []
+        for _ in range(steps):
+            params, loss = step(params, lr_j, Xj, yj)
+            losses.append(loss)
+        # Dispatch is async: the stack + host copy is what waits for the last step.
+        return np.asarray(jnp.stack(losses, axis=1))
+
+    return train
+
+
+_PREPARE = {
+    "numpy_loop": _prepare_numpy_loop,
+    "torch_eager": _prepare_torch_eager,
+    "torch_vmap": _prepare_torch_vmap,
+    "jax_step_loop": _prepare_jax_step_loop,
+}
+
+
+def _torch_available() -> str | None:
+    """None if torch imports, else the reason it does not."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        return f"torch not installed ({e}); pip install 'trainscape[bench]'"
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Agreement between peers
+
+
+def _check_agreement(
+    workload: str | Workload = "seed",
+    *,
+    steps: int = 20,
+    lr: float = 0.1,
+    seed: int = 0,
+    peers: Iterable[str] = ("torch_eager", "torch_vmap", "jax_step_loop"),
+    rtol: float = 1e-4,
+) -> dict:
+    """Loss curves of one (lr, seed) run from shared initial params, each peer vs numpy_loop.
+
+    Returns {"steps", "lr", "seed", "reference", "rtol", "max_rel_diff": {peer: x},
+    "skipped": {peer: why}, "ok"}. The vmapped peers get the run twice (a batch of two) so
+    their batched code path is the one compared."""
+    w = _resolve(workload)
+    X, y = load_data(w.data)
+    sizes = (X.shape[1], *w.hidden, 1)
+    p0 = init_params(sizes, w.init, seed)
+    ref = _prepare_numpy_loop(X, y, [p0], [lr], steps)()[0]
+    out: dict[str, Any] = {
+        "steps": steps,
+        "lr": lr,
+        "seed": seed,
+        "reference": "numpy_loop",
+        "rtol": rtol,
+        "max_rel_diff": {},
+        "skipped": {},
+    }
+    torch_missing = _torch_available()
+    for peer in peers:
+        if peer in TORCH_PEERS and torch_missing:
+            out["skipped"][peer] = torch_missing
+            continue
+        n = 1 if peer in ONE_AT_A_TIME else 2
+        curves = _PREPARE[peer](X, y, [p0] * n, [lr] * n, steps)()
+        diff = np.abs(curves.astype(np.float64) - ref) / np.maximum(np.abs(ref), 1e-6)
+        out["max_rel_diff"][peer] = float(np.max(diff))
+    out["ok"] = all(v <= rtol for v in out["max_rel_diff"].values())
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Timing
+
+
+def measure_matmul_rate(n: int | None = None, repeats: int = 5) -> dict:
+    """Dense float32 n x n matmul FLOP/s, JAX (jit, the rate utilization is relative to) and
+    NumPy (reference), best of ``repeats`` after a warm-up. ``n`` defaults to MATMUL_N."""
+    n = MATMUL_N if n is None else n
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(ka, (n, n), dtype=jnp.float32)
+    b = jax.random.normal(kb, (n, n), dtype=jnp.float32)
+    dot = jax.jit(jnp.dot)
+    jax.block_until_ready(dot(a, b))
+    jax_times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(dot(a, b))
+        jax_times.append(time.perf_counter() - t0)
+    an, bn = np.asarray(a), np.asarray(b)
+    an @ bn
+    np_times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        an @ bn
+        np_times.append(time.perf_counter() - t0)
+    flop = 2 * n**3
+    return {
+        "n": n,
+        "flop_per_matmul": flop,
+        "repeats": repeats,
+        "jax_best_s": min(jax_times),
+        "jax_flops": flop / min(jax_times),
+        "numpy_best_s": min(np_times),
+        "numpy_flops": flop / min(np_times),
+    }
+
+
+def _time_peer(peer: str, w: Workload, X, y, repeats: int) -> dict:
+    lr_all, seed_all = w.grid()
+    if peer in ONE_AT_A_TIME:
+        idx = subset_indices(w.n_runs, w.subset_runs)
+        note = (
+            f"one run at a time: {len(idx)} of {w.n_runs} runs timed (diagonal of the grid),"
+            " rate extrapolated per run-step"
+        )
+    elif w.vmap_runs is not None and w.vmap_runs < w.n_runs:
+        idx = subset_indices(w.n_runs, w.vmap_runs)
+        note = f"{len(idx)} of {w.n_runs} runs in one batch"
+    else:
+        idx = np.arange(w.n_runs)
+        note = f"all {w.n_runs} runs in one batch"
+    sizes = (X.shape[1], *w.hidden, 1)
+    inits = [init_params(sizes, w.init, int(s)) for s in seed_all[idx]]
+    train = _PREPARE[peer](X, y, inits, lr_all[idx], w.steps)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        losses = train()
+        times.append(time.perf_counter() - t0)
+    assert losses.shape == (len(idx), w.steps), losses.shape
+    run_steps = len(idx) * w.steps
+    return {
+        "status": "ok",
+        "runs_timed": int(len(idx)),
+        "steps": w.steps,
+        "run_steps_timed": run_steps,
+        "seconds": times,
+        "best_seconds": min(times),
+        "run_steps_per_s": run_steps / min(times),
+        "final_loss_finite_fraction": float(np.isfinite(losses[:, -1]).mean()),
+        "note": note,
+    }
+
+
+def _time_engine(w: Workload, repeats: int) -> dict:
+    import trainscape as ts
+
+    run = getattr(ts, "run", None)
+    if run is None:
+        return {"status": "skipped", "note": "engine not available (trainscape.run not defined)"}
+    config = workload_config(w)
+    try:
+        # Warm-up sweep: same shapes as the timed ones, so they hit the compilation cache.
+        jax.block_until_ready(run(config, out=None, progress=False))
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            jax.block_until_ready(run(config, out=None, progress=False))
+            times.append(time.perf_counter() - t0)
+    except Exception as e:  # noqa: BLE001 - one failing peer must not hide the others' numbers
+        return {"status": "error", "note": f"engine failed: {type(e).__name__}: {e}"}
+    run_steps = w.n_runs * w.steps
+    return {
+        "status": "ok",
+        "runs_timed": w.n_runs,
+        "steps": w.steps,
+        "run_steps_timed": run_steps,
+        "seconds": times,
+        "best_seconds": min(times),
+        "run_steps_per_s": run_steps / min(times),
+        "note": f"ts.run end to end, all {w.n_runs} runs, after one warm-up sweep",
+    }
+
+
+def bench_workload(
+    w: str | Workload,
+    peers: Sequence[str],
+    repeats: int,
+    matmul_flops: float,
+    stream: TextIO | None = None,
+) -> dict:
+    """Time every peer on one workload; adds utilization and engine/peer ratios."""
+    w = _resolve(w)
+    X, y = load_data(w.data)
+    sizes = (X.shape[1], *w.hidden, 1)
+    flops = useful_flops_per_run_step(X.shape[0], sizes)
+    torch_missing = _torch_available()
+    results: dict[str, dict] = {}
+    for peer in peers:
+        if stream is not None:
+            print(f"  [{w.name}] timing {peer} ...", file=stream, flush=True)
+        # Other processes on a small machine skew everything; keep the evidence with the number.
+        load_before = _loadavg()
+        if peer == "engine":
+            results[peer] = _time_engine(w, repeats)
+        elif peer in TORCH_PEERS and torch_missing:
+            results[peer] = {"status": "skipped", "note": torch_missing}
+        else:
+            results[peer] = _time_peer(peer, w, X, y, repeats)
+        results[peer]["loadavg_1min"] = [load_before, _loadavg()]
+    engine_rate = results.get("engine", {}).get("run_steps_per_s")
+    for r in results.values():
+        rate = r.get("run_steps_per_s")
+        r["utilization"] = rate * flops / matmul_flops if rate else None
+        r["ratio_engine_over_peer"] = engine_rate / rate if rate and engine_rate else None
+    agreement = _check_agreement(w, peers=[p for p in peers if p in _PREPARE and p != "numpy_loop"])
+    return {
+        "spec": dataclasses.asdict(w),
+        "config": workload_config(w),
+        "n_samples": int(X.shape[0]),
+        "layer_sizes": list(sizes),
+        "n_runs": w.n_runs,
+        "steps": w.steps,
+        "useful_flops_per_run_step": flops,
+        "peers": results,
+        "agreement": agreement,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine description and report
+
+
+def _read_first(path: str, key: str) -> str | None:
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return None
+
+
+def _loadavg() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def machine_info() -> dict:
+    """What a reader needs to reproduce or discount the numbers."""
+    info: dict[str, Any] = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu_model": _read_first("/proc/cpuinfo", "model name") or platform.processor(),
+        "cores_logical": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "ram": _read_first("/proc/meminfo", "MemTotal"),
+        "loadavg_at_start": (
+            [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
+        ),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "jax": jax.__version__,
+        "jaxlib": _jaxlib_version(),
+        "jax_backend": jax.default_backend(),
+        "jax_devices": [str(d) for d in jax.devices()],
+        "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
+        "jax_enable_x64": bool(jax.config.jax_enable_x64),
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+        "thread_env": {
+            k: v
+            for k, v in sorted(os.environ.items())
+            if k.startswith(("OPENBLAS", "OMP_", "MKL_", "GOTO", "TORCH", "JAX_"))
+        },
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        info["torch_threads"] = torch.get_num_threads()
+    except ImportError:
+        info["torch"] = None
+    try:
+        from threadpoolctl import threadpool_info
+
+        info["numpy_blas"] = [
+            {k: p.get(k) for k in ("internal_api", "version", "architecture", "num_threads")}
+            for p in threadpool_info()
+            if p.get("user_api") == "blas"
+        ]
+    except ImportError:
+        info["numpy_blas"] = "threadpoolctl not installed"
+    return info
+
+
+def _jaxlib_version() -> str | None:
+    try:
+        import jaxlib
+
+        return jaxlib.__version__
+    except (ImportError, AttributeError):
+        return None
+
+
+def _fmt_rate(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def format_table(name: str, wres: dict) -> str:
+    """Markdown table for one workload."""
+    lines = [
+        f"### {name}: {wres['n_runs']} runs x {wres['steps']} steps, layers "
+        f"{'-'.join(map(str, wres['layer_sizes']))}, n={wres['n_samples']}, "
+        f"{wres['useful_flops_per_run_step']:,} useful FLOP/run-step",
+        "",
+        "| peer | runs timed | best s | run-steps/s | engine/peer | utilization | load 1m | note |",
+        "|---|---:|---:|---:|---:|---:|---|---|",
+    ]
+    for peer, r in wres["peers"].items():
+        ratio = r.get("ratio_engine_over_peer")
+        util = r.get("utilization")
+        best = r.get("best_seconds")
+        load = r.get("loadavg_1min") or [None, None]
+        load_s = "-" if None in load else f"{load[0]:.1f}->{load[1]:.1f}"
+        lines.append(
+            f"| {peer} | {r.get('runs_timed', '-')} | {'-' if best is None else f'{best:.2f}'} | "
+            f"{_fmt_rate(r.get('run_steps_per_s'))} | "
+            f"{'-' if ratio is None else f'{ratio:.1f}x'} | "
+            f"{'-' if util is None else f'{util:.2%}'} | {load_s} | "
+            f"{r['note'] if r['status'] == 'ok' else r['status'] + ': ' + r['note']} |"
+        )
+    ag = wres["agreement"]
+    diffs = ", ".join(f"{p} {d:.1e}" for p, d in ag["max_rel_diff"].items()) or "none compared"
+    lines += [
+        "",
+        f"Agreement ({ag['steps']} steps, lr={ag['lr']}, seed={ag['seed']}, max rel diff "
+        f"vs numpy_loop, tol {ag['rtol']:g}): {diffs} -> {'ok' if ag['ok'] else 'FAIL'}",
+    ]
+    return "\n".join(lines)
+
+
+def format_report(result: dict) -> str:
+    m, mm = result["machine"], result["matmul"]
+    blas = m.get("numpy_blas")
+    if isinstance(blas, list):
+        blas = "; ".join(
+            f"{b['internal_api']} {b['version']} kernel={b['architecture']} "
+            f"threads={b['num_threads']}"
+            for b in blas
+        )
+    parts = [
+        f"## trainscape bench ({m['date']})",
+        "",
+        f"- machine: {m['cpu_model']}, {m['cores_usable']} usable cores, RAM {m['ram']}, "
+        f"load avg at start {m['loadavg_at_start']}",
+        f"- versions: python {m['python']}, jax {m['jax']}, jaxlib {m['jaxlib']}, "
+        f"numpy {m['numpy']}, torch {m['torch']}",
+        f"- jax backend {m['jax_backend']} {m['jax_devices']}, default_matmul_precision="
+        f"{m['jax_default_matmul_precision']}, XLA_FLAGS={m['XLA_FLAGS']!r}",
+        f"- numpy BLAS: {blas}; thread env: {m['thread_env'] or '{}'}",
+        f"- matmul rate ({mm['n']}x{mm['n']} float32): jax {mm['jax_flops'] / 1e9:.1f} GFLOP/s "
+        f"(utilization denominator), numpy {mm['numpy_flops'] / 1e9:.1f} GFLOP/s",
+        "- every peer: float32, full-batch loss + gradient + SGD update + loss recorded every "
+        "step; times are best of "
+        f"{result['repeats']}, setup and compilation excluded (engine: ts.run end to end)",
+    ]
+    for name, wres in result["workloads"].items():
+        parts += ["", format_table(name, wres)]
+    return "\n".join(parts) + "\n"
+
+
+def run_bench(
+    workloads: Iterable[str | Workload] = ("seed", "small"),
+    *,
+    peers: Sequence[str] | None = None,
+    repeats: int = 3,
+    out_dir: str | os.PathLike | None = None,
+    stream: TextIO | None = sys.stdout,
+) -> dict:
+    """Time the peers on each workload, print the report to ``stream`` (None: silent) and, with
+    ``out_dir``, write bench.json (all numbers + machine) and bench.md (the report) there."""
+    peers = list(PEERS if peers is None else peers)
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise ConfigError(f"bench peers: got {unknown}; allowed: {', '.join(PEERS)}")
+    if repeats < 1:
+        raise ConfigError(f"bench repeats: got {repeats}; must be >= 1")
+    wl = [_resolve(w) for w in workloads]
+    machine = machine_info()
+    if "torch_eager" in peers and machine.get("torch"):
+        import torch
+
+        # The question's setting: eager torch allowed every core for its one run.
+        torch.set_num_threads(machine["cores_usable"] or os.cpu_count() or 1)
+        machine["torch_threads"] = torch.get_num_threads()
+    matmul = measure_matmul_rate()
+    result: dict[str, Any] = {
+        "machine": machine,
+        "matmul": matmul,
+        "repeats": repeats,
+        "peers": peers,
+        "workloads": {},
+    }
+    for w in wl:
+        result["workloads"][w.name] = bench_workload(w, peers, repeats, matmul["jax_flops"], stream)
+    report = format_report(result)
+    if stream is not None:
+        print(report, file=stream, flush=True)
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+        (out / "bench.md").write_text(report)
+    return result
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, tuple):
+        return list(o)
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def main(
+    workload: str = "all",
+    out_dir: str | os.PathLike | None = None,
+    *,
+    peers: Sequence[str] | str | None = None,
+    repeats: int = 3,
+    stream: TextIO | None = None,
+) -> int:
+    """Entry point for ``trainscape bench [--workload seed|small|all] [--out DIR]``.
+
+    ``peers`` may be a comma-separated string. Returns 0, or 1 if the peers disagree
+    numerically (the timings are then not comparing the same computation)."""
+    names = list(WORKLOADS) if workload == "all" else [_resolve(workload).name]
+    if isinstance(peers, str):
+        peers = [p.strip() for p in peers.split(",") if p.strip()]
+    result = run_bench(
+        names,
+        peers=peers,
+        repeats=repeats,
+        out_dir=out_dir,
+        stream=sys.stdout if stream is None else stream,
+    )
+    bad = [n for n, r in result["workloads"].items() if not r["agreement"]["ok"]]
+    if bad:
+        print(
+            f"bench: peers disagree numerically on {', '.join(bad)}; see agreement lines",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m trainscape.bench")
+    ap.add_argument("--workload", default="all", choices=[*WORKLOADS, "all"])
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--peers", default=None, help=f"comma-separated subset of {','.join(PEERS)}")
+    ap.add_argument("--repeats", type=int, default=3)
+    a = ap.parse_args()
+    sys.exit(main(a.workload, a.out, peers=a.peers, repeats=a.repeats))

@@ -1,0 +1,195 @@
+import json
+import sys
+
+import numpy as np
+import pytest
+
+import trainscape
+from trainscape import bench
+from trainscape.errors import ConfigError
+
+# Small enough that every peer runs in well under a second once compiled.
+TINY = bench.Workload(
+    name="tiny",
+    data={"name": "moons", "n_samples": 32, "noise": 0.1, "data_seed": 0, "standardize": True},
+    hidden=(5, 3),
+    init="normal",
+    steps=6,
+    lr_range=(1e-2, 1.0),
+    n_lr=2,
+    n_seeds=2,
+    subset_runs=2,
+)
+
+
+@pytest.fixture
+def small_matmul(monkeypatch):
+    # The 2048 matmul reference takes seconds on 2 cores; the report format does not need it.
+    monkeypatch.setattr(bench, "MATMUL_N", 128)
+
+
+def test_workload_configs_match_the_brief():
+    assert bench.workload_config("seed") == {
+        "name": "bench-seed",
+        "data": {"name": "breast_cancer", "standardize": True},
+        "model": {"hidden": [128, 64], "activation": "tanh", "init": "seed"},
+        "loss": {"name": "bce"},
+        "optimizer": {"name": "sgd"},
+        "train": {"steps": 200, "dtype": "float32", "record_every": 1},
+        "sweep": {
+            "learning_rate": {"geomspace": [0.001, 10.0], "num": 16},
+            "seed": {"range": 16},
+        },
+    }
+    small = bench.workload_config("small")
+    assert small["data"] == {
+        "name": "moons",
+        "n_samples": 256,
+        "noise": 0.1,
+        "data_seed": 0,
+        "standardize": True,
+    }
+    assert small["model"] == {"hidden": [16, 16], "activation": "tanh", "init": "normal"}
+    assert small["train"]["steps"] == 300
+    assert small["sweep"]["learning_rate"]["num"] == 64 and small["sweep"]["seed"]["range"] == 64
+    assert bench.WORKLOADS["small"].n_runs == 4096 and bench.WORKLOADS["seed"].n_runs == 256
+
+
+def test_unknown_workload_is_a_config_error():
+    with pytest.raises(ConfigError, match="allowed: seed, small"):
+        bench.main("huge")
+
+
+def test_flop_count_on_known_shape():
+    # 30-128-64-1 on 569 samples: 6 * 569 * (3840 + 8192 + 64)
+    assert bench.useful_flops_per_run_step(569, (30, 128, 64, 1)) == 6 * 569 * 12096
+    assert bench.useful_flops_per_run_step(10, (2, 3, 1)) == 6 * 10 * (6 + 3)
+
+
+def test_data_and_init_distributions():
+    X, y = bench.load_data(bench.WORKLOADS["seed"].data)
+    assert X.shape == (569, 30) and X.dtype == np.float32 and y.dtype == np.float32
+    np.testing.assert_allclose(X.mean(0), 0, atol=1e-5)
+    np.testing.assert_allclose(X.std(0), 1, atol=1e-5)
+    p = bench.init_params((30, 128, 64, 1), "seed", 3)
+    assert 0 <= p[0][0].min() and p[0][0].max() < 1
+    assert p[1][0].min() < 0 and all(not b.any() for _, b in p)
+    q = bench.init_params((200, 400, 1), "normal", 0)
+    assert q[0][0].std() == pytest.approx(np.sqrt(1 / 200), rel=0.02)
+
+
+def test_subset_spans_every_lr_bucket():
+    w = bench.WORKLOADS["small"]
+    lr, seed = w.grid()
+    idx = bench.subset_indices(w.n_runs, 16)
+    assert len(set(lr[idx])) == 16 and len(set(seed[idx])) == 16
+    assert lr[idx].min() == lr.min()
+
+
+def test_numpy_gradient_matches_finite_differences():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((7, 3))
+    y = (rng.random(7) > 0.5).astype(np.float64)
+    params = [
+        (rng.standard_normal((3, 4)), rng.standard_normal(4)),
+        (rng.standard_normal((4, 2)), rng.standard_normal(2)),
+        (rng.standard_normal((2, 1)), rng.standard_normal(1)),
+    ]
+    loss, grads = bench.np_loss_and_grads(params, X, y)
+    assert np.asarray(loss).dtype == np.float64
+    eps = 1e-6
+    for li, (W, b) in enumerate(params):
+        for which, arr in ((0, W), (1, b)):
+            fd = np.zeros_like(arr)
+            for i in np.ndindex(arr.shape):
+                old = arr[i]
+                arr[i] = old + eps
+                up = bench.np_loss_and_grads(params, X, y)[0]
+                arr[i] = old - eps
+                down = bench.np_loss_and_grads(params, X, y)[0]
+                arr[i] = old
+                fd[i] = (up - down) / (2 * eps)
+            np.testing.assert_allclose(grads[li][which], fd, rtol=1e-6, atol=1e-9)
+
+
+def test_numpy_and_jax_step_loop_agree():
+    ag = bench._check_agreement(TINY, steps=20, lr=0.5, peers=["jax_step_loop"])
+    assert ag["ok"], ag
+    assert ag["max_rel_diff"]["jax_step_loop"] < 1e-5
+
+
+def test_torch_peers_agree_with_numpy():
+    pytest.importorskip("torch")
+    ag = bench._check_agreement(TINY, steps=20, lr=0.5, peers=["torch_eager", "torch_vmap"])
+    assert ag["ok"], ag
+    assert set(ag["max_rel_diff"]) == {"torch_eager", "torch_vmap"}
+
+
+def test_agreement_on_real_seed_workload():
+    # The saturated "seed" init is where float32 rounding differences would show first.
+    ag = bench._check_agreement("seed", steps=20, lr=0.3, peers=["jax_step_loop"])
+    assert ag["ok"], ag
+
+
+def test_run_bench_writes_json_and_md(tmp_path, small_matmul):
+    res = bench.run_bench(
+        [TINY], peers=["numpy_loop", "jax_step_loop"], repeats=1, out_dir=tmp_path, stream=None
+    )
+    data = json.loads((tmp_path / "bench.json").read_text())
+    md = (tmp_path / "bench.md").read_text()
+    assert set(data) >= {"machine", "matmul", "repeats", "peers", "workloads"}
+    assert set(data["machine"]) >= {
+        "cpu_model",
+        "cores_usable",
+        "ram",
+        "jax",
+        "jaxlib",
+        "numpy",
+        "torch",
+        "jax_backend",
+        "jax_default_matmul_precision",
+        "XLA_FLAGS",
+        "numpy_blas",
+    }
+    assert data["matmul"]["n"] == 128
+    assert data["matmul"]["jax_flops"] > 0 and data["matmul"]["numpy_flops"] > 0
+    w = data["workloads"]["tiny"]
+    assert w["useful_flops_per_run_step"] == bench.useful_flops_per_run_step(32, (2, 5, 3, 1))
+    for peer in ("numpy_loop", "jax_step_loop"):
+        r = w["peers"][peer]
+        assert r["status"] == "ok" and r["run_steps_per_s"] > 0 and 0 < r["utilization"]
+        assert r["ratio_engine_over_peer"] is None  # engine not in this run
+    assert w["peers"]["numpy_loop"]["runs_timed"] == 2
+    assert w["peers"]["jax_step_loop"]["runs_timed"] == 4
+    assert w["agreement"]["ok"]
+    assert "| numpy_loop |" in md and "| jax_step_loop |" in md and "matmul rate" in md
+    assert res["workloads"]["tiny"]["peers"].keys() == w["peers"].keys()
+
+
+def test_torch_missing_skips_torch_peers(monkeypatch, small_matmul):
+    monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
+    res = bench.run_bench([TINY], peers=["torch_eager", "torch_vmap"], repeats=1, stream=None)
+    for peer in ("torch_eager", "torch_vmap"):
+        r = res["workloads"]["tiny"]["peers"][peer]
+        assert r["status"] == "skipped" and "torch not installed" in r["note"]
+    assert res["machine"]["torch"] is None
+
+
+def test_engine_peer_skips_when_run_is_missing(monkeypatch):
+    monkeypatch.delattr(trainscape, "run", raising=False)
+    r = bench._time_engine(TINY, repeats=1)
+    assert r["status"] == "skipped" and "engine not available" in r["note"]
+
+
+def test_engine_peer_uses_the_public_call(monkeypatch):
+    calls = []
+
+    def fake_run(config, *, out, progress):
+        calls.append((config, out, progress))
+        return {"loss": np.zeros((4, 6), dtype=np.float32)}
+
+    monkeypatch.setattr(trainscape, "run", fake_run, raising=False)
+    r = bench._time_engine(TINY, repeats=2)
+    assert r["status"] == "ok" and r["run_steps_timed"] == 4 * 6
+    assert len(calls) == 3  # one warm-up sweep + two timed
+    assert calls[0] == (bench.workload_config(TINY), None, False)

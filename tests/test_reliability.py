@@ -1,0 +1,556 @@
+"""Reliability: kills, Ctrl+C, corrupt chunks, locks, refused resumes, bad input, blow-ups, OOM.
+
+Every in-process sweep here has the same static shapes (moons 128 x 2, hidden [16], 200 steps,
+float32), so the whole module compiles one program; the subprocesses share a persistent XLA
+cache, so only the first of them compiles.
+"""
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import trainscape as ts
+from trainscape import api, engine, memory, store, train
+from trainscape.analysis import label_counts
+from trainscape.cli import main
+
+STATIC = """
+[data]
+name = "moons"
+n_samples = 128
+[model]
+hidden = [16]
+[train]
+steps = 200
+"""
+# 640 runs in 10 chunks of 64 (one block on each of two host devices): ~0.2 s per chunk
+BIG = 'name = "big"\n' + STATIC + """
+[sweep]
+learning_rate = {geomspace = [0.01, 20.0], num = 80}
+seed = {range = 8}
+"""
+N_BIG, CHUNK = 640, 64
+N_CHUNKS = N_BIG // CHUNK
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _tree(root: Path) -> dict:
+    """Every file under `root` with its bytes: equal snapshots mean nothing was written."""
+    return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None)
+            for p in sorted(root.rglob("*"))}
+
+
+def _same_files(out: Path, ref: Path) -> None:
+    for name in ("runs.parquet", "curves.parquet"):
+        pd.testing.assert_frame_equal(pd.read_parquet(out / name), pd.read_parquet(ref / name))
+
+
+def _saved(out: Path) -> set[int]:
+    """Chunk indices recorded as finished (a line cut short by a kill does not count)."""
+    saved = set()
+    try:
+        lines = (out / "chunks" / "done.jsonl").read_text().splitlines()
+    except OSError:
+        return saved
+    for line in lines:
+        try:
+            saved.add(json.loads(line)["index"])
+        except (ValueError, KeyError):
+            pass
+    return saved
+
+
+@pytest.fixture(scope="module")
+def big_cfg(tmp_path_factory):
+    return _write(tmp_path_factory.mktemp("cfg") / "big.toml", BIG)
+
+
+@pytest.fixture(scope="module")
+def reference(big_cfg, tmp_path_factory):
+    """The uninterrupted sweep every interrupted one must equal, row for row."""
+    out = tmp_path_factory.mktemp("ref") / "out"
+    ts.run(str(big_cfg), out=out, chunk_size=CHUNK, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cli_env(tmp_path_factory):
+    env = dict(os.environ)
+    env.update(JAX_COMPILATION_CACHE_DIR=str(tmp_path_factory.mktemp("xla-cache")),
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
+               JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
+    return env
+
+
+def _cli(*args) -> list[str]:
+    return [sys.executable, "-m", "trainscape", "run", *map(str, args)]
+
+
+def _start(env, *args) -> subprocess.Popen:
+    return subprocess.Popen(_cli(*args), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _wait_saved(proc: subprocess.Popen, out: Path, n: int = 1, timeout: float = 180) -> None:
+    t0 = time.monotonic()
+    while len(_saved(out)) < n:
+        if proc.poll() is not None:
+            pytest.fail(f"sweep ended (rc {proc.returncode}) before {n} chunk(s) were saved: "
+                        f"{proc.stderr.read()}")
+        if time.monotonic() - t0 > timeout:
+            proc.kill()
+            pytest.fail("no chunk saved in time")
+        time.sleep(0.01)
+
+
+def _stop_after_saves(monkeypatch, n: int) -> None:
+    """Make an in-process sweep stop (as Ctrl+C would) once `n` chunks are on disk."""
+    real = store.Store.save_chunk
+    count = [0]
+
+    def save_then_stop(self, *a, **k):
+        real(self, *a, **k)
+        count[0] += 1
+        if count[0] == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(store.Store, "save_chunk", save_then_stop)
+
+
+# ----------------------------------------------------------------- kill -9, Ctrl+C, corruption
+
+
+def test_kill9_then_ctrl_c_then_resume_equals_uninterrupted(big_cfg, reference, cli_env,
+                                                            tmp_path):
+    out = tmp_path / "out"
+    args = (big_cfg, "--out", out, "--chunk-size", CHUNK, "--no-progress", "--no-plot")
+    killed = _start(cli_env, *args)
+    _wait_saved(killed, out)
+    killed.kill()
+    killed.wait()
+    n_killed = len(_saved(out))
+    assert 1 <= n_killed < N_CHUNKS, "the sweep finished before it could be killed"
+    assert (out / ".lock").exists()  # left behind by the killed process
+
+    # resumed, then stopped with Ctrl+C: it saves the chunk in progress and says how to go on
+    resumed = _start(cli_env, *args, "--resume")
+    _wait_saved(resumed, out, n_killed + 1)
+    resumed.send_signal(signal.SIGINT)
+    _, err = resumed.communicate(timeout=180)
+    assert resumed.returncode == 130, err
+    assert "taking over the lock" in err
+    n_stopped = len(_saved(out))
+    assert n_killed < n_stopped < N_CHUNKS
+    assert not (out / ".lock").exists()  # a clean stop releases the lock
+    cmd = shlex.split(err.strip().splitlines()[-1])
+    assert cmd[:3] == ["trainscape", "run", str(big_cfg)] and "--resume" in cmd, err
+    assert cmd[cmd.index("--out") + 1] == str(out)
+
+    r = subprocess.run([sys.executable, "-m", "trainscape", *cmd[1:]], env=cli_env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    _same_files(out, reference)
+    t = json.loads((out / "meta.json").read_text())["timings"]
+    assert t["resumed_runs"] == CHUNK * n_stopped
+    assert t["n_chunks"] == N_CHUNKS - n_stopped  # only the missing chunks were computed
+    assert not (out / "chunks").exists() and not (out / ".lock").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_saves_the_chunk_in_progress_and_exits_143(big_cfg, reference, cli_env,
+                                                           tmp_path):
+    out = tmp_path / "out"
+    args = (big_cfg, "--out", out, "--chunk-size", CHUNK, "--no-progress", "--no-plot")
+    proc = _start(cli_env, *args)
+    _wait_saved(proc, out)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=180)
+    assert proc.returncode == 143 and "--resume" in err, err
+    assert subprocess.run(_cli(*args, "--resume"), env=cli_env, timeout=300).returncode == 0
+    _same_files(out, reference)
+
+
+def test_corrupt_partial_and_missing_chunks_are_recomputed(big_cfg, reference, tmp_path,
+                                                           monkeypatch, capsys):
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        _stop_after_saves(m, 4)
+        with pytest.raises(KeyboardInterrupt):
+            ts.run(str(big_cfg), out=out, chunk_size=CHUNK, progress=False)
+    assert _saved(out) == {0, 1, 2, 3} and not (out / ".lock").exists()
+    chunks = out / "chunks"
+    f0 = chunks / "runs-000000.parquet"  # cut short, as by a full disk
+    f0.write_bytes(f0.read_bytes()[: f0.stat().st_size // 2])
+    f1 = chunks / "curves-000001.parquet"  # still valid Parquet, but not what was saved
+    c = pd.read_parquet(f1)
+    c.loc[3, "loss"] += 1e-6
+    c.to_parquet(f1, index=False)
+    (chunks / "runs-000002.parquet").unlink()
+    with open(chunks / "done.jsonl", "a") as f:  # a record cut short by a kill
+        f.write('{"index": 7, "sha2')
+    (chunks / "runs-000009.parquet.tmp").write_bytes(b"half a file")
+    capsys.readouterr()
+
+    res = ts.run(str(big_cfg), out=out, resume=True, progress=False)
+    err = capsys.readouterr().err
+    for i in (0, 1, 2):
+        assert f"chunk {i} in" in err and "recomputing" in err
+    assert "chunk 3 in" not in err
+    assert res.meta["timings"]["resumed_runs"] == CHUNK  # only chunk 3 was reused
+    _same_files(out, reference)
+    pd.testing.assert_frame_equal(res.runs, ts.load(reference).runs)
+    assert not chunks.exists()
+
+
+# ----------------------------------------------------------------- lock, refusals, overwrites
+
+HOLD_LOCK = """
+import fcntl, json, os, socket, sys, time
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid()}).encode())
+print("locked", flush=True)
+time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("how", ["flock", "pid-file"])
+def test_live_lock_refused_naming_the_pid(how, big_cfg, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    if how == "flock":
+        holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out / ".lock")],
+                                  stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "locked"
+    else:  # a lock file naming a live process of this host (no kernel lock held)
+        holder = subprocess.Popen(["sleep", "120"])
+        import socket
+
+        (out / ".lock").write_text(json.dumps({"host": socket.gethostname(),
+                                               "pid": holder.pid}))
+    try:
+        before = _tree(out)
+        rc = main(["run", str(big_cfg), "--out", str(out), "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"pid {holder.pid}" in err and len(err.strip().splitlines()) == 1
+        assert _tree(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_stale_lock_is_taken_over(tmp_path, capsys):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    out = tmp_path / "out"
+    out.mkdir()
+    import socket
+
+    (out / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid}))
+    cfg = _write(tmp_path / "c.toml", STATIC + "[sweep]\nlearning_rate = [0.1, 1.0]\n")
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress", "--no-plot"]) == 0
+    assert f"taking over the lock of pid {dead.pid}" in capsys.readouterr().err
+    assert not (out / ".lock").exists() and (out / "runs.parquet").is_file()
+
+
+@pytest.fixture
+def csv_sweep(tmp_path):
+    """A sweep on a CSV file, stopped after its first of two chunks."""
+    x, y = ts.load_dataset({"name": "moons", "n_samples": 128, "standardize": False})
+    csv = tmp_path / "moons.csv"
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "label": y}).to_csv(csv, index=False)
+    cfg = _write(tmp_path / "csv.toml", STATIC.replace('name = "moons"\nn_samples = 128',
+                                                       f'path = "{csv}"\ntarget = "label"')
+                 + "[sweep]\nlearning_rate = [0.05, 0.5, 5.0, 50.0]\nseed = {range = 32}\n")
+    out = tmp_path / "out"
+    mp = pytest.MonkeyPatch()
+    _stop_after_saves(mp, 1)
+    with pytest.raises(KeyboardInterrupt):
+        ts.run(str(cfg), out=out, chunk_size=CHUNK, progress=False)
+    mp.undo()
+    return cfg, csv, out
+
+
+def test_resume_refuses_other_config_or_data_and_never_overwrites(csv_sweep, capsys):
+    cfg, csv, out = csv_sweep
+    before = _tree(out)
+    cases = [
+        (["--resume", "--set", "train.steps=100"], "train.steps: 200 -> 100"),
+        (["--resume", "--set", "sweep.seed=[0, 1]"], "sweep.seed"),
+        ([], "--resume"),  # an interrupted sweep is never restarted over
+    ]
+    for extra, msg in cases:
+        rc = main(["run", str(cfg), "--out", str(out), "--no-progress", *extra])
+        err = capsys.readouterr().err
+        assert rc == 2 and msg in err and len(err.strip().splitlines()) == 1, err
+    original = csv.read_text()
+    csv.write_text(original.replace("label\n", "label\n9.5,9.5,1.0\n", 1))  # edited data
+    assert main(["run", str(cfg), "--out", str(out), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "data changed" in err and len(err.strip().splitlines()) == 1
+    assert _tree(out) == before
+
+    csv.write_text(original)
+    assert main(["run", str(cfg), "--out", str(out), "--resume", "--no-progress",
+                 "--no-plot"]) == 0
+    fresh = ts.run(str(cfg), out=None, progress=False)
+    res = ts.load(out)
+    pd.testing.assert_frame_equal(res.runs, fresh.runs)
+    pd.testing.assert_frame_equal(res.curves, fresh.curves)
+    assert res.meta["timings"]["resumed_runs"] == CHUNK
+
+    finished = _tree(out)
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 2
+    assert "already holds results" in capsys.readouterr().err
+    # resuming a finished sweep computes nothing and changes nothing
+    assert main(["run", str(cfg), "--out", str(out), "--resume", "--no-progress",
+                 "--no-plot"]) == 0
+    assert _tree(out) == finished
+
+
+def test_foreign_folder_is_never_written_into(tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("my own file")
+    cfg = _write(tmp_path / "c.toml", STATIC + "[sweep]\nlearning_rate = [0.1]\n")
+    for extra in ([], ["--resume"]):
+        assert main(["run", str(cfg), "--out", str(out), *extra]) == 2
+        assert "notes.txt" in capsys.readouterr().err
+    assert _tree(out) == {"notes.txt": b"my own file"}
+
+
+# ----------------------------------------------------------------- bad input
+
+BASE = 'name = "bad"\n' + STATIC + "[sweep]\nlearning_rate = [0.1, 1.0]\n"
+FILE_CFG = """name = "bad"
+[data]
+path = "{path}"
+target = "{target}"
+[model]
+hidden = [16]
+[sweep]
+learning_rate = [0.1, 1.0]
+"""
+
+
+def _with_sets(*sets):
+    def make(tmp):
+        cfg = _write(tmp / "c.toml", BASE)
+        return [str(cfg), *[a for s in sets for a in ("--set", s)]]
+    return make
+
+
+def _toml(text):
+    def make(tmp):
+        return [str(_write(tmp / "c.toml", text))]
+    return make
+
+
+def _csv(body, target="y"):
+    def make(tmp):
+        _write(tmp / "d.csv", body)
+        return [str(_write(tmp / "c.toml", FILE_CFG.format(path=tmp / "d.csv", target=target)))]
+    return make
+
+
+def _npz_mismatch(tmp):
+    np.savez(tmp / "d.npz", x=np.zeros((10, 2)), y=np.zeros(9))
+    return [str(_write(tmp / "c.toml", FILE_CFG.format(path=tmp / "d.npz", target="y")))]
+
+
+def _out_under_file(tmp):
+    _write(tmp / "afile", "x")
+    return [str(_write(tmp / "c.toml", BASE)), "--out", str(tmp / "afile" / "out")]
+
+
+def _out_is_file(tmp):
+    _write(tmp / "afile", "x")
+    return [str(_write(tmp / "c.toml", BASE)), "--out", str(tmp / "afile")]
+
+
+def _out_read_only(tmp):
+    (tmp / "ro").mkdir()
+    (tmp / "ro").chmod(0o555)
+    return [str(_write(tmp / "c.toml", BASE)), "--out", str(tmp / "ro" / "out")]
+
+
+BAD = {
+    "negative lr": (_with_sets("sweep.learning_rate=[-0.1, 0.1]"), "must be positive"),
+    "zero lr": (_with_sets("sweep.learning_rate=[0.0]"), "must be positive"),
+    "nan lr": (_toml(BASE.replace("[0.1, 1.0]", "[0.1, nan]")), "finite"),
+    "inf lr": (_with_sets("sweep.learning_rate=[inf]"), "finite"),
+    "nan default lr": (_with_sets("optimizer.learning_rate=nan"), "learning_rate"),
+    "string lr": (_with_sets('sweep.learning_rate=["0.1"]'), "expected a number"),
+    "string steps": (_with_sets('train.steps="100"'), "steps"),
+    "empty axis": (_with_sets("sweep.learning_rate=[]"), "empty"),
+    "empty range": (_with_sets("sweep.seed={range = 0}"), "empty range"),
+    "duplicated values": (_with_sets("sweep.learning_rate=[0.1, 0.1]"), "duplicated"),
+    "duplicated key": (_toml(BASE + "learning_rate = [0.5]\n"), "line 12"),
+    "syntax error": (_toml(BASE.replace("steps = 200", "steps = = 200")), "line 9"),
+    "unknown section": (_toml(BASE.replace("[train]", "[trian]")), "did you mean 'train'"),
+    "unknown key": (_with_sets("train.stpes=3"), "did you mean 'steps'"),
+    "unknown axis": (_with_sets("sweep.learnin_rate=[0.1]"), "did you mean 'learning_rate'"),
+    "zero width": (_with_sets("model.hidden=[0]"), "positive"),
+    "negative width": (_with_sets("model.hidden=[16, -4]"), "positive"),
+    "zero steps": (_with_sets("train.steps=0"), "positive"),
+    "negative steps": (_with_sets("train.steps=-5"), "positive"),
+    "unknown dataset": (_with_sets("data.name=moon"), "did you mean 'moons'"),
+    "unknown dtype": (_with_sets("train.dtype=float16"), "float32"),
+    "missing file": (_toml(FILE_CFG.format(path="nowhere.csv", target="y")), "not found"),
+    "missing target": (_csv("a,b,y\n1,2,0\n3,4,1\n", target="label"), "'label'"),
+    "nan in csv": (_csv("a,b,y\n1,2,0\nnan,4,1\n5,6,0\n"), "NaN/inf"),
+    "inf in csv": (_csv("a,b,y\n1,2,0\n3,inf,1\n5,6,0\n"), "NaN/inf"),
+    "npz rows": (_npz_mismatch, "10 rows but y has 9"),
+    "out under a file": (_out_under_file, "cannot be written"),
+    "out is a file": (_out_is_file, "is a file"),
+    "out read-only": (_out_read_only, "cannot be written"),
+    "too big": (_with_sets("data.n_samples=100000", "model.hidden=[4096, 4096]"),
+                "needs about"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD))
+def test_bad_input_exit_2_one_line_nothing_written_nothing_compiled(name, tmp_path,
+                                                                    monkeypatch, capsys):
+    if name == "out read-only" and os.geteuid() == 0:
+        pytest.skip("root writes into read-only folders")
+    make, msg = BAD[name]
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", *make(tmp_path), "--no-progress"]
+    before, traced = _tree(tmp_path), train.TRACE_COUNT["train_one"]
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("trainscape: error: "), err
+    assert msg in err, err
+    assert _tree(tmp_path) == before and not (tmp_path / "results").exists()
+    assert train.TRACE_COUNT["train_one"] == traced  # refused before compiling
+
+
+def test_bad_input_in_a_real_process_prints_one_line(tmp_path):
+    cfg = _write(tmp_path / "c.toml", BASE.replace("[0.1, 1.0]", "[0.1, nan]"))
+    r = subprocess.run(_cli(cfg), cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
+
+
+# ----------------------------------------------------------------- memory
+
+
+def test_memory_estimate_and_device_memory():
+    one = memory.estimate_bytes(100, 50, 2, (16, 1), 21, 1, "float32")
+    assert one == (6 * 100 + 4 * 50 * 17) * 4 + (3 * 21 + 32) * 4 + 50 * 3 * 4
+    assert memory.estimate_bytes(100, 50, 2, (16, 1), 21, 64, "float32") > 60 * one
+    assert memory.estimate_bytes(100, 50, 2, (16, 1), 21, 1, "float64") > one
+    avail = memory.device_memory_bytes()
+    assert isinstance(avail, int) and avail > 0
+    need = lambda k: 1000 * k  # noqa: E731
+    assert memory.fit_runs(need, 256, 64, None) == 256
+    assert memory.fit_runs(need, 256, 64, 10**9) == 256
+    assert memory.fit_runs(need, 256, 64, 130_000) == 128
+    assert memory.fit_runs(need, 256, 64, 1000) == 0
+
+
+def test_grid_larger_than_device_refused_before_anything(tmp_path, monkeypatch):
+    monkeypatch.setattr(memory, "device_memory_bytes", lambda device=None: 10_000)
+    traced = train.TRACE_COUNT["train_one"]
+    with pytest.raises(ts.InputError, match=r"needs about .* but 9\.8 KiB is available"):
+        ts.run(STATIC_DICT, out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists() and train.TRACE_COUNT["train_one"] == traced
+
+
+STATIC_DICT = {"data": {"name": "moons", "n_samples": 128}, "model": {"hidden": [16]},
+               "train": {"steps": 200}, "sweep": {"learning_rate": [0.1, 1.0]}}
+
+
+def test_dispatch_shrinks_to_what_the_estimate_says_fits(monkeypatch):
+    prep = api.Prepared(api.resolve_config(STATIC_DICT))
+    group = engine.BLOCK * len(engine.run_devices())
+    one_block = api._memory_need(prep, group)
+    monkeypatch.setattr(memory, "device_memory_bytes", lambda device=None: one_block + 1)
+    assert api._fit_dispatch(prep, 4 * group) == group
+
+
+class FakeXlaError(RuntimeError):
+    """Stands in for jax.errors.JaxRuntimeError."""
+
+
+def _oom_engine(monkeypatch, fail_times: int, message: str):
+    real, calls = engine.run_chunks, []
+
+    def run_chunks(static, hp, x, y, init_params=None, chunk_size=None, skip=frozenset()):
+        calls.append(chunk_size)
+        if len(calls) <= fail_times:
+            raise FakeXlaError(message)
+        yield from real(static, hp, x, y, init_params, chunk_size, skip)
+
+    monkeypatch.setattr(engine, "run_chunks", run_chunks)
+    return calls
+
+
+def test_allocation_failure_halves_the_dispatch_and_keeps_chunks(big_cfg, reference, tmp_path,
+                                                                 monkeypatch, capsys):
+    calls = _oom_engine(monkeypatch, 1, "RESOURCE_EXHAUSTED: Out of memory while trying to "
+                                        "allocate 123456 bytes.")
+    out = tmp_path / "out"
+    res = ts.run(str(big_cfg), out=out, chunk_size=2 * CHUNK, progress=False)
+    assert "retrying 64 runs at a time" in capsys.readouterr().err
+    assert calls[:2] == [2 * CHUNK, CHUNK] and set(calls[1:]) == {CHUNK}
+    t = res.meta["timings"]
+    assert t["chunk_size"] == 2 * CHUNK and t["chunk_size_settled"] == CHUNK
+    assert json.loads((out / "meta.json").read_text())["timings"]["chunk_size_settled"] == CHUNK
+    assert json.loads((out / "manifest.json").read_text())["chunk_size"] == 2 * CHUNK
+    _same_files(out, reference)
+
+
+def test_out_of_memory_at_one_block_stops_with_resume_hint(tmp_path, monkeypatch, capsys):
+    _oom_engine(monkeypatch, 99, "Allocator (GPU_0_bfc) ran out of memory")
+    cfg = _write(tmp_path / "c.toml", STATIC + "[sweep]\nlearning_rate = [0.1]\n")
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "ran out of memory even at 64 runs" in err and "--resume" in err
+    assert not (out / ".lock").exists()
+
+
+def test_other_errors_are_not_retried(tmp_path, monkeypatch):
+    _oom_engine(monkeypatch, 99, "INTERNAL: a bug")
+    with pytest.raises(FakeXlaError, match="a bug"):
+        ts.run(STATIC_DICT, out=None, progress=False)
+
+
+# ----------------------------------------------------------------- blow-ups
+
+
+def test_huge_learning_rates_finish_as_diverged(tmp_path, capsys):
+    cfg = _write(tmp_path / "c.toml", STATIC + "[sweep]\nlearning_rate = [1e3, 1e5, 1e7, 1e9]\n"
+                 "seed = [0, 1]\n")
+    out = tmp_path / "out"
+    assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0
+    assert "diverged" in capsys.readouterr().out
+    res = ts.load(out)
+    runs = res.runs
+    assert (runs["label"] == "diverged").all() and runs["diverged_step"].notna().all()
+    assert (out / "heatmap.png").is_file()
+    # counted, never dropped: every run appears in the diverged column
+    counts = label_counts(runs)
+    assert (counts["diverged"] == 2).all() and counts["total"].sum() == len(runs)
+    # from diverged_step on, the loss is either gone (frozen at a blow-up) or above where it
+    # started (the final stretch above the initial loss)
+    c = res.curves.merge(runs[["run_id", "diverged_step", "initial_loss"]], on="run_id")
+    after = c[c.step >= c.diverged_step]
+    assert (after["loss"].isna() | (after["loss"] > after["initial_loss"])).all()

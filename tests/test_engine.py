@@ -109,3 +109,41 @@ def test_record_every_thins_curves_but_not_summaries(base):
     assert steps == [0, 7, 14, 21, 28, 30]
     pd.testing.assert_series_equal(res.runs["max_loss"], base.runs["max_loss"], rtol=1e-6)
     pd.testing.assert_series_equal(res.runs["label"], base.runs["label"])
+
+
+def test_sharded_over_two_devices_equals_one_device(base, tmp_path):
+    """The run axis sharded over 2 host CPU devices gives bit-identical tables to 1 device."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import jax
+
+    assert len(jax.local_devices()) == 2  # this process: sharded
+    script = (
+        "import json, sys, trainscape as ts, jax\n"
+        "assert len(jax.local_devices()) == 1\n"
+        "r = ts.run(json.loads(sys.argv[1]), out=None, progress=False, chunk_size=1000)\n"
+        "r.runs.to_parquet(sys.argv[2]); r.curves.to_parquet(sys.argv[3])\n"
+    )
+    env = dict(os.environ, TRAINSCAPE_CPU_DEVICES="1")
+    runs_f, curves_f = tmp_path / "r.parquet", tmp_path / "c.parquet"
+    subprocess.run([sys.executable, "-c", script, json.dumps(TINY), str(runs_f), str(curves_f)],
+                   env=env, check=True, timeout=300)
+    pd.testing.assert_frame_equal(base.runs, pd.read_parquet(runs_f))
+    pd.testing.assert_frame_equal(base.curves, pd.read_parquet(curves_f))
+
+
+def test_auto_chunk_size_respects_memory_budget():
+    from trainscape import api
+
+    prep = api.Prepared(ts.parse(TINY))
+    step = engine.BLOCK * 2
+    big = api._fit_budget(prep, 100 * step, 2, None)
+    need_one = api._memory_need(prep, step)
+    budget = 3.5 * need_one
+    size = api._fit_budget(prep, 100 * step, 2, budget)
+    assert size % step == 0 and size >= step
+    assert api._memory_need(prep, size) <= budget or size == step
+    assert size < 100 * step and big >= size

@@ -15,6 +15,22 @@ try:
 except Exception:  # noqa: BLE001 - backends already initialised by the caller
     pass
 
+# JAX's persistent compilation cache: a second process (or a second `trainscape run`) with the
+# same shapes loads the compiled program from disk instead of compiling it again. Opt out with
+# TRAINSCAPE_NO_CACHE=1 (or `trainscape run --no-cache`); the folder is
+# $TRAINSCAPE_CACHE_DIR, else $XDG_CACHE_HOME/trainscape/jax, else ~/.cache/trainscape/jax.
+def _cache_dir() -> str:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.environ.get("TRAINSCAPE_CACHE_DIR") or os.path.join(root, "trainscape", "jax")
+
+
+if not os.environ.get("TRAINSCAPE_NO_CACHE") and not jax.config.jax_compilation_cache_dir:
+    try:
+        jax.config.update("jax_compilation_cache_dir", _cache_dir())
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    except Exception:  # noqa: BLE001 - an old JAX without the option: just compile
+        pass
+
 # float64 studies need x64 enabled before any array is made; every array in trainscape is
 # created with an explicit dtype, so float32 runs stay float32.
 jax.config.update("jax_enable_x64", True)

@@ -285,6 +285,7 @@ def default_out(name: str, root: Path = DEFAULT_RESULTS_ROOT) -> Path:
 
 def run(config=None, *, data=None, model: Model | None = None, init_params=None,
         chunk_size: int | None = None, out: str | Path | None = "auto", resume: bool = False,
+        memory_budget: float | None = None,
         progress: bool = True, overrides: list[str] | None = None) -> Results:
     """Train every run of the sweep described by `config` and return its :class:`Results`.
 
@@ -307,6 +308,10 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
     InputError before anything is compiled or written (see docs/reliability.md).
     """
     t_start = time.perf_counter()
+    if memory_budget is not None and not (isinstance(memory_budget, int | float) and
+                                          memory_budget > 0):
+        raise InputError(f"memory_budget: expected a positive number of bytes, got "
+                         f"{memory_budget!r}")
     exp = resolve_config(config, overrides)
     if chunk_size is not None and (isinstance(chunk_size, bool) or
                                    not isinstance(chunk_size, int | np.integer) or
@@ -326,6 +331,8 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
     # that numbers the chunks, whatever device count a resumed sweep runs on
     size = (engine.plan_chunks(n, chunk_size, n_dev) if chunk_size is None
             else -(-min(chunk_size, n) // (engine.BLOCK * n_dev)) * engine.BLOCK * n_dev)
+    if chunk_size is None:
+        size = _fit_budget(prep, size, n_dev, memory_budget)
     env = environment()
     _check_memory(prep)  # before anything is written or compiled
 
@@ -530,3 +537,20 @@ def _fit_dispatch(prep: Prepared, size: int) -> int:
     fits = memory.fit_runs(lambda k: _memory_need(prep, k), size, group,
                            memory.device_memory_bytes(devices[0]))
     return fits or group
+
+
+MEMORY_FRACTION = 0.5  # default chunk budget: this fraction of what the device can allocate
+
+
+def _fit_budget(prep: Prepared, size: int, n_dev: int, budget: float | None) -> int:
+    """Shrink the default chunk (whole blocks) until its estimated memory fits `budget` bytes
+    (default MEMORY_FRACTION of the device's free memory). One block per device always runs:
+    a grid whose single block does not fit is refused by `_check_memory`."""
+    from . import memory
+
+    if budget is None:
+        free = memory.device_memory_bytes(engine.run_devices()[0])
+        budget = None if free is None else MEMORY_FRACTION * free
+    step = engine.BLOCK * n_dev
+    return max(step, memory.fit_runs(lambda r: _memory_need(prep, r), size, step,
+                                     None if budget is None else int(budget)))

@@ -28,6 +28,21 @@ def _positive_int(text: str) -> int:
     return v
 
 
+def _bytes(text: str) -> float:
+    units = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 2**10,
+             "MIB": 2**20, "GIB": 2**30}
+    t = text.strip().upper().replace(" ", "")
+    num = t.rstrip("KMGTIB")
+    try:
+        v = float(num) * units[t[len(num):]]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(
+            f"expected a size such as 512MB or 2GiB, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"expected a positive size, got {text!r}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="trainscape",
@@ -50,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override a config key, e.g. --set train.steps=100 (repeatable)")
     r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     r.add_argument("--no-plot", action="store_true", help="do not write heatmap.png")
+    r.add_argument("--memory-budget", type=_bytes, metavar="BYTES",
+                   help="largest estimated memory of one chunk (e.g. 2GB; default: half of "
+                        "the device's free memory); ignored with --chunk-size")
+    r.add_argument("--no-cache", action="store_true",
+                   help="do not use JAX's persistent compilation cache (~/.cache/trainscape)")
     r.set_defaults(func=cmd_run)
 
     g = sub.add_parser(
@@ -64,7 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rtol", type=float, help="relative tolerance (default: by dtype)")
     g.add_argument("--atol", type=float, help="absolute tolerance (default: by dtype)")
     g.set_defaults(func=cmd_gradcheck)
+
+    b = sub.add_parser(
+        "bench", help="time the engine against its peers on the benchmark workloads",
+        description="Time trainscape (through ts.run, after a warm-up sweep) and its peers "
+                    "(NumPy loop, PyTorch eager, torch.func.vmap, a jitted JAX step driven "
+                    "from Python) on the workloads of DESIGN.md, in one process; prints "
+                    "run-steps/s, ratios and utilization against the dense float32 matmul "
+                    "rate. PyTorch peers need the `bench` extra.")
+    b.add_argument("--workload", choices=("seed", "small", "all"), default="all")
+    b.add_argument("--out", help="write bench.json and bench.md into this folder")
+    b.add_argument("--peers", help="comma-separated subset of peers (default: all)")
+    b.add_argument("--repeats", type=_positive_int, default=3)
+    b.set_defaults(func=cmd_bench)
     return p
+
+
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args.workload, args.out, peers=args.peers, repeats=args.repeats)
 
 
 def cmd_gradcheck(args) -> int:
@@ -78,6 +117,10 @@ def cmd_run(args) -> int:
 
     from . import api, memory, store, summary
 
+    if args.no_cache:
+        import jax
+
+        jax.config.update("jax_enable_compilation_cache", False)
     exp = api.resolve_config(args.config, args.overrides)
     if args.resume and not args.out:
         raise InputError("--resume needs --out DIR (the folder of the interrupted sweep)")
@@ -87,8 +130,8 @@ def cmd_run(args) -> int:
     again += [f"--set={o}" for o in args.overrides] + ["--out", str(out), "--resume"]
     again += ["--no-progress"] * args.no_progress + ["--no-plot"] * args.no_plot
     try:
-        res = api.run(exp, chunk_size=args.chunk_size, out=out, resume=args.resume,
-                      progress=not args.no_progress)
+        res = api.run(exp, chunk_size=args.chunk_size, memory_budget=args.memory_budget,
+                      out=out, resume=args.resume, progress=not args.no_progress)
     except KeyboardInterrupt as e:  # Ctrl+C, or SIGTERM during a chunk (store.Interrupted)
         print(f"\ninterrupted: finished chunks are saved in {out}/; resume with:\n  "
               f"{shlex.join(again)}", file=sys.stderr)

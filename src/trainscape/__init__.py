@@ -35,7 +35,9 @@ if not os.environ.get("TRAINSCAPE_NO_CACHE") and not jax.config.jax_compilation_
 # created with an explicit dtype, so float32 runs stay float32.
 jax.config.update("jax_enable_x64", True)
 
+from .analysis import divergence_table, label_counts  # noqa: E402
 from .api import run  # noqa: E402
+from .compare import compare, compare_dtypes  # noqa: E402
 from .config import Experiment, parse  # noqa: E402
 from .data import load_dataset  # noqa: E402
 from .errors import ConfigError, DataError, InputError  # noqa: E402
@@ -47,5 +49,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "run", "load", "load_dataset", "Results", "Model", "Experiment", "parse", "gradcheck",
+    "divergence_table", "label_counts", "compare", "compare_dtypes",
     "InputError", "ConfigError", "DataError",
 ]

@@ -85,6 +85,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--atol", type=float, help="absolute tolerance (default: by dtype)")
     g.set_defaults(func=cmd_gradcheck)
 
+    rp = sub.add_parser("report", help="write a self-contained report of a results folder",
+                        description="Write an HTML (images embedded) or Markdown report: the "
+                                    "written answer, heatmaps, divergence table, loss curves, "
+                                    "config and environment.")
+    rp.add_argument("results_dir", metavar="RESULTS_DIR")
+    rp.add_argument("--format", dest="fmt", choices=("html", "md"),
+                    help="default: md if --out ends in .md, else html")
+    rp.add_argument("--out", help="report file or folder (default: RESULTS_DIR/report.<format>)")
+    rp.set_defaults(func=cmd_report)
+
+    c = sub.add_parser(
+        "compare-precision", help="list runs whose label differs between two results",
+        description="Join two results folders on their grid (all axes but dtype) and list the "
+                    "cells whose label differs, e.g. a float32 and a float64 sweep of the same "
+                    "config. With one folder, compares the two values of its dtype axis.")
+    c.add_argument("results_a", metavar="RESULTS_A")
+    c.add_argument("results_b", metavar="RESULTS_B", nargs="?")
+    c.set_defaults(func=cmd_compare)
+
     b = sub.add_parser(
         "bench", help="time the engine against its peers on the benchmark workloads",
         description="Time trainscape (through ts.run, after a warm-up sweep) and its peers "
@@ -98,6 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=_positive_int, default=3)
     b.set_defaults(func=cmd_bench)
     return p
+
+
+def cmd_report(args) -> int:
+    from .report import cli
+
+    return cli(args.results_dir, fmt=args.fmt, out=args.out)
+
+
+def cmd_compare(args) -> int:
+    from .compare import cli
+
+    return cli(args.results_a, args.results_b)
 
 
 def cmd_bench(args) -> int:

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import optax
 
 # which hyperparameters each optimizer reads (others on a sweep are a config error)
@@ -79,7 +80,9 @@ def make_optimizer(name: str, hp: Mapping, n_entries: int,
         direction = optax.scale_by_rms(decay=hp["decay"], eps=hp["eps"])
     else:
         raise ValueError(f"unknown optimizer {name!r}")
-    pre = [optax.clip_by_global_norm(hp["grad_clip"])] if clip else []
+    # grad_clip = 0 means "off" for that run; an infinite threshold never rescales
+    limit = jnp.where(hp["grad_clip"] > 0, hp["grad_clip"], jnp.inf) if clip else None
+    pre = [optax.clip_by_global_norm(limit)] if clip else []
     return optax.chain(
         *pre,
         direction,

@@ -1,0 +1,92 @@
+"""Regenerate results/studies/: run every canonical study and write its reports.
+
+    python experiments/make_results.py                    # every study (~10 min on 2 cores)
+    python experiments/make_results.py lr_x_seed          # only the named ones
+    python experiments/make_results.py --reports-only     # rebuild reports from saved results
+
+Each study `experiments/<name>.toml` goes to `results/studies/<name>/` (the old folder is
+deleted first: this script regenerates, it never resumes): runs.parquet, curves.parquet,
+meta.json, summary.txt (what `trainscape run` prints), report.html (self-contained) and
+report.md with its report-*.png figures. A study whose TOML does not exist yet is skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+# Measuring the sharpness with the run axis sharded over 2 CPU devices hangs intermittently
+# (every XLA thread waiting on a futex); one device is slower but finishes, and a run's result
+# does not depend on the device count. Set TRAINSCAPE_CPU_DEVICES=0 to use every core.
+os.environ.setdefault("TRAINSCAPE_CPU_DEVICES", "1")
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "results" / "studies"
+
+# name -> overrides applied on top of experiments/<name>.toml. Curves are thinned where the
+# full record would make the committed folder large; the summaries still see every step.
+STUDIES: dict[str, list[str]] = {
+    # the seed question as configured, plus the curvature the written answer explains it with
+    "seed_question": ["metrics.sharpness=true"],
+    "lr_x_init_scale": [],
+    "lr_x_seed": ["train.record_every=4"],
+    "edge_of_stability": ["train.record_every=5"],
+}
+
+
+def _size(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def make(name: str, overrides: list[str], reports_only: bool) -> Path | None:
+    import trainscape as ts
+    from trainscape import report, summary
+
+    config = ROOT / "experiments" / f"{name}.toml"
+    out = OUT / name
+    if reports_only:
+        if not out.is_dir():
+            print(f"{name}: no saved results in {out}, skipped")
+            return None
+        res = ts.load(out)
+    else:
+        if not config.is_file():
+            print(f"{name}: {config.relative_to(ROOT)} does not exist yet, skipped")
+            return None
+        if out.exists():
+            shutil.rmtree(out)
+        t0 = time.perf_counter()
+        res = ts.run(config, out=out, overrides=overrides, progress=True)
+        print(f"{name}: {len(res.runs)} runs in {time.perf_counter() - t0:.0f} s")
+    for old in out.glob("report*"):
+        old.unlink()
+    (out / "summary.txt").write_text(summary.text_summary(res) + "\n")
+    for fmt in report.FORMATS:
+        report.build(res, fmt=fmt, out=out / f"report.{fmt}")
+    print(f"{name}: {out.relative_to(ROOT)}/ {_size(out) / 1e6:.2f} MB")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("names", nargs="*", metavar="STUDY",
+                   help=f"studies to make (default: all of {', '.join(STUDIES)})")
+    p.add_argument("--reports-only", action="store_true",
+                   help="rebuild summary and reports from the saved results, run nothing")
+    args = p.parse_args(argv)
+    unknown = [n for n in args.names if n not in STUDIES]
+    if unknown:
+        p.error(f"unknown study {', '.join(unknown)}; known: {', '.join(STUDIES)}")
+    OUT.mkdir(parents=True, exist_ok=True)
+    for name in args.names or list(STUDIES):
+        make(name, STUDIES[name], args.reports_only)
+    print(f"results/studies/: {_size(OUT) / 1e6:.2f} MB in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,165 @@
+"""Run-by-run comparison of two sweeps of the same grid (typically two precisions).
+
+Cells near a trainability boundary are chaotic: rounding alone can flip their label. `compare`
+lists every grid cell whose label differs between two results, so a user sees how much of a
+map is precision-sensitive before trusting its boundary.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import pandas as pd
+
+from .errors import InputError
+from .results import Results, load
+
+# the axis that is compared across, never joined on
+PRECISION_AXIS = "dtype"
+MAX_ROWS_PRINTED = 40
+
+
+def _as_results(obj, which: str) -> Results:
+    if isinstance(obj, Results):
+        return obj
+    if isinstance(obj, str | Path):
+        return load(obj)
+    raise InputError(f"compare: {which} must be Results or a results folder, "
+                     f"got {type(obj).__name__}")
+
+
+def _dtype_of(res: Results) -> str | None:
+    """The single precision of a sweep, or None when it sweeps several."""
+    if PRECISION_AXIS in res.config.sweep:
+        vals = res.config.sweep[PRECISION_AXIS]
+        return str(vals[0]) if len(vals) == 1 else None
+    return res.config.train.dtype
+
+
+def compare(a, b) -> pd.DataFrame:
+    """Runs of `a` and `b` (Results or results folders) whose label differs.
+
+    Runs are joined on their axis columns (all but `dtype`), which must describe the same grid.
+    Returns one row per differing cell: the axis columns, `label_a`, `label_b`, `final_loss_a`,
+    `final_loss_b`. `df.attrs` holds `n_compared`, `n_differ`, `fraction_differs`, `axes`,
+    `name_a`, `name_b` and `transitions` ({"label_a -> label_b": count}).
+    """
+    ra, rb = _as_results(a, "a"), _as_results(b, "b")
+    for res, which in ((ra, "a"), (rb, "b")):
+        if _dtype_of(res) is None:
+            raise InputError(
+                f"compare: {which} sweeps several dtypes {list(res.config.sweep['dtype'])}; "
+                "compare them within it with compare_dtypes(results, a=..., b=...)")
+    axes_a = [x for x in ra.axes if x != PRECISION_AXIS]
+    axes_b = [x for x in rb.axes if x != PRECISION_AXIS]
+    if set(axes_a) != set(axes_b):
+        raise InputError(f"compare: the grids differ: a has axes {axes_a}, b has axes {axes_b}")
+    name_a, name_b = _dtype_of(ra), _dtype_of(rb)
+    if name_a == name_b:
+        name_a, name_b = "a", "b"
+    return _compare_runs(ra.runs, rb.runs, axes_a, name_a, name_b)
+
+
+def compare_dtypes(results, a: str = "float32", b: str = "float64") -> pd.DataFrame:
+    """`compare` within one sweep whose `dtype` axis holds both `a` and `b`."""
+    res = _as_results(results, "results")
+    swept = tuple(res.config.sweep.get(PRECISION_AXIS, ()))
+    for name in (a, b):
+        if name not in swept:
+            have = f"its dtype axis is {list(swept)}" if swept else "it has no dtype axis"
+            raise InputError(f"compare_dtypes: {name!r} is not in the sweep ({have}); "
+                             "sweep e.g. dtype = [\"float32\", \"float64\"]")
+    if a == b:
+        raise InputError(f"compare_dtypes: a and b are both {a!r}; give two different dtypes")
+    axes = [x for x in res.axes if x != PRECISION_AXIS]
+    runs = res.runs
+    return _compare_runs(runs[runs[PRECISION_AXIS] == a], runs[runs[PRECISION_AXIS] == b],
+                         axes, a, b)
+
+
+def _compare_runs(runs_a: pd.DataFrame, runs_b: pd.DataFrame, axes: list[str],
+                  name_a: str, name_b: str) -> pd.DataFrame:
+    cols = [*axes, "label", "final_loss"]
+    ta, tb = runs_a[cols], runs_b[cols]
+    for t, which in ((ta, "a"), (tb, "b")):
+        if axes and t.duplicated(axes).any():
+            raise InputError(f"compare: {which} holds several runs per grid cell of {axes}")
+        if not axes and len(t) != 1:
+            raise InputError(f"compare: without sweep axes each side must hold one run, "
+                             f"{which} holds {len(t)}")
+    if axes:
+        merged = ta.merge(tb, on=axes, how="outer", suffixes=("_a", "_b"), indicator=True)
+        only_a = int((merged["_merge"] == "left_only").sum())
+        only_b = int((merged["_merge"] == "right_only").sum())
+        if only_a or only_b:
+            side = "left_only" if only_a else "right_only"
+            example = merged.loc[merged["_merge"] == side, axes].iloc[0].to_dict()
+            raise InputError(
+                f"compare: the grids do not match on {axes}: {only_a} cells only in a, "
+                f"{only_b} only in b (e.g. {example} only in {'a' if only_a else 'b'}); "
+                "compare sweeps of the same config")
+        merged = merged.drop(columns="_merge")
+    else:
+        merged = pd.concat([ta.add_suffix("_a").reset_index(drop=True),
+                            tb.add_suffix("_b").reset_index(drop=True)], axis=1)
+    differs = merged["label_a"].to_numpy() != merged["label_b"].to_numpy()
+    out = merged.loc[differs, [*axes, "label_a", "label_b", "final_loss_a", "final_loss_b"]]
+    if axes:
+        out = out.sort_values(axes, kind="stable")
+    out = out.reset_index(drop=True)
+    n = len(merged)
+    pairs = out["label_a"].astype(str) + " -> " + out["label_b"].astype(str)
+    out.attrs.update({
+        "n_compared": n,
+        "n_differ": int(differs.sum()),
+        "fraction_differs": float(differs.sum() / n) if n else float("nan"),
+        "axes": list(axes),
+        "name_a": name_a,
+        "name_b": name_b,
+        "transitions": {k: int(v) for k, v in pairs.value_counts().items()},
+    })
+    return out
+
+
+def format_summary(df: pd.DataFrame, max_rows: int = MAX_ROWS_PRINTED) -> str:
+    """A readable summary of a `compare` table: counts, label transitions, differing runs."""
+    at = df.attrs
+    a, b = at.get("name_a", "a"), at.get("name_b", "b")
+    n, k = at.get("n_compared", 0), at.get("n_differ", len(df))
+    frac = at.get("fraction_differs", float("nan"))
+    lines = [f"{k} of {n} cells ({100 * frac:.1f}%) have a different label in {b} than in {a}"
+             f" (axes: {', '.join(at.get('axes', [])) or 'none'})"]
+    for pair, count in at.get("transitions", {}).items():
+        lines.append(f"  {count:6d}  {pair.replace(' -> ', f' ({a}) -> ')} ({b})")
+    if len(df):
+        lines += ["", f"(_a: {a}, _b: {b})",
+                  df.head(max_rows).to_string(index=False, float_format=lambda v: f"{v:.4g}")]
+        if len(df) > max_rows:
+            lines.append(f"... and {len(df) - max_rows} more")
+    return "\n".join(lines)
+
+
+def cli(path_a, path_b=None, stream: TextIO | None = None) -> int:
+    """`trainscape compare-precision A [B]`: print which runs change label between two results
+    folders (or, with one folder, between the float32 and float64 runs of its dtype axis).
+    Returns the exit status (0); bad input raises InputError for the CLI to report."""
+    stream = stream if stream is not None else sys.stdout
+    if path_b is None:
+        res = _as_results(path_a, "a")
+        swept = list(res.config.sweep.get(PRECISION_AXIS, ()))
+        if len(swept) != 2:
+            raise InputError(f"compare-precision: {path_a} alone needs a dtype axis with two "
+                             f"values, it has {swept or 'none'}; give two results folders")
+        df = compare_dtypes(res, *swept)
+        head = f"{path_a}: {swept[0]} vs {swept[1]}"
+    else:
+        df = compare(path_a, path_b)
+        head = f"a = {path_a}\nb = {path_b}"
+    print(head, file=stream)
+    print(format_summary(df), file=stream)
+    return 0
+
+
+__all__ = ["compare", "compare_dtypes", "format_summary", "cli"]

@@ -1,0 +1,828 @@
+"""A results folder -> one self-contained report (HTML with embedded PNGs, or Markdown + PNGs).
+
+The report leads with a short written answer whose every number is computed from the results
+(:func:`answer` returns the text and the numbers it used), then the heatmaps, a divergence table
+per learning rate, representative loss curves per label, the seed-question figure, the config
+and the environment. Figures are drawn on plain ``matplotlib.figure.Figure`` objects, never
+through pyplot, so building a report changes no global backend or figure state.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .analysis import divergence_table
+from .classify import LABELS, SPIKE_MIN_RISE
+from .errors import InputError
+from .results import Results, load
+
+__all__ = ["FORMATS", "answer", "build", "cli", "fmt_number"]
+
+FORMATS = ("html", "md")
+DPI = 120  # 10 pt text is ~17 px: readable in a browser at 100% without blurry upscaling
+GD_LIMIT = 2.0  # gradient descent on a quadratic is unstable along curvature lam iff lr > 2/lam
+MAX_CURVES_PER_PANEL = 8
+LR = "learning_rate"
+_SUFFIX = {"html": ".html", "md": ".md"}
+
+
+# ----------------------------------------------------------------------------------------------
+# numbers
+
+
+def fmt_number(v, sig: int = 2) -> str:
+    """How the written answer shows a number: integers exactly, other values to `sig`
+    significant digits (1, 0.01, 0.0631, 28, 0.071, 1.6e-05)."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(v)
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    v = float(v)
+    if not math.isfinite(v):
+        return str(v)
+    if v.is_integer() and abs(v) < 1e4:
+        return str(int(v))
+    s = f"{v:.{sig}g}"
+    if "e+" in s and abs(float(s)) < 1e6:
+        return str(int(float(s)))  # 110, not 1.1e+02
+    # 1.6e-05 -> 1.6e-5: exponents as people write them
+    return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m[1] == "-" else "") + m[2], s)
+
+
+class _Facts:
+    """Records every number that goes into the answer text under a name, and formats it."""
+
+    def __init__(self):
+        self.values: dict[str, float | int] = {}
+
+    def __call__(self, key: str, value, sig: int = 2) -> str:
+        if isinstance(value, np.generic):
+            value = value.item()
+        self.values[key] = value
+        return fmt_number(value, sig)
+
+    def frac(self, key: str, k, n) -> str:
+        """"k/n", recorded as `<key>_count` and `<key>_n`."""
+        return f"{self(f'{key}_count', int(k))}/{self(f'{key}_n', int(n))}"
+
+    def lr(self, key: str, value) -> str:
+        # three digits: enough to name a point of a geomspace grid (0.0631, 0.158, 0.251)
+        return self(key, value, sig=3)
+
+
+# ----------------------------------------------------------------------------------------------
+# inputs
+
+
+def _as_results(results_or_path) -> Results:
+    if isinstance(results_or_path, Results):
+        res = results_or_path
+    elif isinstance(results_or_path, (str, Path)):
+        res = load(results_or_path)
+    else:
+        raise InputError(f"expected a Results or a results folder, got "
+                         f"{type(results_or_path).__name__}")
+    if len(res.runs) == 0:
+        raise InputError("the results hold no runs: nothing to report")
+    return res
+
+
+def _runs_with_lr(res: Results) -> pd.DataFrame:
+    """The runs table with a learning_rate column even when the lr was not swept, so one code
+    path handles both (the fixed lr comes from the config)."""
+    runs = res.runs
+    if LR in runs.columns:
+        return runs
+    return runs.assign(**{LR: float(res.config.optimizer.learning_rate)})
+
+
+def _other_axis(res: Results) -> str | None:
+    """The first swept axis besides learning_rate and seed (init_scale, momentum, ...)."""
+    for a in res.axes:
+        if a not in (LR, "seed") and a in res.runs.columns:
+            return a
+    return None
+
+
+def _close(values, target) -> np.ndarray:
+    return np.isclose(np.asarray(values, float), target, rtol=1e-6, atol=0.0)
+
+
+def _question_lrs(lrs: np.ndarray) -> bool:
+    return bool(_close(lrs, 0.01).any() and _close(lrs, 1.0).any())
+
+
+@dataclass(frozen=True)
+class _ByLr:
+    lrs: np.ndarray  # sorted grid values
+    counts: pd.DataFrame  # index lr, columns LABELS + total
+
+
+def _by_lr(runs: pd.DataFrame) -> _ByLr:
+    counts = (runs.groupby([LR, "label"], observed=True).size().unstack("label", fill_value=0)
+              .reindex(columns=list(LABELS), fill_value=0).sort_index())
+    counts["total"] = counts[list(LABELS)].sum(axis=1)
+    return _ByLr(counts.index.to_numpy(float), counts)
+
+
+# ----------------------------------------------------------------------------------------------
+# the written answer
+
+
+def _spike_steps(curves: pd.DataFrame, run_ids) -> dict[int, int]:
+    """Step at which each run's loss jumped highest above its running minimum: the step of its
+    spike_ratio (recomputed from the recorded curve, so approximate when curves are thinned)."""
+    out = {}
+    sub = curves.loc[curves["run_id"].isin(list(run_ids)), ["run_id", "step", "loss"]]
+    for rid, g in sub.sort_values(["run_id", "step"]).groupby("run_id"):
+        loss = g["loss"].to_numpy(float)
+        steps = g["step"].to_numpy()
+        if len(loss) < 2 or not np.isfinite(loss[0]):
+            continue
+        before = np.fmin.accumulate(loss)[:-1]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            big = np.isfinite(loss[1:]) & (loss[1:] - before >= SPIKE_MIN_RISE * loss[0])
+            ratio = np.where(big, loss[1:] / before, -np.inf)
+        if big.any():
+            out[int(rid)] = int(steps[1:][int(np.argmax(ratio))])
+    return out
+
+
+def _describe_lr(f: _Facts, key: str, runs: pd.DataFrame, curves: pd.DataFrame, lr: float,
+                 steps: int) -> str:
+    """One sentence on what the loss does at one learning rate, led by its majority label."""
+    at = runs.loc[_close(runs[LR], lr)]
+    n = len(at)
+    counts = at["label"].value_counts()
+    # majority label; ties go to the later (worse) label, as in the heatmaps
+    top = max(LABELS, key=lambda lab: (int(counts.get(lab, 0)), LABELS.index(lab)))
+    k = int(counts.get(top, 0))
+    sel = at.loc[at["label"] == top]
+    head = f"At lr = {f.lr(f'{key}.lr', lr)}"
+    frac = f"{f(f'{key}.n_{top}', k)}/{f(f'{key}.n', n)} runs ({top})"
+    if top == "converged":
+        body = (f"the loss falls steadily in {frac}, from a median "
+                f"{f(f'{key}.initial_median', sel['initial_loss'].median())} to "
+                f"{f(f'{key}.final_median', sel['final_loss'].median())} after "
+                f"{f('steps', steps)} steps")
+    elif top == "catapult":
+        spike_at = _spike_steps(curves, sel["run_id"]) if len(curves) else {}
+        # the median, not the max: a late second spike in one run should not set the story
+        step = float(np.median(list(spike_at.values()))) if spike_at else None
+        when = f"at a median step {f(f'{key}.spike_step_median', step)}, " if spike_at else ""
+        body = (f"the loss drops, then jumps back up ({when}by a median "
+                f"{f(f'{key}.spike_median', sel['spike_ratio'].median())}x the lowest loss "
+                f"before it) in {frac}, and then recovers to a median "
+                f"{f(f'{key}.final_median', sel['final_loss'].median())}")
+    elif top == "diverged":
+        ds = pd.to_numeric(sel["diverged_step"], errors="coerce").dropna()
+        when = (f", at a median step {f(f'{key}.diverged_step_median', ds.median())}"
+                if len(ds) else "")
+        body = f"the loss blows up in {frac}{when}"
+    elif top == "oscillating":
+        body = (f"the loss goes down and up again without one large spike in {frac}, ending "
+                f"at a median {f(f'{key}.final_median', sel['final_loss'].median())}")
+    else:  # stalled
+        body = f"the loss barely moves from its initial value in {frac}"
+    rest = [(lab, int(counts.get(lab, 0))) for lab in LABELS
+            if lab != top and counts.get(lab, 0) > 0]
+    tail = ""
+    if rest:
+        tail = "; the others: " + ", ".join(f"{lab} {f(f'{key}.n_{lab}', c)}"
+                                              for lab, c in rest)
+    return f"{head} {body}{tail}."
+
+
+def _curvature_text(f: _Facts, res: Results, runs: pd.DataFrame, headline: float | None) -> str:
+    if "sharpness_init" not in runs.columns:
+        return ("The curvature (top Hessian eigenvalue) was not measured, so whether the "
+                f"misbehaving steps exceed {f('gd_limit', GD_LIMIT)}/curvature cannot be "
+                "checked here: add "
+                "`[metrics] sharpness = true` to the config (or run with "
+                "`--set metrics.sharpness=true`) and rebuild the report.")
+    lam = pd.to_numeric(runs["sharpness_init"], errors="coerce")
+    ok = np.isfinite(lam) & (lam > 0)
+    if not ok.any():
+        return "The curvature at initialization was measured but is not positive in any run."
+    # the learning rate does not touch the initial parameters: one value per initialization
+    inits = [a for a in res.axes if a != LR and a in runs.columns]
+    per_init = lam[ok].groupby([runs.loc[ok, a] for a in inits]).first() if inits else lam[ok]
+    med = float(per_init.median())
+    two = f("gd_limit", GD_LIMIT)
+    out = [f"Why (and why this is not a gradient bug): the curvature at initialization (top "
+           f"Hessian eigenvalue, median over {f('sharpness.n_inits', len(per_init))} "
+           f"initializations) is about {f('sharpness.init_median', med)}, so gradient-descent "
+           f"steps above {two}/{fmt_number(med)} = {f('sharpness.predicted_lr', GD_LIMIT / med)}"
+           f" overshoot along the sharpest direction instead of descending it."]
+    # the threshold checked run by run: each run against its own curvature at init
+    own = GD_LIMIT / lam[ok]
+    lr_ok = runs.loc[ok, LR].to_numpy(float)
+    label_ok = runs.loc[ok, "label"].to_numpy()
+    below, above = lr_ok < own.to_numpy(), lr_ok > own.to_numpy()
+    if below.any() and above.any():
+        out.append(
+            f"Run by run, "
+            f"{f.frac('sharpness.below', (label_ok[below] == 'converged').sum(), below.sum())}"
+            f" runs whose lr was below their own "
+            f"{two}/curvature decreased monotonically (converged), against "
+            f"{f.frac('sharpness.above', (label_ok[above] == 'converged').sum(), above.sum())}"
+            f" of those above it.")
+    # the catapult story: a step too large for the initial curvature that ends up stable
+    if (headline is not None and headline > GD_LIMIT / med
+            and "sharpness_final" in runs.columns):
+        fin = pd.to_numeric(runs.loc[_close(runs[LR], headline), "sharpness_final"],
+                            errors="coerce")
+        fin = fin[np.isfinite(fin)]
+        if len(fin):
+            m, limit = float(fin.median()), GD_LIMIT / headline
+            where = ("below" if m < limit else "still above")
+            after = (": training moved the network to a flatter region, where this step is "
+                     "stable" if m < limit else "")
+            out.append(
+                f"At lr = {f.lr('headline.lr', headline)} the curvature at the end is "
+                f"{f('headline.sharpness_final_median', m)}, {where} {two}/lr = "
+                f"{f('headline.limit', limit)}{after}.")
+    if res.config.optimizer.name != "sgd":
+        out.append(f"(The {two}/curvature limit is that of plain gradient descent; "
+                   f"{res.config.optimizer.name} has a different one.)")
+    return " ".join(out)
+
+
+def _grid_text(f: _Facts, by: _ByLr) -> str:
+    c, lrs = by.counts, by.lrs
+    conv = (c["converged"] == c["total"]).to_numpy()
+    div = c["diverged"].to_numpy()
+    tot = c["total"].to_numpy()
+    cat = c["catapult"].to_numpy()
+    out = []
+    # contiguous from the smallest lr: "every lr up to X" must be true of every lr below X
+    k = int(np.argmin(conv)) if not conv.all() else len(lrs)
+    if (div == tot).all():
+        pass  # said below, in the divergence sentence
+    elif k == len(lrs):
+        out.append(f"Every run converged monotonically at every lr on the grid, up to "
+                   f"{f.lr('grid.all_converged_up_to', lrs[-1])}.")
+    elif k == 0:
+        bad = int(tot[0] - c["converged"].iloc[0])
+        out.append(f"Even at the smallest lr, {f.lr('grid.lr_min', lrs[0])}, "
+                   f"{f.frac('grid.first_not_converged', bad, tot[0])}"
+                   f" runs did not converge monotonically.")
+    else:
+        bad = int(tot[k] - c["converged"].iloc[k])
+        out.append(f"Every run converged monotonically at every lr up to "
+                   f"{f.lr('grid.all_converged_up_to', lrs[k - 1])}; at "
+                   f"{f.lr('grid.first_not_converged_lr', lrs[k])}, "
+                   f"{f.frac('grid.first_not_converged', bad, tot[k])}"
+                   f" did not.")
+    if cat.any():
+        i = int(np.argmax(cat > 0))
+        s = (f"Catapults appear from lr = {f.lr('grid.catapult_first_lr', lrs[i])} "
+             f"({f.frac('grid.catapult_first', cat[i], tot[i])})")
+        major = np.flatnonzero(2 * cat > tot)
+        if major.size:
+            lo, hi = lrs[major[0]], lrs[major[-1]]
+            s += (f" and are the majority at lr = {f.lr('grid.catapult_major_lr', lo)}"
+                  if lo == hi else
+                  f" and are the majority from lr = {f.lr('grid.catapult_major_lo', lo)} to "
+                  f"{f.lr('grid.catapult_major_hi', hi)}")
+        out.append(s + ".")
+    else:
+        out.append("No run catapulted.")
+    if not div.any():
+        out.append(f"No run diverged, up to the largest lr on the grid, "
+                   f"{f.lr('grid.lr_max', lrs[-1])}.")
+    elif (div == tot).all():
+        out.append(f"Every run diverged, already at the smallest lr on the grid, "
+                   f"{f.lr('grid.lr_min', lrs[0])}.")
+    else:
+        i = int(np.argmax(div > 0))
+        s = (f"Runs start to diverge at lr = {f.lr('grid.diverge_first_lr', lrs[i])} "
+             f"({f.frac('grid.diverge_first', div[i], tot[i])})")
+        most = np.flatnonzero(2 * div > tot)
+        if most.size:
+            j = int(most[0])
+            s += (f"; most diverge from lr = {f.lr('grid.diverge_most_lr', lrs[j])} "
+                  f"({f.frac('grid.diverge_most', div[j], tot[j])})")
+        else:
+            s += f", but at no lr on the grid (up to {f.lr('grid.lr_max', lrs[-1])}) do most"
+        out.append(s + ".")
+    return " ".join(out)
+
+
+def _axis_text(f: _Facts, runs: pd.DataFrame, axis: str) -> str:
+    """How another swept axis (init_scale, ...) moves the thresholds, one clause per value."""
+    lr_max = float(runs[LR].max())
+    any_div = bool((runs["label"] == "diverged").any())
+    sharp = "sharpness_init" in runs.columns
+    parts = []
+    for i, (z, sub) in enumerate(runs.groupby(axis, sort=True)):
+        key = f"by.{axis}.{i}"
+        c = _by_lr(sub).counts
+        seg = f"at {axis} = {f(f'{key}.value', z, sig=3)}"
+        if sharp:
+            # every initialization appears once per lr: take them at one lr
+            lam = pd.to_numeric(sub.loc[sub[LR] == sub[LR].min(), "sharpness_init"],
+                                errors="coerce").median()
+            if np.isfinite(lam) and lam > 0:
+                seg += (f" the initial curvature is about "
+                        f"{f(f'{key}.sharpness_median', lam)} ({f('gd_limit', GD_LIMIT)}/"
+                        f"curvature = {f(f'{key}.predicted_lr', GD_LIMIT / lam)}),")
+        bad = c.index[(c["converged"] < c["total"]).to_numpy()]
+        seg += (f" runs stop converging monotonically from lr = "
+                f"{f.lr(f'{key}.not_converged_lr', bad[0])}" if len(bad) else
+                f" every run converges monotonically up to lr = {f.lr('grid.lr_max', lr_max)}")
+        if any_div:
+            most = c.index[(2 * c["diverged"] > c["total"]).to_numpy()]
+            seg += (f" and most diverge from lr = {f.lr(f'{key}.diverge_most_lr', most[0])}"
+                    if len(most) else " and most diverge at no lr on the grid")
+        parts.append(seg)
+    return f"By {axis}: " + "; ".join(parts) + "."
+
+
+_AXIS_NOUNS = {LR: "learning rate", "seed": "seed"}
+
+
+def _noun(axis: str, n: int) -> str:
+    word = _AXIS_NOUNS.get(axis, f"{axis} value")
+    return word if n == 1 else word + "s"
+
+
+def answer(results_or_path) -> tuple[str, dict]:
+    """The written answer (plain text, paragraphs separated by blank lines) and the numbers it
+    uses, by name. Every number in the text is ``fmt_number(facts[k])`` (2 significant digits,
+    3 for learning rates and axis values) for some key k."""
+    res = _as_results(results_or_path)
+    runs = _runs_with_lr(res)
+    curves = res.curves
+    f = _Facts()
+    by = _by_lr(runs)
+    steps = res.config.train.steps
+    sizes = [f"{f(f'axis.{a}.n', len(v))} {_noun(a, len(v))}" for a, v in res.config.sweep.items()]
+    intro = (f"From {f('n_runs', len(runs))} run{'s' * (len(runs) != 1)}"
+             + (f" ({' x '.join(sizes)})" if sizes else "")
+             + f" of {f('steps', steps)} full-batch {res.config.optimizer.name} steps each.")
+    paras = [intro]
+
+    cat_by_lr = by.counts["catapult"].to_numpy()
+    # most catapults; among ties the smallest lr, nearest to where they begin
+    most_cat = float(by.lrs[int(np.argmax(cat_by_lr))]) if cat_by_lr.any() else None
+    if _question_lrs(by.lrs):
+        headline = float(by.lrs[_close(by.lrs, 1.0)][0])
+        low = float(by.lrs[_close(by.lrs, 0.01)][0])
+        text = (_describe_lr(f, "low", runs, curves, low, steps) + " "
+                + _describe_lr(f, "high", runs, curves, headline, steps))
+        at_one = by.counts.loc[_close(by.lrs, headline)].iloc[0]
+        if most_cat is not None and 2 * at_one["catapult"] <= at_one["total"]:
+            # lr 1 is not where this grid catapults: show where it does as well
+            headline = most_cat
+            text += " " + _describe_lr(f, "catapult", runs, curves, most_cat, steps)
+        paras.append(text)
+    elif most_cat is not None:
+        headline = most_cat
+        paras.append(_describe_lr(f, "catapult", runs, curves, most_cat, steps))
+    else:
+        headline = None
+        paras.append(" ".join(_describe_lr(f, key, runs, curves, lr, steps) for key, lr in
+                              (("low", by.lrs[0]), ("high", by.lrs[-1]))[:len(by.lrs)]))
+    paras.append(_curvature_text(f, res, runs, headline))
+    if len(by.lrs) > 1:
+        grid = _grid_text(f, by)
+        other = _other_axis(res)
+        if other is not None and runs[other].nunique() > 1:
+            grid += " " + _axis_text(f, runs, other)
+        paras.append(grid)
+    return "\n\n".join(paras), dict(f.values)
+
+
+# ----------------------------------------------------------------------------------------------
+# figures
+
+
+@dataclass(frozen=True)
+class _Figure:
+    name: str  # file stem (Markdown) and anchor
+    title: str
+    caption: str
+    png: bytes
+
+
+def _new_figure(w: float, h: float):
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(w, h), dpi=DPI, layout="constrained")
+
+
+def _png(fig) -> bytes:
+    from PIL import Image  # matplotlib's own dependency
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    # a 256-colour palette makes these flat-colour figures about 3x smaller (reports are
+    # committed) while every pixel stays within a few levels of the original
+    img = Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+    small = img.quantize(colors=256, method=Image.Quantize.MAXCOVERAGE, dither=Image.Dither.NONE)
+    out = io.BytesIO()
+    small.save(out, format="PNG", optimize=True)
+    return out.getvalue()
+
+
+def _heatmap_axes(res: Results) -> tuple[str | None, str | None]:
+    axes = [a for a in res.axes if a in res.runs.columns]
+    if not axes:
+        return None, None
+    x = LR if LR in axes else axes[0]
+    other = _other_axis(res)
+    if other is not None and other != x:
+        return x, other  # seeds pooled: majority label / P(diverged) per cell
+    rest = [a for a in axes if a != x]
+    return x, ("seed" if "seed" in rest else (rest[0] if rest else None))
+
+
+def _geometric(runs: pd.DataFrame, col: str | None) -> bool | None:
+    """True for a positive geometric grid (0.25, 0.5, 1, 2): equal cells on a log axis, where
+    the plots' own rule (log only past two decades) would draw it linear. None: their rule."""
+    if col is None or not pd.api.types.is_float_dtype(runs[col]):
+        return None
+    v = np.unique(runs[col].to_numpy(float))
+    if len(v) < 3 or v[0] <= 0:
+        return None
+    r = v[1:] / v[:-1]
+    return True if np.allclose(r, r[0], rtol=1e-2) and r[0] > 1.5 else None
+
+
+def _label_every_row(ax, runs: pd.DataFrame, y: str | None) -> None:
+    """A handful of rows has room for every label; the plots' tick thinning prefers round
+    labels (0.5, 2) and would drop 0.25 and 1 from an init_scale axis."""
+    if y is None or y == "seed" or not pd.api.types.is_numeric_dtype(runs[y]):
+        return
+    v = np.unique(runs[y].to_numpy(float))
+    if len(v) <= 8:
+        from matplotlib.ticker import FixedLocator
+
+        ax.yaxis.set_major_locator(FixedLocator(v))
+
+
+def _figures(res: Results, facts: Mapping) -> list[_Figure]:
+    from . import plots
+
+    runs, curves = res.runs, res.curves
+    out = []
+    x, y = _heatmap_axes(res)
+    logs = {"log_x": _geometric(runs, x), "log_y": _geometric(runs, y)}
+    if x is not None:
+        rows = runs[y].nunique() if y else 1
+        h = 1.8 + min(rows, 32) * 0.09 if y else 2.2
+        fig = _new_figure(7.8, max(h, 3.0) if y else h)
+        ax = fig.subplots()
+        plots.label_heatmap(runs, x=x, y=y, ax=ax, **logs)
+        _label_every_row(ax, runs, y)
+        cap = f"Label of every run, {x} against {y}." if y == "seed" else (
+            f"Majority label per cell ({x} against {y}), pooling the other axes." if y else
+            f"Majority label per {x}.")
+        lr_line = facts.get("sharpness.predicted_lr")
+        if (lr_line is not None and x == LR and y in ("seed", None)
+                and res.config.optimizer.name == "sgd"):
+            plots.threshold_lines(ax, predicted_lr=lr_line)
+            cap += (" Dashed: 2/λ with λ the median curvature at initialization; dotted: 4/λ.")
+        out.append(_Figure("labels", "Outcome per run", cap, _png(fig)))
+        if y is not None and y != "seed":
+            fig = _new_figure(7.8, max(3.0, 1.8 + runs[y].nunique() * 0.35))
+            ax = fig.subplots()
+            plots.label_heatmap(runs, x=x, y=y, ax=ax, aggregate="p_diverge", **logs)
+            plots.boundary_contour(runs, x=x, y=y, ax=ax, **logs)
+            _label_every_row(ax, runs, y)
+            out.append(_Figure("p_diverged", "Probability of divergence",
+                               f"Fraction of runs that diverged in each cell ({x} against {y}); "
+                               "the line is the contour P(diverged) = 0.5.", _png(fig)))
+        fig = _new_figure(7.8, max(h, 3.0) if y else 2.6)
+        ax = fig.subplots()
+        plots.metric_heatmap(runs, "spike_ratio", x=x, y=y, ax=ax, **logs)
+        _label_every_row(ax, runs, y)
+        out.append(_Figure(
+            "peak_ratio", "Peak ratio",
+            "Largest jump of the loss over its running minimum (spike_ratio = max over steps t "
+            "of loss_t / min of the loss before t; 1 means the loss never rose"
+            + ("; median over the runs of a cell)." if y != "seed" else ")."), _png(fig)))
+    if len(curves):
+        fig = _label_curves(res)
+        if fig is not None:
+            out.append(_Figure("curves", "Loss curves by label",
+                               "Representative runs of each label, at the learning rate where "
+                               "that label is most common (at most "
+                               f"{MAX_CURVES_PER_PANEL} runs per panel; × marks where a "
+                               "diverged run left the plot).", _png(fig)))
+        lrs = runs[LR].to_numpy(float) if LR in runs.columns else np.array([])
+        if _question_lrs(lrs):
+            fig = _new_figure(10.0, 3.9)
+            axs = fig.subplots(1, 2)
+            plots.seed_question_figure(runs, curves, lrs=(0.01, 1.0), axes=axs)
+            out.append(_Figure("seed_question", "The seed question: lr 0.01 against lr 1",
+                               "Loss against step for every run at lr = 0.01 and lr = 1, "
+                               "coloured by label; bold black: the per-step median.",
+                               _png(fig)))
+    return out
+
+
+def _representative_lr(counts: pd.Series) -> float:
+    """The lr where a label is most common; among ties, the middle one."""
+    best = counts[counts == counts.max()].index.to_numpy(float)
+    return float(best[(len(best) - 1) // 2])
+
+
+def _label_curves(res: Results):
+    from . import plots
+
+    runs = _runs_with_lr(res)
+    present = [lab for lab in LABELS if (runs["label"] == lab).any()]
+    if not present:
+        return None
+    ncols = min(len(present), 3)
+    nrows = math.ceil(len(present) / ncols)
+    fig = _new_figure(3.6 * ncols + 0.2, 2.9 * nrows)
+    axs = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
+    by = _by_lr(runs).counts
+    for ax, lab in zip(axs, present, strict=False):
+        lr = _representative_lr(by[lab])
+        sel = runs.loc[_close(runs[LR], lr) & (runs["label"] == lab), "run_id"].to_numpy()
+        n_at = int(by.loc[by.index[_close(by.index, lr)][0], "total"])
+        shown = sel[np.unique(np.linspace(0, len(sel) - 1, min(len(sel), MAX_CURVES_PER_PANEL))
+                              .round().astype(int))]
+        plots.loss_curves(res.curves, runs, run_ids=shown, ax=ax, legend=False, alpha=0.75,
+                          linewidth=1.0)
+        ax.set_title(f"{lab}: lr = {fmt_number(lr, 3)} ({len(sel)}/{n_at} runs)",
+                     fontsize="medium")
+    for ax in axs[len(present):]:
+        ax.remove()
+    return fig
+
+
+# ----------------------------------------------------------------------------------------------
+# tables and text blocks
+
+
+def _divergence_rows(res: Results) -> tuple[list[str], list[list[str]], str]:
+    runs = _runs_with_lr(res)
+    table = divergence_table(runs, by=[LR])
+    head = [LR, "runs", *LABELS, "P(diverged)", "95% interval", "median peak / initial",
+            "median steps to recover"]
+    rows = []
+    for _, r in table.iterrows():
+        rows.append([
+            fmt_number(r[LR], 3), str(int(r["n"])), *(str(int(r[f"n_{lab}"])) for lab in LABELS),
+            f"{r['p_diverged']:.2f}", f"[{r['p_diverged_lo']:.2f}, {r['p_diverged_hi']:.2f}]",
+            _cell(r["median_peak_ratio"]), _cell(r["median_recover_steps"]),
+        ])
+    pooled = [a for a in res.axes if a != LR]
+    note = ("Each row pools " + (", ".join(pooled) if pooled else "its runs") + ". Wilson score "
+            "interval; peak / initial = max_loss / initial_loss over the runs that did not "
+            "diverge; steps to recover = recover_step - peak_step over catapult runs.")
+    return head, rows, note
+
+
+def _cell(v) -> str:
+    return "–" if v is None or (isinstance(v, float) and math.isnan(v)) else fmt_number(v, 3)
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, float):
+        return "nan" if math.isnan(v) else ("inf" if v == math.inf else
+                                            "-inf" if v == -math.inf else repr(v))
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return str(v)
+
+
+def _toml_key(k: str) -> str:
+    # dotted sweep keys (learning_rate.0) are written as TOML dotted keys, as a user would
+    return k if re.fullmatch(r"[A-Za-z0-9_.-]+", k) else json.dumps(k)
+
+
+def config_toml(res: Results) -> str:
+    """The full validated config, defaults included, written as TOML."""
+    d = res.config.to_dict()
+    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    for section, body in d.items():
+        if not isinstance(body, dict):
+            continue
+        lines += ["", f"[{section}]"]
+        # unset keys (None) take a built-in default; TOML has no null to show them with
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in body.items() if v is not None]
+    return "\n".join(lines).lstrip("\n")
+
+
+def _environment_rows(res: Results) -> list[tuple[str, str]]:
+    m = res.meta or {}
+    rows = []
+    for pkg, ver in (m.get("versions") or {}).items():
+        rows.append((pkg, str(ver)))
+    for key, name in (("python", "python"), ("platform", "platform"), ("backend", "JAX backend"),
+                      ("matmul_precision", "matmul precision"), ("created", "created")):
+        if m.get(key) is not None:
+            rows.append((name, str(m[key])))
+    if m.get("devices"):
+        rows.append(("devices", ", ".join(map(str, m["devices"]))))
+    data = m.get("data") or {}
+    if data:
+        rows.append(("data", f"{data.get('source')}: {data.get('n_samples')} x "
+                             f"{data.get('n_features')} ({data.get('task')})"))
+    if m.get("model"):
+        rows.append(("model", str(m["model"])))
+    t = m.get("timings") or {}
+
+    def secs(key):
+        return f"{t[key]:.1f} s" if isinstance(t.get(key), (int, float)) else None
+
+    for key, name in (("total_seconds", "total time"), ("compute_seconds", "compute time"),
+                      ("first_chunk_seconds", "first chunk (includes compilation)")):
+        if secs(key):
+            rows.append((name, secs(key)))
+    if isinstance(t.get("run_steps_per_second"), (int, float)):
+        rows.append(("throughput", f"{t['run_steps_per_second']:,.0f} run-steps/s"))
+    if t.get("n_chunks") is not None:
+        rows.append(("chunks", f"{t['n_chunks']} of {t.get('chunk_size')} runs"))
+    if not rows:
+        rows.append(("environment", "not recorded with these results"))
+    return rows
+
+
+# ----------------------------------------------------------------------------------------------
+# rendering
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+max-width:1000px;margin:2em auto;padding:0 1em;color:#222;line-height:1.5}
+h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd}
+.answer{background:#f6f8fa;border-left:4px solid #0072B2;padding:.6em 1em}
+table{border-collapse:collapse;font-size:.9em;margin:.5em 0}
+th,td{border:1px solid #ccc;padding:.2em .5em;text-align:right}
+th{background:#f0f0f0}td.key,th.key{text-align:left}
+pre{background:#f6f8fa;padding:.8em;white-space:pre-wrap;word-break:break-word;font-size:.85em}
+figure{margin:1em 0}img{max-width:100%;height:auto}figcaption{color:#555;font-size:.9em}
+code{background:#f0f0f0;padding:0 .2em}.note{color:#555;font-size:.9em}
+""".strip()
+
+
+def _inline(text: str) -> str:
+    """Escape for HTML, keeping `code` spans."""
+    parts = text.split("`")
+    return "".join(f"<code>{html.escape(p)}</code>" if i % 2 else html.escape(p)
+                   for i, p in enumerate(parts))
+
+
+def _html_table(head, rows, key_cols: int = 1) -> str:
+    def cells(tag, vals):
+        key = ' class="key"'
+        return "".join(f"<{tag}{key if i < key_cols else ''}>{html.escape(v)}</{tag}>"
+                       for i, v in enumerate(vals))
+
+    body = "".join(f"<tr>{cells('td', r)}</tr>" for r in rows)
+    return f"<table><thead><tr>{cells('th', head)}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _render_html(res, text, figs, table, toml, env) -> str:
+    name = html.escape(res.config.name)
+    paras = "".join(f"<p>{_inline(p)}</p>" for p in text.split("\n\n"))
+    out = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+           f"<title>trainscape report: {name}</title>", f"<style>{_CSS}</style>", "</head>",
+           "<body>", f"<h1>{name}</h1>",
+           f'<p class="note">trainscape report of {len(res.runs)} runs'
+           + (f" from <code>{html.escape(str(res.path))}</code>" if res.path else "") + "</p>",
+           '<section id="answer"><h2>Answer</h2>', f'<div class="answer">{paras}</div>',
+           "</section>"]
+    sections = [("heatmaps", "Heatmaps", [f for f in figs if f.name not in
+                                          ("curves", "seed_question")]),
+                ("curves", "Loss curves by label", [f for f in figs if f.name == "curves"]),
+                ("seed-question", "The seed question", [f for f in figs
+                                                        if f.name == "seed_question"])]
+    for anchor, title, group in sections[:1]:
+        out.append(_html_figures(anchor, title, group))
+    head, rows, note = table
+    out += ['<section id="divergence"><h2>Divergence table</h2>', _html_table(head, rows),
+            f'<p class="note">{html.escape(note)}</p></section>']
+    for anchor, title, group in sections[1:]:
+        if group:
+            out.append(_html_figures(anchor, title, group))
+    out += ['<section id="config"><h2>Configuration</h2>', f"<pre>{html.escape(toml)}</pre>",
+            "</section>", '<section id="environment"><h2>Environment</h2>',
+            _html_table(["", "value"], [list(r) for r in env], key_cols=2),
+            "</section>", "</body>", "</html>"]
+    return "\n".join(out) + "\n"
+
+
+def _html_figures(anchor, title, group) -> str:
+    body = "".join(
+        f'<figure id="fig-{f.name}"><img alt="{html.escape(f.title)}" '
+        f'src="data:image/png;base64,{base64.b64encode(f.png).decode("ascii")}">'
+        f"<figcaption>{html.escape(f.caption)}</figcaption></figure>" for f in group)
+    if not group:
+        body = '<p class="note">No grid axes to map: a single run.</p>'
+    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+def _md_table(head, rows, numeric: bool = True) -> str:
+    def line(vals):
+        return "| " + " | ".join(v.replace("|", "\\|") for v in vals) + " |"
+
+    sep = "|" + "|".join(":---" if i == 0 or not numeric else "---:"
+                         for i in range(len(head))) + "|"
+    return "\n".join([line(head), sep, *(line(r) for r in rows)])
+
+
+def _render_md(res, text, figs, table, toml, env, image_names) -> str:
+    out = [f"# {res.config.name}", "",
+           f"trainscape report of {len(res.runs)} runs"
+           + (f" from `{res.path}`" if res.path else "") + ".", "", "## Answer", "", text, ""]
+
+    def figures(group):
+        for f in group:
+            out.extend([f"![{f.title}]({image_names[f.name]})", "", f"*{f.caption}*", ""])
+
+    out += ["## Heatmaps", ""]
+    heat = [f for f in figs if f.name not in ("curves", "seed_question")]
+    figures(heat) if heat else out.extend(["No grid axes to map: a single run.", ""])
+    head, rows, note = table
+    out += ["## Divergence table", "", _md_table(head, rows), "", note, ""]
+    for name, title in (("curves", "Loss curves by label"),
+                        ("seed_question", "The seed question")):
+        group = [f for f in figs if f.name == name]
+        if group:
+            out += [f"## {title}", ""]
+            figures(group)
+    out += ["## Configuration", "", "```toml", toml, "```", "", "## Environment", "",
+            _md_table(["", "value"], [list(r) for r in env], numeric=False), ""]
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# entry points
+
+
+def _target(res: Results, fmt: str | None, out) -> tuple[Path, str]:
+    if out is not None:
+        p = Path(out)
+        if fmt is None:
+            fmt = "md" if p.suffix.lower() in (".md", ".markdown") else "html"
+        if p.is_dir():
+            p = p / f"report{_SUFFIX.get(fmt, '')}"
+    else:
+        fmt = fmt or "html"
+        if res.path is None:
+            raise InputError("out: these results are not on disk; give out=FILE for the report")
+        p = Path(res.path) / f"report{_SUFFIX.get(fmt, '')}"
+    if fmt not in FORMATS:
+        raise InputError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if not p.parent.is_dir():
+        raise InputError(f"out {str(p)!r}: folder {str(p.parent)!r} does not exist")
+    return p, fmt
+
+
+def build(results_or_path, *, fmt: str | None = None, out=None) -> Path:
+    """Write the report of a :class:`Results` (or a results folder) and return its path.
+
+    fmt: ``"html"`` (one file, images embedded as data: URIs, no external resources) or
+    ``"md"`` (Markdown; each image is written next to it as ``<stem>-<figure>.png``). None:
+    ``md`` when `out` ends in ``.md``, else ``html``.
+    out: the report file, or a folder to write ``report.<fmt>`` into. None: ``report.<fmt>``
+    inside the results folder (in-memory results need `out`).
+    """
+    res = _as_results(results_or_path)
+    path, fmt = _target(res, fmt, out)
+    text, facts = answer(res)
+    figs = _figures(res, facts)
+    table = _divergence_rows(res)
+    toml, env = config_toml(res), _environment_rows(res)
+    if fmt == "html":
+        doc = _render_html(res, text, figs, table, toml, env)
+    else:
+        names = {f.name: f"{path.stem}-{f.name}.png" for f in figs}
+        for f in figs:
+            (path.parent / names[f.name]).write_bytes(f.png)
+        doc = _render_md(res, text, figs, table, toml, env, names)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(doc, encoding="utf-8")
+    tmp.replace(path)
+    return path
+
+
+def cli(results_dir, fmt: str | None = None, out=None) -> int:
+    """`trainscape report RESULTS_DIR [--format html|md] [--out FILE]`: write the report and
+    print where it is. Bad input raises InputError (exit 2 in the CLI)."""
+    path = build(results_dir, fmt=fmt, out=out)
+    print(f"report: {path}")
+    return 0

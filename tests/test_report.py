@@ -1,0 +1,318 @@
+"""Tests for trainscape.report: sections, the written answer's numbers, self-contained HTML."""
+
+import base64
+import io
+import re
+from html.parser import HTMLParser
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import trainscape as ts
+from trainscape import classify, report
+from trainscape.errors import InputError
+from trainscape.results import Results
+
+TINY = {
+    "name": "tiny",
+    "data": {"name": "moons", "n_samples": 64},
+    "model": {"hidden": [8], "activation": "tanh"},
+    "train": {"steps": 40},
+    "sweep": {"learning_rate": [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0], "seed": {"range": 3}},
+}
+SECTIONS = ("answer", "heatmaps", "divergence", "curves", "seed-question", "config",
+            "environment")
+VOID = {"meta", "img", "br", "hr", "link", "input", "source", "wbr", "col", "area", "base"}
+NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:e-?\d+)?")
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    # with sharpness added by hand: the report only reads the columns, and measuring it here
+    # would add compilation time that tests/test_curvature.py already spends
+    res = ts.run(TINY, out=None, progress=False)
+    lam = {0: 3.0, 1: 5.0, 2: 40.0}  # 2/lam = 0.67, 0.4, 0.05: inside the lr grid
+    runs = res.runs.assign(sharpness_init=res.runs["seed"].map(lam),
+                           sharpness_final=0.1)
+    return Results(runs=runs, curves=res.curves, config=res.config, meta=res.meta)
+
+
+@pytest.fixture(scope="module")
+def built(tiny, tmp_path_factory):
+    """The tiny sweep's report in both formats, built once (figures take a few seconds)."""
+    folder = tmp_path_factory.mktemp("report")
+    return (report.build(tiny, fmt="html", out=folder / "r.html"),
+            report.build(tiny, fmt="md", out=folder / "tiny.md"))
+
+
+def _hand_made(lrs, n_seeds, curve_of, axes=None, name="hand") -> Results:
+    """Results from hand-written loss curves, summarised and labelled as the engine does."""
+    axes = axes or {}
+    rows, curve_rows = [], []
+    extra = list(axes.items())
+    combos = [{}]
+    for key, vals in [("learning_rate", lrs), *extra, ("seed", range(n_seeds))]:
+        combos = [{**c, key: v} for c in combos for v in vals]
+    for run_id, cell in enumerate(combos):
+        loss = curve_of(cell)
+        s = classify.summarize_curve(loss)
+        label = classify.label_curve(loss)
+        rows.append({
+            "run_id": run_id, **cell,
+            **{k: s[k] for k in ("initial_loss", "final_loss", "min_loss", "max_loss",
+                                 "peak_step", "rebound", "spike_ratio")},
+            "diverged_step": s["diverged_step"] if s["diverged_step"] >= 0 else None,
+            "recover_step": s["recover_step"] if s["recover_step"] >= 0 else None,
+            "label": label,
+        })
+        curve_rows += [{"run_id": run_id, "step": t, "loss": v} for t, v in enumerate(loss)]
+    runs = pd.DataFrame(rows)
+    for c in ("diverged_step", "recover_step"):
+        runs[c] = runs[c].astype("Int64")
+    sweep = {"learning_rate": list(lrs), **{k: list(v) for k, v in axes.items()},
+             "seed": {"range": n_seeds}}
+    cfg = ts.parse({"name": name, "data": {"name": "moons"}, "train": {"steps": 20},
+                    "sweep": sweep})
+    return Results(runs=runs, curves=pd.DataFrame(curve_rows), config=cfg, meta={})
+
+
+def _blow_up(cell):
+    loss = 0.7 * 10.0 ** np.arange(21, dtype=float)
+    loss[5:] = np.nan
+    loss[4] = np.inf
+    return loss
+
+
+def _converge(cell):
+    return 0.7 * np.exp(-0.1 * np.arange(21) * (1 + cell["seed"]))
+
+
+def _check_numbers(text: str, facts: dict) -> None:
+    shown = {report.fmt_number(v, s) for v in facts.values() for s in (2, 3)}
+    tokens = NUMBER.findall(text)
+    assert tokens, text
+    missing = [t for t in tokens if t not in shown]
+    assert not missing, f"numbers not backed by facts: {missing}\n{text}"
+
+
+def _counts(runs, lr):
+    at = runs.loc[np.isclose(runs["learning_rate"], lr)]
+    return at["label"].value_counts(), len(at)
+
+
+# ------------------------------------------------------------------ the written answer
+
+
+def test_every_number_in_the_answer_is_a_fact(tiny):
+    text, facts = report.answer(tiny)
+    _check_numbers(text, facts)
+    assert "lr = 0.01" in text and "lr = 1 " in text
+
+
+def test_facts_match_the_tables(tiny):
+    runs = tiny.runs
+    _, facts = report.answer(tiny)
+    assert facts["n_runs"] == len(runs) and facts["steps"] == TINY["train"]["steps"]
+    for key, lr in (("low", 0.01), ("high", 1.0)):
+        counts, n = _counts(runs, lr)
+        assert facts[f"{key}.lr"] == pytest.approx(lr) and facts[f"{key}.n"] == n
+        for lab in classify.LABELS:
+            if f"{key}.n_{lab}" in facts:
+                assert facts[f"{key}.n_{lab}"] == counts.get(lab, 0)
+    # the curvature numbers: one sharpness value per seed, the lr does not change the init
+    lam = runs.groupby("seed")["sharpness_init"].first()
+    assert facts["sharpness.n_inits"] == len(lam)
+    assert facts["sharpness.init_median"] == pytest.approx(lam.median())
+    assert facts["sharpness.predicted_lr"] == pytest.approx(2 / lam.median())
+    own = 2 / runs["sharpness_init"]
+    below, above = runs["learning_rate"] < own, runs["learning_rate"] > own
+    assert facts["sharpness.below_n"] == below.sum()
+    assert facts["sharpness.below_count"] == (runs.loc[below, "label"] == "converged").sum()
+    assert facts["sharpness.above_n"] == above.sum()
+    assert facts["sharpness.above_count"] == (runs.loc[above, "label"] == "converged").sum()
+    # grid facts against a direct recomputation
+    table = (runs.groupby("learning_rate")["label"].value_counts().unstack(fill_value=0)
+             .reindex(columns=list(classify.LABELS), fill_value=0))
+    total = table.sum(axis=1)
+    div = table["diverged"]
+    if div.any():
+        first = div.index[div > 0][0]
+        assert facts["grid.diverge_first_lr"] == pytest.approx(first)
+        assert facts["grid.diverge_first_count"] == div[first]
+    if "grid.diverge_most_lr" in facts:
+        assert facts["grid.diverge_most_lr"] == pytest.approx(div.index[2 * div > total][0])
+    all_conv = (table["converged"] == total).to_numpy()
+    k = int(np.argmin(all_conv)) if not all_conv.all() else len(all_conv)
+    if 0 < k < len(all_conv):
+        assert facts["grid.all_converged_up_to"] == pytest.approx(table.index[k - 1])
+
+
+def test_catapult_facts_match_runs():
+    # a spike at step 5 to 4x the running minimum, then recovery
+    def curve(cell):
+        loss = np.exp(-0.3 * np.arange(21)) * 2.0
+        if cell["learning_rate"] >= 1:
+            loss[5] = 4 * loss[:5].min()
+        return loss
+
+    res = _hand_made([0.01, 1.0], 4, curve)
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    sel = res.runs.loc[res.runs["learning_rate"] == 1.0]
+    assert (sel["label"] == "catapult").all()
+    assert facts["high.n_catapult"] == 4
+    assert facts["high.spike_step_median"] == 5
+    assert facts["high.spike_median"] == pytest.approx(sel["spike_ratio"].median())
+    assert facts["high.final_median"] == pytest.approx(sel["final_loss"].median())
+    assert "not measured" in text and "[metrics] sharpness = true" in text
+
+
+def test_answer_without_sharpness_says_how_to_measure_it(tiny):
+    res = Results(runs=tiny.runs.drop(columns=["sharpness_init", "sharpness_final"]),
+                  curves=tiny.curves, config=tiny.config, meta=tiny.meta)
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    assert "not measured" in text and "`[metrics] sharpness = true`" in text
+    assert not any(k.startswith("sharpness.") for k in facts)
+
+
+def test_other_axis_sentence():
+    def curve(cell):
+        if cell["learning_rate"] * cell["init_scale"] >= 2:
+            return _blow_up(cell)
+        return _converge(cell)
+
+    res = _hand_made([0.1, 1.0, 10.0], 2, curve, axes={"init_scale": [0.5, 2.0]})
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    assert "By init_scale" in text
+    assert facts["by.init_scale.0.value"] == 0.5
+    assert facts["by.init_scale.0.diverge_most_lr"] == 10.0
+    assert facts["by.init_scale.1.diverge_most_lr"] == 1.0
+
+
+def test_fmt_number():
+    assert [report.fmt_number(v) for v in (1.0, 16, 0.0709, 28.18, 1.6e-5, 114.3, 2.5e7)] == [
+        "1", "16", "0.071", "28", "1.6e-5", "110", "2.5e7"]
+    assert report.fmt_number(0.063095734448, 3) == "0.0631"
+
+
+# ------------------------------------------------------------------ the documents
+
+
+class _Checker(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.stack, self.errors, self.ids, self.urls = [], [], set(), []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if "id" in a:
+            self.ids.add(a["id"])
+        self.urls += [v for k, v in attrs if k in ("src", "href") and v is not None]
+        if tag not in VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        self.handle_starttag(tag, attrs)
+        if tag not in VOID:
+            self.stack.pop()
+
+    def handle_endtag(self, tag):
+        if not self.stack or self.stack[-1] != tag:
+            self.errors.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+
+
+def test_html_is_self_contained_and_valid(tiny, built):
+    doc = built[0].read_text()
+    p = _Checker()
+    p.feed(doc)
+    p.close()
+    assert not p.errors and not p.stack, (p.errors, p.stack)
+    assert set(SECTIONS) <= p.ids
+    assert doc.startswith("<!DOCTYPE html>")
+    for bad in ("http://", "https://", 'src="//', "href=\"//", "@import", "url("):
+        assert bad not in doc
+    imgs = list(p.urls)
+    assert len(imgs) >= 4 and all(u.startswith("data:image/png;base64,") for u in imgs)
+    from PIL import Image
+
+    for u in imgs:
+        img = Image.open(io.BytesIO(base64.b64decode(u.split(",", 1)[1])))
+        # readable at their written size: not tiny, not wider than a laptop screen
+        assert 500 <= img.width <= 1400 and 200 <= img.height <= 1000, img.size
+    text, _ = report.answer(tiny)
+    assert text.split("\n\n")[0] in doc  # the answer comes through verbatim
+
+
+def test_markdown_writes_its_images(built):
+    doc = built[1].read_text()
+    for heading in ("## Answer", "## Heatmaps", "## Divergence table", "## Loss curves by label",
+                    "## The seed question", "## Configuration", "## Environment"):
+        assert heading in doc
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", doc)
+    assert len(images) >= 4
+    for name in images:
+        f = built[1].parent / name
+        assert f.is_file() and f.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert name.startswith("tiny-")
+    assert "| learning_rate | runs |" in doc and "```toml" in doc
+
+
+def test_divergence_table_rows(tiny, built):
+    doc = built[1].read_text()
+    counts, n = _counts(tiny.runs, 1000.0)
+    row = next(line for line in doc.splitlines() if line.startswith("| 1000 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == str(n)
+    assert cells[2:7] == [str(counts.get(lab, 0)) for lab in classify.LABELS]
+    assert cells[7] == f"{counts.get('diverged', 0) / n:.2f}"
+
+
+def test_all_diverged(tmp_path):
+    res = _hand_made([0.1, 1.0, 10.0], 3, _blow_up)
+    assert (res.runs["label"] == "diverged").all()
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    assert "Every run diverged" in text
+    for fmt in report.FORMATS:
+        assert report.build(res, fmt=fmt, out=tmp_path / f"r.{fmt}").is_file()
+
+
+def test_single_learning_rate_and_single_seed(tmp_path):
+    res = _hand_made([0.1], 1, _converge)
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    for fmt in report.FORMATS:
+        assert report.build(res, fmt=fmt, out=tmp_path / f"r.{fmt}").is_file()
+
+
+def test_unswept_learning_rate(tmp_path):
+    res = _hand_made([0.1], 2, _converge)
+    res = Results(runs=res.runs.drop(columns=["learning_rate"]), curves=res.curves,
+                  config=ts.parse({"name": "x", "sweep": {"seed": {"range": 2}}}), meta={})
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    assert facts["low.lr"] == 0.01  # the config's fixed learning rate
+    assert report.build(res, out=tmp_path / "r.html").is_file()
+
+
+def test_paths_cli_and_errors(tiny, tmp_path, capsys):
+    with pytest.raises(InputError, match="out"):
+        report.build(tiny)  # in memory: nowhere to write by default
+    with pytest.raises(InputError, match="format"):
+        report.build(tiny, fmt="pdf", out=tmp_path / "r.pdf")
+    with pytest.raises(InputError, match="does not exist"):
+        report.build(tiny, out=tmp_path / "missing" / "r.html")
+    with pytest.raises(InputError, match="does not exist"):
+        report.cli(tmp_path / "no-such-results")
+    folder = tmp_path / "res"
+    _hand_made([0.1, 1.0], 2, _converge).save(folder)
+    assert report.cli(folder) == 0
+    assert (folder / "report.html").is_file()
+    assert str(folder / "report.html") in capsys.readouterr().out
+    assert report.build(folder, out=tmp_path / "x.md").suffix == ".md"  # format from suffix
+    assert (tmp_path / "x-labels.png").is_file()

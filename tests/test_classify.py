@@ -61,3 +61,12 @@ def test_labels_vectorized_matches_scalar():
                             ("initial_loss", "final_loss", "spike_ratio", "rebound",
                              "diverged_step")))
     assert list(got) == list(CASES)
+
+
+def test_edge_of_stability_relabels_converged_only():
+    codes = np.array([0, 0, 1, 4])  # converged, converged, catapult, diverged
+    sharp = np.array([1.0, 2.2, 5.0, 5.0])
+    lr = np.array([1.0, 1.0, 1.0, 1.0])  # 2/lr = 2: run 1 ends at 1.1 x 2/lr
+    got = classify.edge_of_stability(codes, sharp, lr)
+    assert [classify.LABELS[c] for c in got] == ["converged", "oscillating", "catapult",
+                                                 "diverged"]

@@ -38,6 +38,7 @@ jax.config.update("jax_enable_x64", True)
 from .analysis import divergence_table, label_counts  # noqa: E402
 from .api import run  # noqa: E402
 from .compare import compare, compare_dtypes  # noqa: E402
+from .critical import critical_lr  # noqa: E402
 from .config import Experiment, parse  # noqa: E402
 from .data import load_dataset  # noqa: E402
 from .errors import ConfigError, DataError, InputError  # noqa: E402
@@ -49,6 +50,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "run", "load", "load_dataset", "Results", "Model", "Experiment", "parse", "gradcheck",
-    "divergence_table", "label_counts", "compare", "compare_dtypes",
+    "divergence_table", "label_counts", "compare", "compare_dtypes", "critical_lr",
     "InputError", "ConfigError", "DataError",
 ]

@@ -232,6 +232,10 @@ def chunk_tables(prep: Prepared, out: engine.ChunkOutput) -> tuple[pd.DataFrame,
         runs["final_accuracy"] = t["final_accuracy"].astype(np.float64)
     runs["rebound"] = t["rebound"].astype(np.float64)
     runs["spike_ratio"] = t["spike_ratio"].astype(np.float64)
+    if prep.static.sharpness and prep.static.optimizer == "sgd" and not any(
+            a.startswith("learning_rate.") for a in prep.exp.sweep):
+        codes = classify.edge_of_stability(codes, t["sharpness_final"],
+                                           prep.hp["learning_rate"][positions])
     runs["label"] = np.asarray(classify.LABELS)[codes]
     if prep.static.sharpness:
         runs["sharpness_init"] = t["sharpness_init"].astype(np.float64)

@@ -26,6 +26,12 @@ checked in this order:
     ``REBOUND_TOL`` x the initial loss at some step, and it ended below the initial loss.
 ``converged``
     none of the above: the loss fell (almost) monotonically to below the initial loss.
+
+When sharpness is measured on plain gradient descent (optimizer ``sgd``, one learning rate for
+all parameters), a run that would be ``converged`` but ends with ``sharpness_final`` above
+``EOS_FACTOR`` x 2/lr is labelled ``oscillating`` instead: it sits at the edge of stability,
+where the loss keeps making small non-monotone moves that are below ``REBOUND_TOL`` of the
+initial loss but are not convergence.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ STALL_TOL = 0.05  # |final / initial - 1| <= this: "about where it started"
 SPIKE_FACTOR = 2.0  # a catapult's spike is at least this multiple of the running minimum
 SPIKE_MIN_RISE = 0.05  # ...and rises by at least this x the initial loss (not float noise)
 REBOUND_TOL = 0.02  # rises above the running minimum smaller than this x initial are noise
+EOS_FACTOR = 1.05  # plain GD ending with sharpness above this x 2/lr is not at rest: oscillating
 
 
 def label_codes(initial, final, spike, rebound, diverged_step) -> np.ndarray:
@@ -106,6 +113,15 @@ def summarize_curve(loss_T) -> dict:
         "spike_ratio": spike,
         "above_since": above_since,
     }
+
+
+def edge_of_stability(codes, sharpness_final, lr) -> np.ndarray:
+    """Relabel `converged` runs whose final sharpness exceeds EOS_FACTOR x 2/lr (plain GD)."""
+    codes = np.asarray(codes).copy()
+    with np.errstate(invalid="ignore"):
+        above = np.asarray(sharpness_final) * np.asarray(lr) / 2 > EOS_FACTOR
+    codes[(codes == LABELS.index("converged")) & above] = LABELS.index("oscillating")
+    return codes
 
 
 def diverged_steps(codes, blowup_step, above_since) -> np.ndarray:

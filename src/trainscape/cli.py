@@ -95,6 +95,25 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="report file or folder (default: RESULTS_DIR/report.<format>)")
     rp.set_defaults(func=cmd_report)
 
+    cl = sub.add_parser(
+        "critical-lr", help="smallest diverging learning rate per seed / axis value",
+        description="Bisect in log lr (one batched program per round) for the smallest "
+                    "learning rate labelled diverged, per combination of the other sweep "
+                    "axes, next to the prediction 2 / sharpness at init.")
+    cl.add_argument("config", help="experiment TOML file")
+    cl.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key (repeatable)")
+    cl.add_argument("--out", help="also write the table as CSV")
+    cl.add_argument("--low", type=float,
+                    help="bracket low end (default: smallest swept lr, else 1e-4)")
+    cl.add_argument("--high", type=float,
+                    help="bracket high end (default: largest swept lr, else 1e2)")
+    cl.add_argument("--rtol", type=float, default=1e-3,
+                    help="stop when lr_high / lr_low - 1 <= RTOL")
+    cl.add_argument("--chunk-size", type=_positive_int, help="runs per compiled batch")
+    cl.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    cl.set_defaults(func=cmd_critical_lr)
+
     c = sub.add_parser(
         "compare-precision", help="list runs whose label differs between two results",
         description="Join two results folders on their grid (all axes but dtype) and list the "
@@ -123,6 +142,13 @@ def cmd_report(args) -> int:
     from .report import cli
 
     return cli(args.results_dir, fmt=args.fmt, out=args.out)
+
+
+def cmd_critical_lr(args) -> int:
+    from .critical import cli
+
+    return cli(args.config, args.overrides, out_csv=args.out, low=args.low, high=args.high,
+               rtol=args.rtol, chunk_size=args.chunk_size, progress=not args.no_progress)
 
 
 def cmd_compare(args) -> int:

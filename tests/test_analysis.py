@@ -1,0 +1,122 @@
+"""Summaries over hand-made runs tables, checked against hand computations."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import trainscape as ts
+from trainscape.analysis import divergence_table, label_counts, wilson_interval
+from trainscape.classify import LABELS
+from trainscape.errors import InputError
+
+Z = 1.959963984540054
+NA = pd.NA
+
+
+def hand_runs() -> pd.DataFrame:
+    """lr 0.1: 4 seeds converged, 1 catapult; lr 1.0: 1 catapult, 1 oscillating, 2 diverged."""
+    rows = [
+        # lr, seed, label, initial, max, peak, recover
+        (0.1, 0, "converged", 1.0, 1.0, 0, NA),
+        (0.1, 1, "converged", 2.0, 2.0, 0, NA),
+        (0.1, 2, "converged", 1.0, 1.0, 0, NA),
+        (0.1, 3, "converged", 1.0, 1.0, 0, NA),
+        (0.1, 4, "catapult", 1.0, 3.0, 10, 14),
+        (1.0, 0, "catapult", 1.0, 5.0, 3, 9),
+        (1.0, 1, "oscillating", 2.0, 3.0, 2, 5),
+        (1.0, 2, "diverged", 1.0, 900.0, 7, NA),
+        (1.0, 3, "diverged", 1.0, 1.2, 40, NA),
+    ]
+    df = pd.DataFrame(rows, columns=["learning_rate", "seed", "label", "initial_loss",
+                                     "max_loss", "peak_step", "recover_step"])
+    df["recover_step"] = df["recover_step"].astype("Int64")
+    df["final_loss"] = 0.5
+    return df
+
+
+def textbook_wilson(k: int, n: int) -> tuple[float, float]:
+    p = k / n
+    center = p + Z * Z / (2 * n)
+    half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n))
+    return (center - half) / (1 + Z * Z / n), (center + half) / (1 + Z * Z / n)
+
+
+def test_wilson_closed_forms_at_the_ends():
+    # k = 0: [0, z^2 / (n + z^2)];  k = n: [n / (n + z^2), 1]
+    lo, hi = wilson_interval([0, 5, 2], [5, 5, 4])
+    assert lo[0] == 0.0 and hi[1] == 1.0
+    assert hi[0] == pytest.approx(Z * Z / (5 + Z * Z), rel=1e-12)
+    assert lo[1] == pytest.approx(5 / (5 + Z * Z), rel=1e-12)
+    # 2 of 4: symmetric about 1/2; the published value is [0.1500, 0.8500]
+    assert lo[2] == pytest.approx(0.15004, abs=1e-5) and hi[2] == pytest.approx(1 - lo[2])
+    lo, hi = wilson_interval([0], [0])
+    assert np.isnan(lo[0]) and np.isnan(hi[0])
+
+
+def test_divergence_table_fractions_and_intervals():
+    t = divergence_table(hand_runs()).set_index("learning_rate")
+    assert list(t.index) == [0.1, 1.0]
+    assert list(t["n"]) == [5, 4]
+    expect = {0.1: {"converged": 4, "catapult": 1},
+              1.0: {"catapult": 1, "oscillating": 1, "diverged": 2}}
+    for lr, counts in expect.items():
+        n = t.loc[lr, "n"]
+        for lab in LABELS:
+            k = counts.get(lab, 0)
+            assert t.loc[lr, f"n_{lab}"] == k
+            assert t.loc[lr, f"p_{lab}"] == pytest.approx(k / n)
+            lo, hi = textbook_wilson(k, n)
+            assert t.loc[lr, f"p_{lab}_lo"] == pytest.approx(max(lo, 0.0), abs=1e-12)
+            assert t.loc[lr, f"p_{lab}_hi"] == pytest.approx(min(hi, 1.0), abs=1e-12)
+    assert t.loc[1.0, "p_diverged"] == 0.5
+    assert t.loc[1.0, "p_diverged_lo"] == pytest.approx(0.15004, abs=1e-5)
+
+
+def test_divergence_table_medians_treat_diverged_runs_separately():
+    t = divergence_table(hand_runs()).set_index("learning_rate")
+    # lr 0.1: ratios 1, 1, 1, 1, 3 -> 1; lr 1.0: the two diverged runs (900, 1.2) are left out,
+    # leaving catapult 5 and oscillating 1.5 -> 3.25
+    assert t.loc[0.1, "median_peak_ratio"] == 1.0
+    assert t.loc[1.0, "median_peak_ratio"] == 3.25
+    # catapults only: lr 0.1: 14 - 10 = 4; lr 1.0: 9 - 3 = 6 (the oscillating run's 3 not used)
+    assert t.loc[0.1, "median_recover_steps"] == 4.0
+    assert t.loc[1.0, "median_recover_steps"] == 6.0
+    runs = hand_runs()
+    runs.loc[runs["learning_rate"] == 1.0, "label"] = "diverged"
+    runs.loc[runs["label"] == "catapult", "recover_step"] = NA
+    t = divergence_table(runs).set_index("learning_rate")
+    assert np.isnan(t.loc[1.0, "median_peak_ratio"]) and t.loc[1.0, "p_diverged"] == 1.0
+    assert np.isnan(t.loc[0.1, "median_recover_steps"])
+
+
+def test_divergence_table_several_axes_and_results_object():
+    runs = hand_runs()
+    runs["init_scale"] = np.where(runs["seed"] % 2 == 0, 1.0, 2.0)
+    t = divergence_table(runs, by=["learning_rate", "init_scale"])
+    assert len(t) == 4 and t["n"].sum() == len(runs)
+    row = t[(t["learning_rate"] == 1.0) & (t["init_scale"] == 1.0)].iloc[0]
+    assert row["n"] == 2 and row["n_catapult"] == 1 and row["n_diverged"] == 1
+    assert row["median_peak_ratio"] == 5.0  # the diverged run (seed 2) excluded
+    res = ts.Results(runs=hand_runs(), curves=pd.DataFrame(),
+                     config=ts.parse({"sweep": {"learning_rate": [0.1, 1.0],
+                                                "seed": {"range": 5}}}))
+    pd.testing.assert_frame_equal(divergence_table(res, by="learning_rate"),
+                                  divergence_table(hand_runs()))
+
+
+def test_label_counts_unchanged():
+    c = label_counts(hand_runs())
+    assert list(c.columns) == [*LABELS, "total"]
+    assert c.loc[1.0, "diverged"] == 2 and c.loc[0.1, "total"] == 5
+
+
+@pytest.mark.parametrize("by, match", [("momentum", "momentum"), ([], "at least one")])
+def test_divergence_table_bad_input(by, match):
+    with pytest.raises(InputError, match=match):
+        divergence_table(hand_runs(), by=by)
+    with pytest.raises(InputError, match="Results or a runs DataFrame"):
+        divergence_table([1, 2, 3])

@@ -1,0 +1,208 @@
+"""Critical learning rates against closed forms, and the bisection's batching contract.
+
+Linear least squares is the closed form: with y = X w*, the project's MSE (mean squared error,
+no 1/2) is L(w) = e^T (H / 2) e with e = w - w* and H = 2 X^T X / n, so gradient descent
+multiplies the error's component along eigenvector v_i by (1 - lr lambda_i) every step and
+    L_T(lr) = sum_i c_i (1 - lr lambda_i)^(2T),   c_i = lambda_i (v_i . e_0)^2 / 2.
+Every |1 - lr lambda_i| <= 1 for lr <= 2 / lambda_max, so L_T <= L_0 and no such run is labelled
+diverged. For lr = (2 / lambda)(1 + eps) the top term alone is c_1 (1 + 2 eps)^(2T), so every
+run with eps >= eps_T = ((1.05 L_0 / c_1)^(1 / 2T) - 1) / 2 ends above 1.05 L_0: diverged. The
+label boundary therefore lies in (2 / lambda, (2 / lambda)(1 + eps_T)], and eps_T shrinks like
+log(1.05 L_0 / c_1) / (4 T); T = 2000 puts it at a few 1e-4 here.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import trainscape  # noqa: F401  (turns on x64)
+from trainscape import critical, engine
+from trainscape.errors import InputError
+
+N, D, STEPS, RTOL = 64, 5, 2000, 1e-3
+STALL = 1.05  # classify: ending above 1.05 x the initial loss is diverged
+
+
+def lsq_problem():
+    rng = np.random.default_rng(7)
+    x_nd = rng.normal(size=(N, D)) * np.linspace(0.5, 2.0, D)
+    w_star = rng.normal(size=D)
+    w0 = rng.normal(size=(D, 1))
+    return x_nd, x_nd @ w_star, w_star, w0
+
+
+X_ND, Y_N, W_STAR, W0 = lsq_problem()
+HESS = 2.0 * X_ND.T @ X_ND / N
+EIGVALS, EIGVECS = np.linalg.eigh(HESS)
+LAM = EIGVALS[-1]
+
+
+def lsq_config(scales) -> dict:
+    # one static configuration for every test here, so its two programs compile once
+    return {
+        "model": {"hidden": [], "bias": False},
+        "loss": {"name": "mse"},
+        "train": {"steps": STEPS, "dtype": "float64", "record_every": STEPS},
+        "sweep": {"init_scale": list(scales)},
+    }
+
+
+def finite_step_margin(scale: float) -> float:
+    """eps_T of the module docstring for the run starting at scale * W0."""
+    e0 = scale * W0[:, 0] - W_STAR
+    loss0 = 0.5 * e0 @ HESS @ e0
+    c1 = 0.5 * LAM * (EIGVECS[:, -1] @ e0) ** 2
+    return ((STALL * loss0 / c1) ** (1 / (2 * STEPS)) - 1) / 2
+
+
+def lsq_critical(scales, **kw):
+    return critical.critical_lr(lsq_config(scales), data=(X_ND, Y_N), init_params=[{"w": W0}],
+                                low=0.01, high=10.0, rtol=RTOL, **kw)
+
+
+@pytest.fixture(scope="module")
+def lsq_table():
+    return lsq_critical([0.5, 1.0, 2.0])
+
+
+def test_sharpness_init_is_top_eigenvalue_of_2xtx_over_n(lsq_table):
+    np.testing.assert_allclose(lsq_table["sharpness_init"], LAM, rtol=1e-6)
+    np.testing.assert_allclose(lsq_table["predicted_lr"], 2 / LAM, rtol=1e-6)
+
+
+def test_critical_lr_is_2_over_lambda(lsq_table):
+    t = lsq_table
+    assert t["bracket_ok"].all() and not t["non_monotone"].any()
+    assert list(t["init_scale"]) == [0.5, 1.0, 2.0]
+    margin = np.array([finite_step_margin(s) for s in t["init_scale"]])
+    assert (margin < 5e-4).all()  # the problem is set up so steps suffice to see divergence
+    # bisection invariant against the closed-form boundary: lr_low does not diverge, lr_high does
+    assert (t["lr_high"] > 2 / LAM).all()
+    assert (t["lr_low"] < 2 / LAM * (1 + margin)).all()
+    assert (t["lr_high"] / t["lr_low"] - 1 <= RTOL).all()
+    assert (t["critical_lr"] == t["lr_high"]).all()
+    rel = t["critical_lr"] * LAM / 2 - 1
+    assert (rel > 0).all() and (rel <= RTOL + margin).all()
+    # every row took the same number of rounds: log2(log(1000) / log(1 + rtol)) -> 13
+    assert (t["n_rounds"] == critical._count_rounds(0.01, 10.0, RTOL)).all()
+
+
+def test_one_batched_engine_call_per_round_and_chunk_size_independence(monkeypatch):
+    calls = []
+    real = engine.run_chunks
+
+    def counting(groups, hp, *args, **kwargs):
+        outs = list(real(groups, hp, *args, **kwargs))
+        calls.append((len(hp["learning_rate"]), len(outs)))
+        yield from outs
+
+    monkeypatch.setattr(engine, "run_chunks", counting)
+    scales = np.round(np.linspace(0.5, 2.0, 80), 6)  # more rows than one block group
+    group = engine.BLOCK * len(engine.run_devices())
+    small = lsq_critical(scales, chunk_size=group)
+    small_calls = list(calls)
+    calls.clear()
+    big = lsq_critical(scales, chunk_size=4 * group)
+    pd.testing.assert_frame_equal(small, big)
+
+    rounds = int(small["n_rounds"].max())
+    for got, chunked in ((small_calls, True), (calls, False)):
+        # bracket (both ends, with sharpness), one call per bisection round, the ladder
+        assert len(got) == rounds + 2
+        assert [n for n, _ in got] == ([160] + [80] * rounds + [80 * critical.LADDER_POINTS])
+        assert all((c > 1) == chunked for _, c in got[1:-1])
+    assert small["bracket_ok"].all()
+    np.testing.assert_array_less(2 / LAM, small["critical_lr"])
+
+
+# --------------------------------------------------------------- bisection logic, no training
+
+
+def fake_boundaries(monkeypatch, rule, sharp=4.0):
+    """Replace the engine round by `rule(seed, lr) -> diverged`; record each round's size."""
+    sizes = []
+
+    def fake(prep, groups, group_of_row, row_K, lr_K, chunk_size):
+        seeds = prep.table["seed"].to_numpy()[row_K]
+        sizes.append(len(row_K))
+        div = np.array([rule(int(s), float(lr)) for s, lr in zip(seeds, lr_K, strict=True)])
+        return div, np.full(len(row_K), sharp)
+
+    monkeypatch.setattr(critical, "_diverges", fake)
+    return sizes
+
+
+def rule(seed: int, lr: float) -> bool:
+    if seed == 0:  # monotone: diverges from 0.37 up
+        return lr >= 0.37
+    if seed == 1:  # a divergent band, then trains again until 5: non-monotone
+        return 1.0 <= lr < 2.0 or lr >= 5.0
+    if seed == 2:  # diverges even at the low end
+        return True
+    return False  # seed 3: never diverges, not even at the high end
+
+
+SMALL = {"data": {"name": "moons", "n_samples": 16}, "model": {"hidden": [4]},
+         "train": {"steps": 5},
+         "sweep": {"learning_rate": {"geomspace": [0.01, 100.0], "num": 5},
+                   "seed": {"range": 4}}}
+
+
+def test_bisection_brackets_flags_and_default_bracket(monkeypatch):
+    sizes = fake_boundaries(monkeypatch, rule)
+    t = critical.critical_lr(SMALL, rtol=1e-4)
+    assert list(t.columns) == ["seed", *critical.RESULT_COLUMNS]
+    assert t.attrs["bracket"] == (0.01, 100.0)  # from the swept learning rates
+    ok = t.set_index("seed")
+    assert 0.37 <= ok.loc[0, "critical_lr"] <= 0.37 * (1 + 1e-4)
+    assert ok.loc[0, "lr_low"] < 0.37 and not ok.loc[0, "non_monotone"]
+    assert 1.0 <= ok.loc[1, "critical_lr"] <= 1.0001 and ok.loc[1, "non_monotone"]
+    for seed in (2, 3):
+        assert not ok.loc[seed, "bracket_ok"] and np.isnan(ok.loc[seed, "critical_lr"])
+        assert ok.loc[seed, "n_rounds"] == 0
+    assert (ok["predicted_lr"] == 0.5).all()
+    rounds = int(ok["n_rounds"].max())
+    # one call for both ends of all rows, one per round over the open rows, one ladder
+    assert sizes == [8] + [2] * rounds + [2 * critical.LADDER_POINTS]
+
+
+def test_default_bracket_without_swept_learning_rate(monkeypatch):
+    fake_boundaries(monkeypatch, lambda seed, lr: lr > 3.0)
+    cfg = {**SMALL, "sweep": {"seed": [0]}}
+    t = critical.critical_lr(cfg)
+    assert t.attrs["bracket"] == critical.DEFAULT_BRACKET
+    assert 3.0 < t["critical_lr"][0] <= 3.0 * (1 + 1e-3) and t["bracket_ok"][0]
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"rtol": 0}, "rtol"),
+    ({"rtol": float("nan")}, "rtol"),
+    ({"rtol": 1e-13}, "rtol"),
+    ({"low": 1.0, "high": 0.5}, "low < high"),
+    ({"low": -1.0}, "low"),
+    ({"chunk_size": 0}, "chunk_size"),
+])
+def test_bad_arguments_are_one_line_input_errors(monkeypatch, kw, match):
+    sizes = fake_boundaries(monkeypatch, rule)
+    with pytest.raises(InputError, match=match) as e:
+        critical.critical_lr(SMALL, **kw)
+    assert "\n" not in str(e.value) and sizes == []
+
+
+def test_cli_prints_table_and_writes_csv(monkeypatch, tmp_path):
+    fake_boundaries(monkeypatch, rule)
+    cfg = tmp_path / "exp.toml"
+    cfg.write_text('[data]\nname = "moons"\nn_samples = 16\n[model]\nhidden = [4]\n'
+                   '[sweep]\nseed = {range = 4}\n')
+    out, stream = tmp_path / "crit.csv", io.StringIO()
+    assert critical.cli(str(cfg), ["train.steps=5"], out_csv=out, stream=stream) == 0
+    text = stream.getvalue()
+    assert "critical_lr" in text and "bracket_ok = False" in text and "non_monotone" in text
+    back = pd.read_csv(out)
+    assert len(back) == 4 and list(back.columns) == ["seed", *critical.RESULT_COLUMNS]
+    with pytest.raises(InputError, match="does not exist"):
+        critical.cli(str(cfg), [], out_csv=tmp_path / "nope" / "x.csv", stream=stream)

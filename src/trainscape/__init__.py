@@ -38,8 +38,8 @@ jax.config.update("jax_enable_x64", True)
 from .analysis import divergence_table, label_counts  # noqa: E402
 from .api import run  # noqa: E402
 from .compare import compare, compare_dtypes  # noqa: E402
-from .critical import critical_lr  # noqa: E402
 from .config import Experiment, parse  # noqa: E402
+from .critical import critical_lr  # noqa: E402
 from .data import load_dataset  # noqa: E402
 from .errors import ConfigError, DataError, InputError  # noqa: E402
 from .gradcheck import gradcheck  # noqa: E402

@@ -99,9 +99,16 @@ def _cli(*args) -> list[str]:
     return [sys.executable, "-m", "trainscape", "run", *map(str, args)]
 
 
+def _default_signals() -> None:
+    # a shell that starts CI in the background hands its children SIGINT/SIGTERM ignored;
+    # the child must see them as a user's terminal would deliver them
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _start(env, *args) -> subprocess.Popen:
     return subprocess.Popen(_cli(*args), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
 
 
 def _wait_saved(proc: subprocess.Popen, out: Path, n: int = 1, timeout: float = 180) -> None:

@@ -439,10 +439,8 @@ def _fingerprint(prep: Prepared, env: dict) -> dict:
 
 
 def _chunk_layout(prep: Prepared, size: int) -> list[tuple]:
-    """(static, run-table rows) of every chunk, numbered as in `engine.run_chunks`: `size` runs
-    at a time within each program group, groups in order, never straddling two."""
-    return [(static, rows[s:s + size]) for static, rows in prep.groups
-            for s in range(0, len(rows), size)]
+    """(static, run-table rows) of every chunk, numbered as in `engine.run_chunks`."""
+    return engine.chunk_layout(prep.groups, size)
 
 
 def _compute_chunk(prep: Prepared, index: int, static, rows: np.ndarray, dispatch: int):

@@ -107,6 +107,13 @@ def default_chunk_size(n_runs: int) -> int:
     return plan_chunks(n_runs, None, len(run_devices()))
 
 
+def chunk_layout(groups: list, size: int) -> list[tuple]:
+    """(static, run-table rows) of every chunk: `size` runs at a time within each program
+    group, groups in order, never straddling two. The position in this list is the chunk's
+    number, on disk and in `run_chunks`."""
+    return [(st, rows[s:s + size]) for st, rows in groups for s in range(0, len(rows), size)]
+
+
 def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
                chunk_size: int | None = None, skip: set[int] | frozenset = frozenset(),
                ) -> Iterator[ChunkOutput]:
@@ -122,44 +129,45 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
     devices = run_devices()
     group_runs = BLOCK * len(devices)
     size = -(-(chunk_size or default_chunk_size(n)) // group_runs) * group_runs
-    index = 0
-    for st, rows in groups:
-        devs = group_devices(st, devices)
-        group_runs = BLOCK * len(devs)
-        # runs are independent, so sharding the run axis needs no communication; data and the
-        # caller's init params are replicated on every device
-        mesh = jax.sharding.Mesh(np.array(devs), ("runs",))
-        by_run = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
-        replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
-        fn = compiled_sweep(st, tuple(devs))
-        dt = jnp.dtype(st.dtype)
-        hdt = np.float32 if st.dtype == "bfloat16" else dt
-        xd = jax.device_put(jnp.asarray(x, dt), replicated)
-        yd = jax.device_put(jnp.asarray(y, jnp.int32 if st.loss == "cross_entropy" else dt),
-                            replicated)
-        ip = None
-        if init_params is not None:
-            ip = jax.device_put(jax.tree.map(lambda p, dt=dt: jnp.asarray(p, dt), init_params),
-                                replicated)
-        for start in range(0, len(rows), size):
-            if index in skip:
-                index += 1
-                continue
-            stop = min(start + size, len(rows))
-            t0 = time.perf_counter()
-            pending = []
-            for g0 in range(start, stop, group_runs):  # dispatched asynchronously
-                # pad by repeating the group's last run; padded outputs are dropped
-                idx = rows[np.arange(g0, g0 + group_runs).clip(max=len(rows) - 1)]
-                batch = {k: jax.device_put(v[idx].astype(np.int32 if k == "seed" else hdt),
-                                           by_run) for k, v in hp.items()}
-                traj: Trajectory = fn(batch, xd, yd, ip)
-                pending.append((min(g0 + group_runs, stop) - g0, traj))
-            parts = [{k: np.asarray(v)[:m] for k, v in t._asdict().items()} for m, t in pending]
-            host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-            yield ChunkOutput(index, start, stop, host, time.perf_counter() - t0,
-                              rows=rows[start:stop])
-            index += 1
+    placed: dict = {}  # per static: its devices, shardings, compiled program and data
+    for index, (st, rows) in enumerate(chunk_layout(groups, size)):
+        if index in skip:
+            continue
+        if st not in placed:
+            placed[st] = _place(st, devices, x, y, init_params)
+        fn, by_run, xd, yd, ip, group_runs = placed[st]
+        hdt = np.float32 if st.dtype == "bfloat16" else jnp.dtype(st.dtype)
+        t0 = time.perf_counter()
+        pending = []
+        for g0 in range(0, len(rows), group_runs):  # dispatched asynchronously
+            # pad by repeating the chunk's last run; padded outputs are dropped
+            idx = rows[np.arange(g0, g0 + group_runs).clip(max=len(rows) - 1)]
+            batch = {k: jax.device_put(v[idx].astype(np.int32 if k == "seed" else hdt),
+                                       by_run) for k, v in hp.items()}
+            traj: Trajectory = fn(batch, xd, yd, ip)
+            pending.append((min(g0 + group_runs, len(rows)) - g0, traj))
+        parts = [{k: np.asarray(v)[:m] for k, v in t._asdict().items()} for m, t in pending]
+        host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        yield ChunkOutput(index, int(rows[0]), int(rows[0]) + len(rows), host,
+                          time.perf_counter() - t0, rows=rows)
+
+
+def _place(st: Static, devices: list, x, y, init_params):
+    """Compiled program, shardings and device copies of the data for one static config."""
+    devs = group_devices(st, devices)
+    # runs are independent, so sharding the run axis needs no communication; data and the
+    # caller's init params are replicated on every device
+    mesh = jax.sharding.Mesh(np.array(devs), ("runs",))
+    by_run = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("runs"))
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    dt = jnp.dtype(st.dtype)
+    xd = jax.device_put(jnp.asarray(x, dt), replicated)
+    yd = jax.device_put(jnp.asarray(y, jnp.int32 if st.loss == "cross_entropy" else dt),
+                        replicated)
+    ip = None
+    if init_params is not None:
+        ip = jax.device_put(jax.tree.map(lambda p: jnp.asarray(p, dt), init_params), replicated)
+    return compiled_sweep(st, tuple(devs)), by_run, xd, yd, ip, BLOCK * len(devs)
 
 
 def n_chunks(n_runs: int, chunk_size: int) -> int:

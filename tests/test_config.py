@@ -109,3 +109,18 @@ def test_nan_in_toml_is_caught(tmp_path):
     p.write_text("[sweep]\nlearning_rate = [0.1, nan]\n")
     with pytest.raises(ConfigError, match="finite"):
         cfg.parse(p)
+
+
+@pytest.mark.parametrize("sweep", [
+    {"seed": {"range": 10**10}},
+    {"learning_rate": {"geomspace": [1e-3, 1.0], "num": 10**8}},
+    {"learning_rate": {"linspace": [0.1, 1.0], "num": 1000}, "seed": {"range": 1000},
+     "init_scale": {"linspace": [0.5, 2.0], "num": 1001}},
+])
+def test_huge_grids_are_refused_before_they_are_built(sweep):
+    import time
+
+    t0 = time.perf_counter()
+    with pytest.raises(ConfigError, match="at most"):
+        cfg.parse({"sweep": sweep})
+    assert time.perf_counter() - t0 < 5

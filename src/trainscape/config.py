@@ -44,6 +44,8 @@ _BOUNDS = {"init_scale": (0, None), "momentum": (0, 1), "weight_decay": (0, None
            "b1": (0, 1), "b2": (0, 1), "decay": (0, 1), "l2": (0, None), "grad_clip": (0, None),
            "dropout": (0, 1)}
 _PER_ENTRY_LR = re.compile(r"^learning_rate\.(\d+)$")
+MAX_AXIS_VALUES = 1_000_000  # one axis; checked before the values are built
+MAX_RUNS = 10**9  # the whole grid
 
 
 class _Section(BaseModel):
@@ -303,6 +305,9 @@ def expand_axis(name: str, spec) -> tuple:
                 raise ConfigError(f"{key}.range: expected an integer n or [start, stop], got {r!r}")
             if hi <= lo:
                 raise ConfigError(f"{key}.range: empty range {r!r}; need stop > start")
+            if hi - lo > MAX_AXIS_VALUES:
+                raise ConfigError(f"{key}.range: {hi - lo} values; at most {MAX_AXIS_VALUES:,} "
+                                  "per axis")
             vals = list(range(lo, hi))
         else:
             ab = spec[form]
@@ -313,6 +318,8 @@ def expand_axis(name: str, spec) -> tuple:
             num = spec.get("num")
             if isinstance(num, bool) or not isinstance(num, int) or num < 1:
                 raise ConfigError(f"{key}.num: expected a positive integer, got {num!r}")
+            if num > MAX_AXIS_VALUES:
+                raise ConfigError(f"{key}.num: got {num}; at most {MAX_AXIS_VALUES:,} per axis")
             if form == "geomspace":
                 if not (a > 0 and b > 0) or not (math.isfinite(a) and math.isfinite(b)):
                     raise ConfigError(
@@ -417,6 +424,10 @@ def _from_dict(raw: dict) -> Experiment:
             continue
         _check_axis_name(name)
         sweep[name] = expand_axis(name, spec)
+    n_runs = math.prod(len(v) for v in sweep.values())
+    if n_runs > MAX_RUNS:
+        raise ConfigError(f"[sweep]: {n_runs:,} runs; at most {MAX_RUNS:,} in one grid "
+                          "(split it into several experiments)")
     name = raw.get("name", "experiment")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
         raise ConfigError(

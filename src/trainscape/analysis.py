@@ -16,8 +16,13 @@ def label_counts(runs: pd.DataFrame, by: str | list[str] = "learning_rate") -> p
     """Number of runs with each label for every value of `by` (columns: every label, in
     LABELS order, then `total`). Diverged runs are counted in `diverged`."""
     by = [by] if isinstance(by, str) else list(by)
-    counts = (runs.groupby(by + ["label"], observed=True).size().unstack("label", fill_value=0)
-              .reindex(columns=list(LABELS), fill_value=0))
+    return count_table(runs.groupby(by + ["label"], observed=True).size())
+
+
+def count_table(sizes: pd.Series) -> pd.DataFrame:
+    """`label_counts`'s table from run counts indexed by (axis values..., label)."""
+    counts = (sizes.unstack("label", fill_value=0)
+              .reindex(columns=list(LABELS), fill_value=0).astype(np.int64))
     counts.columns.name = None
     counts["total"] = counts.sum(axis=1)
     return counts

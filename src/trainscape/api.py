@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from . import classify, engine, grid, store
+from . import classify, engine, grid, memory, store
 from . import config as cfg
 from . import data as data_mod
 from .errors import ConfigError, DataError, InputError
 from .models import Model, builtin_mlp
-from .results import Results
+from .results import META_FILE, Results, atomic_json
 from .train import Static, record_steps
 
 DEFAULT_RESULTS_ROOT = Path("results")
@@ -140,23 +140,48 @@ class Prepared:
             sharpness_iters=m.sharpness_iters, sharpness_which=m.sharpness_which,
         )
         _check_axes_used(exp)
-        self.table = grid.expand(exp)
+        self.n_runs = exp.n_runs
         # one compiled program per value of the static axes (dtype, batch size)
         self.groups = []
         for dt in dtypes:
             for bs in batch_sizes:
-                mask = np.ones(len(self.table), bool)
-                if "dtype" in exp.sweep:
-                    mask &= (self.table["dtype"] == dt).to_numpy()
-                if "batch_size" in exp.sweep:
-                    mask &= (self.table["batch_size"] == bs).to_numpy()
+                pos = np.intersect1d(grid.axis_positions(exp, "dtype", dt),
+                                     grid.axis_positions(exp, "batch_size", bs),
+                                     assume_unique=True)
                 st = Static(model=models[dt], dtype=dt, batch_size=bs, **common)
-                self.groups.append((st, np.nonzero(mask)[0]))
+                self.groups.append((st, pos))
         self.static = self.groups[0][0]
-        names = ("seed", *cfg.HPARAM_AXES,
-                 *[a for a in exp.sweep if a.startswith("learning_rate.")])
-        defaults = {"seed": exp.train.seed, **cfg.hparam_defaults(exp)}
-        self.hp = engine.hparam_arrays(self.table, names, defaults, np.float64)
+        self.hp_names = ("seed", *cfg.HPARAM_AXES,
+                         *[a for a in exp.sweep if a.startswith("learning_rate.")])
+        self.hp_defaults = {"seed": exp.train.seed, **cfg.hparam_defaults(exp)}
+        self._table = self._hp = None
+
+    @property
+    def table(self) -> pd.DataFrame:
+        """The whole run table (built on first use; a sweep works on `rows` chunk by chunk)."""
+        if self._table is None:
+            self._table = grid.expand(self.exp)
+        return self._table
+
+    @property
+    def hp(self) -> dict[str, np.ndarray]:
+        """Every run's hyperparameters (see `engine.hparam_arrays`), built on first use."""
+        if self._hp is None:
+            self._hp = engine.hparam_arrays(self.table, self.hp_names, self.hp_defaults,
+                                            np.float64)
+        return self._hp
+
+    def rows(self, positions: np.ndarray) -> pd.DataFrame:
+        return self.table.iloc[positions].reset_index(drop=True) if self._table is not None \
+            else grid.rows(self.exp, positions)
+
+    def hparams(self, positions: np.ndarray) -> dict[str, np.ndarray]:
+        """The hyperparameters of the runs at `positions` only."""
+        if self._hp is not None:
+            return engine.take(self._hp, positions)
+        return engine.take(engine.hparam_arrays(self.rows(positions), self.hp_names,
+                                                self.hp_defaults, np.float64),
+                           np.arange(len(positions)))
 
     def fingerprint(self) -> dict:
         arrays = [self.x, self.y]
@@ -215,7 +240,7 @@ def chunk_tables(prep: Prepared, out: engine.ChunkOutput) -> tuple[pd.DataFrame,
     """Runs rows and long curves for one finished chunk."""
     t = out.traj
     positions = out.rows if out.rows is not None else np.arange(out.start, out.stop)
-    rows = prep.table.iloc[positions].reset_index(drop=True)
+    rows = prep.rows(positions)
     runs = rows.copy()
     for k in ("initial_loss", "final_loss", "min_loss", "max_loss"):
         runs[k] = t[k].astype(np.float64)
@@ -235,7 +260,7 @@ def chunk_tables(prep: Prepared, out: engine.ChunkOutput) -> tuple[pd.DataFrame,
     if prep.static.sharpness and prep.static.optimizer == "sgd" and not any(
             a.startswith("learning_rate.") for a in prep.exp.sweep):
         codes = classify.edge_of_stability(codes, t["sharpness_final"],
-                                           prep.hp["learning_rate"][positions])
+                                           prep.hparams(positions)["learning_rate"])
     runs["label"] = np.asarray(classify.LABELS)[codes]
     if prep.static.sharpness:
         runs["sharpness_init"] = t["sharpness_init"].astype(np.float64)
@@ -329,50 +354,49 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
         why = str(e) or "out of memory"
         raise InputError(f"the data or the grid does not fit in host memory ({why}); "
                          "reduce [data] n_samples or the sweep") from None
-    n = len(prep.table)
-    n_dev = len(engine.run_devices())
-    # whole blocks, as the engine dispatches them: the manifest then records the chunk size
-    # that numbers the chunks, whatever device count a resumed sweep runs on
-    size = (engine.plan_chunks(n, chunk_size, n_dev) if chunk_size is None
-            else -(-min(chunk_size, n) // (engine.BLOCK * n_dev)) * engine.BLOCK * n_dev)
-    if chunk_size is None:
-        size = _fit_budget(prep, size, n_dev, memory_budget)
+    n = prep.n_runs
     env = environment()
-    _check_memory(prep)  # before anything is written or compiled
+    path = None if out is None else default_out(exp.name) if out == "auto" else Path(out)
+    _check_memory(prep, in_memory=out is None, out=path)  # before anything is written/compiled
 
     if out is None:
-        runs_parts, curves_parts, timing = _sweep(prep, size, None, progress)
-        return _finish(prep, runs_parts, curves_parts, env, timing, t_start, None)
+        size, probe = _chunk_size(prep, chunk_size, memory_budget)
+        parts, timing = _sweep(prep, size, None, progress)
+        return _finish(prep, parts, env, {**timing, **probe}, t_start, None)
 
-    path = default_out(exp.name) if out == "auto" else Path(out)
-    st = store.Store(path, _fingerprint(prep, env), n, size, resume)
+    st = store.Store(path, _fingerprint(prep, env), n, None, resume)  # refusals only
+    probe = {}
+    if st.chunk_size is None:  # a new sweep (a resumed one keeps its manifest's chunk size)
+        st.chunk_size, probe = _chunk_size(prep, chunk_size, memory_budget)
     with st:
         if st.finished:  # resuming a sweep that already finished: nothing left to compute
             from .results import load
 
             st.finish()
             return load(path)
-        runs_parts, curves_parts, timing = _sweep(prep, st.chunk_size, st, progress)
-        res = _finish(prep, runs_parts, curves_parts, env, timing, t_start, path)
-        res.save(path)
+        _, timing = _sweep(prep, st.chunk_size, st, progress)
+        res = _finish(prep, None, env, {**timing, **probe}, t_start, path)
+        st.assemble(len(_chunk_layout(prep, st.chunk_size)))
+        atomic_json({**res.meta, "config": res.config.to_dict()}, path / META_FILE)
         st.finish()
     return res
 
 
 def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool):
-    n = len(prep.table)
+    """Train every chunk not already saved. In memory (`st` None) every chunk's tables are
+    kept and returned; with a store each chunk goes to disk as soon as it is done and only its
+    timing stays in memory, so host memory does not grow with the grid."""
+    n = prep.n_runs
     layout = _chunk_layout(prep, size)
-    runs_parts: dict[int, pd.DataFrame] = {}
-    curves_parts: dict[int, pd.DataFrame] = {}
-    done = st.done_chunks() if st is not None else set()
-    if done:
-        r, c = st.load_chunks(done)
-        for i, runs, curves in zip(sorted(done), r, c, strict=True):
+    parts: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    saved: set[int] = set()
+    if st is not None:
+        for i in st.done_chunks():
             # checksums prove a file is intact, this that it holds the runs its number means
-            if i < len(layout) and np.array_equal(
-                    runs["run_id"].to_numpy(), prep.table["run_id"].to_numpy()[layout[i][1]]):
-                runs_parts[i], curves_parts[i] = runs, curves
-    already = sum(len(r) for r in runs_parts.values())
+            # (a run's position in the grid is its run_id)
+            if i < len(layout) and np.array_equal(st.chunk_run_ids(i), layout[i][1]):
+                saved.add(i)
+    already = sum(len(layout[i][1]) for i in saved)
     dispatch = _fit_dispatch(prep, size)
     timing = {"chunk_size": size, "dispatch_size": dispatch, "chunk_seconds": [],
               "first_chunk_seconds": None, "resumed_runs": already}
@@ -380,35 +404,32 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool):
                dynamic_ncols=True, smoothing=0.1)
     try:
         for index, (static, rows) in enumerate(layout):
-            if index in runs_parts:
+            if index in saved:
                 continue
             with store.interrupts_deferred():
                 out, dispatch = _compute_chunk(prep, index, static, rows, dispatch)
                 runs, curves = chunk_tables(prep, out)
                 if st is not None:
                     st.save_chunk(index, runs, curves)
-            runs_parts[index] = runs
-            curves_parts[index] = curves
+            if st is None:
+                parts[index] = (runs, curves)
             if timing["first_chunk_seconds"] is None:
                 timing["first_chunk_seconds"] = out.seconds
             timing["chunk_seconds"].append(out.seconds)
+            del out, runs, curves  # a stored chunk lives on disk only
             bar.update(len(rows))
     finally:
         bar.close()
     timing["chunk_size_settled"] = dispatch
-    return runs_parts, curves_parts, timing
+    return parts, timing
 
 
-def _finish(prep, runs_parts, curves_parts, env, timing, t_start, path) -> Results:
-    keys = sorted(runs_parts)
-    runs = pd.concat([runs_parts[k] for k in keys], ignore_index=True)
-    curves = pd.concat([curves_parts[k] for k in keys], ignore_index=True)
-    runs = runs.sort_values("run_id", kind="stable").reset_index(drop=True)
-    if len(prep.groups) > 1:  # chunks of several programs arrive grouped, not in run order
-        curves = curves.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
+def _finish(prep, parts, env, timing, t_start, path) -> Results:
+    """The Results of a finished sweep: assembled in memory from `parts`, or (path given)
+    read lazily from the folder, whose final files `Store.assemble` streams from the chunks."""
     total = time.perf_counter() - t_start
     computed = sum(timing["chunk_seconds"])
-    run_steps = (len(runs) - timing["resumed_runs"]) * prep.static.steps
+    run_steps = (prep.n_runs - timing["resumed_runs"]) * prep.static.steps
     meta = {
         **env,
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
@@ -421,9 +442,18 @@ def _finish(prep, runs_parts, curves_parts, env, timing, t_start, path) -> Resul
             "compute_seconds": computed,
             "total_seconds": total,
             "run_steps_per_second": run_steps / computed if computed > 0 else None,
+            "peak_host_memory_bytes": memory.peak_rss_bytes(),
         },
     }
-    return Results(runs=runs, curves=curves, config=prep.exp, meta=meta, path=path)
+    if path is not None:
+        return Results(config=prep.exp, meta=meta, path=path)
+    keys = sorted(parts)
+    runs = pd.concat([parts[k][0] for k in keys], ignore_index=True)
+    curves = pd.concat([parts[k][1] for k in keys], ignore_index=True)
+    runs = runs.sort_values("run_id", kind="stable").reset_index(drop=True)
+    if len(prep.groups) > 1:  # chunks of several programs arrive grouped, not in run order
+        curves = curves.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
+    return Results(runs=runs, curves=curves, config=prep.exp, meta=meta, path=None)
 
 
 # ------------------------------------------------------------------ reliability helpers
@@ -449,14 +479,13 @@ def _compute_chunk(prep: Prepared, index: int, static, rows: np.ndarray, dispatc
     the chunks already saved stay valid. Returns the chunk and the dispatch size that worked."""
     import sys
 
-    from . import memory
-
     group = engine.BLOCK * len(engine.run_devices())
     t0 = time.perf_counter()
     while True:
         try:
             parts = [o.traj for o in engine.run_chunks(
-                [(static, rows)], prep.hp, prep.x, prep.y, prep.init_params, dispatch)]
+                [(static, np.arange(len(rows)))], prep.hparams(rows), prep.x, prep.y,
+                prep.init_params, dispatch)]
             break
         except Exception as e:  # noqa: BLE001 - only allocation failures are retried
             if not memory.is_allocation_error(e):
@@ -479,8 +508,6 @@ def _compute_chunk(prep: Prepared, index: int, static, rows: np.ndarray, dispatc
 def _memory_need(prep: Prepared, runs: int) -> int:
     """Estimated peak device bytes while `runs` runs are in flight, for the hungriest program
     group. CPU devices share the host's memory; other devices each hold their share."""
-    from . import memory
-
     devices = engine.run_devices()
     per_pool = runs if devices[0].platform == "cpu" else -(-runs // len(devices))
     widths = (prep.d_out,) if prep.custom_model else (*prep.exp.model.hidden, prep.d_out)
@@ -496,31 +523,40 @@ def _memory_need(prep: Prepared, runs: int) -> int:
     return need
 
 
-def _check_memory(prep: Prepared) -> None:
+def _check_memory(prep: Prepared, in_memory: bool = True, out: Path | None = None) -> None:
     """Refuse a grid whose smallest chunk (one block on every device) cannot fit on the device,
-    or whose finished tables cannot fit in host memory, before anything is compiled."""
-    from . import memory
-
+    whose finished tables cannot fit in host memory (`in_memory`: results kept in memory), or
+    whose files cannot fit on the disk holding `out`, before anything is compiled."""
     devices = engine.run_devices()
     group = engine.BLOCK * len(devices)
     available = memory.device_memory_bytes(devices[0])
     need = _memory_need(prep, group)
+    fmt = memory.format_bytes
     if available is not None and need > available:
-        fmt = memory.format_bytes
         raise InputError(
             f"grid too large for this machine: its smallest chunk ({group} runs, "
             f"{engine.BLOCK} per device on {len(devices)} {devices[0].platform} device(s)) "
             f"needs about {fmt(need)}, but {fmt(available)} is available; reduce [data] "
             "n_samples, [model] hidden or the recorded steps ([train] record_every)")
-    host = memory.host_available_bytes()
     steps = _n_recorded(prep.static)
-    need = memory.host_results_bytes(len(prep.table), steps)
-    if host is not None and need > host:
-        fmt = memory.format_bytes
-        raise InputError(
-            f"grid too large for this machine: the results of {len(prep.table)} runs x {steps} "
-            f"recorded steps need about {fmt(need)} of host memory, but {fmt(host)} is "
-            "available; record fewer steps ([train] record_every) or split the grid")
+    if in_memory:
+        host = memory.host_available_bytes()
+        need = memory.host_results_bytes(prep.n_runs, steps)
+        if host is not None and need > host:
+            raise InputError(
+                f"grid too large for this machine: the results of {prep.n_runs} runs x "
+                f"{steps} recorded steps need about {fmt(need)} of host memory, but "
+                f"{fmt(host)} is available; write them to a folder (out=DIR), record fewer "
+                "steps ([train] record_every) or split the grid")
+    elif out is not None:
+        free = memory.disk_free_bytes(out)
+        need = memory.disk_results_bytes(prep.n_runs, steps)
+        if free is not None and need > free:
+            raise InputError(
+                f"output folder {str(out)!r}: the results of {prep.n_runs} runs x {steps} "
+                f"recorded steps need at least {fmt(need)} on disk, but {fmt(free)} is free; "
+                "record fewer steps ([train] record_every), split the grid or choose another "
+                "--out")
 
 
 def _n_recorded(static) -> int:
@@ -532,8 +568,6 @@ def _n_recorded(static) -> int:
 def _fit_dispatch(prep: Prepared, size: int) -> int:
     """Runs to dispatch at once: the chunk, or fewer whole blocks if the estimate says the
     whole chunk would not fit on the device."""
-    from . import memory
-
     devices = engine.run_devices()
     group = engine.BLOCK * len(devices)
     fits = memory.fit_runs(lambda k: _memory_need(prep, k), size, group,
@@ -544,15 +578,40 @@ def _fit_dispatch(prep: Prepared, size: int) -> int:
 MEMORY_FRACTION = 0.5  # default chunk budget: this fraction of what the device can allocate
 
 
-def _fit_budget(prep: Prepared, size: int, n_dev: int, budget: float | None) -> int:
-    """Shrink the default chunk (whole blocks) until its estimated memory fits `budget` bytes
-    (default MEMORY_FRACTION of the device's free memory). One block per device always runs:
-    a grid whose single block does not fit is refused by `_check_memory`."""
-    from . import memory
+def _chunk_size(prep: Prepared, chunk_size: int | None, budget: float | None):
+    """Runs per chunk, in whole blocks (BLOCK runs on every device), as the engine dispatches
+    them: the manifest then records the chunk size that numbers the chunks, whatever device
+    count a resumed sweep runs on. Explicit: `chunk_size` rounded up to whole blocks.
+    Automatic: `tuning.auto_chunk_size` (timing probe), then cut to the memory budget.
+    Returns (size, facts for meta.json's timings)."""
+    n = prep.n_runs
+    n_dev = len(engine.run_devices())
+    step = engine.BLOCK * n_dev
+    if chunk_size is not None:
+        return -(-min(chunk_size, n) // step) * step, {}
+    from . import tuning
 
+    size, facts = tuning.auto_chunk_size(prep, engine.plan_chunks(n, None, n_dev), n_dev)
+    fitted = _fit_budget(prep, size, n_dev, budget)
+    return fitted, {**facts, "memory_budget_bytes": _budget(budget)}
+
+
+def _budget(budget: float | None) -> int | None:
     if budget is None:
         free = memory.device_memory_bytes(engine.run_devices()[0])
         budget = None if free is None else MEMORY_FRACTION * free
+    return None if budget is None else int(budget)
+
+
+def _fit_budget(prep: Prepared, size: int, n_dev: int, budget: float | None) -> int:
+    """Shrink the chunk (whole blocks) until the estimated memory of its computation and of its
+    host tables fits `budget` bytes (default MEMORY_FRACTION of the device's free memory). One
+    block per device always runs: a grid whose single block does not fit is refused by
+    `_check_memory`."""
     step = engine.BLOCK * n_dev
-    return max(step, memory.fit_runs(lambda r: _memory_need(prep, r), size, step,
-                                     None if budget is None else int(budget)))
+    recorded = _n_recorded(prep.static)
+
+    def need(runs: int) -> int:
+        return _memory_need(prep, runs) + memory.host_results_bytes(runs, recorded)
+
+    return max(step, memory.fit_runs(need, size, step, _budget(budget)))

@@ -130,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "from Python) on the workloads of DESIGN.md, in one process; prints "
                     "run-steps/s, ratios and utilization against the dense float32 matmul "
                     "rate. PyTorch peers need the `bench` extra.")
-    b.add_argument("--workload", choices=("seed", "small", "all"), default="all")
+    b.add_argument("--workload", choices=("seed", "small", "all", "memory"), default="all",
+                   help="'memory': peak host memory of a 10,000-run and a 1,000,000-run sweep "
+                        "of a tiny network, each in its own process (about 2 minutes on 2 "
+                        "cores); not part of 'all'")
     b.add_argument("--out", help="write bench.json and bench.md into this folder")
     b.add_argument("--peers", help="comma-separated subset of peers (default: all)")
     b.add_argument("--repeats", type=_positive_int, default=3)
@@ -158,6 +161,10 @@ def cmd_compare(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    if args.workload == "memory":
+        from .bench_memory import main as memory_main
+
+        return memory_main(out_dir=args.out)
     from .bench import main as bench_main
 
     return bench_main(args.workload, args.out, peers=args.peers, repeats=args.repeats)

@@ -149,7 +149,7 @@ def critical_lr(config, data=None, init_params=None, model=None, low: float | No
 def _diverges(prep, groups, group_of_row, row_K, lr_K, chunk_size):
     """Run K runs (row `row_K[k]` of the run table at learning rate `lr_K[k]`) in one batched
     engine call; return (diverged_K, sharpness_init_K) as the runs table would label them."""
-    hp = {k: v[row_K] for k, v in prep.hp.items()}
+    hp = engine.take(prep.hp, row_K)
     hp["learning_rate"] = np.asarray(lr_K, np.float64)
     g_K = group_of_row[row_K]
     batches = [(st, np.nonzero(g_K == g)[0]) for g, (st, _) in enumerate(groups)]

@@ -69,14 +69,21 @@ def compiled_sweep(static: Static, devices: tuple = ()):
 
 def hparam_arrays(table: pd.DataFrame, names: tuple[str, ...], defaults: dict[str, Any],
                   dtype) -> dict[str, np.ndarray]:
-    """One array per hyperparameter for the rows of `table`: the swept column where the axis is
-    swept, else the default broadcast (so changing a default never recompiles)."""
-    n = len(table)
+    """One entry per hyperparameter: the swept column of `table` where the axis is swept, else
+    its default as a 0-d array (broadcast per chunk by :func:`take`, so an unswept value costs
+    no memory per run and changing a default never recompiles)."""
     out = {}
     for name in names:
-        col = table[name].to_numpy() if name in table.columns else np.full(n, defaults[name])
-        out[name] = col.astype(np.int64 if name == "seed" else dtype)
+        dt = np.int64 if name == "seed" else dtype
+        out[name] = (table[name].to_numpy().astype(dt, copy=False) if name in table.columns
+                     else np.asarray(defaults[name], dt))
     return out
+
+
+def take(hp: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
+    """The hyperparameters of the runs at positions `idx` (0-d defaults broadcast)."""
+    idx = np.asarray(idx)
+    return {k: v[idx] if v.ndim else np.full(idx.shape, v) for k, v in hp.items()}
 
 
 def group_devices(static: Static, devices: list) -> list:
@@ -124,8 +131,11 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
     are numbered across all groups in order. Yields one :class:`ChunkOutput` per chunk as soon
     as it is on the host. Chunks whose index is in `skip` (already saved) are not computed.
     """
-    n = len(next(iter(hp.values())))
-    groups = static if isinstance(static, list) else [(static, np.arange(n))]
+    if not isinstance(static, list):
+        n = max((len(v) for v in hp.values() if np.ndim(v)), default=1)
+        static = [(static, np.arange(n))]
+    groups = static
+    n = sum(len(rows) for _, rows in groups)
     devices = run_devices()
     group_runs = BLOCK * len(devices)
     size = -(-(chunk_size or default_chunk_size(n)) // group_runs) * group_runs
@@ -142,8 +152,8 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
         for g0 in range(0, len(rows), group_runs):  # dispatched asynchronously
             # pad by repeating the chunk's last run; padded outputs are dropped
             idx = rows[np.arange(g0, g0 + group_runs).clip(max=len(rows) - 1)]
-            batch = {k: jax.device_put(v[idx].astype(np.int32 if k == "seed" else hdt),
-                                       by_run) for k, v in hp.items()}
+            batch = {k: jax.device_put(v.astype(np.int32 if k == "seed" else hdt), by_run)
+                     for k, v in take(hp, idx).items()}
             traj: Trajectory = fn(batch, xd, yd, ip)
             pending.append((min(g0 + group_runs, len(rows)) - g0, traj))
         parts = [{k: np.asarray(v)[:m] for k, v in t._asdict().items()} for m, t in pending]

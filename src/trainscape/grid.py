@@ -21,12 +21,31 @@ def axis_dtype(name: str):
 
 def expand(exp: Experiment) -> pd.DataFrame:
     """The run table of `exp`: `run_id` plus one column per sweep axis."""
-    axes = exp.sweep
+    return rows(exp, np.arange(exp.n_runs, dtype=np.int64))
+
+
+def rows(exp: Experiment, positions: np.ndarray) -> pd.DataFrame:
+    """The rows of the run table at `positions` (= their run_ids), computed from the positions
+    alone (mixed-radix digits, first axis most significant), so a sweep never needs the whole
+    table of a huge grid in memory."""
+    positions = np.asarray(positions, dtype=np.int64)
+    cols: dict[str, np.ndarray] = {"run_id": positions}
+    inner = exp.n_runs
+    for name, values in exp.sweep.items():
+        inner //= len(values)
+        col = np.asarray(values, dtype=axis_dtype(name))[(positions // inner) % len(values)]
+        cols[name] = col.astype(str) if name == "dtype" else col
+    return pd.DataFrame(cols, copy=False)
+
+
+def axis_positions(exp: Experiment, name: str, value) -> np.ndarray:
+    """Positions of the runs whose axis `name` has `value` (every run if `name` is not swept)."""
     n = exp.n_runs
-    cols: dict[str, np.ndarray] = {"run_id": np.arange(n, dtype=np.int64)}
-    if axes:
-        idx = np.indices([len(v) for v in axes.values()]).reshape(len(axes), -1)
-        for (name, values), ix in zip(axes.items(), idx, strict=True):
-            col = np.asarray(values, dtype=axis_dtype(name))[ix]
-            cols[name] = col.astype(str) if name == "dtype" else col
-    return pd.DataFrame(cols)
+    if name not in exp.sweep:
+        return np.arange(n, dtype=np.int64)
+    names = list(exp.sweep)
+    inner = n
+    for a in names[:names.index(name) + 1]:
+        inner //= len(exp.sweep[a])
+    k = list(exp.sweep[name]).index(value)
+    return np.nonzero((np.arange(n, dtype=np.int64) // inner) % len(exp.sweep[name]) == k)[0]

@@ -66,6 +66,42 @@ def host_results_bytes(n_runs: int, steps_recorded: int) -> int:
     return int(n_runs) * (int(steps_recorded) * HOST_CURVE_BYTES + HOST_RUN_BYTES)
 
 
+# Bytes per recorded curve point on disk while a sweep finishes: the chunk files and the final
+# curves.parquet coexist until the chunks are removed, and a float64 loss rarely compresses.
+DISK_CURVE_BYTES = 2 * 8
+
+
+def disk_results_bytes(n_runs: int, steps_recorded: int) -> int:
+    """A lower bound on the disk bytes of a sweep's files at their peak (see DISK_CURVE_BYTES)."""
+    return int(n_runs) * int(steps_recorded) * DISK_CURVE_BYTES
+
+
+def disk_free_bytes(path) -> int | None:
+    """Free bytes on the file system that holds `path` (or its nearest existing parent)."""
+    import shutil
+    from pathlib import Path
+
+    p = Path(path).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident memory so far (Linux and macOS), or None."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return None
+    import sys
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024
+
+
 def fit_runs(need_of: Callable[[int], int], size: int, step: int, available: int | None) -> int:
     """Runs to dispatch at once: `size` rounded down to whole `step`s (at least one), halved
     until `need_of` fits in `available` bytes; 0 when even `step` runs do not fit. Unknown

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from . import config as cfg
 from .errors import InputError
@@ -23,25 +24,103 @@ CURVES_FILE = "curves.parquet"
 META_FILE = "meta.json"
 
 
-@dataclass
 class Results:
     """A finished sweep. `runs`: one row per run; `curves`: long loss curves; `config`: the
-    validated :class:`~trainscape.config.Experiment`; `meta`: versions, devices, timings."""
+    validated :class:`~trainscape.config.Experiment`; `meta`: versions, devices, timings.
 
-    runs: pd.DataFrame
-    curves: pd.DataFrame
-    config: cfg.Experiment
-    meta: dict = field(default_factory=dict)
-    path: Path | None = None
+    A Results read from a folder (``ts.load``, or ``ts.run`` with ``out``) reads `runs` and
+    `curves` from disk the first time they are used, so a sweep of millions of runs can be
+    summarized without holding its curves in memory: :meth:`read_runs` and
+    :meth:`read_curves` read only the columns and runs asked for.
+    """
+
+    def __init__(self, runs: pd.DataFrame | None = None, curves: pd.DataFrame | None = None,
+                 config: cfg.Experiment | None = None, meta: dict | None = None,
+                 path: Path | None = None):
+        if config is None:
+            raise TypeError("Results needs a config")
+        if (runs is None or curves is None) and path is None:
+            raise TypeError("Results needs runs and curves, or the folder holding them")
+        self._runs, self._curves = runs, curves
+        self.config = config
+        self.meta = {} if meta is None else meta
+        self.path = None if path is None else Path(path)
+
+    @property
+    def runs(self) -> pd.DataFrame:
+        if self._runs is None:
+            self._runs = self.read_runs()
+        return self._runs
+
+    @runs.setter
+    def runs(self, df: pd.DataFrame) -> None:
+        self._runs = df
+
+    @property
+    def curves(self) -> pd.DataFrame:
+        if self._curves is None:
+            self._curves = self.read_curves()
+        return self._curves
+
+    @curves.setter
+    def curves(self, df: pd.DataFrame) -> None:
+        self._curves = df
 
     @property
     def axes(self) -> tuple[str, ...]:
         return self.config.axes
 
+    @property
+    def n_runs(self) -> int:
+        if self._runs is not None or self.path is None:
+            return len(self.runs)
+        return pq.ParquetFile(self.path / RUNS_FILE).metadata.num_rows
+
+    def read_runs(self, columns: list[str] | None = None) -> pd.DataFrame:
+        """The runs table, or only `columns` of it (in run_id order), without loading the rest
+        (`label` is then a categorical)."""
+        if self._runs is not None:
+            return self._runs if columns is None else self._runs[list(columns)]
+        want = None if columns is None else list(dict.fromkeys(["run_id", *columns]))
+        # a column subset is for aggregating many runs: its labels come as a categorical
+        # (one byte per run instead of a string)
+        kw = {} if columns is None else {"read_dictionary": ["label"] if "label" in want else []}
+        df = pd.read_parquet(self.path / RUNS_FILE, columns=want, **kw)
+        df = _in_order(df, ["run_id"])
+        return df if columns is None else df[list(columns)]
+
+    def label_counts(self, by: str | list[str]) -> pd.DataFrame:
+        """`ts.label_counts(self.runs, by)`, counted from the folder's columns when the runs
+        are not loaded (Arrow's group-by: memory for two columns, not the runs table)."""
+        from .analysis import count_table, label_counts
+
+        if self._runs is not None or self.path is None:
+            return label_counts(self.runs, by)
+        by = [by] if isinstance(by, str) else list(by)
+        t = pq.read_table(self.path / RUNS_FILE, columns=[*by, "label"])
+        g = t.group_by([*by, "label"]).aggregate([([], "count_all")]).to_pandas()
+        return count_table(g.set_index([*by, "label"])["count_all"].sort_index())
+
+    def read_curves(self, run_ids=None, columns: list[str] | None = None) -> pd.DataFrame:
+        """The long curves, or those of `run_ids` only, in (run_id, step) order."""
+        if self._curves is not None:
+            c = self._curves
+            if run_ids is not None:
+                c = c.loc[c["run_id"].isin(np.asarray(run_ids))]
+            return c if columns is None else c[list(columns)]
+        filters = None
+        if run_ids is not None:
+            filters = [("run_id", "in", [int(i) for i in np.asarray(run_ids).ravel()])]
+        want = None if columns is None else list(dict.fromkeys(["run_id", "step", *columns]))
+        df = pd.read_parquet(self.path / CURVES_FILE, columns=want, filters=filters)
+        df = _in_order(df, ["run_id", "step"])
+        return df if columns is None else df[list(columns)]
+
     def __repr__(self) -> str:
         where = f", path={str(self.path)!r}" if self.path else ""
-        counts = self.runs["label"].value_counts().to_dict() if len(self.runs) else {}
-        return (f"Results(name={self.config.name!r}, runs={len(self.runs)}, "
+        runs = self.read_runs(["label"])
+        counts = runs["label"].value_counts().to_dict() if len(runs) else {}
+        return (f"Results(name={self.config.name!r}, runs={len(runs)}, "
                 f"axes={list(self.axes)}, labels={counts}{where})")
 
     def save(self, path: str | Path) -> Path:
@@ -53,6 +132,15 @@ class Results:
         atomic_json({**self.meta, "config": self.config.to_dict()}, p / META_FILE)
         self.path = p
         return p
+
+
+def _in_order(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """`df` sorted by `keys` (files written chunk by chunk are in order unless static axes
+    such as dtype split the grid into several programs, whose chunks come group by group)."""
+    ids = df[keys[0]].to_numpy()
+    if ids.size and not (np.diff(ids) >= 0).all():
+        df = df.sort_values(keys, kind="stable")
+    return df.reset_index(drop=True)
 
 
 def _fsync_replace(tmp: Path, final: Path) -> None:
@@ -84,6 +172,4 @@ def load(path: str | Path) -> Results:
         raise InputError(f"results folder {str(p)!r} lacks {', '.join(missing)}{hint}")
     meta = json.loads((p / META_FILE).read_text())
     config = cfg.parse(meta.pop("config"))
-    runs = pd.read_parquet(p / RUNS_FILE)
-    curves = pd.read_parquet(p / CURVES_FILE)
-    return Results(runs=runs, curves=curves, config=config, meta=meta, path=p)
+    return Results(config=config, meta=meta, path=p)

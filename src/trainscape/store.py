@@ -32,6 +32,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from .errors import InputError
 from .results import CURVES_FILE, META_FILE, RUNS_FILE, atomic_json, atomic_parquet
@@ -46,6 +48,7 @@ LOCK = ".lock"
 CHUNKS = "chunks"
 JOURNAL = "done.jsonl"
 FORMAT = 2
+ROW_GROUP = 1 << 16  # rows per row group of the final files (chunks are often smaller)
 # Any of these makes a folder one of ours (a sweep in progress or finished). A non-empty folder
 # with none of them belongs to someone else and is never written into.
 _OURS = (MANIFEST, CHUNKS, RUNS_FILE, META_FILE, LOCK)
@@ -169,7 +172,7 @@ class Store:
     writes the manifest; an unwritable folder is reported then, still before any compute.
     """
 
-    def __init__(self, path: Path, fingerprint: dict, n_runs: int, chunk_size: int,
+    def __init__(self, path: Path, fingerprint: dict, n_runs: int, chunk_size: int | None,
                  resume: bool):
         self.path = Path(path)
         self.fingerprint = fingerprint
@@ -385,13 +388,38 @@ class Store:
             raise WriteError(f"cannot write chunk {index} into {str(self.path)!r}: "
                              f"{e.strerror or e}; the chunks before it are saved") from e
 
-    def load_chunks(self, indices) -> tuple[list[pd.DataFrame], list[pd.DataFrame]]:
-        runs, curves = [], []
-        for i in sorted(indices):
-            fr, fc = self._files(i)
-            runs.append(pd.read_parquet(fr))
-            curves.append(pd.read_parquet(fc))
-        return runs, curves
+    def chunk_run_ids(self, index: int) -> np.ndarray:
+        """The run_id column of a saved chunk (read alone, not the whole chunk)."""
+        return pd.read_parquet(self._files(index)[0], columns=["run_id"])["run_id"].to_numpy()
+
+    def assemble(self, n_chunks: int) -> None:
+        """Stream chunks 0..n_chunks-1 into the final runs.parquet and curves.parquet, one
+        chunk in memory at a time (row groups of at least ROW_GROUP rows), each file written
+        under a temporary name and renamed once complete."""
+        for kind, final in ((0, RUNS_FILE), (1, CURVES_FILE)):
+            target = self.path / final
+            tmp = target.with_name(target.name + ".tmp")
+            writer, schema, pending, rows = None, None, [], 0
+            try:
+                for i in range(n_chunks):
+                    t = pq.read_table(self._files(i)[kind])
+                    if schema is None:
+                        schema = t.schema
+                        writer = pq.ParquetWriter(tmp, schema)
+                    pending.append(t.cast(schema) if t.schema != schema else t)
+                    rows += t.num_rows
+                    if rows >= ROW_GROUP:
+                        writer.write_table(pa.concat_tables(pending), row_group_size=rows)
+                        pending, rows = [], 0
+                        pa.default_memory_pool().release_unused()
+                if pending:
+                    writer.write_table(pa.concat_tables(pending), row_group_size=rows)
+            finally:
+                if writer is not None:
+                    writer.close()
+            with open(tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
 
     def finish(self) -> None:
         """Mark the sweep finished (runs/curves/meta are written), then drop the chunk files.

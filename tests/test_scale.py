@@ -1,0 +1,176 @@
+"""Large grids: the run table computed per chunk, results streamed to disk, lazy Results,
+automatic chunk size (probe, cache, caps)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tracemalloc
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import trainscape as ts
+from trainscape import api, engine, grid, store, tuning
+
+TINY = {
+    "name": "scale",
+    "data": {"name": "moons", "n_samples": 32},
+    "model": {"hidden": [3]},
+    "train": {"steps": 6, "record_every": 1},
+    "sweep": {"learning_rate": {"geomspace": [0.01, 100.0], "num": 16}, "seed": {"range": 8}},
+}
+
+
+def tiny(n_seeds: int = 8, **sweep) -> dict:
+    return {**TINY, "sweep": {**TINY["sweep"], "seed": {"range": n_seeds}, **sweep}}
+
+
+def test_grid_rows_are_the_cartesian_product_in_config_order():
+    exp = ts.parse({**TINY, "optimizer": {"name": "momentum"},
+                    "sweep": {"learning_rate": [0.1, 0.2, 0.3], "seed": {"range": 4},
+                              "momentum": [0.0, 0.5]}})
+    want = list(itertools.product([0.1, 0.2, 0.3], range(4), [0.0, 0.5]))
+    table = grid.expand(exp)
+    assert [tuple(r) for r in table[["learning_rate", "seed", "momentum"]]
+            .itertuples(index=False)] == want
+    assert table["run_id"].tolist() == list(range(24))
+    pos = np.array([23, 0, 7, 11])
+    sub = grid.rows(exp, pos)
+    assert sub["run_id"].tolist() == pos.tolist()
+    assert [tuple(r) for r in sub[["learning_rate", "seed", "momentum"]]
+            .itertuples(index=False)] == [want[i] for i in pos]
+    np.testing.assert_array_equal(grid.axis_positions(exp, "momentum", 0.5),
+                                  [i for i, w in enumerate(want) if w[2] == 0.5])
+
+
+def test_disk_sweep_streams_and_equals_in_memory(tmp_path, monkeypatch):
+    cfg = tiny()
+    mem = ts.run(cfg, out=None, progress=False, chunk_size=engine.BLOCK * 2)
+
+    def no_concat(*a, **k):  # a sweep written to disk never assembles its tables in memory
+        raise AssertionError("pd.concat of chunk tables")
+
+    monkeypatch.setattr(api.pd, "concat", no_concat)
+    res = ts.run(cfg, out=tmp_path / "r", progress=False, chunk_size=engine.BLOCK * 2)
+    monkeypatch.undo()
+    assert res._runs is None and res._curves is None  # lazy until used
+    pd.testing.assert_frame_equal(res.runs, mem.runs)
+    pd.testing.assert_frame_equal(res.curves, mem.curves)
+    assert not (tmp_path / "r" / "chunks").exists()
+    f = pq.ParquetFile(tmp_path / "r" / "curves.parquet")
+    assert f.metadata.num_rows == len(mem.curves)
+
+
+def test_static_axis_sweep_on_disk_reads_back_in_run_order(tmp_path):
+    cfg = tiny(n_seeds=4, dtype=["float32", "float64"])
+    mem = ts.run(cfg, out=None, progress=False)
+    res = ts.run(cfg, out=tmp_path / "r", progress=False, chunk_size=engine.BLOCK * 2)
+    raw = pd.read_parquet(tmp_path / "r" / "runs.parquet")
+    assert not raw["run_id"].is_monotonic_increasing  # written group by group...
+    loaded = ts.load(tmp_path / "r")
+    pd.testing.assert_frame_equal(loaded.runs, mem.runs)  # ...read back in run order
+    pd.testing.assert_frame_equal(loaded.curves, mem.curves)
+    assert res.n_runs == len(mem.runs)
+
+
+def test_lazy_results_read_subsets(tmp_path):
+    ts.run(tiny(), out=tmp_path / "r", progress=False)
+    res = ts.load(tmp_path / "r")
+    full = pd.read_parquet(tmp_path / "r" / "runs.parquet")
+    counts = res.label_counts("learning_rate")
+    assert res._runs is None  # counted from two columns, the runs table never loaded
+    pd.testing.assert_frame_equal(counts, ts.label_counts(full, "learning_rate"))
+    sub = res.read_runs(["learning_rate", "label"])
+    assert list(sub.columns) == ["learning_rate", "label"] and len(sub) == len(full)
+    assert (sub["label"].astype(str).to_numpy() == full["label"].to_numpy()).all()
+    ids = full["run_id"].to_numpy()[[3, 40, 77]]
+    curves = pd.read_parquet(tmp_path / "r" / "curves.parquet")
+    want = curves[curves["run_id"].isin(ids)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(res.read_curves(ids), want)
+
+
+def _peak_traced(cfg, out, chunk):
+    tracemalloc.start()
+    try:
+        ts.run(cfg, out=out, progress=False, chunk_size=chunk)
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_peak_host_memory_does_not_grow_with_the_grid(tmp_path):
+    """Python/NumPy/pandas allocations (tracemalloc) of a sweep 64x larger, same chunk size:
+    assembling every curve in memory would make the peak grow ~64x; streaming keeps it flat."""
+    chunk = engine.BLOCK * 2 * 4
+    ts.run(tiny(n_seeds=32), out=None, progress=False, chunk_size=chunk)  # compile outside
+    small = _peak_traced(tiny(n_seeds=32), tmp_path / "a", chunk)  # 512 runs
+    large = _peak_traced(tiny(n_seeds=2048), tmp_path / "b", chunk)  # 32768 runs
+    curves_large = 32768 * 7 * 8 * 3  # bytes of the large sweep's run_id/step/loss columns
+    assert large < 1.5 * small, (small, large)
+    assert large < curves_large  # it never held its curves at once
+
+
+def test_auto_chunk_size_probe_cache_and_caps(tmp_path, monkeypatch):
+    cache = tmp_path / "probe.json"
+    monkeypatch.setattr(tuning, "cache_file", lambda: cache)
+    prep = api.Prepared(ts.parse(tiny(n_seeds=512)))  # 8192 runs
+    default = engine.plan_chunks(prep.n_runs, None, len(engine.run_devices()))
+    calls = []
+    real = engine.run_chunks
+
+    def counting(*a, **k):
+        calls.append(1)
+        yield from real(*a, **k)
+
+    monkeypatch.setattr(engine, "run_chunks", counting)
+    size, facts = tuning.auto_chunk_size(prep, default, len(engine.run_devices()))
+    assert facts["probe"]["cached"] is False and calls
+    rate = facts["probe"]["seconds_per_run_step"]
+    assert json.loads(cache.read_text()) == {tuning.shape_key(prep): rate}
+    group = engine.BLOCK * len(engine.run_devices())
+    assert size % group == 0 and group <= size <= -(-prep.n_runs // group) * group
+    calls.clear()
+    size2, facts2 = tuning.auto_chunk_size(prep, default, len(engine.run_devices()))
+    assert facts2["probe"]["cached"] is True and not calls and size2 == size
+    # the cap on a chunk's host tables: a tiny cap forces the smallest chunk
+    monkeypatch.setattr(tuning, "MAX_CHUNK_TABLE_BYTES", 1)
+    assert tuning.auto_chunk_size(prep, default, len(engine.run_devices()))[0] == group
+    # a grid of a few default chunks is not probed
+    few = api.Prepared(ts.parse(tiny(n_seeds=2)))
+    assert tuning.auto_chunk_size(few, 64, 1) == (64, {"probe": None})
+
+
+def test_auto_chunk_size_targets_the_chunk_seconds(tmp_path, monkeypatch):
+    monkeypatch.setattr(tuning, "probe_seconds_per_run_step", lambda prep: (1e-6, True))
+    prep = api.Prepared(ts.parse(tiny(n_seeds=4096)))  # 65536 runs x 6 steps
+    n_dev = len(engine.run_devices())
+    group = engine.BLOCK * n_dev
+    size, _ = tuning.auto_chunk_size(prep, group, n_dev)
+    want = tuning.TARGET_CHUNK_SECONDS / (1e-6 * 6)  # runs in 10 s at 1 us per run-step
+    cap = tuning.MAX_CHUNK_TABLE_BYTES // api.memory.host_results_bytes(1, 7)
+    limit = min(want, cap)
+    assert limit / 2 <= size <= limit + 2 * group
+
+
+def test_disk_check_refuses_a_grid_larger_than_the_free_space(tmp_path, monkeypatch):
+    monkeypatch.setattr(api.memory, "disk_free_bytes", lambda p: 1000)
+    with pytest.raises(ts.InputError, match="on disk"):
+        ts.run(tiny(), out=tmp_path / "r", progress=False)
+    assert not (tmp_path / "r").exists()
+
+
+def test_store_assemble_casts_a_chunk_with_another_schema(tmp_path):
+    """A chunk whose nullable column is all null still joins the final file's schema."""
+    s = store.Store(tmp_path / "r", {"x": 1}, 4, 2, False)
+    with s:
+        a = pd.DataFrame({"run_id": [0, 1], "v": pd.array([1, None], dtype="Int64")})
+        b = pd.DataFrame({"run_id": [2, 3], "v": pd.array([None, None], dtype="Int64")})
+        c = pd.DataFrame({"run_id": [0], "step": [0], "loss": [1.0]})
+        s.save_chunk(0, a, c)
+        s.save_chunk(1, b, c.assign(run_id=2))
+        s.assemble(2)
+    got = pd.read_parquet(tmp_path / "r" / "runs.parquet")
+    pd.testing.assert_frame_equal(got, pd.concat([a, b], ignore_index=True))

@@ -364,6 +364,12 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
         parts, timing = _sweep(prep, size, None, progress)
         return _finish(prep, parts, env, {**timing, **probe}, t_start, None)
 
+    from . import parallel
+
+    rank, n_proc = parallel.process()
+    if n_proc > 1:
+        return _run_distributed(prep, env, path, out, chunk_size, memory_budget, resume,
+                                progress, t_start, rank, n_proc)
     st = store.Store(path, _fingerprint(prep, env), n, None, resume)  # refusals only
     probe = {}
     if st.chunk_size is None:  # a new sweep (a resumed one keeps its manifest's chunk size)
@@ -376,18 +382,79 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
             return load(path)
         _, timing = _sweep(prep, st.chunk_size, st, progress)
         res = _finish(prep, None, env, {**timing, **probe}, t_start, path)
-        st.assemble(len(_chunk_layout(prep, st.chunk_size)))
-        atomic_json({**res.meta, "config": res.config.to_dict()}, path / META_FILE)
-        st.finish()
+        _write_final(prep, st, res)
     return res
 
 
-def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool):
+def _write_final(prep: Prepared, st: store.Store, res: Results) -> None:
+    """Every chunk saved: stream them into the final files, write meta.json, mark finished."""
+    st.assemble(len(_chunk_layout(prep, st.chunk_size)))
+    atomic_json({**res.meta, "config": res.config.to_dict()}, st.path / META_FILE)
+    st.finish()
+
+
+_DISTRIBUTED_SWEEPS = [0]  # sweeps run so far by this process: keys of the coordinator's store
+
+
+def _run_distributed(prep, env, path, out, chunk_size, memory_budget, resume, progress,
+                     t_start, rank, n_proc) -> Results:
+    """One process's part of a sweep shared by `n_proc` processes (see parallel.py)."""
+    from . import parallel
+    from .results import load
+
+    _DISTRIBUTED_SWEEPS[0] += 1
+    key = f"sweep{_DISTRIBUTED_SWEEPS[0]}"
+    fp = _fingerprint(prep, env)
+    if rank == 0:
+        try:
+            if out == "auto":  # the others cannot guess process 0's time stamp
+                path = default_out(prep.exp.name)
+            st = store.Store(path, fp, prep.n_runs, None, resume)
+            probe = {}
+            if st.chunk_size is None:
+                st.chunk_size, probe = _chunk_size(prep, chunk_size, memory_budget)
+            st.__enter__()
+        except InputError as e:
+            parallel.publish(f"{key}/verdict", {"error": str(e).splitlines()[0]})
+            raise
+        parallel.publish(f"{key}/verdict", {"path": str(path), "finished": st.finished})
+    else:
+        verdict = parallel.fetch(f"{key}/verdict")
+        if "error" in verdict:
+            raise InputError(f"{verdict['error']} (reported by process 0)")
+        path, probe = Path(verdict["path"]), {}
+        st = store.Store(path, fp, prep.n_runs, None, True, process=rank)
+        st.__enter__()
+    try:
+        if not st.finished:
+            _, timing = _sweep(prep, st.chunk_size, st, progress, share=(rank, n_proc))
+            parallel.barrier(f"{key}/swept")
+            if rank == 0:
+                missing = set(range(len(_chunk_layout(prep, st.chunk_size)))) - st.done_chunks()
+                if missing:
+                    raise store.WriteError(
+                        f"{len(missing)} chunks of {str(path)!r} are missing after every "
+                        f"process finished (first: {min(missing)}); resume the sweep")
+                res = _finish(prep, None, env, {**timing, **probe, "processes": n_proc},
+                              t_start, path)
+                _write_final(prep, st, res)
+        elif rank == 0:
+            st.finish()
+        parallel.barrier(f"{key}/finished")  # the folder now reads as one result
+    finally:
+        st.__exit__(None, None, None)
+    return load(path)
+
+
+def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
+           share: tuple[int, int] = (0, 1)):
     """Train every chunk not already saved. In memory (`st` None) every chunk's tables are
     kept and returned; with a store each chunk goes to disk as soon as it is done and only its
-    timing stays in memory, so host memory does not grow with the grid."""
-    n = prep.n_runs
+    timing stays in memory, so host memory does not grow with the grid. `share` (k, m): only
+    the chunks whose number is k modulo m (process k of m in a distributed sweep)."""
     layout = _chunk_layout(prep, size)
+    mine = {i for i in range(len(layout)) if i % share[1] == share[0]}
+    n = sum(len(layout[i][1]) for i in mine)
     parts: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
     saved: set[int] = set()
     if st is not None:
@@ -396,15 +463,17 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool):
             # (a run's position in the grid is its run_id)
             if i < len(layout) and np.array_equal(st.chunk_run_ids(i), layout[i][1]):
                 saved.add(i)
+    saved &= mine
     already = sum(len(layout[i][1]) for i in saved)
     dispatch = _fit_dispatch(prep, size)
     timing = {"chunk_size": size, "dispatch_size": dispatch, "chunk_seconds": [],
-              "first_chunk_seconds": None, "resumed_runs": already}
-    bar = tqdm(total=n, initial=already, unit="run", desc=prep.exp.name, disable=not progress,
+              "first_chunk_seconds": None, "resumed_runs": already, "computed_runs": 0}
+    desc = prep.exp.name + (f" [process {share[0]}/{share[1]}]" if share[1] > 1 else "")
+    bar = tqdm(total=n, initial=already, unit="run", desc=desc, disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
     try:
         for index, (static, rows) in enumerate(layout):
-            if index in saved:
+            if index in saved or index not in mine:
                 continue
             with store.interrupts_deferred():
                 out, dispatch = _compute_chunk(prep, index, static, rows, dispatch)
@@ -416,6 +485,7 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool):
             if timing["first_chunk_seconds"] is None:
                 timing["first_chunk_seconds"] = out.seconds
             timing["chunk_seconds"].append(out.seconds)
+            timing["computed_runs"] += len(rows)
             del out, runs, curves  # a stored chunk lives on disk only
             bar.update(len(rows))
     finally:
@@ -429,7 +499,7 @@ def _finish(prep, parts, env, timing, t_start, path) -> Results:
     read lazily from the folder, whose final files `Store.assemble` streams from the chunks."""
     total = time.perf_counter() - t_start
     computed = sum(timing["chunk_seconds"])
-    run_steps = (prep.n_runs - timing["resumed_runs"]) * prep.static.steps
+    run_steps = timing["computed_runs"] * prep.static.steps  # by this process
     meta = {
         **env,
         "created": _dt.datetime.now().isoformat(timespec="seconds"),

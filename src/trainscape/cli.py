@@ -70,6 +70,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "the device's free memory); ignored with --chunk-size")
     r.add_argument("--no-cache", action="store_true",
                    help="do not use JAX's persistent compilation cache (~/.cache/trainscape)")
+    d = r.add_argument_group(
+        "several processes", "one sweep shared by processes on one or many hosts "
+        "(jax.distributed); the output folder must be on a file system all of them see")
+    d.add_argument("--distributed", action="store_true",
+                   help="join a multi-process sweep: the cluster is detected (SLURM, TPU pod, "
+                        "Open MPI, Kubernetes) unless the three options below are given")
+    d.add_argument("--coordinator", metavar="HOST:PORT",
+                   help="address of process 0's coordinator (implies --distributed)")
+    d.add_argument("--num-processes", type=_positive_int, metavar="N")
+    d.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
     r.set_defaults(func=cmd_run)
 
     g = sub.add_parser(
@@ -185,14 +195,27 @@ def cmd_run(args) -> int:
         import jax
 
         jax.config.update("jax_enable_compilation_cache", False)
+    distributed = args.distributed or any(
+        v is not None for v in (args.coordinator, args.num_processes, args.process_id))
+    rank = 0
+    if distributed:  # before anything touches a JAX backend
+        from . import parallel
+
+        rank, _ = parallel.initialize(args.coordinator, args.num_processes, args.process_id)
     exp = api.resolve_config(args.config, args.overrides)
     if args.resume and not args.out:
         raise InputError("--resume needs --out DIR (the folder of the interrupted sweep)")
-    out = Path(args.out) if args.out else api.default_out(exp.name)
+    # a distributed sweep without --out gets its folder name from process 0
+    out = Path(args.out) if args.out else "auto" if distributed else api.default_out(exp.name)
     # the command that continues this sweep (the manifest fixes the chunk size)
     again = ["trainscape", "run"] + ([args.config] if args.config else [])
-    again += [f"--set={o}" for o in args.overrides] + ["--out", str(out), "--resume"]
+    again += [f"--set={o}" for o in args.overrides]
+    again += ["--out", "DIR" if out == "auto" else str(out), "--resume"]
     again += ["--no-progress"] * args.no_progress + ["--no-plot"] * args.no_plot
+    if distributed:
+        again += ["--distributed"] + [f"--{k.replace('_', '-')}={v}" for k, v in (
+            ("coordinator", args.coordinator), ("num_processes", args.num_processes),
+            ("process_id", args.process_id)) if v is not None]
     try:
         res = api.run(exp, chunk_size=args.chunk_size, memory_budget=args.memory_budget,
                       out=out, resume=args.resume, progress=not args.no_progress)
@@ -204,6 +227,9 @@ def cmd_run(args) -> int:
         print(f"trainscape: error: {e}\nfinished chunks are saved in {out}/; once fixed, "
               f"resume with:\n  {shlex.join(again)}", file=sys.stderr)
         return 1
+    if rank:  # process 0 reports the sweep and draws its figures
+        print(f"process {rank}: done; results in {res.path}/")
+        return 0
     print(summary.text_summary(res))
     print(f"\nresults: {res.path}/ (runs.parquet, curves.parquet, meta.json)")
     if not args.no_plot:

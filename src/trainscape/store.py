@@ -47,6 +47,7 @@ MANIFEST = "manifest.json"
 LOCK = ".lock"
 CHUNKS = "chunks"
 JOURNAL = "done.jsonl"
+JOURNAL_GLOB = "done*.jsonl"
 FORMAT = 2
 ROW_GROUP = 1 << 16  # rows per row group of the final files (chunks are often smaller)
 # Any of these makes a folder one of ours (a sweep in progress or finished). A non-empty folder
@@ -173,14 +174,29 @@ class Store:
     """
 
     def __init__(self, path: Path, fingerprint: dict, n_runs: int, chunk_size: int | None,
-                 resume: bool):
+                 resume: bool, process: int = 0):
+        """`process` > 0: a further process of a distributed sweep joining the folder that
+        process 0 has already opened (see parallel.py): it only checks that the manifest is for
+        the same sweep, and writes its own lock and journal."""
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.resume = resume
         self.n_runs = n_runs
+        self.process = process
+        self.lock_name = LOCK if process == 0 else f"{LOCK}-p{process}"
+        self.journal_name = JOURNAL if process == 0 else f"done-p{process}.jsonl"
         self._lock_fd: int | None = None
         self._created: list[Path] = []
         where = repr(str(self.path))
+        if process:
+            self.manifest = self._read_manifest()
+            if self.manifest is None:
+                raise InputError(f"output folder {where} has no {MANIFEST}: process 0 of this "
+                                 "distributed sweep did not open it (different --out?)")
+            self._check_same(self.manifest)
+            self.chunk_size = int(self.manifest["chunk_size"])
+            self.finished = bool(self.manifest.get("finished"))
+            return
         state = folder_state(self.path)
         if state == "file":
             raise InputError(f"output folder {where} is a file; choose a folder")
@@ -278,12 +294,13 @@ class Store:
         return InputError(
             f"output folder {str(self.path)!r} is being written by another process "
             f"(pid {other.get('pid', '?')} on {other.get('host', '?')}); wait for it to finish, "
-            f"or delete {str(self.path / LOCK)!r} if that process is not a trainscape sweep"
+            f"or delete {str(self.path / self.lock_name)!r} if that process is not a trainscape "
+            "sweep"
         )
 
     def _live_holder(self) -> dict | None:
         """The other live process holding this folder's lock, if any (probed, not taken)."""
-        lock = self.path / LOCK
+        lock = self.path / self.lock_name
         try:
             fd = os.open(lock, os.O_RDONLY)
         except OSError:
@@ -297,7 +314,7 @@ class Store:
             os.close(fd)  # releases the probe's flock
 
     def _lock(self) -> None:
-        lock = self.path / LOCK
+        lock = self.path / self.lock_name
         while True:
             fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
             if not _try_flock(fd):
@@ -324,7 +341,7 @@ class Store:
         fd, self._lock_fd = self._lock_fd, None
         if fd is None:
             return
-        lock = self.path / LOCK
+        lock = self.path / self.lock_name
         with contextlib.suppress(OSError):
             if _same_file(lock, fd):
                 lock.unlink()
@@ -336,10 +353,13 @@ class Store:
         return d / f"runs-{index:06d}.parquet", d / f"curves-{index:06d}.parquet"
 
     def _read_journal(self) -> dict[int, dict]:
-        try:
-            text = (self.path / CHUNKS / JOURNAL).read_text()
-        except (OSError, UnicodeDecodeError):
-            return {}
+        # every process of a distributed sweep keeps its own journal (done.jsonl, done-pN.jsonl)
+        text = ""
+        for j in sorted((self.path / CHUNKS).glob(JOURNAL_GLOB)):
+            try:
+                text += j.read_text() + "\n"
+            except (OSError, UnicodeDecodeError):
+                continue
         entries = {}
         for line in text.splitlines():
             try:
@@ -352,7 +372,7 @@ class Store:
     def _end_journal_line(self) -> None:
         # a kill mid-append leaves a line without its newline; end it so the next record
         # starts a line of its own instead of being glued to the broken one
-        j = self.path / CHUNKS / JOURNAL
+        j = self.path / CHUNKS / self.journal_name
         if j.exists() and j.stat().st_size:
             with open(j, "rb+") as f:
                 f.seek(-1, os.SEEK_END)
@@ -380,7 +400,7 @@ class Store:
             atomic_parquet(curves, files[1])
             line = json.dumps({"index": index, "runs": len(runs),
                                "sha256": [sha256_file(f) for f in files]})
-            with open(self.path / CHUNKS / JOURNAL, "a") as f:
+            with open(self.path / CHUNKS / self.journal_name, "a") as f:
                 f.write(line + "\n")
                 f.flush()
                 os.fsync(f.fileno())
@@ -430,7 +450,7 @@ class Store:
             atomic_json(self.manifest, self.path / MANIFEST)
         d = self.path / CHUNKS
         if d.is_dir():
-            for pattern in ("runs-*.parquet*", "curves-*.parquet*", JOURNAL):
+            for pattern in ("runs-*.parquet*", "curves-*.parquet*", JOURNAL_GLOB):
                 for f in d.glob(pattern):
                     f.unlink(missing_ok=True)
             with contextlib.suppress(OSError):

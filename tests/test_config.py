@@ -70,6 +70,7 @@ def test_overrides():
     ({"train": {"steps": 0}}, "steps"),
     ({"train": {"steps": "100"}}, "steps"),
     ({"train": {"dtype": "float8"}}, "dtype"),
+    ({"train": {"matmul_precision": "tf32"}}, "matmul_precision"),
     ({"trian": {}}, "'train'"),
     ({"train": {"step": 3}}, "'steps'"),
     ({"sweep": {"learnin_rate": [0.1]}}, "'learning_rate'"),

@@ -1,5 +1,6 @@
 """The batching boundary: vmapped == one at a time, chunk-size invariance, no recompiles."""
 
+import jax
 import numpy as np
 import pandas as pd
 import pytest
@@ -147,3 +148,24 @@ def test_auto_chunk_size_respects_memory_budget():
     assert size % step == 0 and size >= step
     assert api._memory_need(prep, size) <= budget or size == step
     assert size < 100 * step and big >= size
+
+
+@pytest.mark.parametrize("precision, marker", [("highest", True), ("default", False)])
+def test_matmul_precision_is_fixed_in_the_compiled_program(precision, marker):
+    """[train] matmul_precision reaches every dot of the traced program (on a GPU "default"
+    would mean TF32); the result metadata records it."""
+    from trainscape import api
+
+    cfg = {**TINY, "train": {**TINY["train"], "matmul_precision": precision}}
+    prep = api.Prepared(ts.parse(cfg))
+    fn = engine.compiled_sweep(prep.static, ())
+    rows = np.arange(engine.BLOCK)
+    hp = {k: v.astype(np.int32 if k == "seed" else np.float32)
+          for k, v in prep.hparams(rows).items()}
+    text = fn.lower(hp, prep.x.astype(np.float32), prep.y.astype(np.float32), None).as_text()
+    dots = [line for line in text.splitlines() if "stablehlo.dot_general" in line]
+    assert dots
+    assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots) is marker
+    res = ts.run(cfg, out=None, progress=False)
+    want = "highest" if marker else str(jax.config.jax_default_matmul_precision or "default")
+    assert res.meta["matmul_precision"] == want

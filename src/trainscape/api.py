@@ -138,6 +138,7 @@ class Prepared:
             grad_clip=exp.optimizer.grad_clip > 0 or "grad_clip" in exp.sweep,
             sharpness=sharp, sharpness_every=m.sharpness_every,
             sharpness_iters=m.sharpness_iters, sharpness_which=m.sharpness_which,
+            matmul_precision=exp.train.matmul_precision,
         )
         _check_axes_used(exp)
         self.n_runs = exp.n_runs
@@ -506,6 +507,10 @@ def _finish(prep, parts, env, timing, t_start, path) -> Results:
         "data": {"source": prep.data_source, "n_samples": int(prep.x.shape[0]),
                  "n_features": int(prep.x.shape[1]), "task": prep.task},
         "model": prep.model_name,
+        # what the compiled matmuls used: the config's choice, else JAX's global setting
+        "matmul_precision": (prep.exp.train.matmul_precision
+                             if prep.exp.train.matmul_precision != "default"
+                             else env["matmul_precision"]),
         "timings": {
             **{k: v for k, v in timing.items() if k != "chunk_seconds"},
             "n_chunks": len(timing["chunk_seconds"]),

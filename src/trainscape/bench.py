@@ -430,7 +430,9 @@ def measure_matmul_rate(n: int | None = None, repeats: int = 5) -> dict:
     ka, kb = jax.random.split(jax.random.key(0))
     a = jax.random.normal(ka, (n, n), dtype=jnp.float32)
     b = jax.random.normal(kb, (n, n), dtype=jnp.float32)
-    dot = jax.jit(jnp.dot)
+    # the precision the engine's matmuls use by default ([train] matmul_precision): on a GPU
+    # "highest" is true float32, not TF32; CPUs compute float32 either way
+    dot = jax.jit(lambda a, b: jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST))
     jax.block_until_ready(dot(a, b))
     jax_times = []
     for _ in range(repeats):

@@ -129,6 +129,9 @@ class TrainConfig(_Section):
     record_every: int = 1
     seed: int = 0
     batch_size: int | None = None
+    # float32 matmuls at full float32 precision by default: on GPUs "default" means TF32
+    # (10-bit mantissa), which moves divergence boundaries; CPUs compute float32 either way
+    matmul_precision: Literal["highest", "high", "default"] = "highest"
 
     @field_validator("steps", "record_every", "batch_size")
     @classmethod

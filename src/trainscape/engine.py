@@ -56,7 +56,12 @@ def compiled_sweep(static: Static, devices: tuple = ()):
     code, which hung with several CPU devices.)"""
 
     def one(hp, x, y, init_params):
-        return train_one(hp, x, y, static, init_params)
+        # the precision of every matmul is fixed when the program is traced ("default" leaves
+        # JAX's own setting, which on GPUs is TF32 for float32)
+        if static.matmul_precision == "default":
+            return train_one(hp, x, y, static, init_params)
+        with jax.default_matmul_precision(static.matmul_precision):
+            return train_one(hp, x, y, static, init_params)
 
     batched = jax.vmap(one, in_axes=(0, None, None, None))
     if len(devices) <= 1:

@@ -42,6 +42,7 @@ class Static(NamedTuple):
     sharpness_every: int = 0  # 0: only at init and at the end
     sharpness_iters: int = 20
     sharpness_which: str = "largest"
+    matmul_precision: str = "highest"  # jax.default_matmul_precision while tracing
 
 
 class Stats(NamedTuple):

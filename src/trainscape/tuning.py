@@ -59,7 +59,7 @@ def shape_key(prep) -> str | None:
         "x": list(prep.x.shape), "dtypes": sorted({s.dtype for s, _ in prep.groups}),
         "batch": sorted(str(s.batch_size) for s, _ in prep.groups),
         "loss": st.loss, "optimizer": st.optimizer, "dropout": st.dropout, "l2": st.l2,
-        "clip": st.grad_clip, "accuracy": st.accuracy,
+        "clip": st.grad_clip, "accuracy": st.accuracy, "precision": st.matmul_precision,
         "devices": [len(devices), devices[0].platform, devices[0].device_kind],
         "jax": jax.__version__, "block": engine.BLOCK,
     }

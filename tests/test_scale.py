@@ -174,3 +174,37 @@ def test_store_assemble_casts_a_chunk_with_another_schema(tmp_path):
         s.assemble(2)
     got = pd.read_parquet(tmp_path / "r" / "runs.parquet")
     pd.testing.assert_frame_equal(got, pd.concat([a, b], ignore_index=True))
+
+
+CACHE_SCRIPT = """
+import json, sys
+import jax
+import trainscape as ts
+hits = []
+jax.monitoring.register_event_listener(
+    lambda name, **kw: hits.append(name) if name == '/jax/compilation_cache/cache_hits' else None)
+jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)  # the tiny program counts
+ts.run(json.loads(sys.argv[1]), out=None, progress=False)
+print('HITS', len(hits), jax.config.jax_compilation_cache_dir)
+"""
+
+
+def test_persistent_compile_cache_is_hit_by_a_second_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "TRAINSCAPE_NO_CACHE"}
+    env["TRAINSCAPE_CACHE_DIR"] = str(tmp_path / "cache")
+    cfg = json.dumps(tiny(n_seeds=2))
+
+    def hits():
+        p = subprocess.run([sys.executable, "-c", CACHE_SCRIPT, cfg], env=env,
+                           capture_output=True, text=True, timeout=300, check=True)
+        line = [ln for ln in p.stdout.splitlines() if ln.startswith("HITS")][-1].split()
+        assert line[2] == str(tmp_path / "cache")
+        return int(line[1])
+
+    assert hits() == 0  # empty cache: everything compiled, and written
+    assert any((tmp_path / "cache").iterdir())
+    assert hits() >= 1  # the second process loads the sweep's program from disk

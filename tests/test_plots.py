@@ -427,3 +427,12 @@ def test_missing_columns_are_reported(tables):
         plots.label_heatmap(runs, "seed", "seed")
     with pytest.raises(InputError, match="accuracy"):
         plots.loss_curves(curves, runs, metric="accuracy")
+
+
+def test_count_text_names_only_labels_that_occur_even_for_categoricals():
+    from trainscape.plots import _count_text
+
+    cat = pd.Series(pd.Categorical(["converged", "converged", "catapult"],
+                                   categories=["converged", "catapult", "diverged"]))
+    assert _count_text(cat) == "converged 2/3, catapult 1/3"
+    assert _count_text(cat.astype(str)) == "converged 2/3, catapult 1/3"

@@ -962,7 +962,9 @@ def _match(runs: pd.DataFrame, cell: Mapping) -> np.ndarray:
 def _count_text(labels: pd.Series) -> str:
     total = len(labels)
     counts = labels.value_counts()
-    parts = [f"{lab} {int(counts[lab])}/{total}" for lab in LABELS if lab in counts.index]
+    # a categorical column counts its unused categories too: only labels that occur are named
+    parts = [f"{lab} {int(counts[lab])}/{total}" for lab in LABELS
+             if lab in counts.index and counts[lab] > 0]
     return ", ".join(parts) if parts else f"{total} runs"
 
 

@@ -30,7 +30,8 @@ def text_summary(res: Results) -> str:
                      f"{t.get('run_steps_per_second') or 0:,.0f} run-steps/s on "
                      f"{res.meta.get('backend', '?')}")
     if by is None:
-        lines.append(res.read_runs(["label"])["label"].value_counts().to_string())
+        counts = res.read_runs(["label"])["label"].value_counts()
+        lines.append(counts[counts > 0].to_string())
         return "\n".join(lines)
     counts = res.label_counts(by)
     present = [lab for lab in LABELS if counts[lab].sum() > 0]

@@ -208,3 +208,28 @@ def test_persistent_compile_cache_is_hit_by_a_second_process(tmp_path):
     assert hits() == 0  # empty cache: everything compiled, and written
     assert any((tmp_path / "cache").iterdir())
     assert hits() >= 1  # the second process loads the sweep's program from disk
+
+
+def test_a_kill_during_assembly_is_finished_by_resume_without_compute(tmp_path, monkeypatch):
+    out = tmp_path / "r"
+    cfg = tiny()
+    real = store.Store.assemble
+
+    def dies_halfway(self, n_chunks):
+        (self.path / "runs.parquet.tmp").write_bytes(b"PAR1 cut short")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store.Store, "assemble", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        ts.run(cfg, out=out, progress=False, chunk_size=engine.BLOCK * 2)
+    monkeypatch.setattr(store.Store, "assemble", real)
+    assert store.folder_state(out) == "interrupted"
+    computed = []
+    monkeypatch.setattr(api, "_compute_chunk", lambda *a, **k: computed.append(1))
+    res = ts.run(cfg, out=out, progress=False, resume=True)
+    monkeypatch.undo()
+    assert not computed and res.meta["timings"]["resumed_runs"] == 128
+    mem = ts.run(cfg, out=None, progress=False)
+    pd.testing.assert_frame_equal(ts.load(out).runs, mem.runs)
+    assert sorted(p.name for p in out.iterdir()) == [
+        "curves.parquet", "manifest.json", "meta.json", "runs.parquet"]

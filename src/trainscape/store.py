@@ -7,6 +7,7 @@ Layout of an unfinished sweep::
                               versions, chunk size; `finished` once the final files are written
     DIR/chunks/runs-000007.parquet, curves-000007.parquet   one finished chunk
     DIR/chunks/done.jsonl     one line per finished chunk: its index and both files' SHA-256
+    DIR/.lock-pK, DIR/chunks/done-pK.jsonl   process K > 0 of a distributed sweep (parallel.py)
 
 Every file is written to a temporary name, fsynced and renamed, and a chunk is recorded in
 `done.jsonl` (appended and fsynced) only after both its files are in place, so a kill at any
@@ -15,6 +16,8 @@ rather than a field of manifest.json because rewriting a growing manifest after 
 costs time quadratic in the number of chunks. `--resume` refuses a folder written for another
 config, other data or other software versions (naming what changed), re-hashes every recorded
 chunk (a partial or altered file is recomputed, never read) and computes only the rest.
+Once every chunk is saved, `assemble` streams them into the final files, one chunk in memory
+at a time.
 """
 
 from __future__ import annotations

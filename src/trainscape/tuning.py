@@ -92,8 +92,8 @@ def _write(f: Path | None, key: str, value: float) -> None:
 
 def probe_seconds_per_run_step(prep) -> tuple[float, bool]:
     """(seconds per run-step on all devices, whether it came from the cache). Times one block
-    of runs on every device (the first runs of the grid, slowest program group first is not
-    sought: groups differ only in dtype or batch size) for PROBE_STEPS steps, after a warm-up
+    of runs on every device (the first runs of the first program group; other groups differ
+    only in dtype or batch size) for PROBE_STEPS steps, best of two calls after a warm-up
     call, without sharpness (a fixed per-run cost that longer chunks only amortize)."""
     key, f = shape_key(prep), cache_file()
     if key is not None:

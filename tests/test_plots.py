@@ -204,6 +204,38 @@ def test_majority_ties_go_to_the_later_label():
     assert "2 runs per cell" in ax.get_title()
 
 
+def test_weighted_rows_count_as_that_many_runs():
+    # an aggregated table: one row per (cell, label) with its number of runs
+    counts = pd.DataFrame({"learning_rate": [0.1, 0.1, 1.0, 1.0],
+                           "label": ["converged", "diverged", "diverged", "converged"],
+                           "n": [3, 1, 2, 2]})
+    ax = plots.label_heatmap(counts, "learning_rate", None, weights="n")
+    assert _grid_array(ax, 1, 2).tolist() == [[LABELS.index("converged"),
+                                               LABELS.index("diverged")]]  # 3:1, tie -> later
+    assert "4 runs per cell" in ax.get_title()
+    ax = plots.label_heatmap(counts, "learning_rate", None, weights="n", aggregate="p_diverge")
+    np.testing.assert_allclose(_grid_array(ax, 1, 2), [[0.25, 0.5]])
+    for bad in ([1.5, 1, 2, 2], [3, -1, 2, 2]):
+        with pytest.raises(InputError, match="weights column 'n'"):
+            plots.label_heatmap(counts.assign(n=bad), "learning_rate", None, weights="n")
+
+
+def test_a_counted_table_draws_the_same_map_as_its_runs(tables):
+    runs, _ = tables
+    # a third, categorical axis aggregated away: every run three times, labels varied
+    many = pd.concat([runs.assign(opt=o) for o in ("sgd", "adam", "momentum")],
+                     ignore_index=True)
+    many.loc[many.index % 4 == 0, "label"] = "diverged"
+    many["opt"] = pd.Categorical(many["opt"], ["sgd", "adam", "momentum"])
+    counted = many.groupby(["learning_rate", "opt", "label"], observed=True).size()
+    counted = counted.rename("runs").reset_index()
+    for agg in ("majority", "p_diverge"):
+        a = _grid_array(plots.label_heatmap(many, "learning_rate", "opt", aggregate=agg), 3, 5)
+        b = _grid_array(plots.label_heatmap(counted, "learning_rate", "opt", aggregate=agg,
+                                            weights="runs"), 3, 5)
+        np.testing.assert_array_equal(np.ma.filled(a, -1), np.ma.filled(b, -1))
+
+
 def test_p_diverge_gives_the_fraction_diverged(tables):
     runs, _ = tables
     ax = plots.label_heatmap(runs, "learning_rate", None, aggregate="p_diverge")

@@ -64,6 +64,34 @@ def test_disk_sweep_streams_and_equals_in_memory(tmp_path, monkeypatch):
     assert f.metadata.num_rows == len(mem.curves)
 
 
+def test_cell_counts_stream_the_folder_and_the_heatmap_never_loads_runs(tmp_path,
+                                                                        monkeypatch):
+    from trainscape import results, summary
+
+    cfg = tiny(n_seeds=4, dtype=["float64", "float32"])  # a categorical axis, not sorted
+    res = ts.run(cfg, out=tmp_path / "r", progress=False)
+    monkeypatch.setattr(results.Results, "read_runs",
+                        lambda *a, **k: pytest.fail("the heatmap read the runs table"))
+    batches = []
+    real = pq.ParquetFile.iter_batches
+
+    def spy(self, *a, **k):
+        batches.append(k.get("batch_size"))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    counts = res.cell_counts(["learning_rate", "dtype"])
+    assert summary.write_figures(res, tmp_path) == [tmp_path / "heatmap.png"]
+    monkeypatch.undo()
+    assert batches and all(b is not None for b in batches)  # streamed, not read whole
+    runs = pd.read_parquet(tmp_path / "r" / "runs.parquet")
+    want = runs.groupby(["learning_rate", "dtype", "label"]).size()
+    got = counts.set_index(["learning_rate", "dtype", "label"])["runs"]
+    pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False)
+    assert counts["runs"].sum() == res.n_runs
+    assert list(pd.unique(counts["dtype"])) == ["float64", "float32"]
+
+
 def test_static_axis_sweep_on_disk_reads_back_in_run_order(tmp_path):
     cfg = tiny(n_seeds=4, dtype=["float32", "float64"])
     mem = ts.run(cfg, out=None, progress=False)

@@ -219,12 +219,22 @@ def _cells(runs, x, y, log_x, log_y):
     return gx, gy, cell
 
 
-def _label_counts(runs: pd.DataFrame, cell: np.ndarray, n_cells: int) -> np.ndarray:
-    """(n_cells, len(LABELS)) counts; runs with a missing or unknown label are ignored."""
+def _label_counts(runs: pd.DataFrame, cell: np.ndarray, n_cells: int,
+                  weights: str | None = None) -> np.ndarray:
+    """(n_cells, len(LABELS)) counts; runs with a missing or unknown label are ignored.
+    `weights` names a column giving how many runs each row stands for (an aggregated table)."""
     code = pd.Categorical(runs["label"], categories=list(LABELS)).codes
     ok = (cell >= 0) & (code >= 0)
     counts = np.zeros((n_cells, len(LABELS)), dtype=np.int64)
-    np.add.at(counts, (cell[ok], code[ok]), 1)
+    if weights is None:
+        w = np.ones(len(runs), dtype=np.int64)
+    else:
+        _require(runs, [weights])
+        w = pd.to_numeric(runs[weights]).to_numpy()
+        if w.dtype.kind not in "iu" or (w < 0).any():
+            raise InputError(f"weights column {weights!r} must hold non-negative integer run "
+                             f"counts; got dtype {runs[weights].dtype}")
+    np.add.at(counts, (cell[ok], code[ok]), w[ok].astype(np.int64))
     return counts
 
 
@@ -407,6 +417,7 @@ def label_heatmap(
     aggregate: str = "majority",
     log_x: bool | None = None,
     log_y: bool | None = None,
+    weights: str | None = None,
     title: str | None = None,
 ):
     """Grid of cells coloured by training outcome.
@@ -421,12 +432,15 @@ def label_heatmap(
       drawn on a 0..1 colour scale with a colorbar.
 
     ``y=None`` draws a single strip over ``x``. Runs with a missing or unknown label are ignored.
+    ``weights`` names a column holding how many runs each row stands for, so an aggregated
+    table (one row per cell and label, e.g. ``Results.cell_counts``) draws the same map as the
+    runs it counts; by default every row is one run.
     """
     _require(runs, ["label"])
     gx, gy, cell = _cells(runs, x, y, log_x, log_y)
     ax = _new_axes(ax)
     _setup_grid_axes(ax, gx, gy)
-    counts = _label_counts(runs, cell, gx.size * gy.size)
+    counts = _label_counts(runs, cell, gx.size * gy.size, weights)
     n = counts.sum(axis=1)
     if n.sum() == 0:
         return _no_data(ax)
@@ -636,6 +650,7 @@ def boundary_contour(
     level: float = 0.5,
     log_x: bool | None = None,
     log_y: bool | None = None,
+    weights: str | None = None,
     color: str = "white",
 ):
     """Draw the divergence boundary: the contour of P(diverged) at ``level``.
@@ -644,7 +659,8 @@ def boundary_contour(
     The contour is interpolated between cell centres in the axes' own coordinates (log10 on log
     axes). With a single row or column it becomes a line across the strip at each crossing.
     Nothing is drawn, and no error raised, when P never crosses ``level`` (e.g. constant P).
-    The line gets a legend entry appended to the axes' legend.
+    The line gets a legend entry appended to the axes' legend. ``weights``: as in
+    :func:`label_heatmap`.
     """
     _require(runs, ["label"])
     gx, gy, cell = _cells(runs, x, y, log_x, log_y)
@@ -655,7 +671,7 @@ def boundary_contour(
     ly = ax.get_yscale() == "log" if log_y is None else bool(log_y)
     lx = lx and gx.size > 0 and gx.positions[0] > 0
     ly = ly and gy.size > 0 and gy.positions[0] > 0
-    counts = _label_counts(runs, cell, gx.size * gy.size)
+    counts = _label_counts(runs, cell, gx.size * gy.size, weights)
     n = counts.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         p = counts[:, LABELS.index("diverged")] / n

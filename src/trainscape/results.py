@@ -101,6 +101,26 @@ class Results:
         g = t.group_by([*by, "label"]).aggregate([([], "count_all")]).to_pandas()
         return count_table(g.set_index([*by, "label"])["count_all"].sort_index())
 
+    def cell_counts(self, by: str | list[str]) -> pd.DataFrame:
+        """Runs per combination of the `by` columns and label: columns `[*by, "label", "runs"]`,
+        one row per combination, in the order of each one's first run (so categorical axes
+        keep their sweep order). Read from the folder one row group at a time: memory grows
+        with the number of cells, not of runs. Draw it with
+        `plots.label_heatmap(counts, x, y, weights="runs")`."""
+        cols = [*([by] if isinstance(by, str) else by), "label"]
+        if self._runs is not None or self.path is None:
+            batches = iter([self.runs[cols]])
+        else:
+            pf = pq.ParquetFile(self.path / RUNS_FILE)
+            batches = (b.to_pandas() for b in pf.iter_batches(batch_size=1 << 16, columns=cols))
+        parts = [b.groupby(cols, sort=False, dropna=False, observed=True).size()
+                 for b in batches]
+        if not parts:
+            return pd.DataFrame({c: [] for c in [*cols, "runs"]})
+        total = pd.concat(parts).groupby(level=list(range(len(cols))), sort=False,
+                                         dropna=False).sum()
+        return total.rename("runs").reset_index()
+
     def read_curves(self, run_ids=None, columns: list[str] | None = None) -> pd.DataFrame:
         """The long curves, or those of `run_ids` only, in (run_id, step) order."""
         if self._curves is not None:

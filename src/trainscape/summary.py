@@ -69,9 +69,10 @@ def write_figures(res: Results, folder: Path) -> list[Path]:
         others = [a for a in axes if a != x]
         y = "seed" if "seed" in others else (others[0] if others else None)
         fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
-        runs = res.read_runs([c for c in (x, y, "label") if c is not None])
-        plots.label_heatmap(runs, x=x, y=y, ax=ax)
-        del runs
+        # one row per (cell, label), counted a row group at a time: a million-run folder
+        # draws its map without loading its runs
+        counts = res.cell_counts([c for c in (x, y) if c is not None])
+        plots.label_heatmap(counts, x=x, y=y, ax=ax, weights="runs")
         ax.set_title(f"{res.config.name}: label per run")
         f = folder / "heatmap.png"
         fig.savefig(f, dpi=150)

@@ -90,6 +90,15 @@ def test_cell_counts_stream_the_folder_and_the_heatmap_never_loads_runs(tmp_path
     pd.testing.assert_series_equal(got.sort_index(), want.sort_index(), check_names=False)
     assert counts["runs"].sum() == res.n_runs
     assert list(pd.unique(counts["dtype"])) == ["float64", "float32"]
+    # an axis with more values than the figure has rows of pixels is aggregated into a strip
+    seen = []
+    real_counts = results.Results.cell_counts
+    monkeypatch.setattr(results.Results, "cell_counts",
+                        lambda self, by: seen.append(by) or real_counts(self, by))
+    monkeypatch.setattr(summary, "MAX_HEATMAP_ROWS", 3)
+    summary.write_figures(res, tmp_path)
+    monkeypatch.undo()
+    assert seen == [["learning_rate"]]
 
 
 def test_static_axis_sweep_on_disk_reads_back_in_run_order(tmp_path):

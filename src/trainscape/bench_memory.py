@@ -62,8 +62,9 @@ def measure(n_runs: int, scratch: Path) -> dict:
     cfg_file = scratch / f"memory-{n_runs}.toml"
     cfg_file.write_text(_toml(config(n_runs)))
     out = scratch / f"out-{n_runs}"
+    # as a user runs it: the heatmap is drawn and the summary printed (both read the folder)
     cmd = [sys.executable, "-m", "trainscape", "run", str(cfg_file), "--out", str(out),
-           "--no-progress", "--no-plot"]
+           "--no-progress"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output = proc.stdout.read()

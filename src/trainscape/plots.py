@@ -271,10 +271,10 @@ class _GridTicks(ticker.Locator):
         cost = self._cost_function(self._pos[keep], self._digits[keep])
         best = None
         first_ok = None
-        for stride in range(1, len(keep) + 1):
+        for stride in self._strides(len(keep), need, pix):
             if first_ok is not None and stride > 2 * first_ok:
                 break
-            for offset in range(min(stride, len(keep))):
+            for offset in range(min(stride, len(keep), self.MAX_OFFSETS)):
                 sel = np.arange(offset, len(keep), stride)
                 if len(sel) > 1 and np.min(np.abs(np.diff(pix[sel]))) < need:
                     continue
@@ -285,6 +285,22 @@ class _GridTicks(ticker.Locator):
                     best = (score, sel)
         sel = best[1] if best is not None else np.array([0])
         return self._pos[keep[sel]]
+
+    MAX_OFFSETS = 64  # offsets tried per stride (a stride of 500 seeds tries 0..63)
+    MANY = 200  # above this many grid values, only 1-2-2.5-5 strides are tried
+
+    @classmethod
+    def _strides(cls, n: int, need: float, pix: np.ndarray) -> list[int]:
+        """Candidate strides in increasing order. A stride whose widest gap is still narrower
+        than a label can never fit, so the search starts above it; a long axis (10,000 seeds)
+        tries only round strides, keeping the search linear in the axis length."""
+        widest = float(np.max(np.abs(np.diff(pix)))) if n > 1 else 0.0
+        start = max(1, math.ceil(need / widest)) if widest > 0 else n
+        if n <= cls.MANY:
+            return list(range(min(start, n), n + 1))
+        nice = sorted({int(m * 10**k) for k in range(int(math.log10(n)) + 2)
+                       for m in (1, 2, 2.5, 5)} - {0})
+        return [s for s in nice if start <= s <= n] or [n]
 
     def _cost_function(self, pos: np.ndarray, digits: np.ndarray):
         """How un-round a choice of ticks looks (lower is better)."""

@@ -52,6 +52,12 @@ def text_summary(res: Results) -> str:
     return "\n".join(lines)
 
 
+# A heatmap row needs a pixel or more: an axis with more values than this (10,000 seeds) is
+# aggregated into a strip over x instead, which also keeps the figure's memory independent of
+# the grid size (a 100 x 10,000 map would hold a million cells).
+MAX_HEATMAP_ROWS = 512
+
+
 def write_figures(res: Results, folder: Path) -> list[Path]:
     """Label heatmap (and the seed-question figure when lr 0.01 and 1 are on the grid)."""
     import matplotlib
@@ -68,6 +74,8 @@ def write_figures(res: Results, folder: Path) -> list[Path]:
         x = "learning_rate" if "learning_rate" in axes else axes[0]
         others = [a for a in axes if a != x]
         y = "seed" if "seed" in others else (others[0] if others else None)
+        if y is not None and len(res.config.sweep[y]) > MAX_HEATMAP_ROWS:
+            y = None  # more rows than the figure has pixels: one strip, runs aggregated
         fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
         # one row per (cell, label), counted a row group at a time: a million-run folder
         # draws its map without loading its runs

@@ -259,6 +259,25 @@ def test_live_lock_refused_naming_the_pid(how, big_cfg, tmp_path, capsys):
         holder.wait()
 
 
+def test_live_lock_of_another_distributed_process_is_refused(big_cfg, tmp_path, capsys):
+    # process 1 of a distributed sweep still holds its own lock: a single-process --resume
+    # (process 0's role) must not start writing the same chunks
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(out / ".lock-p1")],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    try:
+        before = _tree(out)
+        rc = main(["run", str(big_cfg), "--out", str(out), "--resume", "--no-progress"])
+        err = capsys.readouterr().err
+        assert rc == 2 and f"pid {holder.pid}" in err and ".lock-p1" in err
+        assert len(err.strip().splitlines()) == 1 and _tree(out) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_stale_lock_is_taken_over(tmp_path, capsys):
     dead = subprocess.Popen(["true"])
     dead.wait()

@@ -294,16 +294,29 @@ class Store:
 
     # -------------------------------------------------------------- lock
     def _busy(self, other: dict) -> InputError:
+        lock = other.get("lock", self.lock_name)
         return InputError(
             f"output folder {str(self.path)!r} is being written by another process "
             f"(pid {other.get('pid', '?')} on {other.get('host', '?')}); wait for it to finish, "
-            f"or delete {str(self.path / self.lock_name)!r} if that process is not a trainscape "
+            f"or delete {str(self.path / lock)!r} if that process is not a trainscape "
             "sweep"
         )
 
     def _live_holder(self) -> dict | None:
-        """The other live process holding this folder's lock, if any (probed, not taken)."""
-        lock = self.path / self.lock_name
+        """The other live process holding this folder's lock, if any (probed, not taken).
+        Process 0 also probes the locks of a distributed sweep's other processes (`.lock-pK`):
+        a sweep may not be reopened while any of them still writes its chunks."""
+        locks = [self.path / self.lock_name]
+        if self.process == 0 and self.path.is_dir():
+            locks += sorted(self.path.glob(f"{LOCK}-p*"))
+        for lock in locks:
+            holder = self._probe(lock)
+            if holder is not None:
+                return {**holder, "lock": lock.name}
+        return None
+
+    @staticmethod
+    def _probe(lock: Path) -> dict | None:
         try:
             fd = os.open(lock, os.O_RDONLY)
         except OSError:

@@ -62,3 +62,16 @@ def test_tanh_other_dtypes_are_jnp_tanh(dtype):
     z = jnp.asarray(np.linspace(-5, 5, 101), dtype)
     np.testing.assert_array_equal(np.asarray(models.tanh(z), np.float64),
                                   np.asarray(jnp.tanh(z), np.float64))
+
+
+@pytest.mark.parametrize("platform", ["cuda", "rocm", "tpu"])
+def test_tanh_lowers_to_the_native_op_on_accelerators(platform):
+    # lowered for another platform without running it: GPUs and TPUs keep their own tanh
+    from jax import export
+
+    x = jax.ShapeDtypeStruct((8,), jnp.float32)
+    for f in (models.tanh, jax.grad(lambda v: models.tanh(v).sum())):
+        text = export.export(jax.jit(f), platforms=[platform])(x).mlir_module()
+        assert "stablehlo.tanh" in text and "stablehlo.divide" not in text
+    cpu = export.export(jax.jit(models.tanh), platforms=["cpu"])(x).mlir_module()
+    assert "stablehlo.tanh" not in cpu and "stablehlo.divide" in cpu

@@ -90,16 +90,15 @@ class Results:
         return df if columns is None else df[list(columns)]
 
     def label_counts(self, by: str | list[str]) -> pd.DataFrame:
-        """`ts.label_counts(self.runs, by)`, counted from the folder's columns when the runs
-        are not loaded (Arrow's group-by: memory for two columns, not the runs table)."""
+        """`ts.label_counts(self.runs, by)`, counted from the folder by :meth:`cell_counts`
+        when the runs are not loaded."""
         from .analysis import count_table, label_counts
 
         if self._runs is not None or self.path is None:
             return label_counts(self.runs, by)
         by = [by] if isinstance(by, str) else list(by)
-        t = pq.read_table(self.path / RUNS_FILE, columns=[*by, "label"])
-        g = t.group_by([*by, "label"]).aggregate([([], "count_all")]).to_pandas()
-        return count_table(g.set_index([*by, "label"])["count_all"].sort_index())
+        counts = self.cell_counts(by).set_index([*by, "label"])["runs"]
+        return count_table(counts.sort_index())
 
     def cell_counts(self, by: str | list[str]) -> pd.DataFrame:
         """Runs per combination of the `by` columns and label: columns `[*by, "label", "runs"]`,

@@ -13,16 +13,10 @@ report.md with its report-*.png figures. A study whose TOML does not exist yet i
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import sys
 import time
 from pathlib import Path
-
-# Measuring the sharpness with the run axis sharded over 2 CPU devices hangs intermittently
-# (every XLA thread waiting on a futex); one device is slower but finishes, and a run's result
-# does not depend on the device count. Set TRAINSCAPE_CPU_DEVICES=0 to use every core.
-os.environ.setdefault("TRAINSCAPE_CPU_DEVICES", "1")
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "results" / "studies"

@@ -1,5 +1,7 @@
 """The batching boundary: vmapped == one at a time, chunk-size invariance, no recompiles."""
 
+import re
+
 import jax
 import numpy as np
 import pandas as pd
@@ -169,3 +171,33 @@ def test_matmul_precision_is_fixed_in_the_compiled_program(precision, marker):
     res = ts.run(cfg, out=None, progress=False)
     want = "highest" if marker else str(jax.config.jax_default_matmul_precision or "default")
     assert res.meta["matmul_precision"] == want
+
+
+@pytest.mark.parametrize("which", ["largest", "magnitude"])
+def test_sharpness_program_gives_lapack_one_matrix_at_a_time_on_cpu(which):
+    """jaxlib's batched LAPACK eigh waits, inside XLA's intra-op pool, for pieces of its batch
+    queued on that same pool; two of them at once on a 2-thread pool deadlocked the seed
+    question with metrics.sharpness (0% CPU, forever). On CPU the sweep must therefore only
+    ever hand LAPACK single matrices (and still hand it some: the Ritz problems are solved)."""
+    from trainscape import api
+
+    cfg = {**TINY, "metrics": {"sharpness": True, "sharpness_every": 10,
+                               "sharpness_which": which}}
+    prep = api.Prepared(ts.parse(cfg))
+    fn = engine.compiled_sweep(prep.static, ())
+    hp = {k: v.astype(np.int32 if k == "seed" else np.float32)
+          for k, v in prep.hparams(np.arange(engine.BLOCK)).items()}
+    text = fn.lower(hp, prep.x.astype(np.float32), prep.y.astype(np.float32), None).as_text()
+    calls = [line for line in text.splitlines() if "syevd" in line and "custom_call" in line]
+    assert calls, "no LAPACK eigh in the sharpness program"
+    shapes = [re.search(r":\s*\(tensor<([0-9x]+)x\w+>", line).group(1) for line in calls]
+    assert all(s.count("x") == 1 for s in shapes), shapes  # k x k, no run axis in front
+    # and the unbatched solves give jnp.linalg.eigh's own answer, run by run
+    from trainscape import curvature
+
+    t = np.random.default_rng(0).normal(size=(5, 7, 7)).astype(np.float32)
+    t = t + t.transpose(0, 2, 1)
+    evals, evecs = jax.jit(jax.vmap(curvature._eigh))(t)
+    np.testing.assert_allclose(evals, np.linalg.eigvalsh(t), rtol=1e-5, atol=1e-5)
+    recon = np.einsum("bij,bj,bkj->bik", evecs, evals, evecs)
+    np.testing.assert_allclose(recon, t, atol=1e-4)

@@ -11,6 +11,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -188,6 +189,48 @@ def test_sigterm_saves_the_chunk_in_progress_and_exits_143(big_cfg, reference, c
     assert proc.returncode == 143 and "--resume" in err, err
     assert subprocess.run(_cli(*args, "--resume"), env=cli_env, timeout=300).returncode == 0
     _same_files(out, reference)
+
+
+def test_ctrl_c_is_heard_mid_chunk_and_a_second_one_stops_at_once(cli_env, tmp_path):
+    """One chunk that would compute for many minutes: the first Ctrl+C is acknowledged while
+    XLA is still running it (JAX checks for signals while it waits); the second ends the
+    process at once (exit 130; a normal exit would wait in JAX's teardown for the chunk) with
+    the lock released, nothing half-saved and the resume command printed."""
+    cfg = _write(tmp_path / "long.toml", 'name = "long"\n' + STATIC.replace(
+        "steps = 200", "steps = 100000000\nrecord_every = 10000000")
+        + "[sweep]\nlearning_rate = [0.1, 0.2]\n")
+    out = tmp_path / "out"
+    proc = _start(cli_env, cfg, "--out", out, "--no-progress", "--no-plot")
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+
+    def wait_for(cond, timeout):
+        t0 = time.monotonic()
+        while not cond():
+            if proc.poll() is not None or time.monotonic() - t0 > timeout:
+                return False
+            time.sleep(0.02)
+        return True
+
+    try:
+        assert wait_for(lambda: (out / "manifest.json").exists(), 120), "".join(lines)
+        time.sleep(1.0)  # inside the compile or the chunk; either way Python is not running
+        proc.send_signal(signal.SIGINT)
+        assert wait_for(lambda: any("stopping once" in line for line in lines), 60), \
+            "the first Ctrl+C was not acknowledged while the chunk computed"
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        proc.wait(timeout=30)
+        stopped_in = time.monotonic() - t0
+    finally:
+        proc.kill()
+    reader.join(5)
+    err = "".join(lines)
+    assert proc.returncode == 130, err
+    assert stopped_in < 10, f"second Ctrl+C took {stopped_in:.1f} s to stop the process"
+    assert "--resume" in err and not (out / ".lock").exists()
+    assert _saved(out) == set() and not (out / "runs.parquet").exists()
 
 
 def test_corrupt_partial_and_missing_chunks_are_recomputed(big_cfg, reference, tmp_path,

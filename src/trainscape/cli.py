@@ -6,6 +6,7 @@ Exit status: 0 ok, 2 bad input (config, data, usage), 1 anything else, 130 inter
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -222,7 +223,15 @@ def cmd_run(args) -> int:
     except KeyboardInterrupt as e:  # Ctrl+C, or SIGTERM during a chunk (store.Interrupted)
         print(f"\ninterrupted: finished chunks are saved in {out}/; resume with:\n  "
               f"{shlex.join(again)}", file=sys.stderr)
-        return 128 + int(getattr(e, "signum", signal.SIGINT))
+        code = 128 + int(getattr(e, "signum", signal.SIGINT))
+        if not isinstance(e, store.Interrupted):
+            # A second Ctrl+C stopped a chunk still computing: a normal exit would wait in
+            # JAX's teardown for XLA to finish it. Everything worth keeping is on disk and
+            # the lock was released on the way out, so leave at once.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        return code
     except (memory.OutOfMemory, store.WriteError) as e:
         print(f"trainscape: error: {e}\nfinished chunks are saved in {out}/; once fixed, "
               f"resume with:\n  {shlex.join(again)}", file=sys.stderr)

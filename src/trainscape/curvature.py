@@ -26,6 +26,35 @@ WHICH = ("magnitude", "largest", "smallest")
 _HIGHEST = lax.Precision.HIGHEST
 
 
+def _eigh_unbatched(t: jax.Array):
+    return tuple(jnp.linalg.eigh(t))  # (ascending eigenvalues, eigenvectors)
+
+
+@jax.custom_batching.custom_vmap
+def _eigh(t: jax.Array):
+    """`jnp.linalg.eigh` of a small symmetric matrix: (ascending eigenvalues, eigenvectors).
+
+    On CPU a batch of these is solved one matrix at a time. jaxlib's batched LAPACK kernel
+    splits its batch over XLA's intra-op thread pool and waits for the pieces from inside a
+    thread of that same pool; when the executor runs two such kernels at once (e.g. on a
+    2-core machine, where the pool has two threads) each waits for work that no free thread
+    is left to run, and the program hangs at 0% CPU (seen with `metrics.sharpness` on a
+    vmapped sweep). A k x k tridiagonal eigenproblem with k ~ 20 costs microseconds, so the
+    sequential loop is cheap; other platforms keep the batched solver.
+    """
+    return _eigh_unbatched(t)
+
+
+@_eigh.def_vmap
+def _eigh_vmap(axis_size, in_batched, t):
+    (batched,) = in_batched
+    if not batched:
+        return _eigh(t), (False, False)
+    out = lax.platform_dependent(t, cpu=lambda m: lax.map(_eigh, m),
+                                 default=jax.vmap(_eigh_unbatched))
+    return out, (True, True)
+
+
 class Eigenpair(NamedTuple):
     """An estimated Hessian eigenpair.
 
@@ -193,14 +222,14 @@ def _ritz_value(alphas, betas, m, which) -> jax.Array:
     Pads with alpha_0 = e_1^T T_m e_1, which lies inside T_m's spectrum, so the padding cannot
     become the max, min or max-|.| eigenvalue.
     """
-    evals = jnp.linalg.eigvalsh(_tridiagonal(alphas, betas, m, alphas[0]))
+    evals = _eigh(_tridiagonal(alphas, betas, m, alphas[0]))[0]
     return _pick(evals[-1], evals[0], which)
 
 
 def _ritz_pair_full(alphas, betas, which):
     """Target eigenpair of the full k x k T (no padding, so one eigh serves both ends)."""
     k = alphas.shape[0]
-    evals, evecs = jnp.linalg.eigh(_tridiagonal(alphas, betas, k, alphas[0]))
+    evals, evecs = _eigh(_tridiagonal(alphas, betas, k, alphas[0]))
     theta = _pick(evals[-1], evals[0], which)
     if which == "largest":
         return theta, evecs[:, -1]
@@ -219,7 +248,7 @@ def _ritz_pair(alphas, betas, m, which):
     far = 2 * radius + 1
 
     def end(top: bool):
-        evals, evecs = jnp.linalg.eigh(_tridiagonal(alphas, betas, m, -far if top else far))
+        evals, evecs = _eigh(_tridiagonal(alphas, betas, m, -far if top else far))
         j = -1 if top else 0
         return evals[j], evecs[:, j]
 

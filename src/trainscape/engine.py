@@ -53,7 +53,8 @@ def compiled_sweep(static: Static, devices: tuple = ()):
     `shard_map` over a 1-D mesh of `devices` gives each device its own block of runs and its own
     copy of the data, with no communication at all. (Letting the partitioner shard a plain
     `jit(vmap)` instead inserted cross-device collectives around LAPACK's eigh in the sharpness
-    code, which hung with several CPU devices.)"""
+    code. The hangs seen with the sharpness on CPU came from jaxlib's batched eigh itself;
+    see `curvature._eigh`.)"""
 
     def one(hp, x, y, init_params):
         # the precision of every matmul is fixed when the program is traced ("default" leaves

@@ -114,8 +114,13 @@ def test_record_every_thins_curves_but_not_summaries(base):
     pd.testing.assert_series_equal(res.runs["label"], base.runs["label"])
 
 
-def test_sharded_over_two_devices_equals_one_device(base, tmp_path):
-    """The run axis sharded over 2 host CPU devices gives bit-identical tables to 1 device."""
+SHARP = {**TINY, "metrics": {"sharpness": True, "sharpness_every": 10}}
+
+
+@pytest.mark.parametrize("cfg", [TINY, SHARP], ids=["plain", "sharpness"])
+def test_sharded_over_two_devices_equals_one_device(cfg, tmp_path):
+    """The run axis sharded over 2 host CPU devices gives bit-identical tables to 1 device
+    (with the sharpness too: its Lanczos program is sharded like the rest)."""
     import json
     import os
     import subprocess
@@ -132,10 +137,17 @@ def test_sharded_over_two_devices_equals_one_device(base, tmp_path):
     )
     env = dict(os.environ, TRAINSCAPE_CPU_DEVICES="1")
     runs_f, curves_f = tmp_path / "r.parquet", tmp_path / "c.parquet"
-    subprocess.run([sys.executable, "-c", script, json.dumps(TINY), str(runs_f), str(curves_f)],
+    subprocess.run([sys.executable, "-c", script, json.dumps(cfg), str(runs_f), str(curves_f)],
                    env=env, check=True, timeout=300)
-    pd.testing.assert_frame_equal(base.runs, pd.read_parquet(runs_f))
-    pd.testing.assert_frame_equal(base.curves, pd.read_parquet(curves_f))
+    sharded = _run(cfg, chunk_size=1000)
+    if cfg is SHARP:
+        from trainscape import api
+
+        static = api.Prepared(ts.parse(cfg)).static
+        assert engine.group_devices(static, jax.local_devices()) == jax.local_devices()
+        assert np.isfinite(sharded.runs["sharpness_init"]).all()
+    pd.testing.assert_frame_equal(sharded.runs, pd.read_parquet(runs_f))
+    pd.testing.assert_frame_equal(sharded.curves, pd.read_parquet(curves_f))
 
 
 def test_auto_chunk_size_respects_memory_budget():

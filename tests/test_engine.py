@@ -164,19 +164,24 @@ def test_auto_chunk_size_respects_memory_budget():
     assert size < 100 * step and big >= size
 
 
+def _lowered_block(cfg) -> str:
+    """StableHLO text of the sweep program of `cfg` for one block of runs on one device."""
+    from trainscape import api
+
+    prep = api.Prepared(ts.parse(cfg))
+    fn = engine.compiled_sweep(prep.static, ())
+    hp = {k: v.astype(np.int32 if k == "seed" else np.float32)
+          for k, v in prep.hparams(np.arange(engine.BLOCK)).items()}
+    return fn.lower(hp, prep.x.astype(np.float32), prep.y.astype(np.float32), None).as_text()
+
+
 @pytest.mark.parametrize("precision, marker", [("highest", True), ("default", False)])
 def test_matmul_precision_is_fixed_in_the_compiled_program(precision, marker):
     """[train] matmul_precision reaches every dot of the traced program (on a GPU "default"
     would mean TF32); the result metadata records it."""
-    from trainscape import api
 
     cfg = {**TINY, "train": {**TINY["train"], "matmul_precision": precision}}
-    prep = api.Prepared(ts.parse(cfg))
-    fn = engine.compiled_sweep(prep.static, ())
-    rows = np.arange(engine.BLOCK)
-    hp = {k: v.astype(np.int32 if k == "seed" else np.float32)
-          for k, v in prep.hparams(rows).items()}
-    text = fn.lower(hp, prep.x.astype(np.float32), prep.y.astype(np.float32), None).as_text()
+    text = _lowered_block(cfg)
     dots = [line for line in text.splitlines() if "stablehlo.dot_general" in line]
     assert dots
     assert all("precision = [HIGHEST, HIGHEST]" in line for line in dots) is marker
@@ -191,15 +196,8 @@ def test_sharpness_program_gives_lapack_one_matrix_at_a_time_on_cpu(which):
     queued on that same pool; two of them at once on a 2-thread pool deadlocked the seed
     question with metrics.sharpness (0% CPU, forever). On CPU the sweep must therefore only
     ever hand LAPACK single matrices (and still hand it some: the Ritz problems are solved)."""
-    from trainscape import api
-
-    cfg = {**TINY, "metrics": {"sharpness": True, "sharpness_every": 10,
-                               "sharpness_which": which}}
-    prep = api.Prepared(ts.parse(cfg))
-    fn = engine.compiled_sweep(prep.static, ())
-    hp = {k: v.astype(np.int32 if k == "seed" else np.float32)
-          for k, v in prep.hparams(np.arange(engine.BLOCK)).items()}
-    text = fn.lower(hp, prep.x.astype(np.float32), prep.y.astype(np.float32), None).as_text()
+    text = _lowered_block({**TINY, "metrics": {"sharpness": True, "sharpness_every": 10,
+                                               "sharpness_which": which}})
     calls = [line for line in text.splitlines() if "syevd" in line and "custom_call" in line]
     assert calls, "no LAPACK eigh in the sharpness program"
     shapes = [re.search(r":\s*\(tensor<([0-9x]+)x\w+>", line).group(1) for line in calls]

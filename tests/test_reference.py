@@ -17,14 +17,18 @@ def cancer():
     return x, y
 
 
-def test_loss_and_gradients_match_numpy_backprop(cancer):
+@pytest.mark.parametrize("layout", ["auto", "samples", "features"])
+@pytest.mark.parametrize("sizes", [(30, 128, 64, 1), (30, 16, 16, 1)])
+def test_loss_and_gradients_match_numpy_backprop(cancer, sizes, layout):
+    """Both layouts of the forward pass (activations (n, width) or (width, n)) give the
+    hand-written NumPy backprop's loss and gradients, for the seed network and a narrow one."""
     x, y = cancer
     rng = np.random.default_rng(0)
-    params = seed_init(rng, (30, 128, 64, 1))
+    params = seed_init(rng, sizes)
     ref_loss, ref_g = loss_and_grads(params, x, y)
 
     def loss_fn(p):
-        return losses.bce(mlp_apply(p, jnp.asarray(x), "tanh"), jnp.asarray(y))
+        return losses.bce(mlp_apply(p, jnp.asarray(x), "tanh", layout=layout), jnp.asarray(y))
 
     value, g = jax.value_and_grad(loss_fn)(jax.tree.map(jnp.asarray, params))
     assert abs(float(value) - ref_loss) <= 1e-12 * abs(ref_loss)
@@ -33,15 +37,18 @@ def test_loss_and_gradients_match_numpy_backprop(cancer):
             np.testing.assert_allclose(np.asarray(gl[k]), rl[k], rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("lr", [0.01, 0.3, 1.0])
-def test_training_curves_match_numpy_gradient_descent(cancer, lr):
+@pytest.mark.parametrize("lr, hidden", [(0.01, [128, 64]), (0.3, [128, 64]), (1.0, [128, 64]),
+                                        (1.0, [16, 16])])
+def test_training_curves_match_numpy_gradient_descent(cancer, lr, hidden):
+    """The engine's training loop, sample-major ([128, 64]) and feature-major ([16, 16], which
+    also stores the data transposed in the loop), against NumPy gradient descent."""
     x, y = cancer
     x, y = x[:200], y[:200]
-    params = seed_init(np.random.default_rng(1), (30, 128, 64, 1))
+    params = seed_init(np.random.default_rng(1), (30, *hidden, 1))
     steps = 40
     ref = gd_curve(params, x, y, lr, steps)
     res = ts.run(
-        {"model": {"hidden": [128, 64]}, "train": {"steps": steps, "dtype": "float64"},
+        {"model": {"hidden": hidden}, "train": {"steps": steps, "dtype": "float64"},
          "sweep": {"learning_rate": [lr]}},
         data=(x, y), init_params=params, out=None, progress=False,
     )
@@ -63,3 +70,20 @@ def test_seed_init_distribution():
     assert w1.min() >= 0 and w1.max() < 1 and abs(w1.mean() - 0.5) < 0.02
     assert abs(w2.mean()) < 0.05 and abs(w2.std() - 1) < 0.05
     assert all(np.all(np.asarray(layer["b"]) == 0) for layer in p)
+
+
+def test_layout_choice():
+    """Feature-major only for networks whose hidden layers are all narrow, with more samples
+    than features in any layer; outputs keep the (n, k) shape."""
+    from trainscape.models import FEATURE_MAJOR_MAX_WIDTH as W
+    from trainscape.models import feature_major, mlp_init
+
+    def fm(sizes, n):
+        return feature_major(mlp_init(jax.random.PRNGKey(0), sizes), jnp.zeros((n, sizes[0])))
+
+    assert fm((2, W, W, 1), 256) and fm((30, 4, 1), 64)
+    assert not fm((2, W + 1, W, 1), 256) and not fm((30, 128, 64, 1), 569)
+    assert not fm((2, W, 1), W)  # no longer axis to vectorize along
+    assert not fm((2, 1), 256)  # no hidden layer
+    p = mlp_init(jax.random.PRNGKey(0), (2, 8, 3))
+    assert mlp_apply(p, jnp.ones((50, 2)), layout="features").shape == (50, 3)

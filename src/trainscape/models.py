@@ -136,26 +136,56 @@ def mlp_init(key, sizes: tuple[int, ...], *, init: str = "normal", bias: bool = 
     return params
 
 
+# Hidden layers at most this wide are computed feature-major (see `feature_major`).
+FEATURE_MAJOR_MAX_WIDTH = 16
+
+
+def feature_major(params: list[dict], x_NxD) -> bool:
+    """Whether `mlp_apply` computes this network feature-major, activations as (width, n).
+
+    In the usual sample-major layout, (n, width), the last (fastest-varying) axis of every hidden
+    activation is its width. XLA:CPU vectorizes its elementwise loops (the activation, its
+    derivative) along that axis only, and with 16 features it ran them 3-4x slower per element
+    than with a long axis (measured: 0.65 vs 0.17 ns per element). Feature-major puts the n
+    samples last. It pays for networks whose hidden layers are all at most
+    FEATURE_MAJOR_MAX_WIDTH wide and costs for wide ones, whose matmuls dominate (the `small`
+    bench workload, 2-16-16-1: 1.3-1.5x; 32 wide: no change; 64 wide and the `seed` network:
+    10-20% slower; results/bench/README.md). The math is the same either way; float sums may
+    be ordered differently inside XLA's matmuls, so the last bits of a result can differ."""
+    hidden = [layer["w"].shape[-1] for layer in params[:-1]]
+    return bool(hidden) and max(hidden) <= FEATURE_MAJOR_MAX_WIDTH < x_NxD.shape[0]
+
+
 def mlp_apply(params: list[dict], x_NxD, activation: str = "tanh",
-              mults: tuple[float, ...] | None = None, drop_key=None, rate=None):
+              mults: tuple[float, ...] | None = None, drop_key=None, rate=None,
+              layout: str = "auto"):
     """Forward pass; the last layer is linear (logits / predictions). With `drop_key`, inverted
-    dropout at `rate` on every hidden activation."""
+    dropout at `rate` on every hidden activation. `layout` is "samples" (activations (n, width)),
+    "features" ((width, n)) or "auto" (`feature_major` decides); outputs are (n, k) either way."""
     act = ACTIVATIONS[activation]
-    h = x_NxD
+    if layout == "auto":
+        layout = "features" if feature_major(params, x_NxD) else "samples"
+    transposed = layout == "features"
+    h = x_NxD.T if transposed else x_NxD
     for i, layer in enumerate(params):
         w = layer["w"]
         if mults is not None and mults[i] != 1.0:
             w = w * jnp.asarray(mults[i], w.dtype)
-        h = h @ w
-        if "b" in layer:
-            h = h + layer["b"]
+        if transposed:  # (fan_out, n) = w.T @ h
+            h = lax.dot_general(w, h, (((0,), (0,)), ((), ())))
+            if "b" in layer:
+                h = h + layer["b"][:, None]
+        else:
+            h = h @ w
+            if "b" in layer:
+                h = h + layer["b"]
         if i < len(params) - 1:
             h = act(h)
             if drop_key is not None:
                 keep = 1.0 - rate
                 mask = jax.random.uniform(jax.random.fold_in(drop_key, i), h.shape) >= rate
                 h = jnp.where(mask, h / keep.astype(h.dtype), jnp.zeros((), h.dtype))
-    return h
+    return h.T if transposed else h
 
 
 def builtin_mlp(sizes: tuple[int, ...], *, activation: str, init: str, bias: bool,
@@ -187,6 +217,11 @@ class _MlpApply:
 
     def __call__(self, params, x):
         return mlp_apply(params, x, self.activation, self.mults or None)
+
+    def transposed_input(self, params, x) -> bool:
+        """True when the forward pass reads the data as x.T (`feature_major`): the training
+        loop then stores x transposed once, outside the step loop."""
+        return feature_major(params, x)
 
     def with_dropout(self, params, x, key, rate):
         return mlp_apply(params, x, self.activation, self.mults or None, key, rate)

@@ -156,6 +156,24 @@ def feature_major(params: list[dict], x_NxD) -> bool:
     return bool(hidden) and max(hidden) <= FEATURE_MAJOR_MAX_WIDTH < x_NxD.shape[0]
 
 
+@jax.custom_jvp
+def _add_bias_fm(h, b):
+    """h + b[:, None] for feature-major activations h (width, n). Its derivative with respect to
+    b is written as an outer product with a row of ones, so reverse mode computes the bias
+    gradient as a matrix-vector product, dZ @ ones(n), instead of XLA:CPU's pairwise
+    reduce-window sum, which took 13% of a step on the `small` bench workload (measured 1.05x
+    to 1.14x run-steps/s from this; in the sample-major layout the same trick was 0.8x)."""
+    return h + b[:, None]
+
+
+@_add_bias_fm.defjvp
+def _add_bias_fm_jvp(primals, tangents):
+    h, b = primals
+    dh, db = tangents
+    ones = jnp.ones((1, h.shape[1]), h.dtype)
+    return h + b[:, None], dh + lax.dot_general(db[:, None], ones, (((1,), (0,)), ((), ())))
+
+
 def mlp_apply(params: list[dict], x_NxD, activation: str = "tanh",
               mults: tuple[float, ...] | None = None, drop_key=None, rate=None,
               layout: str = "auto"):
@@ -174,7 +192,7 @@ def mlp_apply(params: list[dict], x_NxD, activation: str = "tanh",
         if transposed:  # (fan_out, n) = w.T @ h
             h = lax.dot_general(w, h, (((0,), (0,)), ((), ())))
             if "b" in layer:
-                h = h + layer["b"][:, None]
+                h = _add_bias_fm(h, layer["b"])
         else:
             h = h @ w
             if "b" in layer:

@@ -87,6 +87,8 @@ def test_layout_choice():
     assert not fm((2, 1), 256)  # no hidden layer
     p = mlp_init(jax.random.PRNGKey(0), (2, 8, 3))
     assert mlp_apply(p, jnp.ones((50, 2)), layout="features").shape == (50, 3)
+    with pytest.raises(ValueError, match="layout"):
+        mlp_apply(p, jnp.ones((50, 2)), layout="rows")
 
 
 @pytest.mark.parametrize("layout", ["samples", "features"])

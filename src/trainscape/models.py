@@ -149,8 +149,8 @@ def feature_major(params: list[dict], x_NxD) -> bool:
     than with a long axis (measured: 0.65 vs 0.17 ns per element). Feature-major puts the n
     samples last. It pays for networks whose hidden layers are all at most
     FEATURE_MAJOR_MAX_WIDTH wide and costs for wide ones, whose matmuls dominate (the `small`
-    bench workload, 2-16-16-1: 1.3-1.5x; 32 wide: no change; 64 wide and the `seed` network:
-    10-20% slower; results/bench/README.md). The math is the same either way; float sums may
+    bench workload, 2-16-16-1: about 1.45x; 32 wide: no change; 64 wide and the `seed`
+    network: 7-27% slower; results/bench/README.md). The math is the same either way; float sums may
     be ordered differently inside XLA's matmuls, so the last bits of a result can differ."""
     hidden = [layer["w"].shape[-1] for layer in params[:-1]]
     return bool(hidden) and max(hidden) <= FEATURE_MAJOR_MAX_WIDTH < x_NxD.shape[0]
@@ -183,6 +183,8 @@ def mlp_apply(params: list[dict], x_NxD, activation: str = "tanh",
     act = ACTIVATIONS[activation]
     if layout == "auto":
         layout = "features" if feature_major(params, x_NxD) else "samples"
+    elif layout not in ("samples", "features"):
+        raise ValueError(f"layout: expected 'auto', 'samples' or 'features', got {layout!r}")
     transposed = layout == "features"
     h = x_NxD.T if transposed else x_NxD
     for i, layer in enumerate(params):

@@ -100,11 +100,15 @@ class _nullcontext:
         return False
 
 
-def test_help_on_every_command():
-    for cmd in (["--help"], ["run", "--help"], ["gradcheck", "--help"]):
-        r = subprocess.run([sys.executable, "-m", "trainscape", *cmd], capture_output=True,
-                           text=True)
-        assert r.returncode == 0 and "usage:" in r.stdout
+def test_help_on_every_command(capsys):
+    # the installed entry point once in a fresh process, every sub-command's help in this one
+    r = subprocess.run([sys.executable, "-m", "trainscape", "--help"], capture_output=True,
+                       text=True)
+    assert r.returncode == 0 and "usage:" in r.stdout
+    for cmd in (["run", "--help"], ["gradcheck", "--help"], ["bench", "--help"]):
+        with pytest.raises(SystemExit) as exit_:
+            main(cmd)
+        assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out, cmd
 
 
 def test_seed_question_lr_001_converges_lr_1_catapults(tmp_path):

@@ -239,3 +239,25 @@ def test_narrow_networks_run_feature_major_in_the_compiled_program(hidden, featu
     act_fm = re.findall(rf"= f32\[{b},{w},{n}\]\S* fusion\(.*kind=kLoop", text)
     act_sm = re.findall(rf"= f32\[{b},{n},{w}\]\S* fusion\(.*kind=kLoop", text)
     assert (bool(act_fm), bool(act_sm)) == (feature_major, not feature_major)
+
+
+def test_feature_major_matmuls_take_the_form_xla_hands_to_its_small_matrix_library():
+    """Every matmul of a 16-wide network that produces a (B, 16, n) activation or its gradient
+    contracts the last axis of its left operand: the only form XLA:CPU gives YNNPACK. The plain
+    w.T @ h contracted w's first axis and went to Eigen's transposed-operand path instead, at
+    less than half the speed (models._linear_fm)."""
+    from trainscape import api
+
+    n, b = 256, engine.BLOCK
+    cfg = {"data": {"name": "moons", "n_samples": n}, "model": {"hidden": [16, 16]},
+           "train": {"steps": 5}, "sweep": {"learning_rate": [0.1]}}
+    prep = api.Prepared(ts.parse(cfg))
+    fn = engine.compiled_sweep(prep.static, ())
+    hp = {k: v.astype(np.int32 if k == "seed" else np.float32)
+          for k, v in prep.hparams(np.arange(b)).items()}
+    text = fn.lower(hp, prep.x.astype(np.float32), prep.y.astype(np.float32),
+                    None).compile().as_text()
+    dots = [line for line in text.splitlines()
+            if re.search(rf"= f32\[{b},16,{n}\]\S* dot\(", line)]
+    assert len(dots) >= 3  # two forward layers and one input gradient, at least
+    assert all("lhs_contracting_dims={2}" in line for line in dots), dots

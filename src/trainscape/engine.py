@@ -30,6 +30,15 @@ from .train import Static, Trajectory, train_one
 BLOCK = 32
 DEFAULT_CHUNK = 4 * BLOCK  # runs per device per chunk (a chunk is the unit saved to disk)
 
+# XLA options of every training program compiled for CPU devices (per program, through
+# `jax.jit(compiler_options=...)`, so nothing else in the user's process changes).
+# prefer_vector_width=512: XLA:CPU's elementwise loops (tanh, its derivative, the updates) use
+# 256-bit vectors by default even on AVX-512 machines; 512-bit ones measured 1.11-1.19x
+# run-steps/s on the `small` bench workload and 1.02-1.06x on the wider networks
+# (results/bench/README.md). A machine without AVX-512 keeps its own widest vectors. Sums
+# vectorized differently change the last bits of results, hence engine version 0.4.0.
+CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
+
 
 @dataclass
 class ChunkOutput:
@@ -76,11 +85,14 @@ def compiled_sweep(static: Static, devices: tuple = ()):
         runs = jax.tree.leaves(hp)[0].shape[0]
         return inner(hp, jnp.broadcast_to(x, (runs, *x.shape)), y, init_params)
 
+    platform = devices[0].platform if devices else jax.default_backend()
+    jit = functools.partial(jax.jit, compiler_options=CPU_COMPILER_OPTIONS if platform == "cpu"
+                            else None)
     if len(devices) <= 1:
-        return jax.jit(batched)
+        return jit(batched)
     mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
     P = jax.sharding.PartitionSpec
-    return jax.jit(jax.shard_map(batched, mesh=mesh, in_specs=(P("runs"), P(), P(), P()),
+    return jit(jax.shard_map(batched, mesh=mesh, in_specs=(P("runs"), P(), P(), P()),
                                  out_specs=P("runs"), check_vma=False))
 
 

@@ -188,6 +188,9 @@ def test_matmul_precision_is_fixed_in_the_compiled_program(precision, marker):
     res = ts.run(cfg, out=None, progress=False)
     want = "highest" if marker else str(jax.config.jax_default_matmul_precision or "default")
     assert res.meta["matmul_precision"] == want
+    # the XLA options the programs were compiled with are recorded too (they move last bits)
+    assert res.meta["xla_compiler_options"] == (
+        engine.CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else {})
 
 
 @pytest.mark.parametrize("which", ["largest", "magnitude"])

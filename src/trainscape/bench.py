@@ -610,6 +610,7 @@ def machine_info() -> dict:
         "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
         "jax_enable_x64": bool(jax.config.jax_enable_x64),
         "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+        "engine_compiler_options": _engine_compiler_options(),
         "thread_env": {
             k: v
             for k, v in sorted(os.environ.items())
@@ -634,6 +635,14 @@ def machine_info() -> dict:
     except ImportError:
         info["numpy_blas"] = "threadpoolctl not installed"
     return info
+
+
+def _engine_compiler_options() -> dict:
+    """The XLA options the engine compiles its training programs with on this backend (the
+    peers get XLA's defaults)."""
+    from trainscape import engine
+
+    return dict(engine.CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else {}
 
 
 def _jaxlib_version() -> str | None:
@@ -699,7 +708,8 @@ def format_report(result: dict) -> str:
         f"- versions: python {m['python']}, jax {m['jax']}, jaxlib {m['jaxlib']}, "
         f"numpy {m['numpy']}, torch {m['torch']}",
         f"- jax backend {m['jax_backend']} {m['jax_devices']}, default_matmul_precision="
-        f"{m['jax_default_matmul_precision']}, XLA_FLAGS={m['XLA_FLAGS']!r}",
+        f"{m['jax_default_matmul_precision']}, XLA_FLAGS={m['XLA_FLAGS']!r}, engine's XLA "
+        f"options {m.get('engine_compiler_options')}",
         f"- numpy BLAS: {blas}; thread env: {m['thread_env'] or '{}'}",
         f"- matmul rate ({mm['n']}x{mm['n']} float32): jax {mm['jax_flops'] / 1e9:.1f} GFLOP/s "
         f"(utilization denominator), numpy {mm['numpy_flops'] / 1e9:.1f} GFLOP/s",

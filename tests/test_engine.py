@@ -264,3 +264,12 @@ def test_feature_major_matmuls_take_the_form_xla_hands_to_its_small_matrix_libra
             if re.search(rf"= f32\[{b},16,{n}\]\S* dot\(", line)]
     assert len(dots) >= 3  # two forward layers and one input gradient, at least
     assert all("lhs_contracting_dims={2}" in line for line in dots), dots
+
+
+def test_512_bit_vectors_are_asked_for_only_on_avx512_cpus(tmp_path):
+    avx512 = tmp_path / "a"
+    avx512.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512f avx512dq\n")
+    avx2 = tmp_path / "b"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\nbugs\t\t: avx512f_fake\n")
+    assert engine._has_avx512(str(avx512)) and not engine._has_avx512(str(avx2))
+    assert not engine._has_avx512(str(tmp_path / "missing"))

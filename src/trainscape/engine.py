@@ -30,14 +30,24 @@ from .train import Static, Trajectory, train_one
 BLOCK = 32
 DEFAULT_CHUNK = 4 * BLOCK  # runs per device per chunk (a chunk is the unit saved to disk)
 
+
+def _has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    try:
+        with open(cpuinfo) as f:
+            return any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:  # not Linux: no way to tell cheaply, keep XLA's defaults
+        return False
+
+
 # XLA options of every training program compiled for CPU devices (per program, through
-# `jax.jit(compiler_options=...)`, so nothing else in the user's process changes).
-# prefer_vector_width=512: XLA:CPU's elementwise loops (tanh, its derivative, the updates) use
-# 256-bit vectors by default even on AVX-512 machines; 512-bit ones measured 1.11-1.19x
-# run-steps/s on the `small` bench workload and 1.02-1.06x on the wider networks
-# (results/bench/README.md). A machine without AVX-512 keeps its own widest vectors. Sums
-# vectorized differently change the last bits of results, hence engine version 0.4.0.
-CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512}
+# `jax.jit(compiler_options=...)`, so nothing else in the user's process changes); recorded in
+# meta.json as `xla_compiler_options`.
+# prefer_vector_width=512, on AVX-512 machines only: XLA:CPU's elementwise loops (tanh, its
+# derivative, the updates) use 256-bit vectors by default even there; 512-bit ones measured
+# 1.11-1.19x run-steps/s on the `small` bench workload and 1.02-1.08x on wider networks
+# (results/bench/README.md). Sums vectorized differently change the last bits of results,
+# hence engine version 0.4.0. Other CPUs keep XLA's defaults (not measured here).
+CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512} if _has_avx512() else {}
 
 
 @dataclass
@@ -86,8 +96,8 @@ def compiled_sweep(static: Static, devices: tuple = ()):
         return inner(hp, jnp.broadcast_to(x, (runs, *x.shape)), y, init_params)
 
     platform = devices[0].platform if devices else jax.default_backend()
-    jit = functools.partial(jax.jit, compiler_options=CPU_COMPILER_OPTIONS if platform == "cpu"
-                            else None)
+    jit = functools.partial(jax.jit, compiler_options=(CPU_COMPILER_OPTIONS or None)
+                            if platform == "cpu" else None)
     if len(devices) <= 1:
         return jit(batched)
     mesh = jax.sharding.Mesh(np.array(devices), ("runs",))

@@ -262,7 +262,9 @@ def test_feature_major_matmuls_take_the_form_xla_hands_to_its_small_matrix_libra
                     None).compile().as_text()
     dots = [line for line in text.splitlines()
             if re.search(rf"= f32\[{b},16,{n}\]\S* dot\(", line)]
-    assert len(dots) >= 3  # two forward layers and one input gradient, at least
+    # at least layer 2's forward product and its input gradient (layer 1, with 2 inputs, is
+    # written as multiply-adds: models.FM_UNROLL_MAX_FAN_IN)
+    assert len(dots) >= 2
     assert all("lhs_contracting_dims={2}" in line for line in dots), dots
 
 

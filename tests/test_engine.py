@@ -216,23 +216,28 @@ def test_sharpness_program_gives_lapack_one_matrix_at_a_time_on_cpu(which):
     np.testing.assert_allclose(recon, t, atol=1e-4)
 
 
+def _optimized_moons_block(hidden, n=256):
+    """XLA's optimized HLO of one compiled block (BLOCK runs) of an MLP on n moons points."""
+    from trainscape import api
+
+    cfg = {"data": {"name": "moons", "n_samples": n}, "model": {"hidden": hidden},
+           "train": {"steps": 5}, "sweep": {"learning_rate": [0.1]}}
+    prep = api.Prepared(ts.parse(cfg))
+    fn = engine.compiled_sweep(prep.static, ())
+    hp = {k: v.astype(np.int32 if k == "seed" else np.float32)
+          for k, v in prep.hparams(np.arange(engine.BLOCK)).items()}
+    return fn.lower(hp, prep.x.astype(np.float32), prep.y.astype(np.float32),
+                    None).compile().as_text()
+
+
 @pytest.mark.parametrize("hidden, feature_major", [([16, 16], True), ([64], False)])
 def test_narrow_networks_run_feature_major_in_the_compiled_program(hidden, feature_major):
     """The layout the program actually runs in (XLA's optimized HLO for one block): narrow
     layers keep the samples on the last axis of every activation fusion and the step loop
     carries the data transposed, (B, d, n); wide layers the other way round. In the (n, 16)
     layout XLA:CPU's elementwise loops ran 3-4x slower per element."""
-    from trainscape import api
-
     n, b = 256, engine.BLOCK
-    cfg = {"data": {"name": "moons", "n_samples": n}, "model": {"hidden": hidden},
-           "train": {"steps": 5}, "sweep": {"learning_rate": [0.1]}}
-    prep = api.Prepared(ts.parse(cfg))
-    fn = engine.compiled_sweep(prep.static, ())
-    hp = {k: v.astype(np.int32 if k == "seed" else np.float32)
-          for k, v in prep.hparams(np.arange(b)).items()}
-    text = fn.lower(hp, prep.x.astype(np.float32), prep.y.astype(np.float32),
-                    None).compile().as_text()
+    text = _optimized_moons_block(hidden, n)
     w = hidden[0]
     loops = [line.split(" while(")[0] for line in text.splitlines()
              if " while(" in line and f"f32[{b},{n}]" not in line and "f32[256]" in line]
@@ -249,17 +254,8 @@ def test_feature_major_matmuls_take_the_form_xla_hands_to_its_small_matrix_libra
     contracts the last axis of its left operand: the only form XLA:CPU gives YNNPACK. The plain
     w.T @ h contracted w's first axis and went to Eigen's transposed-operand path instead, at
     less than half the speed (models._linear_fm)."""
-    from trainscape import api
-
     n, b = 256, engine.BLOCK
-    cfg = {"data": {"name": "moons", "n_samples": n}, "model": {"hidden": [16, 16]},
-           "train": {"steps": 5}, "sweep": {"learning_rate": [0.1]}}
-    prep = api.Prepared(ts.parse(cfg))
-    fn = engine.compiled_sweep(prep.static, ())
-    hp = {k: v.astype(np.int32 if k == "seed" else np.float32)
-          for k, v in prep.hparams(np.arange(b)).items()}
-    text = fn.lower(hp, prep.x.astype(np.float32), prep.y.astype(np.float32),
-                    None).compile().as_text()
+    text = _optimized_moons_block([16, 16], n)
     dots = [line for line in text.splitlines()
             if re.search(rf"= f32\[{b},16,{n}\]\S* dot\(", line)]
     # at least layer 2's forward product and its input gradient (layer 1, with 2 inputs, is

@@ -191,6 +191,7 @@ def test_matmul_precision_is_fixed_in_the_compiled_program(precision, marker):
     # the XLA options the programs were compiled with are recorded too (they move last bits)
     assert res.meta["xla_compiler_options"] == (
         engine.CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else {})
+    assert engine.compiler_options("gpu") == {}
 
 
 @pytest.mark.parametrize("which", ["largest", "magnitude"])

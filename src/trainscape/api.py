@@ -297,8 +297,7 @@ def environment() -> dict:
         "devices": [str(d) for d in jax.devices()],
         "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
         # XLA options the training programs were compiled with (they can move the last bits)
-        "xla_compiler_options": (dict(engine.CPU_COMPILER_OPTIONS)
-                                 if jax.default_backend() == "cpu" else {}),
+        "xla_compiler_options": engine.compiler_options(),
     }
 
 

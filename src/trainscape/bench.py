@@ -610,7 +610,7 @@ def machine_info() -> dict:
         "jax_default_matmul_precision": jax.config.jax_default_matmul_precision,
         "jax_enable_x64": bool(jax.config.jax_enable_x64),
         "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
-        "engine_compiler_options": _engine_compiler_options(),
+        "engine_compiler_options": _engine_compiler_options(),  # the peers get XLA's defaults
         "thread_env": {
             k: v
             for k, v in sorted(os.environ.items())
@@ -638,11 +638,9 @@ def machine_info() -> dict:
 
 
 def _engine_compiler_options() -> dict:
-    """The XLA options the engine compiles its training programs with on this backend (the
-    peers get XLA's defaults)."""
     from trainscape import engine
 
-    return dict(engine.CPU_COMPILER_OPTIONS) if jax.default_backend() == "cpu" else {}
+    return engine.compiler_options()
 
 
 def _jaxlib_version() -> str | None:

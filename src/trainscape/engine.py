@@ -50,6 +50,11 @@ def _has_avx512(cpuinfo: str = "/proc/cpuinfo") -> bool:
 CPU_COMPILER_OPTIONS = {"xla_cpu_prefer_vector_width": 512} if _has_avx512() else {}
 
 
+def compiler_options(platform: str | None = None) -> dict:
+    """The XLA options training programs get on `platform` (default: JAX's default backend)."""
+    return dict(CPU_COMPILER_OPTIONS) if (platform or jax.default_backend()) == "cpu" else {}
+
+
 @dataclass
 class ChunkOutput:
     """Host copies of one chunk's trajectories (padding removed). `rows` are the positions
@@ -95,9 +100,8 @@ def compiled_sweep(static: Static, devices: tuple = ()):
         runs = jax.tree.leaves(hp)[0].shape[0]
         return inner(hp, jnp.broadcast_to(x, (runs, *x.shape)), y, init_params)
 
-    platform = devices[0].platform if devices else jax.default_backend()
-    jit = functools.partial(jax.jit, compiler_options=(CPU_COMPILER_OPTIONS or None)
-                            if platform == "cpu" else None)
+    options = compiler_options(devices[0].platform if devices else None)
+    jit = functools.partial(jax.jit, compiler_options=options or None)
     if len(devices) <= 1:
         return jit(batched)
     mesh = jax.sharding.Mesh(np.array(devices), ("runs",))

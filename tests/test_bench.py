@@ -162,6 +162,7 @@ def test_run_bench_writes_json_and_md(tmp_path, small_matmul):
     assert w["peers"]["numpy_loop"]["runs_timed"] == 2
     assert w["peers"]["jax_step_loop"]["runs_timed"] == 4
     assert w["agreement"]["ok"]
+    assert w["targets"] == []  # a workload the issue sets no targets for
     assert "| numpy_loop |" in md and "| jax_step_loop |" in md and "matmul rate" in md
     assert res["workloads"]["tiny"]["peers"].keys() == w["peers"].keys()
 
@@ -193,3 +194,38 @@ def test_engine_peer_uses_the_public_call(monkeypatch):
     assert r["status"] == "ok" and r["run_steps_timed"] == 4 * 6
     assert len(calls) == 3  # one warm-up sweep + two timed
     assert calls[0] == (bench.workload_config(TINY), None, False)
+
+
+def test_targets_say_met_missed_and_what_utilization_a_ratio_needs():
+    # Utilization is proportional to run-steps/s (same FLOPs, same denominator), so the engine
+    # meets "ratio >= goal" over a peer exactly when its utilization reaches goal x the peer's.
+    peers = {
+        "engine": {"run_steps_per_s": 600.0, "utilization": 0.6, "ratio_engine_over_peer": 1.0},
+        "numpy_loop": {"run_steps_per_s": 300.0, "utilization": 0.3,
+                       "ratio_engine_over_peer": 2.0},
+        "torch_eager": {"run_steps_per_s": 300.0, "utilization": 0.3,
+                        "ratio_engine_over_peer": 2.0},
+        "torch_vmap": {"status": "skipped", "note": "torch not installed"},
+    }
+    got = {t["target"]: t for t in bench.check_targets("seed", peers)}
+    assert set(got) == {"utilization", "engine/numpy_loop", "engine/torch_eager",
+                        "engine/torch_vmap", "engine/jax_step_loop"}
+    assert got["utilization"]["met"] is True and got["utilization"]["goal"] == 0.55
+    assert got["engine/numpy_loop"]["met"] is True  # 2.0 >= 1.5
+    assert got["engine/numpy_loop"]["needs_utilization"] == pytest.approx(1.5 * 0.3)
+    assert got["engine/torch_eager"]["met"] is False  # 2.0 < 4
+    assert got["engine/torch_eager"]["needs_utilization"] == pytest.approx(4 * 0.3)
+    for missing in ("engine/torch_vmap", "engine/jax_step_loop"):
+        assert got[missing]["met"] is None and got[missing]["measured"] is None
+    assert bench.check_targets("tiny", peers) == []  # only the issue's workloads have targets
+
+    wres = {"n_runs": 4, "steps": 6, "layer_sizes": [2, 5, 3, 1], "n_samples": 32,
+            "useful_flops_per_run_step": 1, "peers": {},
+            "agreement": {"steps": 1, "lr": 0.1, "seed": 0, "rtol": 1e-4, "max_rel_diff": {},
+                          "ok": True},
+            "targets": list(got.values())}
+    lines = bench.format_table("seed", wres).splitlines()
+    eager = next(ln for ln in lines if ln.startswith("| engine/torch_eager |"))
+    assert "| 4x | 2.00x | no | 120.0% (above the matmul rate" in eager
+    numpy_row = next(ln for ln in lines if ln.startswith("| engine/numpy_loop |"))
+    assert numpy_row.endswith("| yes | 45.0% |")

@@ -39,6 +39,15 @@ ONE_AT_A_TIME = ("numpy_loop", "torch_eager")
 TORCH_PEERS = ("torch_eager", "torch_vmap")
 MATMUL_N = 2048
 
+# The performance issue's targets for a 2-core CPU: the engine's utilization, and the engine's
+# run-steps/s over each peer's, both measured in the same run.
+TARGETS: dict[str, dict[str, float]] = {
+    "seed": {"utilization": 0.55, "numpy_loop": 1.5, "torch_eager": 4.0, "torch_vmap": 2.5,
+             "jax_step_loop": 1.5},
+    "small": {"utilization": 0.25, "numpy_loop": 8.0, "torch_eager": 20.0, "torch_vmap": 4.0,
+              "jax_step_loop": 1.5},
+}
+
 
 @dataclasses.dataclass(frozen=True)
 class Workload:
@@ -567,7 +576,31 @@ def bench_workload(
         "useful_flops_per_run_step": flops,
         "peers": results,
         "agreement": agreement,
+        "targets": check_targets(w.name, results),
     }
+
+
+def check_targets(name: str, peers: dict[str, dict]) -> list[dict]:
+    """Each of workload `name`'s TARGETS against the timed `peers` (a bench workload's "peers"
+    block): the goal, the measured figure, whether it is met (None when a figure is missing)
+    and, for a ratio, `needs_utilization`: the engine utilization at which the ratio would be
+    met, the goal times the peer's own utilization. Both utilizations share one denominator,
+    so a ratio needing more than 1.0 asks the engine to beat the machine's dense matmul rate:
+    no layout or fusion can meet it on that machine."""
+    out = []
+    engine_util = peers.get("engine", {}).get("utilization")
+    for key, goal in TARGETS.get(name, {}).items():
+        if key == "utilization":
+            out.append({"target": "utilization", "goal": goal, "measured": engine_util,
+                        "met": None if engine_util is None else engine_util >= goal,
+                        "needs_utilization": goal})
+            continue
+        ratio = peers.get(key, {}).get("ratio_engine_over_peer")
+        peer_util = peers.get(key, {}).get("utilization")
+        out.append({"target": f"engine/{key}", "goal": goal, "measured": ratio,
+                    "met": None if ratio is None else ratio >= goal,
+                    "needs_utilization": None if peer_util is None else goal * peer_util})
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -686,6 +719,20 @@ def format_table(name: str, wres: dict) -> str:
         f"Agreement ({ag['steps']} steps, lr={ag['lr']}, seed={ag['seed']}, max rel diff "
         f"vs numpy_loop, tol {ag['rtol']:g}): {diffs} -> {'ok' if ag['ok'] else 'FAIL'}",
     ]
+    if wres.get("targets"):
+        lines += ["", "| target | goal | measured | met | engine utilization it needs |",
+                  "|---|---:|---:|---|---:|"]
+        for t in wres["targets"]:
+            util = t["target"] == "utilization"
+            goal = f"{t['goal']:.0%}" if util else f"{t['goal']:g}x"
+            m = t["measured"]
+            measured = "-" if m is None else (f"{m:.1%}" if util else f"{m:.2f}x")
+            met = {True: "yes", False: "no", None: "-"}[t["met"]]
+            need = t["needs_utilization"]
+            need_s = "-" if need is None else f"{need:.1%}"
+            if need is not None and need > 1:
+                need_s += " (above the matmul rate: unreachable here)"
+            lines.append(f"| {t['target']} | {goal} | {measured} | {met} | {need_s} |")
     return "\n".join(lines)
 
 

@@ -126,3 +126,17 @@ def test_seed_question_lr_001_converges_lr_1_catapults(tmp_path):
     slow = c[c.learning_rate == 0.01].pivot(index="run_id", columns="step", values="loss")
     assert (slow.diff(axis=1).iloc[:, 1:] <= 1e-6).to_numpy().all()
     assert isinstance(res.runs, pd.DataFrame)
+
+
+def test_meta_records_the_version_of_the_running_code(monkeypatch):
+    """The version in meta.json (and in the resume fingerprint) is the code's own, even when
+    the installed package metadata is stale, as an editable install's is after a version bump."""
+    import importlib.metadata as md
+
+    from trainscape import api
+
+    real = md.version
+    monkeypatch.setattr(md, "version", lambda pkg: "0.0.1" if pkg == "trainscape" else real(pkg))
+    versions = api.environment()["versions"]
+    assert versions["trainscape"] == ts.__version__ != "0.0.1"
+    assert versions["jax"] == real("jax")

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 import trainscape as ts
-from trainscape import classify, engine, train
+from trainscape import api, classify, engine, train
 
 TINY = {
     "name": "tiny",
@@ -141,7 +141,6 @@ def test_sharded_over_two_devices_equals_one_device(cfg, tmp_path):
                    env=env, check=True, timeout=300)
     sharded = _run(cfg, chunk_size=1000)
     if cfg is SHARP:
-        from trainscape import api
 
         static = api.Prepared(ts.parse(cfg)).static
         assert engine.group_devices(static, jax.local_devices()) == jax.local_devices()
@@ -151,7 +150,6 @@ def test_sharded_over_two_devices_equals_one_device(cfg, tmp_path):
 
 
 def test_auto_chunk_size_respects_memory_budget():
-    from trainscape import api
 
     prep = api.Prepared(ts.parse(TINY))
     step = engine.BLOCK * 2
@@ -166,7 +164,6 @@ def test_auto_chunk_size_respects_memory_budget():
 
 def _lowered_block(cfg) -> str:
     """StableHLO text of the sweep program of `cfg` for one block of runs on one device."""
-    from trainscape import api
 
     prep = api.Prepared(ts.parse(cfg))
     fn = engine.compiled_sweep(prep.static, ())
@@ -219,7 +216,6 @@ def test_sharpness_program_gives_lapack_one_matrix_at_a_time_on_cpu(which):
 
 def _optimized_moons_block(hidden, n=256):
     """XLA's optimized HLO of one compiled block (BLOCK runs) of an MLP on n moons points."""
-    from trainscape import api
 
     cfg = {"data": {"name": "moons", "n_samples": n}, "model": {"hidden": hidden},
            "train": {"steps": 5}, "sweep": {"learning_rate": [0.1]}}
@@ -235,7 +231,8 @@ def _optimized_moons_block(hidden, n=256):
 def test_narrow_networks_run_feature_major_in_the_compiled_program(hidden, feature_major):
     """The layout the program actually runs in (XLA's optimized HLO for one block): narrow
     layers keep the samples on the last axis of every activation fusion and the step loop
-    carries the data transposed, (B, d, n); wide layers the other way round. In the (n, 16)
+    carries one copy of the data, transposed, (d, n), shared by the block's runs; wide layers
+    keep (n, width) activations and a copy of the data per run, (B, n, d). In the (n, 16)
     layout XLA:CPU's elementwise loops ran 3-4x slower per element."""
     n, b = 256, engine.BLOCK
     text = _optimized_moons_block(hidden, n)
@@ -243,8 +240,9 @@ def test_narrow_networks_run_feature_major_in_the_compiled_program(hidden, featu
     loops = [line.split(" while(")[0] for line in text.splitlines()
              if " while(" in line and f"f32[{b},{n}]" not in line and "f32[256]" in line]
     assert len(loops) == 1  # the step loop: the one carrying y
-    carried_t, carried = f"f32[{b},2,{n}]" in loops[0], f"f32[{b},{n},2]" in loops[0]
-    assert (carried_t, carried) == (feature_major, not feature_major)
+    shared_t, per_run = f"f32[2,{n}]" in loops[0], f"f32[{b},{n},2]" in loops[0]
+    assert (shared_t, per_run) == (feature_major, not feature_major)
+    assert f"f32[{b},2,{n}]" not in loops[0] and f"f32[{n},2]" not in loops[0]
     act_fm = re.findall(rf"= f32\[{b},{w},{n}\]\S* fusion\(.*kind=kLoop", text)
     act_sm = re.findall(rf"= f32\[{b},{n},{w}\]\S* fusion\(.*kind=kLoop", text)
     assert (bool(act_fm), bool(act_sm)) == (feature_major, not feature_major)
@@ -263,6 +261,34 @@ def test_feature_major_matmuls_take_the_form_xla_hands_to_its_small_matrix_libra
     # written as multiply-adds: models.FM_UNROLL_MAX_FAN_IN)
     assert len(dots) >= 2
     assert all("lhs_contracting_dims={2}" in line for line in dots), dots
+
+
+@pytest.mark.parametrize("hidden, shared", [([16, 16], True), ([64], False)])
+def test_feature_major_runs_share_one_copy_of_the_data_with_the_same_results(
+        hidden, shared, monkeypatch):
+    """Feature-major networks train every run of a block on one shared x, which turns the
+    first layer's weight gradient into a single matmul over the block (`compiled_sweep`).
+    Training curves must match the per-run broadcast copy the other networks get, which is
+    checked against NumPy backprop in test_reference.py."""
+    cfg = {**TINY, "model": {**TINY["model"], "hidden": hidden},
+           "data": {"name": "moons", "n_samples": 128},
+           "sweep": {"learning_rate": {"geomspace": [0.01, 3.0], "num": 4}, "seed": {"range": 2}}}
+    prep = api.Prepared(ts.parse(cfg))
+    assert engine.shares_data(prep.static, prep.x) is shared
+    a = _run(cfg)
+    engine.compiled_sweep.cache_clear()
+    monkeypatch.setattr(engine, "shares_data", lambda static, x: False)
+    b = _run(cfg)
+    engine.compiled_sweep.cache_clear()
+    np.testing.assert_allclose(a.curves["loss"], b.curves["loss"], rtol=2e-6)
+    assert a.runs["label"].tolist() == b.runs["label"].tolist()
+
+
+def test_a_custom_model_gets_a_copy_of_the_data_per_run():
+    model = ts.Model(init=lambda key: {"w": jax.random.normal(key, (2, 1))},
+                     apply=lambda p, x: x @ p["w"])
+    static = api.Prepared(ts.parse(TINY)).static._replace(model=model)
+    assert engine.shares_data(static, np.zeros((64, 2), np.float32)) is False
 
 
 def test_512_bit_vectors_are_asked_for_only_on_avx512_cpus(tmp_path):

@@ -283,8 +283,13 @@ def chunk_tables(prep: Prepared, out: engine.ChunkOutput) -> tuple[pd.DataFrame,
 def environment() -> dict:
     import importlib.metadata as md
 
-    versions = {}
-    for pkg in ("trainscape", "jax", "jaxlib", "optax", "numpy", "pandas", "pyarrow"):
+    from . import __version__
+
+    # trainscape's own version from the code that runs: an editable install's metadata keeps
+    # the version it was installed at (stored studies once said 0.2.0 for a 0.4.0 engine), and
+    # this version is part of the resume fingerprint
+    versions = {"trainscape": __version__}
+    for pkg in ("jax", "jaxlib", "optax", "numpy", "pandas", "pyarrow"):
         try:
             versions[pkg] = md.version(pkg)
         except md.PackageNotFoundError:

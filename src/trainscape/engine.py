@@ -88,17 +88,25 @@ def compiled_sweep(static: Static, devices: tuple = ()):
         with jax.default_matmul_precision(static.matmul_precision):
             return train_one(hp, x, y, static, init_params)
 
-    # The data is given to every run as its own (broadcast) copy rather than shared. With a
-    # shared x, vmap folds the run axis into the first layer's matmul ((n, d) @ (d, runs*h)),
-    # whose (n, runs, h) result then has to be transposed to (runs, n, h) for every later
-    # per-run matmul, in the forward and again in the backward pass. On XLA:CPU those
-    # transposes and the mixed-layout fusions around them were 38% of a step's time
-    # (measured: 1.4x run-steps/s on the `seed` workload, 1.5x on `small`; results/bench).
-    inner = jax.vmap(one, in_axes=(0, 0, None, None))
+    # How the runs of a block see the data. Sample-major networks give every run its own
+    # (broadcast) copy: with a shared x, vmap folds the run axis into the first layer's matmul
+    # ((n, d) @ (d, runs*h)), whose (n, runs, h) result then has to be transposed to
+    # (runs, n, h) for every later per-run matmul, in the forward and again in the backward
+    # pass. On XLA:CPU those transposes and the mixed-layout fusions around them were 38% of a
+    # step's time (measured: 1.4x run-steps/s on the `seed` workload, 1.5x on `small`).
+    # Feature-major networks (`models.feature_major`) share one x: there the folded product,
+    # (runs*h, d) @ (d, n), is already in the (runs, h, n) layout, and the first layer's weight
+    # gradient becomes one (runs*h, n) @ (n, d) matmul instead of a batch of thin ones
+    # (measured: 1.04x on `small`, whose 107 us weight gradient per block step took 38 us;
+    # 1.21x on a 30-16-16-1 network on breast cancer; results/bench/README.md).
+    per_run = jax.vmap(one, in_axes=(0, 0, None, None))
+    shared = jax.vmap(one, in_axes=(0, None, None, None))
 
     def batched(hp, x, y, init_params):
+        if shares_data(static, x):
+            return shared(hp, x, y, init_params)
         runs = jax.tree.leaves(hp)[0].shape[0]
-        return inner(hp, jnp.broadcast_to(x, (runs, *x.shape)), y, init_params)
+        return per_run(hp, jnp.broadcast_to(x, (runs, *x.shape)), y, init_params)
 
     options = compiler_options(devices[0].platform if devices else None)
     jit = functools.partial(jax.jit, compiler_options=options or None)
@@ -108,6 +116,16 @@ def compiled_sweep(static: Static, devices: tuple = ()):
     P = jax.sharding.PartitionSpec
     return jit(jax.shard_map(batched, mesh=mesh, in_specs=(P("runs"), P(), P(), P()),
                                  out_specs=P("runs"), check_vma=False))
+
+
+def shares_data(static: Static, x) -> bool:
+    """Whether the runs of one compiled block read a single shared copy of the data `x` (n, d)
+    rather than one broadcast copy each: for models that read it transposed (the built-in MLP
+    when `models.feature_major`; see `compiled_sweep`)."""
+    wants_t = getattr(static.model.apply, "transposed_input", None)
+    if wants_t is None:
+        return False
+    return bool(wants_t(jax.eval_shape(static.model.init, jax.random.PRNGKey(0)), x))
 
 
 def hparam_arrays(table: pd.DataFrame, names: tuple[str, ...], defaults: dict[str, Any],

@@ -229,3 +229,33 @@ def test_targets_say_met_missed_and_what_utilization_a_ratio_needs():
     assert "| 4x | 2.00x | no | 120.0% (above the matmul rate" in eager
     numpy_row = next(ln for ln in lines if ln.startswith("| engine/numpy_loop |"))
     assert numpy_row.endswith("| yes | 45.0% |")
+
+
+def test_peers_are_timed_in_interleaved_rounds_and_a_failing_peer_is_isolated():
+    calls = []
+
+    def peer(name, fail_at=None):
+        def once():
+            calls.append(name)
+            if fail_at is not None and calls.count(name) == fail_at:
+                raise RuntimeError("boom")
+        return {"status": "ok", "run_steps_timed": 10, "note": name}, once
+
+    setups = {"a": peer("a"), "b": peer("b", fail_at=2), "c": ({"status": "skipped"}, None)}
+    res = bench._time_rounds(setups, 3, between=lambda: calls.append("|"))
+    # round r times every peer once before any peer's round r + 1
+    assert calls == ["a", "b", "|", "a", "b", "|", "a", "|"]
+    assert res["a"]["status"] == "ok" and len(res["a"]["seconds"]) == 3
+    assert res["a"]["run_steps_per_s"] == pytest.approx(10 / min(res["a"]["seconds"]))
+    assert res["b"]["status"] == "error" and "boom" in res["b"]["note"]
+    assert res["c"] == {"status": "skipped"}
+
+
+def test_utilization_uses_the_best_matmul_rate_of_the_run(monkeypatch, small_matmul):
+    rates = iter([5e9, 7e9])
+    monkeypatch.setattr(bench, "_matmul_timer", lambda n=None: lambda: next(rates))
+    w = bench.bench_workload(TINY, ["numpy_loop"], 2, 6e9, stream=None)
+    assert w["matmul_flops_in_rounds"] == [5e9, 7e9] and w["matmul_flops_used"] == 7e9
+    r = w["peers"]["numpy_loop"]
+    assert r["utilization"] == pytest.approx(
+        r["run_steps_per_s"] * w["useful_flops_per_run_step"] / 7e9)

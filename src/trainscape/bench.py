@@ -6,8 +6,11 @@ Peers build their own data and initial parameters (same distributions as the eng
 bug in the engine cannot make a peer look slower or faster than it is.
 
 Figures reported per peer:
-- run-steps/s = runs x steps / seconds (best of ``repeats``);
-- utilization = useful FLOP/s / dense float32 matmul FLOP/s measured in this same process, where
+- run-steps/s = runs x steps / seconds (best of ``repeats``), the peers timed in interleaved
+  rounds (repeat r of every peer, then repeat r + 1) so that a drifting machine speed hits
+  them alike;
+- utilization = useful FLOP/s / dense float32 matmul FLOP/s measured in this same process (the
+  best of the opening measurement and one after every round), where
   useful FLOPs per run-step = 6 x n_samples x sum(fan_in x fan_out) (forward 2, backward 4).
 
 One-run-at-a-time peers (``numpy_loop``, ``torch_eager``) are timed on a diagonal subset of the
@@ -432,9 +435,9 @@ def _check_agreement(
 # Timing
 
 
-def measure_matmul_rate(n: int | None = None, repeats: int = 5) -> dict:
-    """Dense float32 n x n matmul FLOP/s, JAX (jit, the rate utilization is relative to) and
-    NumPy (reference), best of ``repeats`` after a warm-up. ``n`` defaults to MATMUL_N."""
+def _matmul_timer(n: int | None = None) -> Callable[[], float]:
+    """A call that times one jitted float32 n x n matmul (n defaults to MATMUL_N) and
+    returns its FLOP/s; compiled and warmed here."""
     n = MATMUL_N if n is None else n
     ka, kb = jax.random.split(jax.random.key(0))
     a = jax.random.normal(ka, (n, n), dtype=jnp.float32)
@@ -443,19 +446,30 @@ def measure_matmul_rate(n: int | None = None, repeats: int = 5) -> dict:
     # "highest" is true float32, not TF32; CPUs compute float32 either way
     dot = jax.jit(lambda a, b: jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST))
     jax.block_until_ready(dot(a, b))
-    jax_times = []
-    for _ in range(repeats):
+
+    def once() -> float:
         t0 = time.perf_counter()
         jax.block_until_ready(dot(a, b))
-        jax_times.append(time.perf_counter() - t0)
-    an, bn = np.asarray(a), np.asarray(b)
+        return 2 * n**3 / (time.perf_counter() - t0)
+
+    return once
+
+
+def measure_matmul_rate(n: int | None = None, repeats: int = 5) -> dict:
+    """Dense float32 n x n matmul FLOP/s, JAX (jit, the rate utilization is relative to) and
+    NumPy (reference), best of ``repeats`` after a warm-up. ``n`` defaults to MATMUL_N."""
+    n = MATMUL_N if n is None else n
+    once = _matmul_timer(n)
+    flop = 2 * n**3
+    jax_times = [flop / once() for _ in range(repeats)]
+    rng = np.random.default_rng(0)
+    an, bn = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
     an @ bn
     np_times = []
     for _ in range(repeats):
         t0 = time.perf_counter()
         an @ bn
         np_times.append(time.perf_counter() - t0)
-    flop = 2 * n**3
     return {
         "n": n,
         "flop_per_matmul": flop,
@@ -467,7 +481,14 @@ def measure_matmul_rate(n: int | None = None, repeats: int = 5) -> dict:
     }
 
 
-def _time_peer(peer: str, w: Workload, X, y, repeats: int) -> dict:
+# A peer ready to time: what it is (status, runs timed, note) and one repeat of its work, or
+# None when it cannot run (skipped, failed in its set-up).
+Setup = tuple[dict, Callable[[], Any] | None]
+
+
+def _setup_peer(peer: str, w: Workload, X, y) -> Setup:
+    """Data, initial parameters and any compilation of `peer` on `w`, outside the timed region;
+    the returned call trains its runs once and checks the output."""
     lr_all, seed_all = w.grid()
     if peer in ONE_AT_A_TIME:
         idx = subset_indices(w.n_runs, w.subset_runs)
@@ -484,54 +505,86 @@ def _time_peer(peer: str, w: Workload, X, y, repeats: int) -> dict:
     sizes = (X.shape[1], *w.hidden, 1)
     inits = [init_params(sizes, w.init, int(s)) for s in seed_all[idx]]
     train = _PREPARE[peer](X, y, inits, lr_all[idx], w.steps)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+    info = {"status": "ok", "runs_timed": int(len(idx)), "steps": w.steps,
+            "run_steps_timed": int(len(idx)) * w.steps, "note": note}
+
+    def once() -> None:
         losses = train()
-        times.append(time.perf_counter() - t0)
-    assert losses.shape == (len(idx), w.steps), losses.shape
-    run_steps = len(idx) * w.steps
-    return {
-        "status": "ok",
-        "runs_timed": int(len(idx)),
-        "steps": w.steps,
-        "run_steps_timed": run_steps,
-        "seconds": times,
-        "best_seconds": min(times),
-        "run_steps_per_s": run_steps / min(times),
-        "final_loss_finite_fraction": float(np.isfinite(losses[:, -1]).mean()),
-        "note": note,
-    }
+        assert losses.shape == (len(idx), w.steps), losses.shape
+        info["final_loss_finite_fraction"] = float(np.isfinite(losses[:, -1]).mean())
+
+    return info, once
 
 
-def _time_engine(w: Workload, repeats: int) -> dict:
+def _setup_engine(w: Workload) -> Setup:
+    """The engine through the public call, after one warm-up sweep of the same shapes (so the
+    timed sweeps hit the compilation cache)."""
     import trainscape as ts
 
     run = getattr(ts, "run", None)
     if run is None:
-        return {"status": "skipped", "note": "engine not available (trainscape.run not defined)"}
+        return {"status": "skipped",
+                "note": "engine not available (trainscape.run not defined)"}, None
     config = workload_config(w)
-    try:
-        # Warm-up sweep: same shapes as the timed ones, so they hit the compilation cache.
+
+    def once() -> None:
         jax.block_until_ready(run(config, out=None, progress=False))
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            jax.block_until_ready(run(config, out=None, progress=False))
-            times.append(time.perf_counter() - t0)
+
+    info = {"status": "ok", "runs_timed": w.n_runs, "steps": w.steps,
+            "run_steps_timed": w.n_runs * w.steps,
+            "note": f"ts.run end to end, all {w.n_runs} runs, after one warm-up sweep"}
+    try:
+        once()
     except Exception as e:  # noqa: BLE001 - one failing peer must not hide the others' numbers
-        return {"status": "error", "note": f"engine failed: {type(e).__name__}: {e}"}
-    run_steps = w.n_runs * w.steps
-    return {
-        "status": "ok",
-        "runs_timed": w.n_runs,
-        "steps": w.steps,
-        "run_steps_timed": run_steps,
-        "seconds": times,
-        "best_seconds": min(times),
-        "run_steps_per_s": run_steps / min(times),
-        "note": f"ts.run end to end, all {w.n_runs} runs, after one warm-up sweep",
-    }
+        return {"status": "error", "note": f"engine failed: {type(e).__name__}: {e}"}, None
+    return info, once
+
+
+def _time_rounds(setups: dict[str, Setup], repeats: int, w_name: str = "",
+                 stream: TextIO | None = None,
+                 between: Callable[[], None] | None = None) -> dict[str, dict]:
+    """Time the ready peers in rounds: round r times repeat r of every peer, one after the
+    other, so that a machine whose speed drifts (this project's 2-core VM varies ~1.4x within
+    minutes) slows every peer alike instead of whichever happened to run then. `between`
+    runs once after each round (the in-round matmul measurement). A peer that raises is
+    reported as an error and left out of the later rounds."""
+    results = {p: dict(info) for p, (info, _) in setups.items()}
+    calls = {p: once for p, (_, once) in setups.items() if once is not None}
+    times: dict[str, list[float]] = {p: [] for p in calls}
+    for r in range(repeats):
+        if stream is not None:
+            print(f"  [{w_name}] round {r + 1}/{repeats}: {', '.join(calls)}", file=stream,
+                  flush=True)
+        for peer in list(calls):
+            load = _loadavg()
+            results[peer].setdefault("loadavg_1min", [load, load])
+            t0 = time.perf_counter()
+            try:
+                calls[peer]()
+            except Exception as e:  # noqa: BLE001 - the other peers' numbers still count
+                results[peer] = {"status": "error",
+                                 "note": f"{peer} failed: {type(e).__name__}: {e}"}
+                del calls[peer], times[peer]
+                continue
+            times[peer].append(time.perf_counter() - t0)
+            results[peer]["loadavg_1min"][1] = _loadavg()
+        if between is not None:
+            between()
+    for peer, ts_ in times.items():
+        r = results[peer]
+        r.update(seconds=ts_, best_seconds=min(ts_),
+                 run_steps_per_s=r["run_steps_timed"] / min(ts_))
+    return results
+
+
+def _time_peer(peer: str, w: Workload, X, y, repeats: int) -> dict:
+    """One peer alone: set up, then `repeats` timed calls."""
+    return _time_rounds({peer: _setup_peer(peer, w, X, y)}, repeats)[peer]
+
+
+def _time_engine(w: Workload, repeats: int) -> dict:
+    """The engine alone: one warm-up sweep, then `repeats` timed ones."""
+    return _time_rounds({"engine": _setup_engine(w)}, repeats)["engine"]
 
 
 def bench_workload(
@@ -541,29 +594,37 @@ def bench_workload(
     matmul_flops: float,
     stream: TextIO | None = None,
 ) -> dict:
-    """Time every peer on one workload; adds utilization and engine/peer ratios."""
+    """Time every peer on one workload, in interleaved rounds (`_time_rounds`); adds
+    utilization and engine/peer ratios. The matmul rate is measured again after every round
+    and the best of those and `matmul_flops` (the run's opening measurement) is the
+    utilization denominator, so a slow spell of the machine lowers it as it lowers the peers."""
     w = _resolve(w)
     X, y = load_data(w.data)
     sizes = (X.shape[1], *w.hidden, 1)
     flops = useful_flops_per_run_step(X.shape[0], sizes)
     torch_missing = _torch_available()
-    results: dict[str, dict] = {}
+    setups: dict[str, Setup] = {}
     for peer in peers:
         if stream is not None:
-            print(f"  [{w.name}] timing {peer} ...", file=stream, flush=True)
-        # Other processes on a small machine skew everything; keep the evidence with the number.
-        load_before = _loadavg()
+            print(f"  [{w.name}] setting up {peer} ...", file=stream, flush=True)
         if peer == "engine":
-            results[peer] = _time_engine(w, repeats)
+            setups[peer] = _setup_engine(w)
         elif peer in TORCH_PEERS and torch_missing:
-            results[peer] = {"status": "skipped", "note": torch_missing}
+            setups[peer] = {"status": "skipped", "note": torch_missing}, None
         else:
-            results[peer] = _time_peer(peer, w, X, y, repeats)
-        results[peer]["loadavg_1min"] = [load_before, _loadavg()]
+            setups[peer] = _setup_peer(peer, w, X, y)
+    rates = [matmul_flops]
+    matmul_once = _matmul_timer()
+
+    def between() -> None:
+        rates.append(matmul_once())
+
+    results = _time_rounds(setups, repeats, w.name, stream, between)
+    matmul_used = max(rates)
     engine_rate = results.get("engine", {}).get("run_steps_per_s")
     for r in results.values():
         rate = r.get("run_steps_per_s")
-        r["utilization"] = rate * flops / matmul_flops if rate else None
+        r["utilization"] = rate * flops / matmul_used if rate else None
         r["ratio_engine_over_peer"] = engine_rate / rate if rate and engine_rate else None
     agreement = _check_agreement(w, peers=[p for p in peers if p in _PREPARE and p != "numpy_loop"])
     return {
@@ -574,6 +635,8 @@ def bench_workload(
         "n_runs": w.n_runs,
         "steps": w.steps,
         "useful_flops_per_run_step": flops,
+        "matmul_flops_in_rounds": rates[1:],
+        "matmul_flops_used": matmul_used,
         "peers": results,
         "agreement": agreement,
         "targets": check_targets(w.name, results),
@@ -696,6 +759,16 @@ def format_table(name: str, wres: dict) -> str:
         f"{'-'.join(map(str, wres['layer_sizes']))}, n={wres['n_samples']}, "
         f"{wres['useful_flops_per_run_step']:,} useful FLOP/run-step",
         "",
+    ]
+    if wres.get("matmul_flops_used"):
+        lines += [
+            f"Peers timed in {len(wres.get('matmul_flops_in_rounds', []))} interleaved rounds; "
+            f"utilization against {wres['matmul_flops_used'] / 1e9:.1f} GFLOP/s, the best "
+            "matmul rate of the run's opening measurement and one after each round "
+            f"({', '.join(f'{r / 1e9:.1f}' for r in wres['matmul_flops_in_rounds'])}).",
+            "",
+        ]
+    lines += [
         "| peer | runs timed | best s | run-steps/s | engine/peer | utilization | load 1m | note |",
         "|---|---:|---:|---:|---:|---:|---|---|",
     ]
@@ -757,7 +830,8 @@ def format_report(result: dict) -> str:
         f"options {m.get('engine_compiler_options')}",
         f"- numpy BLAS: {blas}; thread env: {m['thread_env'] or '{}'}",
         f"- matmul rate ({mm['n']}x{mm['n']} float32): jax {mm['jax_flops'] / 1e9:.1f} GFLOP/s "
-        f"(utilization denominator), numpy {mm['numpy_flops'] / 1e9:.1f} GFLOP/s",
+        f"(opening measurement; each workload names its utilization denominator), numpy "
+        f"{mm['numpy_flops'] / 1e9:.1f} GFLOP/s",
         "- every peer: float32, full-batch loss + gradient + SGD update + loss recorded every "
         "step; times are best of "
         f"{result['repeats']}, setup and compilation excluded (engine: ts.run end to end)",

@@ -75,3 +75,25 @@ def test_tanh_lowers_to_the_native_op_on_accelerators(platform):
         assert "stablehlo.tanh" in text and "stablehlo.divide" not in text
     cpu = export.export(jax.jit(models.tanh), platforms=["cpu"])(x).mlir_module()
     assert "stablehlo.tanh" not in cpu and "stablehlo.divide" in cpu
+
+
+def test_feature_major_first_layer_derivatives_are_the_closed_forms():
+    """`models._affine_fm_data` (w.T @ x + b with its own derivative rule, the weight and bias
+    tangents formed as one product): every tangent against NumPy's closed forms, float64."""
+    rng = np.random.default_rng(0)
+    w, dw = rng.standard_normal((2, 2, 5))
+    b, db = rng.standard_normal((2, 5))
+    x, dx = rng.standard_normal((2, 2, 40))
+    with jax.enable_x64():
+        f = models._affine_fm_data
+        y, t = jax.jvp(f, (w, b, x), (dw, db, dx))
+        np.testing.assert_allclose(y, w.T @ x + b[:, None], rtol=1e-12)
+        np.testing.assert_allclose(t, dw.T @ x + db[:, None] + w.T @ dx, rtol=1e-12)
+        _, t_w = jax.jvp(lambda w: f(w, b, x), (w,), (dw,))
+        np.testing.assert_allclose(t_w, dw.T @ x, rtol=1e-12)
+        # reverse mode, the training path: gradient of <g, y> is (x g.T, g 1, w g)
+        g = rng.standard_normal((5, 40))
+        gw, gb, gx = jax.grad(lambda w, b, x: jnp.sum(g * f(w, b, x)), argnums=(0, 1, 2))(w, b, x)
+        np.testing.assert_allclose(gw, x @ g.T, rtol=1e-12)
+        np.testing.assert_allclose(gb, g.sum(axis=1), rtol=1e-12)
+        np.testing.assert_allclose(gx, w @ g, rtol=1e-12)

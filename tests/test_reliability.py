@@ -606,7 +606,10 @@ def test_other_errors_are_not_retried(tmp_path, monkeypatch):
 
 
 def test_huge_learning_rates_finish_as_diverged(tmp_path, capsys):
-    cfg = _write(tmp_path / "c.toml", STATIC + "[sweep]\nlearning_rate = [1e3, 1e5, 1e7, 1e9]\n"
+    # lr >= 1e5 blows up in the first step. (At 1e3 training is chaotic, not doomed: with 0.5.0
+    # one seed's loss spiked to 461 and then fell to 1e-12, its tanh units saturated into a
+    # separating solution, and it is rightly a catapult.)
+    cfg = _write(tmp_path / "c.toml", STATIC + "[sweep]\nlearning_rate = [1e5, 1e7, 1e9, 1e11]\n"
                  "seed = [0, 1]\n")
     out = tmp_path / "out"
     assert main(["run", str(cfg), "--out", str(out), "--no-progress"]) == 0

@@ -259,3 +259,13 @@ def test_utilization_uses_the_best_matmul_rate_of_the_run(monkeypatch, small_mat
     r = w["peers"]["numpy_loop"]
     assert r["utilization"] == pytest.approx(
         r["run_steps_per_s"] * w["useful_flops_per_run_step"] / 7e9)
+
+
+def test_targets_are_reported_on_cpu_only(monkeypatch, small_matmul):
+    import dataclasses
+
+    named_small = dataclasses.replace(TINY, name="small")  # TINY's size, `small`'s targets
+    on_cpu = bench.bench_workload(named_small, ["numpy_loop"], 1, 1e9, stream=None)
+    assert [t["target"] for t in on_cpu["targets"]][:2] == ["utilization", "engine/numpy_loop"]
+    monkeypatch.setattr(bench.jax, "default_backend", lambda: "gpu")
+    assert bench.bench_workload(named_small, ["numpy_loop"], 1, 1e9, stream=None)["targets"] == []

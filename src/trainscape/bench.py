@@ -639,7 +639,8 @@ def bench_workload(
         "matmul_flops_used": matmul_used,
         "peers": results,
         "agreement": agreement,
-        "targets": check_targets(w.name, results),
+        # the targets are for a 2-core CPU; on a GPU or TPU they would mislead
+        "targets": check_targets(w.name, results) if jax.default_backend() == "cpu" else [],
     }
 
 

@@ -159,6 +159,7 @@ def test_run_bench_writes_json_and_md(tmp_path, small_matmul):
         r = w["peers"][peer]
         assert r["status"] == "ok" and r["run_steps_per_s"] > 0 and 0 < r["utilization"]
         assert r["ratio_engine_over_peer"] is None  # engine not in this run
+        assert r["final_loss_finite_fraction"] == 1.0  # lr <= 1 on moons: every run finite
     assert w["peers"]["numpy_loop"]["runs_timed"] == 2
     assert w["peers"]["jax_step_loop"]["runs_timed"] == 4
     assert w["agreement"]["ok"]

@@ -548,7 +548,7 @@ def _time_rounds(setups: dict[str, Setup], repeats: int, w_name: str = "",
     minutes) slows every peer alike instead of whichever happened to run then. `between`
     runs once after each round (the in-round matmul measurement). A peer that raises is
     reported as an error and left out of the later rounds."""
-    results = {p: dict(info) for p, (info, _) in setups.items()}
+    results = {p: info for p, (info, _) in setups.items()}  # the calls add to their info
     calls = {p: once for p, (_, once) in setups.items() if once is not None}
     times: dict[str, list[float]] = {p: [] for p in calls}
     for r in range(repeats):

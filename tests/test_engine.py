@@ -6,6 +6,7 @@ import jax
 import numpy as np
 import pandas as pd
 import pytest
+from numpy_mlp import gd_curve, seed_init
 
 import trainscape as ts
 from trainscape import api, classify, engine, train
@@ -298,3 +299,57 @@ def test_512_bit_vectors_are_asked_for_only_on_avx512_cpus(tmp_path):
     avx2.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\nbugs\t\t: avx512f_fake\n")
     assert engine._has_avx512(str(avx512)) and not engine._has_avx512(str(avx2))
     assert not engine._has_avx512(str(tmp_path / "missing"))
+
+
+def _n_params(sizes):
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
+def test_sub_batch_is_the_smallest_power_of_two_group_doing_enough_work_per_step():
+    """On CPU a block's runs are trained in groups of `sub_batch` runs: the smallest power of
+    two whose work per step, 6 x rows x parameters per run, reaches SUB_BATCH_FLOPS (32 M)."""
+    def sub(data, hidden, **train):
+        cfg = {"data": data, "model": {"hidden": hidden}, "train": {"steps": 5, **train},
+               "sweep": {"learning_rate": [0.1]}}
+        prep = api.Prepared(ts.parse(cfg))
+        return engine.sub_batch(prep.static, prep.x, "cpu"), prep
+
+    cancer, moons = {"name": "breast_cancer"}, {"name": "moons", "n_samples": 256}
+    # the seed network: 6 x 569 x 12,289 = 42.0 M per run-step, one run at a time
+    assert 6 * 569 * _n_params((30, 128, 64, 1)) == 41_954_646
+    assert sub(cancer, [128, 64])[0] == 1
+    # 30-32-32-1: 7.1 M -> 8 runs (4 x 7.1 M = 28.4 M is not enough)
+    assert sub(cancer, [32, 32])[0] == 8
+    # the `small` workload: 6 x 256 x 337 = 0.52 M -> 61 runs' worth: the whole block
+    assert sub(moons, [16, 16])[0] == engine.BLOCK
+    # mini-batches count their rows: 6 x 64 x 12,289 = 4.7 M -> 8 runs (37.7 M)
+    assert sub(cancer, [128, 64], batch_size=64)[0] == 8
+    n, prep = sub(cancer, [128, 64])
+    assert engine.sub_batch(prep.static, prep.x, "gpu") == engine.BLOCK
+
+
+@pytest.mark.parametrize("group", [1, 4, 32])
+def test_runs_trained_in_groups_match_numpy_gradient_descent(group, monkeypatch):
+    """Whatever the group size, every run of a block trains on its own learning rate and
+    lands in its own row: each curve equals NumPy gradient descent at that rate (float64)."""
+    x, y = ts.load_dataset({"name": "breast_cancer", "standardize": True})
+    x, y = x[:100], y[:100]
+    sizes = (30, 32, 32, 1)
+    per_run = 6 * 100 * _n_params(sizes)
+    monkeypatch.setattr(engine, "SUB_BATCH_FLOPS", per_run * group)
+    engine.compiled_sweep.cache_clear()
+    params = seed_init(np.random.default_rng(3), sizes)
+    lrs = [0.003, 0.03, 0.1, 0.3, 1.0, 2.0]
+    cfg = {"model": {"hidden": list(sizes[1:-1])}, "train": {"steps": 25, "dtype": "float64"},
+           "sweep": {"learning_rate": lrs}}
+    prep = api.Prepared(ts.parse(cfg), data=(x, y), init_params=params)
+    assert engine.sub_batch(prep.static, prep.x, "cpu") == group
+    try:
+        res = ts.run(cfg, data=(x, y), init_params=params, out=None, progress=False)
+    finally:
+        engine.compiled_sweep.cache_clear()
+    curves = res.curves.pivot(index="run_id", columns="step", values="loss")
+    for run_id, lr in zip(res.runs["run_id"], res.runs["learning_rate"], strict=True):
+        ref = gd_curve(params, x, y, lr, 25)
+        np.testing.assert_allclose(curves.loc[run_id].to_numpy(), ref, rtol=1e-8,
+                                   err_msg=f"lr {lr}")

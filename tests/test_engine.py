@@ -228,13 +228,14 @@ def _optimized_moons_block(hidden, n=256):
                     None).compile().as_text()
 
 
-@pytest.mark.parametrize("hidden, feature_major", [([16, 16], True), ([64], False)])
+@pytest.mark.parametrize("hidden, feature_major", [([16, 16], True), ([300], False)])
 def test_narrow_networks_run_feature_major_in_the_compiled_program(hidden, feature_major):
-    """The layout the program actually runs in (XLA's optimized HLO for one block): narrow
-    layers keep the samples on the last axis of every activation fusion and the step loop
-    carries one copy of the data, transposed, (d, n), shared by the block's runs; wide layers
-    keep (n, width) activations and a copy of the data per run, (B, n, d). In the (n, 16)
-    layout XLA:CPU's elementwise loops ran 3-4x slower per element."""
+    """The layout the program actually runs in (XLA's optimized HLO for one block): layers
+    narrower than the n samples keep the samples on the last axis of every activation fusion
+    and the step loop carries one copy of the data, transposed, (d, n), shared by the block's
+    runs; a layer at least n wide keeps (n, width) activations and a copy of the data per
+    run, (B, n, d). In the (n, 16) layout XLA:CPU's elementwise loops ran 3-4x slower per
+    element."""
     n, b = 256, engine.BLOCK
     text = _optimized_moons_block(hidden, n)
     w = hidden[0]
@@ -264,7 +265,7 @@ def test_feature_major_matmuls_take_the_form_xla_hands_to_its_small_matrix_libra
     assert all("lhs_contracting_dims={2}" in line for line in dots), dots
 
 
-@pytest.mark.parametrize("hidden, shared", [([16, 16], True), ([64], False)])
+@pytest.mark.parametrize("hidden, shared", [([16, 16], True), ([128], False)])
 def test_feature_major_runs_share_one_copy_of_the_data_with_the_same_results(
         hidden, shared, monkeypatch):
     """Feature-major networks train every run of a block on one shared x, which turns the

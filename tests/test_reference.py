@@ -40,10 +40,11 @@ def test_loss_and_gradients_match_numpy_backprop(cancer, sizes, layout):
 
 
 @pytest.mark.parametrize("lr, hidden", [(0.01, [128, 64]), (0.3, [128, 64]), (1.0, [128, 64]),
-                                        (1.0, [16, 16])])
+                                        (1.0, [16, 16]), (0.3, [256, 32])])
 def test_training_curves_match_numpy_gradient_descent(cancer, lr, hidden):
-    """The engine's training loop, sample-major ([128, 64]) and feature-major ([16, 16], which
-    also stores the data transposed in the loop), against NumPy gradient descent."""
+    """The engine's training loop, feature-major ([128, 64] and [16, 16] on 200 samples, which
+    also store the data transposed in the loop) and sample-major ([256, 32]: a layer wider
+    than the samples), against NumPy gradient descent."""
     x, y = cancer
     x, y = x[:200], y[:200]
     params = seed_init(np.random.default_rng(1), (30, *hidden, 1))
@@ -75,18 +76,17 @@ def test_seed_init_distribution():
 
 
 def test_layout_choice():
-    """Feature-major only for networks whose hidden layers are all narrow, with more samples
-    than features in any layer; outputs keep the (n, k) shape."""
-    from trainscape.models import FEATURE_MAJOR_MAX_WIDTH as W
+    """Feature-major for networks whose hidden layers are all narrower than the number of
+    samples (version 0.6.0; before, at most 16 wide); outputs keep the (n, k) shape."""
     from trainscape.models import feature_major, mlp_init
 
     def fm(sizes, n):
         shapes = jax.eval_shape(lambda: mlp_init(jax.random.PRNGKey(0), sizes))  # no compute
         return feature_major(shapes, jnp.zeros((n, sizes[0])))
 
-    assert fm((2, W, W, 1), 256) and fm((30, 4, 1), 64)
-    assert not fm((2, W + 1, W, 1), 256) and not fm((30, 128, 64, 1), 569)
-    assert not fm((2, W, 1), W)  # no longer axis to vectorize along
+    assert fm((2, 16, 16, 1), 256) and fm((30, 4, 1), 64) and fm((30, 128, 64, 1), 569)
+    assert fm((2, 255, 1), 256) and not fm((2, 256, 1), 256) and not fm((2, 8, 300, 1), 256)
+    assert not fm((2, 16, 1), 16)  # no longer axis than the width
     assert not fm((2, 1), 256)  # no hidden layer
     p = mlp_init(jax.random.PRNGKey(0), (2, 8, 3))
     assert mlp_apply(p, jnp.ones((50, 2)), layout="features").shape == (50, 3)

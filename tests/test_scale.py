@@ -180,6 +180,15 @@ def test_auto_chunk_size_probe_cache_and_caps(tmp_path, monkeypatch):
     assert tuning.auto_chunk_size(few, 64, 1) == (64, {"probe": None})
 
 
+def test_probe_cache_key_changes_with_the_engine_version(monkeypatch):
+    """A probe timed by another engine version is not reused: 0.6.0 runs the same shapes
+    at another speed, and a stale rate would size chunks for the old one."""
+    prep = api.Prepared(ts.parse(tiny(n_seeds=2)))
+    key = tuning.shape_key(prep)
+    monkeypatch.setattr(tuning, "__version__", "0.0.1")
+    assert tuning.shape_key(prep) != key
+
+
 def test_auto_chunk_size_targets_the_chunk_seconds(tmp_path, monkeypatch):
     monkeypatch.setattr(tuning, "probe_seconds_per_run_step", lambda prep: (1e-6, True))
     prep = api.Prepared(ts.parse(tiny(n_seeds=4096)))  # 65536 runs x 6 steps

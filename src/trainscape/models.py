@@ -137,24 +137,27 @@ def mlp_init(key, sizes: tuple[int, ...], *, init: str = "normal", bias: bool = 
     return params
 
 
-# Hidden layers at most this wide are computed feature-major (see `feature_major`).
-FEATURE_MAJOR_MAX_WIDTH = 16
-
-
 def feature_major(params: list[dict], x_NxD) -> bool:
-    """Whether `mlp_apply` computes this network feature-major, activations as (width, n).
+    """Whether `mlp_apply` computes this network feature-major, activations as (width, n):
+    whenever it has hidden layers and every one is narrower than the n samples (version 0.6.0;
+    before, only networks at most 16 wide).
 
-    In the usual sample-major layout, (n, width), the last (fastest-varying) axis of every hidden
-    activation is its width. XLA:CPU vectorizes its elementwise loops (the activation, its
-    derivative) along that axis only, and with 16 features it ran them 3-4x slower per element
-    than with a long axis (measured: 0.65 vs 0.17 ns per element). Feature-major puts the n
-    samples last. It pays for networks whose hidden layers are all at most
-    FEATURE_MAJOR_MAX_WIDTH wide and costs for wide ones, whose matmuls dominate (the `small`
-    bench workload, 2-16-16-1: about 1.45x; 32 wide: no change; 64 wide and the `seed`
-    network: 7-27% slower; results/bench/README.md). The math is the same either way; float sums may
-    be ordered differently inside XLA's matmuls, so the last bits of a result can differ."""
+    In the sample-major layout, (n, width), two things cost on XLA:CPU. Its elementwise loops
+    (the activation, its derivative) vectorize along the last axis only, which is then the
+    width: with 16 features they ran 3-4x slower per element than along the samples. And the
+    weight gradient, h.T @ dZ, contracts the first axis of its left operand, a form XLA:CPU
+    hands to Eigen instead of its small-matrix library: 145 us per run-step for the `seed`
+    network's layer 2 against about 90 for each of its other products of that size. In the
+    feature-major layout every product takes the fast form (`_linear_fm`). Measured with
+    0.6.0's groups of runs (`engine.sub_batch`), on a 2-core AMD EPYC, compiled block:
+    the `seed` network 1.10-1.16x run-steps/s, 30-64-64-1 1.16x, 2-24-24-1 on moons 1.78x,
+    2-32-32-1 1.07-1.11x, 256-64-64-1 1.21-1.23x, 30-256-256-1 1.04-1.07x (results/bench/
+    README.md). With whole blocks vmapped (before 0.6.0) wide networks had been 7-27% slower
+    feature-major on the Intel Xeon of the earlier sessions, hence the old limit. The math
+    is the same either way; float sums may be ordered differently inside XLA's matmuls, so
+    the last bits of a result can differ."""
     hidden = [layer["w"].shape[-1] for layer in params[:-1]]
-    return bool(hidden) and max(hidden) <= FEATURE_MAJOR_MAX_WIDTH < x_NxD.shape[0]
+    return bool(hidden) and max(hidden) < x_NxD.shape[0]
 
 
 @jax.custom_jvp

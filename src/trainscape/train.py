@@ -160,11 +160,11 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
         sq = sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(p))
         return 0.5 * hpt["l2"] * sq
 
-    # A model that reads the data transposed (the built-in MLP on narrow layers, see
-    # models.feature_major) gets x as the transpose of a (d, n) array materialized here, once:
-    # XLA then folds the model's own x.T away. Otherwise the (n, d) array in the loop made the
-    # first layer's weight gradient a slow transposed-operand matmul (measured: 1.25x
-    # run-steps/s on the `small` bench workload from this alone).
+    # A model that reads the data transposed (the built-in MLP when its layers are narrower
+    # than the samples, models.feature_major) gets x as the transpose of a (d, n) array
+    # materialized here, once: XLA then folds the model's own x.T away. Otherwise the (n, d)
+    # array in the loop made the first layer's weight gradient a slow transposed-operand
+    # matmul (measured: 1.25x run-steps/s on the `small` bench workload from this alone).
     wants_t = getattr(static.model.apply, "transposed_input", None)
     x_DxN = x_NxD.T if wants_t is not None and wants_t(params, x_NxD) else None
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from . import engine, memory
+from . import __version__, engine, memory
 
 TARGET_CHUNK_SECONDS = 10.0
 # A chunk's host tables (runs rows and long curves, see memory.host_results_bytes) stay under
@@ -62,6 +62,10 @@ def shape_key(prep) -> str | None:
         "clip": st.grad_clip, "accuracy": st.accuracy, "precision": st.matmul_precision,
         "devices": [len(devices), devices[0].platform, devices[0].device_kind],
         "jax": jax.__version__, "block": engine.BLOCK,
+        # the engine's version too: a new one can run the same shapes at another speed (0.6.0
+        # trains wide networks' runs in groups, 1.4x faster), and a stale probe sizes chunks
+        # for the old speed
+        "trainscape": __version__,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:20]
 

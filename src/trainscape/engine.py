@@ -144,10 +144,11 @@ def sub_batch(static: Static, x, platform: str | None = None) -> int:
     SUB_BATCH_FLOPS of work per step, counted as 6 x rows x parameters per run. A run's
     activations then stay in the core's cache through the forward and backward pass instead of
     being streamed from memory for all 32 runs of the block in turn, while small networks
-    still get enough runs per matmul to amortize each operation's fixed cost. Measured on the
-    `seed` workload (42 MFLOP per run-step, so one run at a time): 1.4-1.5x run-steps/s;
-    networks of 2-27 MFLOP per run-step 1.06-1.34x; the `small` workload (0.52 MFLOP) keeps
-    the whole block (results/bench/README.md). Other platforms vmap the whole block. The
+    still get enough runs per matmul to amortize each operation's fixed cost. Measured on a
+    2-core AMD EPYC, compiled block against the whole block vmapped: the `seed` network (42
+    MFLOP per run-step, so one run at a time) 1.38-1.43x run-steps/s; networks of 2.7 to 250
+    MFLOP per run-step 1.03-1.40x; the `small` workload (0.52 MFLOP) keeps the whole block
+    (results/bench/README.md). Other platforms vmap the whole block. The
     choice depends only on the network, the data's shape and the platform, never on the
     grid or the chunk size, so a run's result stays independent of both."""
     if (platform or jax.default_backend()) != "cpu":

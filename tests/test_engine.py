@@ -354,3 +354,48 @@ def test_runs_trained_in_groups_match_numpy_gradient_descent(group, monkeypatch)
         ref = gd_curve(params, x, y, lr, 25)
         np.testing.assert_allclose(curves.loc[run_id].to_numpy(), ref, rtol=1e-8,
                                    err_msg=f"lr {lr}")
+
+
+def test_meta_records_how_the_engine_ran_each_program():
+    """meta.json says how many runs were trained together and in which layout: one at a time,
+    feature-major, for the seed network on breast cancer (42 MFLOP per run-step); the whole
+    block for the tiny moons network; sample-major when a layer is as wide as the data."""
+    def facts(data, hidden):
+        cfg = {"data": data, "model": {"hidden": hidden}, "train": {"steps": 2},
+               "sweep": {"learning_rate": [0.1]}}
+        return _run(cfg).meta["engine"]
+
+    seed = facts({"name": "breast_cancer"}, [128, 64])
+    assert seed["block_runs_per_device"] == engine.BLOCK
+    assert seed["programs"] == [{"dtype": "float32", "batch_size": None,
+                                 "runs_trained_together": 1, "layout": "features"}]
+    tiny = facts({"name": "moons", "n_samples": 64}, [8, 8])["programs"][0]
+    assert (tiny["runs_trained_together"], tiny["layout"]) == (engine.BLOCK, "features")
+    wide = facts({"name": "moons", "n_samples": 64}, [64])["programs"][0]
+    assert wide["layout"] == "samples"
+
+
+def test_groups_of_one_run_give_the_whole_block_results_with_the_sharpness(monkeypatch):
+    """The sharpness is measured inside the step loop (a `cond` every few steps) and at both
+    ends; trained one run at a time it must equal the whole block's, as must the curves
+    (float64, so only a wrong run-to-row mapping or a broken branch could differ)."""
+    cfg = {"data": {"name": "moons", "n_samples": 64}, "model": {"hidden": [8, 8]},
+           "train": {"steps": 12, "dtype": "float64"},
+           "metrics": {"sharpness_every": 4, "sharpness_iters": 8},
+           "sweep": {"learning_rate": [0.05, 0.5, 3.0], "seed": {"range": 2}}}
+    out = {}
+    for name, flops in (("block", float("inf")), ("one", 0.0)):
+        monkeypatch.setattr(engine, "SUB_BATCH_FLOPS", flops)
+        engine.compiled_sweep.cache_clear()
+        try:
+            out[name] = _run(cfg)
+        finally:
+            engine.compiled_sweep.cache_clear()
+    assert out["one"].meta["engine"]["programs"][0]["runs_trained_together"] == 1
+    assert out["block"].meta["engine"]["programs"][0]["runs_trained_together"] == engine.BLOCK
+    a, b = out["block"], out["one"]
+    for col in ("sharpness_init", "sharpness_final", "final_loss"):
+        np.testing.assert_allclose(b.runs[col], a.runs[col], rtol=1e-9, err_msg=col)
+    assert a.curves["sharpness"].notna().sum() > 2 * len(a.runs)
+    np.testing.assert_allclose(b.curves["sharpness"], a.curves["sharpness"], rtol=1e-9)
+    np.testing.assert_allclose(b.curves["loss"], a.curves["loss"], rtol=1e-9)

@@ -518,6 +518,7 @@ def _finish(prep, parts, env, timing, t_start, path) -> Results:
         "matmul_precision": (prep.exp.train.matmul_precision
                              if prep.exp.train.matmul_precision != "default"
                              else env["matmul_precision"]),
+        "engine": _engine_facts(prep),
         "timings": {
             **{k: v for k, v in timing.items() if k != "chunk_seconds"},
             "n_chunks": len(timing["chunk_seconds"]),
@@ -536,6 +537,21 @@ def _finish(prep, parts, env, timing, t_start, path) -> Results:
     if len(prep.groups) > 1:  # chunks of several programs arrive grouped, not in run order
         curves = curves.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
     return Results(runs=runs, curves=curves, config=prep.exp, meta=meta, path=None)
+
+
+def _engine_facts(prep: Prepared) -> dict:
+    """How the engine ran each program: runs per device in a block, how many of them were
+    trained together (`engine.sub_batch`) and the layout of the built-in MLP's activations."""
+    platform = engine.run_devices()[0].platform
+    programs = []
+    for st, _ in prep.groups:
+        programs.append({
+            "dtype": st.dtype, "batch_size": st.batch_size,
+            "runs_trained_together": engine.sub_batch(st, prep.x, platform),
+            "layout": ("custom model" if prep.custom_model else
+                       "features" if engine.shares_data(st, prep.x) else "samples"),
+        })
+    return {"block_runs_per_device": engine.BLOCK, "programs": programs}
 
 
 # ------------------------------------------------------------------ reliability helpers

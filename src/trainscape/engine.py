@@ -1,4 +1,5 @@
-"""The single batching boundary: chunks of the run table -> `jit(vmap(train_one))` -> host arrays.
+"""The single batching boundary: chunks of the run table -> `jit(vmap(train_one))` -> host arrays
+(on CPU a block's runs are vmapped in groups, one group after the other: `sub_batch`).
 
 Nothing else in trainscape applies `vmap` or `jit` over runs. Each chunk is padded to the chunk
 size (by repeating its last row, whose outputs are dropped) so every chunk reuses one compiled

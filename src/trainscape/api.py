@@ -611,11 +611,9 @@ def _memory_need(prep: Prepared, runs: int) -> int:
     widths = (prep.d_out,) if prep.custom_model else (*prep.exp.model.hidden, prep.d_out)
     need = 0
     for static, _ in prep.groups:
-        shapes = jax.eval_shape(static.model.init, jax.random.PRNGKey(0))
-        n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes))
         extra = static.sharpness_iters + 2 if static.sharpness else 0
         need = max(need, memory.estimate_bytes(
-            n_params, prep.x.shape[0], prep.x.shape[1], widths,
+            engine.n_params(static), prep.x.shape[0], prep.x.shape[1], widths,
             _n_recorded(static), per_pool, static.dtype,
             extra_param_copies=extra))
     return need

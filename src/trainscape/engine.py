@@ -154,14 +154,22 @@ def sub_batch(static: Static, x, platform: str | None = None) -> int:
     grid or the chunk size, so a run's result stays independent of both."""
     if (platform or jax.default_backend()) != "cpu":
         return BLOCK
-    shapes = jax.eval_shape(static.model.init, jax.random.PRNGKey(0))
-    n_params = sum(int(np.prod(a.shape)) for a in jax.tree.leaves(shapes))
     rows = static.batch_size or x.shape[0]
-    per_run = 6 * rows * n_params
+    per_run = 6 * rows * n_params(static)
     sub = 1
     while sub < BLOCK and sub * per_run < SUB_BATCH_FLOPS:
         sub *= 2
     return sub
+
+
+def param_shapes(static: Static):
+    """The shapes of one run's parameters (no computation)."""
+    return jax.eval_shape(static.model.init, jax.random.PRNGKey(0))
+
+
+def n_params(static: Static) -> int:
+    """Parameters per run."""
+    return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(param_shapes(static)))
 
 
 def shares_data(static: Static, x) -> bool:
@@ -171,7 +179,7 @@ def shares_data(static: Static, x) -> bool:
     wants_t = getattr(static.model.apply, "transposed_input", None)
     if wants_t is None:
         return False
-    return bool(wants_t(jax.eval_shape(static.model.init, jax.random.PRNGKey(0)), x))
+    return bool(wants_t(param_shapes(static), x))
 
 
 def hparam_arrays(table: pd.DataFrame, names: tuple[str, ...], defaults: dict[str, Any],

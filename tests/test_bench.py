@@ -66,6 +66,23 @@ def test_flop_count_on_known_shape():
     assert bench.useful_flops_per_run_step(10, (2, 3, 1)) == 6 * 10 * (6 + 3)
 
 
+@pytest.mark.parametrize("feature_major", [True, False])
+@pytest.mark.parametrize(("n", "sizes"), [(569, (30, 128, 64, 1)), (32, (2, 5, 3, 1))])
+def test_step_products_are_the_useful_flops_less_the_data_gradient(n, sizes, feature_major):
+    prods = bench.step_products(n, sizes, feature_major)
+    outs = [np.tensordot(np.zeros(a), np.zeros(b), axes=(c[0], c[1])).shape for a, b, c in prods]
+    flops = sum(2 * int(np.prod(a)) * b[1 - c[1]] for a, b, c in prods)
+    # forward (2), weight gradient (2) and input gradient (2) for every layer but the first,
+    # whose input is the data
+    assert flops == bench.useful_flops_per_run_step(n, sizes) - 2 * n * sizes[0] * sizes[1]
+    layers = list(zip(sizes[:-1], sizes[1:], strict=True))
+    act = (lambda w: (w, n)) if feature_major else (lambda w: (n, w))
+    want = []
+    for i, (fi, fo) in enumerate(layers):
+        want += [act(fo), (fi, fo)] + ([act(fi)] if i else [])
+    assert outs == want
+
+
 def test_data_and_init_distributions():
     X, y = bench.load_data(bench.WORKLOADS["seed"].data)
     assert X.shape == (569, 30) and X.dtype == np.float32 and y.dtype == np.float32
@@ -165,6 +182,11 @@ def test_run_bench_writes_json_and_md(tmp_path, small_matmul):
     assert w["agreement"]["ok"]
     assert w["targets"] == []  # a workload the issue sets no targets for
     assert "| numpy_loop |" in md and "| jax_step_loop |" in md and "matmul rate" in md
+    mb = w["matmul_bound"]
+    assert mb["layout"] == "features" and mb["runs_per_group"] == 32  # 3 < 5 < 32 samples
+    assert mb["run_steps_per_s"] == max(mb["run_steps_per_s_in_rounds"]) > 0
+    assert mb["engine_fraction"] is None  # engine not in this run
+    assert "Matmul bound: the run-step's 8 matrix products alone" in md
     assert res["workloads"]["tiny"]["peers"].keys() == w["peers"].keys()
 
 
@@ -230,6 +252,18 @@ def test_targets_say_met_missed_and_what_utilization_a_ratio_needs():
     assert "| 4x | 2.00x | no | 120.0% (above the matmul rate" in eager
     numpy_row = next(ln for ln in lines if ln.startswith("| engine/numpy_loop |"))
     assert numpy_row.endswith("| yes | 45.0% |")
+
+    # with a matmul bound of 40 % utilization, a ratio needing 45 % is flagged as above it
+    wres["matmul_bound"] = {"products_per_run_step": 8, "flop_per_run_step": 10,
+                            "layout": "features", "runs_per_group": 1, "devices": 2,
+                            "run_steps_per_s_in_rounds": [1.0, 2.0], "run_steps_per_s": 2.0,
+                            "utilization": 0.4, "engine_fraction": 0.75}
+    text = bench.format_table("seed", wres)
+    numpy_row = next(ln for ln in text.splitlines() if ln.startswith("| engine/numpy_loop |"))
+    assert numpy_row.endswith("| yes | 45.0% (above the matmul bound) |")
+    assert ("(10 FLOP; feature-major, 1 run per group, one group per device on 2 devices, best "
+            "of 2) run at 2 run-steps/s, 40.0% utilization; the engine reaches 75.0% of that."
+            ) in text
 
 
 def test_peers_are_timed_in_interleaved_rounds_and_a_failing_peer_is_isolated():

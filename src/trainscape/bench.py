@@ -15,6 +15,11 @@ Figures reported per peer:
 
 One-run-at-a-time peers (``numpy_loop``, ``torch_eager``) are timed on a diagonal subset of the
 grid (every lr bucket represented) and extrapolated per run-step: their cost is linear in runs.
+
+Each workload also gets a matmul bound: the run-step's matrix products alone (`step_products`),
+laid out and grouped as the engine trains that network, timed after every round like the
+matmul rate. It says how much of a step's time is left to anything but its matmuls, and so
+whether a target needs more than XLA's matmuls of those shapes can give.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from typing import Any, TextIO
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 
 from trainscape.errors import ConfigError
 
@@ -481,6 +487,97 @@ def measure_matmul_rate(n: int | None = None, repeats: int = 5) -> dict:
     }
 
 
+def step_products(n_samples: int, layer_sizes: Sequence[int], feature_major: bool
+                  ) -> list[tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
+    """The matrix products of one run-step of full-batch gradient descent on an MLP, as
+    (lhs shape, rhs shape, (lhs contracted axis, rhs contracted axis)): for every layer the
+    forward product and the weight gradient, and for every layer but the first the gradient
+    of its input (the data needs none). `feature_major` writes them in the engine's
+    feature-major layout (activations (width, n), each product in the form XLA:CPU computes
+    fastest; `models.feature_major`), otherwise sample-major ((n, width)). Their FLOPs add up
+    to the useful FLOPs less the first layer's input gradient."""
+    n = n_samples
+    out = []
+    for i, (fi, fo) in enumerate(zip(layer_sizes[:-1], layer_sizes[1:], strict=True)):
+        if feature_major:
+            out.append(((fo, fi), (fi, n), (1, 0)))  # w.T @ h -> (fo, n)
+            out.append(((fi, n), (fo, n), (1, 1)))  # weight gradient h . dz -> (fi, fo)
+            if i:
+                out.append(((fi, fo), (fo, n), (1, 0)))  # input gradient w @ dz -> (fi, n)
+        else:
+            out.append(((n, fi), (fi, fo), (1, 0)))  # h @ w -> (n, fo)
+            out.append(((n, fi), (n, fo), (0, 0)))  # weight gradient h.T @ dz -> (fi, fo)
+            if i:
+                out.append(((n, fo), (fi, fo), (1, 1)))  # input gradient dz @ w.T -> (n, fi)
+    return out
+
+
+def _products_timer(n_samples: int, layer_sizes: Sequence[int],
+                    iters: int = 400) -> tuple[dict, Callable[[], float]]:
+    """The matmul bound of a workload: `step_products` alone, laid out and grouped as the
+    engine trains the network (its layout, `engine.group_size` runs vmapped per group, one
+    group per local device at once through `shard_map`), `iters` steps in one compiled loop.
+    Nothing else is computed: no activation, loss or update, so no program that trains these
+    runs with XLA's matmuls, group by group, can take less time per step. Returns what was
+    timed and a call that times it once and returns run-steps/s."""
+    from trainscape import engine, models
+
+    devices = jax.devices()
+    fm = models.feature_major(
+        [{"w": jax.ShapeDtypeStruct((a, b), jnp.float32)}
+         for a, b in zip(layer_sizes[:-1], layer_sizes[1:], strict=True)],
+        jax.ShapeDtypeStruct((n_samples, layer_sizes[0]), jnp.float32))
+    n_params = sum(a * b + b for a, b in zip(layer_sizes[:-1], layer_sizes[1:], strict=True))
+    sub = engine.group_size(6 * n_samples * n_params, devices[0].platform)
+    products = step_products(n_samples, layer_sizes, fm)
+    lead = (len(devices) * sub,)
+    keys = jax.random.split(jax.random.key(1), 2 * len(products))
+    ops = tuple(jax.random.normal(k, lead + shape, jnp.float32)
+                for k, shape in zip(keys, [s for a, b, _ in products for s in (a, b)], strict=True))
+
+    def products_once(ops):
+        outs = []
+        for j, (_, _, (ca, cb)) in enumerate(products):
+            a, b = ops[2 * j], ops[2 * j + 1]
+            if sub == 1:  # the engine calls its one-run step directly then, with no vmap
+                outs.append(lax.dot_general(a[0], b[0], (((ca,), (cb,)), ((), ())))[None])
+            else:
+                outs.append(lax.dot_general(a, b, (((ca + 1,), (cb + 1,)), ((0,), (0,)))))
+        return outs
+
+    def per_device(ops):
+        def body(_, carry):
+            ops, acc = carry
+            # the barriers keep XLA from hoisting the products out of the loop (their operands
+            # come back each step) or shrinking them to the element read below
+            ops = lax.optimization_barrier(ops)
+            outs = lax.optimization_barrier(products_once(ops))
+            return ops, acc + sum(o[0, 0, 0] for o in outs)
+        return lax.fori_loop(0, iters, body, (ops, jnp.zeros((), jnp.float32)))[1][None]
+
+    P = jax.sharding.PartitionSpec
+    mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
+    options = engine.compiler_options(devices[0].platform)
+    with jax.default_matmul_precision("highest"):
+        fn = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P("runs"),),
+                                   out_specs=P("runs"), check_vma=False),
+                     compiler_options=options or None)
+        ops = jax.device_put(ops, jax.sharding.NamedSharding(mesh, P("runs")))
+        jax.block_until_ready(fn(ops))
+    run_steps = lead[0] * iters
+
+    def once() -> float:
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(ops))
+        return run_steps / (time.perf_counter() - t0)
+
+    info = {"layout": "features" if fm else "samples", "runs_per_group": sub,
+            "devices": len(devices), "iters": iters, "products_per_run_step": len(products),
+            "flop_per_run_step": sum(2 * int(np.prod(a)) * b[1 - cb]
+                                     for a, b, (_, cb) in products)}
+    return info, once
+
+
 # A peer ready to time: what it is (status, runs timed, note) and one repeat of its work, or
 # None when it cannot run (skipped, failed in its set-up).
 Setup = tuple[dict, Callable[[], Any] | None]
@@ -615,13 +712,21 @@ def bench_workload(
             setups[peer] = _setup_peer(peer, w, X, y)
     rates = [matmul_flops]
     matmul_once = _matmul_timer()
+    if stream is not None:
+        print(f"  [{w.name}] setting up the matmul bound ...", file=stream, flush=True)
+    bound, bound_once = _products_timer(X.shape[0], sizes)
+    bound_rates = [bound_once()]
 
     def between() -> None:
         rates.append(matmul_once())
+        bound_rates.append(bound_once())
 
     results = _time_rounds(setups, repeats, w.name, stream, between)
     matmul_used = max(rates)
+    bound.update(run_steps_per_s_in_rounds=bound_rates, run_steps_per_s=max(bound_rates),
+                 utilization=max(bound_rates) * flops / matmul_used)
     engine_rate = results.get("engine", {}).get("run_steps_per_s")
+    bound["engine_fraction"] = engine_rate / bound["run_steps_per_s"] if engine_rate else None
     for r in results.values():
         rate = r.get("run_steps_per_s")
         r["utilization"] = rate * flops / matmul_used if rate else None
@@ -638,6 +743,7 @@ def bench_workload(
         "matmul_flops_in_rounds": rates[1:],
         "matmul_flops_used": matmul_used,
         "peers": results,
+        "matmul_bound": bound,
         "agreement": agreement,
         # the issue's targets are for a 2-core CPU; on a GPU or TPU they would mislead
         "targets": check_targets(w.name, results) if jax.default_backend() == "cpu" else [],
@@ -786,6 +892,21 @@ def format_table(name: str, wres: dict) -> str:
             f"{'-' if util is None else f'{util:.2%}'} | {load_s} | "
             f"{r['note'] if r['status'] == 'ok' else r['status'] + ': ' + r['note']} |"
         )
+    mb = wres.get("matmul_bound")
+    if mb and mb.get("run_steps_per_s"):
+        frac = mb.get("engine_fraction")
+        layout = {"features": "feature-major", "samples": "sample-major"}[mb["layout"]]
+        group = f"{mb['runs_per_group']} run{'s' * (mb['runs_per_group'] != 1)} per group"
+        lines += [
+            "",
+            f"Matmul bound: the run-step's {mb['products_per_run_step']} matrix products alone "
+            f"({mb['flop_per_run_step']:,} FLOP; {layout}, {group}, one group per device on "
+            f"{mb['devices']} device{'s' * (mb['devices'] != 1)}, best of "
+            f"{len(mb['run_steps_per_s_in_rounds'])}) run at "
+            f"{_fmt_rate(mb['run_steps_per_s'])} run-steps/s, {mb['utilization']:.1%} "
+            "utilization"
+            + ("" if frac is None else f"; the engine reaches {frac:.1%} of that") + ".",
+        ]
     ag = wres["agreement"]
     diffs = ", ".join(f"{p} {d:.1e}" for p, d in ag["max_rel_diff"].items()) or "none compared"
     lines += [
@@ -806,6 +927,8 @@ def format_table(name: str, wres: dict) -> str:
             need_s = "-" if need is None else f"{need:.1%}"
             if need is not None and need > 1:
                 need_s += " (above the matmul rate: unreachable here)"
+            elif need is not None and mb and mb.get("utilization") and need > mb["utilization"]:
+                need_s += " (above the matmul bound)"
             lines.append(f"| {t['target']} | {goal} | {measured} | {met} | {need_s} |")
     return "\n".join(lines)
 

@@ -152,12 +152,18 @@ def sub_batch(static: Static, x, platform: str | None = None) -> int:
     (results/bench/README.md). Other platforms vmap the whole block. The
     choice depends only on the network, the data's shape and the platform, never on the
     grid or the chunk size, so a run's result stays independent of both."""
+    rows = static.batch_size or x.shape[0]
+    return group_size(6 * rows * n_params(static), platform)
+
+
+def group_size(flops_per_run_step: float, platform: str | None = None) -> int:
+    """`sub_batch`'s rule on a run-step's work (6 x rows x parameters): the smallest power of
+    two, at most BLOCK, whose group does at least SUB_BATCH_FLOPS per step on CPU; BLOCK on
+    other platforms."""
     if (platform or jax.default_backend()) != "cpu":
         return BLOCK
-    rows = static.batch_size or x.shape[0]
-    per_run = 6 * rows * n_params(static)
     sub = 1
-    while sub < BLOCK and sub * per_run < SUB_BATCH_FLOPS:
+    while sub < BLOCK and sub * flops_per_run_step < SUB_BATCH_FLOPS:
         sub *= 2
     return sub
 

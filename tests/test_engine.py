@@ -271,8 +271,11 @@ def test_feature_major_runs_share_one_copy_of_the_data_with_the_same_results(
     """Feature-major networks train every run of a block on one shared x, which turns the
     first layer's weight gradient into a single matmul over the block (`compiled_sweep`).
     Training curves must match the per-run broadcast copy the other networks get, which is
-    checked against NumPy backprop in test_reference.py."""
+    checked against NumPy backprop in test_reference.py. In float64: the two forms sum in
+    different orders, and in float32 the lr-3 runs amplified that last-bit difference past
+    any fixed tolerance on a CPU without AVX-512 (8e-6 at step 30 on an AMD Zen 1)."""
     cfg = {**TINY, "model": {**TINY["model"], "hidden": hidden},
+           "train": {**TINY["train"], "dtype": "float64"},
            "data": {"name": "moons", "n_samples": 128},
            "sweep": {"learning_rate": {"geomspace": [0.01, 3.0], "num": 4}, "seed": {"range": 2}}}
     prep = api.Prepared(ts.parse(cfg))
@@ -282,7 +285,7 @@ def test_feature_major_runs_share_one_copy_of_the_data_with_the_same_results(
     monkeypatch.setattr(engine, "shares_data", lambda static, x: False)
     b = _run(cfg)
     engine.compiled_sweep.cache_clear()
-    np.testing.assert_allclose(a.curves["loss"], b.curves["loss"], rtol=2e-6)
+    np.testing.assert_allclose(a.curves["loss"], b.curves["loss"], rtol=1e-11)
     assert a.runs["label"].tolist() == b.runs["label"].tolist()
 
 

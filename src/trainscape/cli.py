@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "rate. PyTorch peers need the `bench` extra.")
     b.add_argument("--workload", choices=("seed", "small", "all", "memory"), default="all",
                    help="'memory': peak host memory of a 10,000-run and a 1,000,000-run sweep "
-                        "of a tiny network, each in its own process (about 2 minutes on 2 "
-                        "cores); not part of 'all'")
+                        "of a tiny network, each in its own process, with a cold and then a "
+                        "warm compile cache (about 2 minutes on 2 cores); not part of 'all'")
     b.add_argument("--out", help="write bench.json and bench.md into this folder")
     b.add_argument("--peers", help="comma-separated subset of peers (default: all)")
     b.add_argument("--repeats", type=_positive_int, default=3)

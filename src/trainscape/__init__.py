@@ -31,6 +31,13 @@ if not os.environ.get("TRAINSCAPE_NO_CACHE") and not jax.config.jax_compilation_
     except Exception:  # noqa: BLE001 - an old JAX without the option: just compile
         pass
 
+# Arrow's allocator: the C library's malloc (whose freed memory `memory.release_free_memory`
+# hands back) instead of Arrow's default mimalloc pool, which kept about 35 MiB of a sweep's
+# freed Parquet buffers resident (results/bench/README.md, "Peak memory as the grid grows").
+# Arrow reads this when it is first loaded, so it applies only if pyarrow is not loaded yet;
+# a value set by the user wins (ARROW_DEFAULT_MEMORY_POOL=mimalloc restores Arrow's default).
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
 # float64 studies need x64 enabled before any array is made; every array in trainscape is
 # created with an explicit dtype, so float32 runs stay float32.
 jax.config.update("jax_enable_x64", True)

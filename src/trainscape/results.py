@@ -118,6 +118,10 @@ class Results:
             return pd.DataFrame({c: [] for c in [*cols, "runs"]})
         total = pd.concat(parts).groupby(level=list(range(len(cols))), sort=False,
                                          dropna=False).sum()
+        if self._runs is None:  # the batches' freed memory, before the caller draws
+            from .memory import release_free_memory
+
+            release_free_memory()
         return total.rename("runs").reset_index()
 
     def read_curves(self, run_ids=None, columns: list[str] | None = None) -> pd.DataFrame:

@@ -38,6 +38,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import memory
 from .errors import InputError
 from .results import CURVES_FILE, META_FILE, RUNS_FILE, atomic_json, atomic_parquet
 
@@ -431,7 +432,9 @@ class Store:
     def assemble(self, n_chunks: int) -> None:
         """Stream chunks 0..n_chunks-1 into the final runs.parquet and curves.parquet, one
         chunk in memory at a time (row groups of at least ROW_GROUP rows), each file written
-        under a temporary name and renamed once complete."""
+        under a temporary name and renamed once complete. The sweep's freed memory is handed
+        back first, so the assembly's buffers do not come on top of it."""
+        memory.release_free_memory()
         for kind, final in ((0, RUNS_FILE), (1, CURVES_FILE)):
             target = self.path / final
             tmp = target.with_name(target.name + ".tmp")
@@ -447,7 +450,7 @@ class Store:
                     if rows >= ROW_GROUP:
                         writer.write_table(pa.concat_tables(pending), row_group_size=rows)
                         pending, rows = [], 0
-                        pa.default_memory_pool().release_unused()
+                        memory.release_free_memory()
                 if pending:
                     writer.write_table(pa.concat_tables(pending), row_group_size=rows)
             finally:

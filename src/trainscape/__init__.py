@@ -32,7 +32,7 @@ if not os.environ.get("TRAINSCAPE_NO_CACHE") and not jax.config.jax_compilation_
         pass
 
 # Arrow's allocator: the C library's malloc (whose freed memory `memory.release_free_memory`
-# hands back) instead of Arrow's default mimalloc pool, which kept about 35 MiB of a sweep's
+# hands back) instead of Arrow's default mimalloc pool, which kept 40-60 MiB of a sweep's
 # freed Parquet buffers resident (results/bench/README.md, "Peak memory as the grid grows").
 # Arrow reads this when it is first loaded, so it applies only if pyarrow is not loaded yet;
 # a value set by the user wins (ARROW_DEFAULT_MEMORY_POOL=mimalloc restores Arrow's default).

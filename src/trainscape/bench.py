@@ -518,7 +518,9 @@ def _products_timer(n_samples: int, layer_sizes: Sequence[int],
     engine trains the network (its layout, `engine.group_size` runs vmapped per group, one
     group per local device at once through `shard_map`), `iters` steps in one compiled loop.
     Nothing else is computed: no activation, loss or update, so no program that trains these
-    runs with XLA's matmuls, group by group, can take less time per step. Returns what was
+    runs with these products as XLA matmuls, group by group, can take less time per step. (The
+    engine writes a first layer of few inputs as multiply-adds instead, and can beat it there:
+    the `small` workload.) Returns what was
     timed and a call that times it once and returns run-steps/s."""
     from trainscape import engine, models
 

@@ -290,8 +290,9 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
 # Blocks of a chunk dispatched ahead of the one being copied back. Every dispatched block
 # holds its buffers (on a CPU, XLA's working memory for its runs, about 15 KB per run of the
 # memory bench's 2-4-1 network on 64 points) until it is copied to the host, so dispatching a
-# whole chunk at once made peak memory grow with the chunk size (a 7,232-run chunk peaked
-# 31 MiB above a 5,056-run one). A few blocks ahead keep the device busy while Python copies.
+# whole chunk at once made peak memory grow with the chunk size (a sweep of 7,168-run chunks
+# peaked 29 MiB above the same sweep in 5,056-run chunks). A few blocks ahead keep the device
+# busy while Python copies.
 MAX_IN_FLIGHT = 8
 
 

@@ -43,6 +43,19 @@ def test_ending_above_initial_is_diverged_without_a_step():
     assert s["diverged_step"] == -1 and label_curve(c) == "diverged"
 
 
+@pytest.mark.parametrize("curve", [[20.0, 18.0, 21.0], [20.0, 5.0, 15.0, 21.0],
+                                   [20.0, 5.0, 15.0, 19.0], [20.0, 18.0, 19.0], [0.0, 0.0, 0.0]])
+def test_ending_exactly_at_the_stall_band_edge_is_stalled(curve):
+    # 21 / 20 - 1 is 0.05000000000000004 in floating point; the band's ends are inside it
+    assert label_curve(curve) == "stalled"
+
+
+def test_just_outside_the_stall_band():
+    assert label_curve([20.0, 18.0, 21.001]) == "diverged"
+    assert label_curve([20.0, 5.0, 15.0, 18.999]) == "catapult"
+    assert label_curve([20.0, 18.0, 18.999]) == "oscillating"
+
+
 def test_spike_above_initial_counts_as_catapult():
     c = np.r_[1.0, 2.5, 1.5, 0.5, 0.2, 0.1]
     assert label_curve(c) == "catapult"

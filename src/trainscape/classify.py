@@ -41,7 +41,7 @@ import numpy as np
 LABELS = ("converged", "catapult", "oscillating", "stalled", "diverged")
 
 BLOWUP_FACTOR = 1e3  # loss above this multiple of the initial loss counts as diverged
-STALL_TOL = 0.05  # |final / initial - 1| <= this: "about where it started"
+STALL_TOL = 0.05  # final within (1 -/+ this) x initial, ends included: "about where it started"
 SPIKE_FACTOR = 2.0  # a catapult's spike is at least this multiple of the running minimum
 SPIKE_MIN_RISE = 0.05  # ...and rises by at least this x the initial loss (not float noise)
 REBOUND_TOL = 0.02  # rises above the running minimum smaller than this x initial are noise
@@ -59,11 +59,13 @@ def label_codes(initial, final, spike, rebound, diverged_step) -> np.ndarray:
     spike = np.asarray(spike, dtype=np.float64)
     rebound = np.asarray(rebound, dtype=np.float64)
     blew_up = np.asarray(diverged_step, dtype=np.float64) >= 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ratio = final / initial
+    # Products, not the ratio final / initial: 21 / 20 - 1 rounds to just above 0.05, which
+    # made a run ending at exactly 1.05 x its initial loss neither `stalled` nor `diverged`
+    # (and a zero initial loss gave 0 / 0). The losses are >= 0.
+    with np.errstate(invalid="ignore"):
         ok = np.isfinite(final) & np.isfinite(initial) & ~blew_up
-        diverged = ~ok | (ratio > 1 + STALL_TOL)
-        stalled = ~diverged & (np.abs(ratio - 1) <= STALL_TOL)
+        diverged = ~ok | (final > (1 + STALL_TOL) * initial)
+        stalled = ~diverged & (final >= (1 - STALL_TOL) * initial)
         catapult = ~diverged & ~stalled & (spike >= SPIKE_FACTOR)
         oscillating = ~diverged & ~stalled & ~catapult & (rebound > REBOUND_TOL * initial)
     code = np.zeros(initial.shape, dtype=np.int64)  # converged

@@ -113,7 +113,9 @@ def test_one_batched_engine_call_per_round_and_chunk_size_independence(monkeypat
     for got, chunked in ((small_calls, True), (calls, False)):
         # bracket (both ends, with sharpness), one call per bisection round, the ladder
         assert len(got) == rounds + 2
-        assert [n for n, _ in got] == ([160] + [80] * rounds + [80 * critical.LADDER_POINTS])
+        # (the ladder: LADDER_POINTS rungs above the crossing and as many below it; no
+        # learning_rate axis is swept, and nothing below diverges, so no second pass)
+        assert [n for n, _ in got] == ([160] + [80] * rounds + [80 * 2 * critical.LADDER_POINTS])
         assert all((c > 1) == chunked for _, c in got[1:-1])
     assert small["bracket_ok"].all()
     np.testing.assert_array_less(2 / LAM, small["critical_lr"])
@@ -167,7 +169,33 @@ def test_bisection_brackets_flags_and_default_bracket(monkeypatch):
     assert (ok["predicted_lr"] == 0.5).all()
     rounds = int(ok["n_rounds"].max())
     # one call for both ends of all rows, one per round over the open rows, one ladder
-    assert sizes == [8] + [2] * rounds + [2 * critical.LADDER_POINTS]
+    # the ladder: LADDER_POINTS rungs on each side of both crossings, plus the swept
+    # learning rates there (0.1 below and 1, 10 above 0.37; 0.1 below and 10 above 1)
+    assert sizes == [8] + [2] * rounds + [4 * critical.LADDER_POINTS + 5]
+
+
+def island_rule(seed: int, lr: float) -> bool:
+    if seed == 0:  # an island on the ladder below the first crossing (10)
+        return 0.09 <= lr <= 0.12 or lr >= 10.0
+    if seed == 1:  # an island only the swept grid (0.03) hits: no ladder rung lies in it
+        return 0.0295 <= lr <= 0.0305 or lr >= 10.0
+    return lr >= 0.37  # monotone
+
+
+def test_divergent_islands_below_the_crossing_move_the_search_down(monkeypatch):
+    # bisection of [0.01, 100] first lands on 1 (trains), then finds the crossing at 10
+    fake_boundaries(monkeypatch, island_rule)
+    cfg = {**SMALL, "sweep": {"learning_rate": [0.01, 0.03, 100.0], "seed": [0, 1, 2]}}
+    t = critical.critical_lr(cfg, rtol=1e-4).set_index("seed")
+    assert 0.09 <= t.loc[0, "critical_lr"] <= 0.09 * (1 + 1e-4)
+    assert 0.0295 <= t.loc[1, "critical_lr"] <= 0.0295 * (1 + 1e-4)
+    assert 0.37 <= t.loc[2, "critical_lr"] <= 0.37 * (1 + 1e-4)
+    assert list(t["non_monotone"]) == [True, True, False]
+    assert (t["lr_high"] / t["lr_low"] - 1 <= 1e-4).all() and t["bracket_ok"].all()
+    # no learning rate the rule calls divergent lies on the ladder below the answer
+    for seed, crit in t["critical_lr"].items():
+        below = critical._rungs(np.array([0.01]), crit, np.array([0.03]))[0]
+        assert not any(island_rule(seed, lr) for lr in below[np.isfinite(below)])
 
 
 def test_default_bracket_without_swept_learning_rate(monkeypatch):

@@ -21,7 +21,8 @@ from . import classify, engine
 from .errors import InputError
 
 DEFAULT_BRACKET = (1e-4, 1e2)  # used when the config does not sweep learning_rate
-LADDER_POINTS = 8  # learning rates checked above the critical one for a non-monotone boundary
+LADDER_POINTS = 8  # learning rates checked on each side of the crossing for a non-monotone boundary
+MAX_DESCENTS = 4  # times the search may move down to a divergent lr found below the crossing
 MIN_RTOL = 1e-10  # far above float64 spacing: a midpoint always lands strictly inside its bracket
 RESULT_COLUMNS = ("critical_lr", "sharpness_init", "predicted_lr", "lr_low", "lr_high",
                   "n_rounds", "non_monotone", "bracket_ok")
@@ -52,12 +53,17 @@ def critical_lr(config, data=None, init_params=None, model=None, low: float | No
     until ``lr_high / lr_low - 1 <= rtol``; ``critical_lr = lr_high``.
 
     Non-monotone boundaries (a larger learning rate that trains fine again, e.g. a catapult
-    window above a divergent band): bisection reports the first crossing from below that it
-    finds between the bracket ends, i.e. an lr that diverges just above one that does not;
-    it is not guaranteed to be the smallest divergent lr if divergent islands lie below it. One
-    extra batched round runs `LADDER_POINTS` learning rates on a geometric ladder strictly
-    between `critical_lr` and `high`; ``non_monotone = True`` flags rows where any of them did not
-    diverge (any other label).
+    window above a divergent band, or a divergent island below a crossing): bisection finds a
+    crossing, an lr that diverges just above one that does not, which need not be the
+    smallest divergent lr. So one more batched call runs, per row, `LADDER_POINTS` learning
+    rates on a geometric ladder strictly between `critical_lr` and `high`, as many strictly
+    between `low` and `lr_low`, and every swept learning rate in those two intervals. If one
+    below diverges, the search moves down: it bisects between the smallest such lr and the
+    largest below it that did not diverge, then checks below again (at most `MAX_DESCENTS`
+    times). ``non_monotone = True`` flags rows where an lr above the crossing trained (any
+    label but ``diverged``) or the search moved down. A swept lr labelled ``diverged`` by
+    :func:`trainscape.run` is therefore never below `critical_lr` (same engine, same bits);
+    a divergent island between two rungs can still go unseen.
 
     Returns one row per combination of the other axes: those axes as columns, then
     `critical_lr`, `sharpness_init` (top Hessian eigenvalue at init, ``[metrics]
@@ -94,6 +100,7 @@ def critical_lr(config, data=None, init_params=None, model=None, low: float | No
 
     n_rows = len(prep.table)
     rows_R = np.arange(n_rows)
+    swept = np.asarray(sorted(exp.sweep.get("learning_rate", ())), np.float64)
     rounds = _count_rounds(low, high, rtol)
     bar = _progress(progress, rounds + 2, exp.name)
     try:
@@ -104,27 +111,57 @@ def critical_lr(config, data=None, init_params=None, model=None, low: float | No
         lo_R = np.full(n_rows, low)
         hi_R = np.full(n_rows, high)
         n_rounds_R = np.zeros(n_rows, np.int64)
-        # rtol >= MIN_RTOL keeps every midpoint strictly inside its bracket, so this ends
-        while (open_R := bracket_ok & (hi_R / lo_R - 1 > rtol)).any():
-            idx = np.nonzero(open_R)[0]
-            # geometric midpoint (bisection in log lr); sqrt each so huge ends cannot overflow
-            mid = np.sqrt(lo_R[idx]) * np.sqrt(hi_R[idx])
-            div, _ = evaluate(plain, idx, mid)
-            hi_R[idx] = np.where(div, mid, hi_R[idx])
-            lo_R[idx] = np.where(div, lo_R[idx], mid)
-            n_rounds_R[idx] += 1
-            bar.update()
-        crit_R = np.where(bracket_ok, hi_R, np.nan)
+
+        def bisect(rows):
+            # rtol >= MIN_RTOL keeps every midpoint strictly inside its bracket, so this ends
+            todo = np.zeros(n_rows, bool)
+            todo[rows] = True
+            while (open_R := todo & (hi_R / lo_R - 1 > rtol)).any():
+                idx = np.nonzero(open_R)[0]
+                # geometric midpoint (bisection in log lr); sqrt each so huge ends cannot overflow
+                mid = np.sqrt(lo_R[idx]) * np.sqrt(hi_R[idx])
+                div, _ = evaluate(plain, idx, mid)
+                hi_R[idx] = np.where(div, mid, hi_R[idx])
+                lo_R[idx] = np.where(div, lo_R[idx], mid)
+                n_rounds_R[idx] += 1
+                bar.update()
+
+        bisect(np.nonzero(bracket_ok)[0])
         non_mono = np.zeros(n_rows, bool)
+        # The check for non-monotone boundaries, one batched call per pass. Above the
+        # crossing (first pass only): rungs strictly between lr_high and `high` (which the
+        # bracket round saw diverge); any that trains flags the row. Below it: rungs strictly
+        # between `low` and lr_low, and the swept learning rates there (so no lr that the
+        # runs table of the same config labels `diverged` sits below `critical_lr`
+        # unnoticed); if any diverges, the search moves down to the smallest such rung,
+        # bisecting between it and the largest rung below it that did not diverge.
         idx = np.nonzero(bracket_ok)[0]
-        if idx.size:
-            # LADDER_POINTS rungs per row strictly between lr_high and `high` (which the
-            # bracket round already saw diverge)
-            frac_L = np.arange(1, LADDER_POINTS + 1) / (LADDER_POINTS + 1)
-            lad_KxL = hi_R[idx, None] * (high / hi_R[idx, None]) ** frac_L[None, :]
-            div, _ = evaluate(plain, np.repeat(idx, LADDER_POINTS), lad_KxL.reshape(-1))
-            non_mono[idx] = ~div.reshape(-1, LADDER_POINTS).all(axis=1)
-        bar.update()
+        for descent in range(MAX_DESCENTS + 1):
+            if not idx.size:
+                break
+            above_KxA = _rungs(hi_R[idx], high, swept) if descent == 0 else np.zeros((idx.size, 0))
+            below_KxB = _rungs(np.full(idx.size, low), lo_R[idx], swept)
+            lr_KxM = np.concatenate([above_KxA, below_KxB], axis=1)
+            k_, m_ = np.nonzero(np.isfinite(lr_KxM))
+            div, _ = evaluate(plain, idx[k_], lr_KxM[k_, m_])
+            div_KxM = np.zeros(lr_KxM.shape, bool)
+            div_KxM[k_, m_] = div
+            trained_KxM = np.isfinite(lr_KxM) & ~div_KxM
+            non_mono[idx] |= trained_KxM[:, :above_KxA.shape[1]].any(axis=1)
+            below_div = div_KxM[:, above_KxA.shape[1]:]
+            moved = below_div.any(axis=1)
+            bar.update()
+            if not moved.any() or descent == MAX_DESCENTS:
+                break
+            idx, below_KxB, below_div = idx[moved], below_KxB[moved], below_div[moved]
+            non_mono[idx] = True  # a divergent lr below one that trains
+            new_hi = np.where(below_div, below_KxB, np.inf).min(axis=1)
+            ok_below = np.isfinite(below_KxB) & ~below_div & (below_KxB < new_hi[:, None])
+            lo_R[idx] = np.where(ok_below, below_KxB, low).max(axis=1)
+            hi_R[idx] = new_hi
+            bar.total += _count_rounds(float(lo_R[idx].min()), float(new_hi.max()), rtol) + 1
+            bisect(idx)
+        crit_R = np.where(bracket_ok, hi_R, np.nan)
     finally:
         bar.close()
 
@@ -195,11 +232,25 @@ def _count_rounds(low: float, high: float, rtol: float) -> int:
 
 
 class _NoBar:
+    total = 0
+
     def update(self, k=1):
         pass
 
     def close(self):
         pass
+
+
+def _rungs(lo_K, hi, swept) -> np.ndarray:
+    """Learning rates strictly between lo_K[k] and hi (an array or one number) per row: a
+    geometric ladder of LADDER_POINTS, then the swept values inside; NaN pads the rows."""
+    lo_K = np.asarray(lo_K, np.float64)
+    hi_K = np.broadcast_to(np.asarray(hi, np.float64), lo_K.shape)
+    frac_L = np.arange(1, LADDER_POINTS + 1) / (LADDER_POINTS + 1)
+    ladder_KxL = lo_K[:, None] * (hi_K[:, None] / lo_K[:, None]) ** frac_L[None, :]
+    inside_KxS = (swept[None, :] > lo_K[:, None]) & (swept[None, :] < hi_K[:, None])
+    grid_KxS = np.where(inside_KxS, swept[None, :], np.nan)
+    return np.concatenate([ladder_KxL, grid_KxS], axis=1)
 
 
 def _progress(on: bool, total: int, name: str):
@@ -229,8 +280,9 @@ def format_table(table: pd.DataFrame) -> str:
                      "the high end did not; widen the bracket (--low / --high)")
     flagged = table[table["non_monotone"]]
     if len(flagged):
-        lines.append(f"{len(flagged)} row(s) non_monotone: some larger learning rate below the "
-                     "high end did not diverge; critical_lr is the first crossing found")
+        lines.append(f"{len(flagged)} row(s) non_monotone: the divergent learning rates are not "
+                     "one interval (a larger one trained, or a smaller one diverged and the "
+                     "search moved down to it)")
     return "\n".join(lines) + "\n"
 
 

@@ -124,7 +124,11 @@ def _update_stats(s: Stats, loss, acc, t):
         diverged_step=jnp.where(dies, t, s.diverged_step),
         recover_step=jnp.where(new_peak, -1, jnp.where(recovers, t, s.recover_step)),
         running_min=running_min,
-        rebound=jnp.where(live, jnp.maximum(s.rebound, loss - running_min), s.rebound),
+        # against the running minimum of the steps before t: the same maximum (the rise at
+        # t over a minimum that includes t is 0), without subtracting the loss from itself,
+        # which XLA may compute twice in different fusions and round differently (a
+        # strictly falling curve then got a rebound of about one ulp)
+        rebound=jnp.where(live, jnp.maximum(s.rebound, loss - s.running_min), s.rebound),
         spike=jnp.where(big_rise, jnp.maximum(s.spike, loss / s.running_min), s.spike),
         above_since=jnp.where(~live, s.above_since, jnp.where(
             loss > initial, jnp.where(s.above_since < 0, t, s.above_since), -1)),

@@ -44,7 +44,10 @@ def compare(a, b) -> pd.DataFrame:
     Runs are joined on their axis columns (all but `dtype`), which must describe the same grid.
     Returns one row per differing cell: the axis columns, `label_a`, `label_b`, `final_loss_a`,
     `final_loss_b`. `df.attrs` holds `n_compared`, `n_differ`, `fraction_differs`, `axes`,
-    `name_a`, `name_b` and `transitions` ({"label_a -> label_b": count}).
+    `name_a`, `name_b`, `transitions` ({"label_a -> label_b": count}),
+    `config_differences` (config keys that differ besides the name and the precision, see
+    :func:`config_differences`) and `notes` (what `format_summary` prints about them, and
+    about two sweeps of the same precision).
     """
     ra, rb = _as_results(a, "a"), _as_results(b, "b")
     for res, which in ((ra, "a"), (rb, "b")):
@@ -57,9 +60,36 @@ def compare(a, b) -> pd.DataFrame:
     if set(axes_a) != set(axes_b):
         raise InputError(f"compare: the grids differ: a has axes {axes_a}, b has axes {axes_b}")
     name_a, name_b = _dtype_of(ra), _dtype_of(rb)
+    notes = []
     if name_a == name_b:
+        notes.append(f"both sweeps are {name_a}: label changes do not come from the precision")
         name_a, name_b = "a", "b"
-    return _compare_runs(ra.runs, rb.runs, axes_a, name_a, name_b)
+    other = config_differences(ra, rb)
+    if other:
+        notes.append(f"the configs also differ in {', '.join(other)}: label changes are not "
+                     "from the precision alone")
+    out = _compare_runs(ra.runs, rb.runs, axes_a, name_a, name_b)
+    out.attrs["config_differences"] = other
+    out.attrs["notes"] = notes
+    return out
+
+
+def config_differences(a: Results, b: Results) -> list[str]:
+    """Dotted config keys whose values differ between two sweeps, other than the name and the
+    precision (`train.dtype`, `sweep.dtype`)."""
+
+    def flat(d, prefix=""):
+        out = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out.update(flat(v, f"{prefix}{k}."))
+            else:
+                out[f"{prefix}{k}"] = v
+        return out
+
+    fa, fb = flat(a.config.to_dict()), flat(b.config.to_dict())
+    skip = {"name", "train.dtype", f"sweep.{PRECISION_AXIS}"}
+    return sorted(k for k in fa.keys() | fb.keys() if k not in skip and fa.get(k) != fb.get(k))
 
 
 def compare_dtypes(results, a: str = "float32", b: str = "float64") -> pd.DataFrame:
@@ -133,6 +163,7 @@ def format_summary(df: pd.DataFrame, max_rows: int = MAX_ROWS_PRINTED) -> str:
              f" (axes: {', '.join(at.get('axes', [])) or 'none'})"]
     for pair, count in at.get("transitions", {}).items():
         lines.append(f"  {count:6d}  {pair.replace(' -> ', f' ({a}) -> ')} ({b})")
+    lines += [f"note: {note}" for note in at.get("notes", [])]
     if len(df):
         lines += ["", f"(_a: {a}, _b: {b})",
                   df.head(max_rows).to_string(index=False, float_format=lambda v: f"{v:.4g}")]
@@ -162,4 +193,4 @@ def cli(path_a, path_b=None, stream: TextIO | None = None) -> int:
     return 0
 
 
-__all__ = ["compare", "compare_dtypes", "format_summary", "cli"]
+__all__ = ["compare", "compare_dtypes", "config_differences", "format_summary", "cli"]

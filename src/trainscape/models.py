@@ -122,15 +122,21 @@ def multipliers(sizes: tuple[int, ...], parameterization: str) -> tuple[float, .
 def mlp_init(key, sizes: tuple[int, ...], *, init: str = "normal", bias: bool = True,
              dtype=jnp.float32, parameterization: str = "standard") -> list[dict]:
     """Parameters of an MLP with layer sizes `sizes` = (d_in, *hidden, d_out); biases zero.
-    Under the ntk and mean_field parameterizations every weight is N(0, 1)."""
+    Under the ntk and mean_field parameterizations every weight is N(0, 1).
+
+    Weights are drawn in float32 whatever `dtype`, then cast to it: JAX's samplers turn the
+    same key into unrelated numbers in float32, float64 and bfloat16, so runs that differed
+    only in dtype used to start from different weights, and comparing precisions measured the
+    draw as much as the rounding. Now a float64 run starts from exactly the float32 run's
+    weights, a bfloat16 run from them rounded (version 0.7.0)."""
     keys = jax.random.split(key, len(sizes) - 1)
     params = []
     for i, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         if parameterization == "standard":
-            w = _draw_w(keys[i], init, i, fi, fo, dtype)
+            w = _draw_w(keys[i], init, i, fi, fo, jnp.float32)
         else:
-            w = jax.random.normal(keys[i], (fi, fo), dtype=dtype)
-        layer = {"w": w}
+            w = jax.random.normal(keys[i], (fi, fo), dtype=jnp.float32)
+        layer = {"w": w.astype(dtype)}
         if bias:
             layer["b"] = jnp.zeros((fo,), dtype=dtype)
         params.append(layer)

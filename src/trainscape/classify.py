@@ -5,8 +5,8 @@ finite range, its largest *rebound* (the biggest rise of the loss above its runn
 ``max_t loss_t - min_{s<=t} loss_s``) and its *spike ratio* (the largest ``loss_t / min_{s<t}
 loss_s`` among rises of at least ``SPIKE_MIN_RISE`` x the initial loss; 1 when there is none).
 The spike ratio is what makes the seed question's catapult visible: with saturated initial
-logits the first step already drops the loss far below its initial value, and the spike
-(e.g. 0.29 -> 3.4 at lr = 1) comes after that drop, not above the initial loss. The labels,
+logits the loss can fall far below its initial value before it spikes, and the spike (e.g.
+0.29 -> 3.4 at lr = 1) comes after that fall, not above the initial loss. The labels,
 checked in this order:
 
 ``diverged``

@@ -8,9 +8,10 @@ cost per-chunk overhead (building its tables, two Parquet files, a checksum and 
 memory stays flat as the grid grows), and is then cut to whole blocks that fit the memory
 budget.
 
-The probe result (seconds per run-step) is cached in `probe.json` next to the compile cache,
-keyed by everything that sets a run-step's cost (network, data shape, dtype, optimizer, loss,
-batch size, devices, software), so a second sweep of the same shapes does not probe again.
+The probe result (seconds per run-step) is cached in `trainscape-probe.json` next to the
+compile cache, keyed by everything that sets a run-step's cost (network, data shape, dtype,
+optimizer, loss, batch size, devices, software), so a second sweep of the same shapes does not
+probe again.
 Chunk sizes only group runs: they never change a run's result (see engine.BLOCK).
 """
 

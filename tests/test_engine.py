@@ -95,6 +95,22 @@ def test_a_curve_that_never_rises_has_no_rebound():
     assert (res.runs["rebound"] == 0).all()
 
 
+def test_a_run_non_finite_from_the_start_has_nan_extremes():
+    """Weights scaled by 1e30 make the first MSE already overflow: the run is frozen at step
+    0, labelled diverged, and has no finite loss, so its min and max are NaN, as the
+    offline summary of its curve has them (not the +inf / -inf the running extremes start
+    from)."""
+    cfg = {"data": {"name": "teacher", "n_samples": 16}, "loss": {"name": "mse"},
+           "model": {"hidden": [4], "init_scale": 1e30}, "train": {"steps": 3},
+           "sweep": {"learning_rate": [0.1]}}
+    row = _run(cfg).runs.iloc[0]
+    assert row["initial_loss"] == np.inf and row["diverged_step"] == 0
+    assert row["label"] == "diverged"
+    s = classify.summarize_curve([row["initial_loss"], np.nan, np.nan, np.nan])
+    assert np.isnan(s["min_loss"]) and np.isnan(s["max_loss"])
+    assert np.isnan(row["min_loss"]) and np.isnan(row["max_loss"])
+
+
 def test_blowups_are_frozen_and_labelled_diverged():
     cfg = dict(TINY, sweep={"learning_rate": [1e3, 1e6, 1e9], "seed": [0, 1]})
     res = _run(cfg)

@@ -259,14 +259,17 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
     recs.append(rec_T[None])
     accs.append(acc_T[None])
     shs.append(sharp_final[None])
+    # a run whose initial loss was already non-finite has no finite step: its min and max are
+    # NaN (as `classify.summarize_curve` has them), not the +inf / -inf they started from
+    none = stats.min > stats.max
     return Trajectory(
         loss_R=jnp.concatenate(recs),
         acc_R=jnp.concatenate(accs),
         sharpness_R=jnp.concatenate(shs),
         initial_loss=stats.initial,
         final_loss=stats.final,
-        min_loss=stats.min,
-        max_loss=stats.max,
+        min_loss=jnp.where(none, jnp.nan, stats.min),
+        max_loss=jnp.where(none, jnp.nan, stats.max),
         peak_step=stats.peak_step,
         diverged_step=stats.diverged_step,
         recover_step=stats.recover_step,

@@ -1,8 +1,12 @@
 """The command line end to end on tiny configs, and the seed question's lr 0.01 / 1.0 outcome."""
 
 import json
+import os
 import subprocess
 import sys
+from datetime import datetime
+from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -140,3 +144,137 @@ def test_meta_records_the_version_of_the_running_code(monkeypatch):
     versions = api.environment()["versions"]
     assert versions["trainscape"] == ts.__version__ != "0.0.1"
     assert versions["jax"] == real("jax")
+
+
+def _refused(capsys, argv) -> str:
+    """Run the CLI, expecting bad input: exit 2 and one line on stderr, no traceback."""
+    rc = main([str(a) for a in argv])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("trainscape: error: "), err
+    return err
+
+
+def _deny_writes(monkeypatch, folder: Path) -> None:
+    """`folder` reads as not writable (a chmod would not stop root)."""
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw:
+                        False if str(p) == str(folder) else real(p, mode, **kw))
+
+
+@pytest.fixture
+def fake_search(monkeypatch):
+    """critical-lr's search replaced by a one-row table; `calls` counts searches."""
+    from trainscape import critical
+
+    calls = []
+
+    def search(exp, **kw):
+        calls.append(kw)
+        t = pd.DataFrame({"seed": [0], "critical_lr": [1.0], "sharpness_init": [1.0],
+                          "predicted_lr": [2.0], "lr_low": [0.999], "lr_high": [1.0],
+                          "n_rounds": [3], "non_monotone": [False], "bracket_ok": [True]})
+        t.attrs.update(bracket=(0.1, 10.0), rtol=1e-3, name=exp.name)
+        return t
+
+    monkeypatch.setattr(critical, "critical_lr", search)
+    return calls
+
+
+def test_critical_lr_out_never_replaces_a_file_and_is_checked_first(tiny, tmp_path,
+                                                                     monkeypatch, capsys,
+                                                                     fake_search):
+    """`critical-lr --out R/runs.parquet` once replaced the runs with CSV after the search."""
+    runs = tmp_path / "runs.parquet"
+    runs.write_bytes(b"finished results")
+    (tmp_path / "ro").mkdir()
+    _deny_writes(monkeypatch, tmp_path / "ro")
+    for out, msg in ((runs, "already exists"), (tmp_path / "ro" / "x.csv", "not writable"),
+                     (tiny / "x.csv", "is a file, not a folder"),
+                     (tmp_path / "nope" / "x.csv", "does not exist"),
+                     (tmp_path, "is a folder")):
+        assert msg in _refused(capsys, ["critical-lr", tiny, "--out", out]), out
+    assert fake_search == [] and runs.read_bytes() == b"finished results"
+    out = tmp_path / "crit.csv"
+    assert main(["critical-lr", str(tiny), "--out", str(out), "--no-progress"]) == 0
+    first = out.read_bytes()
+    assert "already exists" in _refused(capsys, ["critical-lr", tiny, "--out", out])
+    assert out.read_bytes() == first and len(fake_search) == 1
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_critical_lr_errors_name_the_flags(tiny, capsys, fake_search):
+    err = _refused(capsys, ["critical-lr", tiny, "--low", "1", "--high", "0.5"])
+    assert "pass --low and --high" in err and "low=" in err
+    assert _refused(capsys, ["critical-lr", tiny, "--low", "-1"]).startswith(
+        "trainscape: error: --low:")
+    assert "--rtol:" in _refused(capsys, ["critical-lr", tiny, "--rtol", "nan"])
+    assert fake_search == []
+
+
+@pytest.mark.parametrize("command", ["run", "critical-lr"])
+def test_unreadable_or_folder_config_is_one_line(command, tiny, tmp_path, monkeypatch, capsys,
+                                                 fake_search):
+    monkeypatch.chdir(tmp_path)
+    assert "is a folder" in _refused(capsys, [command, tmp_path])
+    real_open = Path.open
+
+    def denied(self, *a, **kw):  # as chmod 000 would for anyone but root
+        if self == tiny:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "open", denied)
+    assert "cannot be read: Permission denied" in _refused(capsys, [command, tiny])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+
+
+@pytest.mark.parametrize("address", ["nohostport", "host:", ":1234", "host:0", "host:65536",
+                                     "host:http", "host:-1"])
+def test_coordinator_address_checked_before_joining(address, tiny, monkeypatch, capsys):
+    import jax
+
+    monkeypatch.setattr(jax.distributed, "initialize",
+                        lambda **kw: pytest.fail("jax.distributed was started"))
+    err = _refused(capsys, ["run", tiny, "--coordinator", address, "--num-processes", "2",
+                            "--process-id", "0"])
+    assert "--coordinator" in err and repr(address) in err and "1..65535" in err
+
+
+def test_coordinator_address_forms_that_pass():
+    from trainscape import parallel
+
+    for address in ("node0:1234", "10.0.0.1:65535", "[::1]:8476", "host.example.org:1"):
+        parallel._check_address(address)
+
+
+def test_default_out_folders_of_the_same_second_never_collide(tmp_path, monkeypatch):
+    """Two sweeps started in the same second once both chose results/<name>-<stamp>."""
+    from trainscape import api
+
+    monkeypatch.setattr(api, "_dt", SimpleNamespace(datetime=SimpleNamespace(
+        now=lambda: datetime(2026, 1, 2, 3, 4, 5))))
+    root = tmp_path / "results"
+    a, b = api.default_out("x", root), api.default_out("x", root)
+    assert a.name == "x-20260102-030405" and b.name == "x-20260102-030405-2"
+    assert a.is_dir() and b.is_dir()  # made, not only named: the other process sees them
+    api.drop_if_empty(b)
+    assert not b.exists() and a.is_dir()
+    api.drop_if_empty(a)
+    assert not root.exists()
+
+
+def test_default_out_left_empty_by_refused_input_is_removed(tiny, tmp_path, monkeypatch,
+                                                            capsys):
+    monkeypatch.chdir(tmp_path)
+    # refused by the data check inside ts.run, after the CLI made the folder
+    assert "batch_size" in _refused(capsys, ["run", tiny, "--set", "train.batch_size=1000"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+
+
+def test_run_help_lists_every_file_and_figure(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "manifest.json" in text and "seed_question.png" in text
+    assert "--no-plot do not draw the figures (heatmap.png, seed_question.png)" in text

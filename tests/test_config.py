@@ -125,3 +125,71 @@ def test_huge_grids_are_refused_before_they_are_built(sweep):
     with pytest.raises(ConfigError, match="at most"):
         cfg.parse({"sweep": sweep})
     assert time.perf_counter() - t0 < 5
+
+
+@pytest.mark.parametrize("bad", [
+    {"train": {"seed": 2**32}},  # once wrapped to seed 0
+    {"train": {"seed": -1}},  # once wrapped to seed 4294967295
+    {"train": {"seed": 2**31}},
+    {"sweep": {"seed": [2**31]}},
+    {"sweep": {"seed": [-1]}},
+])
+def test_seeds_name_the_int32_range(bad):
+    with pytest.raises(ConfigError, match=r"\[0, 2147483647\]"):
+        cfg.parse(bad)
+    assert cfg.parse({"train": {"seed": 2**31 - 1}, "sweep": {"seed": [0, 2**31 - 1]}})
+
+
+def test_validator_messages_state_the_value_once():
+    for bad, given in (({"train": {"steps": 0}}, "got 0"),
+                       ({"data": {"name": "moon"}}, "got 'moon'"),
+                       ({"model": {"hidden": [0, 4]}}, "got [0, 4]")):
+        with pytest.raises(ConfigError) as e:
+            cfg.parse(bad)
+        assert str(e.value).count("got") == 1 and given in str(e.value), str(e.value)
+
+
+@pytest.mark.parametrize("raw, key", [
+    ({"sweep": {"learning_rate": [1e300, 0.1]}}, "sweep.learning_rate"),  # inf in float32
+    ({"sweep": {"learning_rate": [1e-320]}}, "sweep.learning_rate"),  # 0 in float32
+    ({"sweep": {"learning_rate": [1e-40]}}, "sweep.learning_rate"),  # subnormal: flushed
+    ({"train": {"dtype": "bfloat16"}, "sweep": {"learning_rate": [1e39]}},
+     "sweep.learning_rate"),
+    ({"sweep": {"dtype": ["float32", "float64"], "learning_rate": [1e300]}},
+     "sweep.learning_rate"),
+    ({"train": {"dtype": "float64"}, "sweep": {"learning_rate": [1e-320]}},
+     "sweep.learning_rate"),
+    ({"sweep": {"learning_rate.1": [1e-320]}}, "sweep.learning_rate.1"),
+    ({"optimizer": {"learning_rate": 1e-320}}, "[optimizer] learning_rate"),
+    ({"optimizer": {"weight_decay": 1e39}}, "[optimizer] weight_decay"),
+    ({"model": {"init_scale": 1e300}}, "[model] init_scale"),
+])
+def test_hyperparameters_must_survive_the_run_dtype(raw, key):
+    with pytest.raises(ConfigError) as e:
+        cfg.parse(raw)
+    msg = str(e.value)
+    assert msg.startswith(key) and "\n" not in msg, msg
+    assert "where it is inf" in msg or "where it is 0" in msg, msg
+
+
+def test_hyperparameters_in_range_of_the_run_dtype_pass():
+    assert cfg.parse({"train": {"dtype": "float64"}, "sweep": {"learning_rate": [1e300]}})
+    assert cfg.parse({"sweep": {"learning_rate.0": [0.0, 1e-30], "weight_decay": [0.0]}})
+
+
+def test_config_path_that_is_a_folder_or_unreadable(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="is a folder"):
+        cfg.parse(tmp_path)
+    p = tmp_path / "c.toml"
+    p.write_text("[train]\nsteps = 5\n")
+    real_open = Path.open
+
+    def denied(self, *a, **kw):  # chmod 000 does not stop root: deny it here instead
+        if self == p:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_open(self, *a, **kw)
+
+    monkeypatch.setattr(Path, "open", denied)
+    with pytest.raises(ConfigError, match="cannot be read: Permission denied") as e:
+        cfg.parse(p)
+    assert str(p) in str(e.value)

@@ -281,3 +281,24 @@ def test_cli_bad_spec(spec, match):
     with pytest.raises(InputError, match=match) as err:
         cli(spec, stream=io.StringIO())
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("tol", ["rtol", "atol"])
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf")])
+def test_tolerances_must_be_finite_and_non_negative(tol, value):
+    """An infinite tolerance passed a wrong gradient; NaN and negative ones pass nothing."""
+    params, x, y = make_problem()
+    with pytest.raises(InputError, match=f"gradcheck {tol}: got") as err:
+        gradcheck(np_loss, lambda p, x, y: np_grads(p, x, y)[::-1], params, x, y,
+                  **{tol: value})
+    assert "\n" not in str(err.value)
+    with pytest.raises(InputError, match=f"gradcheck --{tol}: got"):
+        cli(str(EXAMPLE), stream=io.StringIO(), **{tol: value})
+
+
+def test_bad_tolerance_on_the_command_line_exits_2(capsys):
+    from trainscape.cli import main
+
+    assert main(["gradcheck", str(EXAMPLE), "--rtol", "inf"]) == 2
+    err = capsys.readouterr().err
+    assert "--rtol" in err and "finite" in err and len(err.strip().splitlines()) == 1

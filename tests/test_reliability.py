@@ -626,3 +626,75 @@ def test_huge_learning_rates_finish_as_diverged(tmp_path, capsys):
     c = res.curves.merge(runs[["run_id", "diverged_step", "initial_loss"]], on="run_id")
     after = c[c.step >= c.diverged_step]
     assert (after["loss"].isna() | (after["loss"] > after["initial_loss"])).all()
+
+
+# ----------------------------------------------------------------- damaged results folders
+
+
+def _small_results(folder: Path) -> Path:
+    """A finished results folder written by hand (no training): 2 runs, 400 recorded steps."""
+    runs = pd.DataFrame({"run_id": [0, 1], "learning_rate": [0.1, 1.0],
+                         "label": ["converged", "diverged"], "final_loss": [0.1, 9.0]})
+    steps = np.arange(400)
+    curves = pd.DataFrame({"run_id": np.repeat([0, 1], 400), "step": np.tile(steps, 2),
+                           "loss": np.concatenate([np.exp(-steps / 100), np.exp(steps / 100)])})
+    exp = ts.parse({"name": "small", "sweep": {"learning_rate": [0.1, 1.0]}})
+    return ts.Results(runs=runs, curves=curves, config=exp).save(folder)
+
+
+def _junk(name):
+    def damage(folder):
+        (folder / name).write_bytes(b"\x00junk" * 20)
+    return damage
+
+
+def _pages_overwritten(name):
+    def damage(folder):  # footer intact: only reading the data finds it
+        f = folder / name
+        b = bytearray(f.read_bytes())
+        b[4:len(b) // 2] = b"\xff" * (len(b) // 2 - 4)
+        f.write_bytes(bytes(b))
+    return damage
+
+
+DAMAGE = {
+    "junk runs": (_junk("runs.parquet"), "runs.parquet"),
+    "junk curves": (_junk("curves.parquet"), "curves.parquet"),
+    "junk meta": (lambda f: (f / "meta.json").write_text("{not json"), "meta.json"),
+    "meta without config": (lambda f: (f / "meta.json").write_text("{}"), "meta.json"),
+    "meta not an object": (lambda f: (f / "meta.json").write_text("[1, 2]"), "meta.json"),
+    "config not a table": (lambda f: (f / "meta.json").write_text('{"config": "x.toml"}'),
+                           "meta.json"),
+    "bad config in meta": (lambda f: (f / "meta.json").write_text(
+        '{"config": {"train": {"steps": 0}}}'), "meta.json"),
+    "wrong table": (lambda f: pd.DataFrame({"a": [1]}).to_parquet(f / "runs.parquet"),
+                    "runs.parquet"),
+    "runs pages": (_pages_overwritten("runs.parquet"), "runs.parquet"),
+    "curves pages": (_pages_overwritten("curves.parquet"), "curves.parquet"),
+}
+
+
+@pytest.mark.parametrize("name", list(DAMAGE))
+@pytest.mark.parametrize("command", ["report", "compare-precision"])
+def test_damaged_results_folder_is_one_line_naming_the_file(name, command, tmp_path, capsys):
+    damage, file = DAMAGE[name]
+    if command == "compare-precision" and name == "curves pages":
+        pytest.skip("compare-precision reads no curves")
+    ok = _small_results(tmp_path / "ok")
+    bad = _small_results(tmp_path / "bad")
+    damage(bad)
+    before = _tree(tmp_path)
+    argv = ["report", str(bad)] if command == "report" else [command, str(ok), str(bad)]
+    rc = main(argv)
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1 and str(bad / file) in err, err
+    assert _tree(tmp_path) == before
+
+
+def test_a_results_file_is_not_a_results_folder(tmp_path, capsys):
+    ok = _small_results(tmp_path / "ok")
+    for argv in (["report", str(ok / "runs.parquet")],
+                 ["compare-precision", str(ok), str(ok / "meta.json")]):
+        assert main(argv) == 2
+        assert "is a file; give the folder" in capsys.readouterr().err

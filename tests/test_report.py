@@ -316,3 +316,56 @@ def test_paths_cli_and_errors(tiny, tmp_path, capsys):
     assert str(folder / "report.html") in capsys.readouterr().out
     assert report.build(folder, out=tmp_path / "x.md").suffix == ".md"  # format from suffix
     assert (tmp_path / "x-labels.png").is_file()
+
+
+def _files(root) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_report_never_replaces_a_results_file_or_another_file(tmp_path, capsys):
+    """`report R --out R/runs.parquet` once replaced the finished runs with HTML."""
+    from trainscape.cli import main
+
+    folder = tmp_path / "res"
+    _hand_made([0.1, 1.0], 2, _converge).save(folder)
+    (folder / "manifest.json").write_text('{"finished": true}')
+    (tmp_path / "notes.txt").write_text("mine")
+    before = _files(tmp_path)
+    for out in ("res/runs.parquet", "res/curves.parquet", "res/meta.json",
+                "res/manifest.json", "res/.lock", "res/../res/meta.json", "notes.txt"):
+        assert main(["report", str(folder), "--out", str(tmp_path / out)]) == 2, out
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and str(tmp_path / out) in err, err
+    with pytest.raises(InputError, match="results folder's own files"):
+        report.build(folder, out=folder / "runs.parquet", fmt="html")
+    assert _files(tmp_path) == before
+    # the default output replaces its own earlier report
+    assert report.cli(folder) == 0 and report.cli(folder) == 0
+    assert (folder / "report.html").is_file()
+    assert {k: v for k, v in _files(tmp_path).items() if k != "res/report.html"} == before
+
+
+def test_report_refuses_an_unwritable_folder_before_drawing(tmp_path, monkeypatch):
+    import os
+
+    folder = tmp_path / "res"
+    _hand_made([0.1, 1.0], 2, _converge).save(folder)
+    real = os.access
+    # as if the folder were read-only (root would write into a chmod 555 folder anyway)
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw:
+                        False if str(p) == str(folder) else real(p, mode, **kw))
+    monkeypatch.setattr(report, "_figures", lambda *a: pytest.fail("drew the figures"))
+    with pytest.raises(InputError, match="is not writable"):
+        report.cli(folder)
+    assert not (folder / "report.html").exists()
+
+
+def test_report_paths_that_are_files_say_so(tmp_path):
+    folder, afile = tmp_path / "res", tmp_path / "afile"
+    _hand_made([0.1, 1.0], 2, _converge).save(folder)
+    afile.write_text("x")
+    with pytest.raises(InputError, match="afile' is a file, not a folder"):
+        report.build(folder, out=afile / "rep.md")
+    with pytest.raises(InputError, match="is a file; give the folder"):
+        report.cli(afile)

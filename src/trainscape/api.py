@@ -307,14 +307,33 @@ def environment() -> dict:
 
 
 def default_out(name: str, root: Path = DEFAULT_RESULTS_ROOT) -> Path:
-    """A new folder under `root`, never an existing one."""
+    """A new folder under `root`, never an existing one: created here (mkdir fails on an
+    existing name, a check would not), so two sweeps started in the same second get two
+    folders (`-2`). It is empty until the sweep writes; `drop_if_empty` on the way out of a
+    sweep that failed before that."""
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     base = root / f"{name}-{stamp}"
     p, k = base, 2
-    while p.exists():
-        p = base.with_name(f"{base.name}-{k}")
-        k += 1
-    return p
+    while True:
+        try:
+            p.mkdir(parents=True)
+            return p
+        except FileExistsError:
+            p = base.with_name(f"{base.name}-{k}")
+            k += 1
+        except OSError as e:
+            raise InputError(f"cannot create the results folder {str(p)!r}: "
+                             f"{e.strerror or e}; choose another with --out (out=DIR)") from None
+
+
+def drop_if_empty(path: Path) -> None:
+    """Remove a `default_out` folder (and `root`, if that is empty too) that nothing was
+    written into: bad input leaves nothing behind."""
+    for d in (path, path.parent):
+        try:
+            d.rmdir()  # only ever removes an empty folder
+        except OSError:
+            return
 
 
 # ------------------------------------------------------------------ run
@@ -364,8 +383,11 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
                          "reduce [data] n_samples or the sweep") from None
     n = prep.n_runs
     env = environment()
-    path = None if out is None else default_out(exp.name) if out == "auto" else Path(out)
-    _check_memory(prep, in_memory=out is None, out=path)  # before anything is written/compiled
+    path = None if out is None or out == "auto" else Path(out)
+    # before anything is written/compiled ("auto": the folder is made once the grid is known
+    # to fit, on the disk holding the default root)
+    _check_memory(prep, in_memory=out is None,
+                  out=DEFAULT_RESULTS_ROOT if out == "auto" else path)
 
     if out is None:
         size, probe = _chunk_size(prep, chunk_size, memory_budget)
@@ -378,19 +400,26 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
     if n_proc > 1:
         return _run_distributed(prep, env, path, out, chunk_size, memory_budget, resume,
                                 progress, t_start, rank, n_proc)
-    st = store.Store(path, _fingerprint(prep, env), n, None, resume)  # refusals only
-    probe = {}
-    if st.chunk_size is None:  # a new sweep (a resumed one keeps its manifest's chunk size)
-        st.chunk_size, probe = _chunk_size(prep, chunk_size, memory_budget)
-    with st:
-        if st.finished:  # resuming a sweep that already finished: nothing left to compute
-            from .results import load
+    if out == "auto":
+        path = default_out(exp.name)
+    try:
+        st = store.Store(path, _fingerprint(prep, env), n, None, resume)  # refusals only
+        probe = {}
+        if st.chunk_size is None:  # a new sweep (a resumed one keeps its manifest's chunk size)
+            st.chunk_size, probe = _chunk_size(prep, chunk_size, memory_budget)
+        with st:
+            if st.finished:  # resuming a sweep that already finished: nothing left to compute
+                from .results import load
 
-            st.finish()
-            return load(path)
-        _, timing = _sweep(prep, st.chunk_size, st, progress)
-        res = _finish(prep, None, env, {**timing, **probe}, t_start, path)
-        _write_final(prep, st, res)
+                st.finish()
+                return load(path)
+            _, timing = _sweep(prep, st.chunk_size, st, progress)
+            res = _finish(prep, None, env, {**timing, **probe}, t_start, path)
+            _write_final(prep, st, res)
+    except BaseException:
+        if out == "auto":
+            drop_if_empty(path)
+        raise
     return res
 
 
@@ -423,6 +452,8 @@ def _run_distributed(prep, env, path, out, chunk_size, memory_budget, resume, pr
                 st.chunk_size, probe = _chunk_size(prep, chunk_size, memory_budget)
             st.__enter__()
         except InputError as e:
+            if out == "auto" and path is not None:
+                drop_if_empty(path)
             parallel.publish(f"{key}/verdict", {"error": str(e).splitlines()[0]})
             raise
         parallel.publish(f"{key}/verdict", {"path": str(path), "finished": st.finished})

@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a sweep (default: the built-in seed-question experiment)",
                        description="Train every run of a sweep and write a results folder "
-                                   "(runs.parquet, curves.parquet, meta.json, heatmap.png).")
+                                   "(runs.parquet, curves.parquet, meta.json, manifest.json, "
+                                   "heatmap.png, and seed_question.png when learning rates "
+                                   "0.01 and 1 are swept).")
     r.add_argument("config", nargs="?", help="experiment TOML file (default: built-in "
                                              "seed-question)")
     r.add_argument("--out", help="results folder (default: a new folder under ./results/)")
@@ -65,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.steps=100 (repeatable)")
     r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    r.add_argument("--no-plot", action="store_true", help="do not write heatmap.png")
+    r.add_argument("--no-plot", action="store_true",
+                   help="do not draw the figures (heatmap.png, seed_question.png)")
     r.add_argument("--memory-budget", type=_bytes, metavar="BYTES",
                    help="largest estimated memory of one chunk (e.g. 2GB; default: half of "
                         "the device's free memory); ignored with --chunk-size")
@@ -206,8 +209,15 @@ def cmd_run(args) -> int:
     exp = api.resolve_config(args.config, args.overrides)
     if args.resume and not args.out:
         raise InputError("--resume needs --out DIR (the folder of the interrupted sweep)")
-    # a distributed sweep without --out gets its folder name from process 0
-    out = Path(args.out) if args.out else "auto" if distributed else api.default_out(exp.name)
+    # a distributed sweep without --out gets its folder name from process 0; otherwise the
+    # new folder is made now, so the messages below can name it
+    made = None
+    if args.out:
+        out = Path(args.out)
+    elif distributed:
+        out = "auto"
+    else:
+        out = made = api.default_out(exp.name)
     # the command that continues this sweep (the manifest fixes the chunk size)
     again = ["trainscape", "run"] + ([args.config] if args.config else [])
     again += [f"--set={o}" for o in args.overrides]
@@ -218,8 +228,13 @@ def cmd_run(args) -> int:
             ("coordinator", args.coordinator), ("num_processes", args.num_processes),
             ("process_id", args.process_id)) if v is not None]
     try:
-        res = api.run(exp, chunk_size=args.chunk_size, memory_budget=args.memory_budget,
-                      out=out, resume=args.resume, progress=not args.no_progress)
+        try:
+            res = api.run(exp, chunk_size=args.chunk_size, memory_budget=args.memory_budget,
+                          out=out, resume=args.resume, progress=not args.no_progress)
+        except BaseException:
+            if made is not None:  # refused or stopped before writing: leave nothing behind
+                api.drop_if_empty(made)
+            raise
     except KeyboardInterrupt as e:  # Ctrl+C, or SIGTERM during a chunk (store.Interrupted)
         print(f"\ninterrupted: finished chunks are saved in {out}/; resume with:\n  "
               f"{shlex.join(again)}", file=sys.stderr)

@@ -46,6 +46,7 @@ _BOUNDS = {"init_scale": (0, None), "momentum": (0, 1), "weight_decay": (0, None
 _PER_ENTRY_LR = re.compile(r"^learning_rate\.(\d+)$")
 MAX_AXIS_VALUES = 1_000_000  # one axis; checked before the values are built
 MAX_RUNS = 10**9  # the whole grid
+INT32_MAX = 2**31 - 1  # seeds (and batch sizes) are int32 in the engine
 
 
 class _Section(BaseModel):
@@ -96,7 +97,7 @@ class ModelConfig(_Section):
     def _positive_widths(cls, v):
         for w in v:
             if w <= 0:
-                raise ValueError(f"widths must be positive integers, got {list(v)}")
+                raise ValueError("widths must be positive integers")
         return v
 
 
@@ -137,7 +138,15 @@ class TrainConfig(_Section):
     @classmethod
     def _positive(cls, v):
         if v is not None and v <= 0:
-            raise ValueError(f"must be a positive integer, got {v}")
+            raise ValueError("must be a positive integer")
+        return v
+
+    @field_validator("seed")
+    @classmethod
+    def _seed_range(cls, v):
+        # larger values would wrap: the engine holds seeds as int32
+        if not 0 <= v <= INT32_MAX:
+            raise ValueError(f"must be in [0, {INT32_MAX}] (seeds are int32)")
         return v
 
 
@@ -154,14 +163,14 @@ class MetricsConfig(_Section):
     @classmethod
     def _non_negative(cls, v):
         if v < 0:
-            raise ValueError(f"must be >= 0 (0: only at init and at the end), got {v}")
+            raise ValueError("must be >= 0 (0: only at init and at the end)")
         return v
 
     @field_validator("sharpness_iters")
     @classmethod
     def _iters(cls, v):
         if v < 2:
-            raise ValueError(f"must be an integer >= 2, got {v}")
+            raise ValueError("must be an integer >= 2")
         return v
 
 
@@ -217,11 +226,15 @@ def _allowed(given, allowed) -> str:
 def load_toml(path: str | Path) -> dict:
     """Read a TOML config file into a dict; syntax errors name the file and line."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {str(p)!r} is a folder; give a .toml file")
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
         with p.open("rb") as f:
             return tomllib.load(f)
+    except OSError as e:  # unreadable (permissions), or a special file
+        raise ConfigError(f"config file {str(p)!r} cannot be read: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {str(p)!r}: TOML syntax error: {e}") from None
     except UnicodeDecodeError as e:
@@ -348,8 +361,8 @@ def _check_axis_values(name: str, key: str, vals: tuple) -> None:
     for v in vals:
         if name in ("seed", "batch_size"):
             lo = 0 if name == "seed" else 1
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo or v >= 2**31:
-                raise ConfigError(f"{key}: expected integers >= {lo}, got {v!r}")
+            if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= INT32_MAX:
+                raise ConfigError(f"{key}: expected integers in [{lo}, {INT32_MAX}], got {v!r}")
             continue
         f = _number(key, v)
         if not math.isfinite(f):
@@ -431,6 +444,7 @@ def _from_dict(raw: dict) -> Experiment:
     if n_runs > MAX_RUNS:
         raise ConfigError(f"[sweep]: {n_runs:,} runs; at most {MAX_RUNS:,} in one grid "
                           "(split it into several experiments)")
+    _check_in_run_dtype(sections, sweep)
     name = raw.get("name", "experiment")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
         raise ConfigError(
@@ -463,6 +477,29 @@ def _check_values(s: dict) -> None:
         )
 
 
+def _check_in_run_dtype(s: dict, sweep: dict) -> None:
+    """Hyperparameters are validated in float64 but trained in float32 unless every run is
+    float64 (bfloat16 runs keep them in float32, see train.py): a value that is inf, 0 or
+    subnormal there (XLA flushes subnormals to 0) would train with another value than the
+    runs table shows."""
+    dtypes = sweep.get("dtype", (s["train"].dtype,))
+    low = next((d for d in dtypes if d != "float64"), "float64")
+    hp_dtype = "float64" if low == "float64" else "float32"
+    tiny, big = float(np.finfo(hp_dtype).tiny), float(np.finfo(hp_dtype).max)
+    given = [(f"[{sec}] {k}", getattr(s[sec], k)) for sec, k in (
+        *(("optimizer", k) for k in ("learning_rate", "momentum", "weight_decay", "b1", "b2",
+                                     "eps", "decay", "l2", "grad_clip")),
+        ("model", "init_scale"), ("model", "dropout"))]
+    given += [(f"sweep.{a}", v) for a, vals in sweep.items()
+              if a in HPARAM_AXES or _PER_ENTRY_LR.match(a) for v in vals]
+    for key, v in given:
+        if v != 0 and not tiny <= abs(v) <= big:
+            what = "inf" if abs(v) > big else "0 (or a subnormal, which XLA flushes to 0)"
+            raise ConfigError(f"{key}: got {v!r}; {low} runs train it in {hp_dtype}, where it "
+                              f"is {what}; nonzero values must be within [{tiny:.4g}, "
+                              f"{big:.4g}] in magnitude")
+
+
 def _one_line(section: str, err: ValidationError, body: Mapping) -> str:
     e = err.errors()[0]
     loc = ".".join(str(p) for p in e["loc"])
@@ -474,7 +511,9 @@ def _one_line(section: str, err: ValidationError, body: Mapping) -> str:
         allowed = [a.strip(" '") for a in re.split(r",| or ", allowed) if a.strip(" '")]
         return f"[{section}] {loc}: {_allowed(given, allowed)}"
     msg = re.sub(r"^Value error, ", "", msg)
-    return f"[{section}] {loc}: got {given!r}; {msg.lower()}"
+    if msg.startswith("got "):  # the validator's message already shows the value
+        return f"[{section}] {loc}: {msg}"
+    return f"[{section}] {loc}: got {given!r}; {msg[:1].lower()}{msg[1:]}"
 
 
 # ---------------------------------------------------------------- overrides

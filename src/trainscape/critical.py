@@ -295,21 +295,41 @@ def cli(config_path, overrides: list[str] | None = None, out_csv: str | os.PathL
 
     stream = sys.stdout if stream is None else stream
     exp = api.resolve_config(config_path, overrides)
+    try:  # the checks critical_lr makes first, worded for the command line
+        _check_rtol(rtol)
+        _bracket(exp, low, high)
+    except InputError as e:
+        msg = str(e).replace("pass low= and high=", "pass --low and --high")
+        raise InputError(msg if msg.startswith("bracket") else f"--{msg}") from None
     target = None
-    if out_csv is not None:
+    if out_csv is not None:  # refused before the search, which can take minutes
         target = Path(out_csv)
-        if not target.parent.is_dir():
-            raise InputError(f"--out {str(target)!r}: folder {str(target.parent)!r} does not "
-                             "exist")
+        where = f"--out {str(target)!r}"
         if target.is_dir():
-            raise InputError(f"--out {str(target)!r}: is a folder; give a file name such as "
-                             "critical_lr.csv")
+            raise InputError(f"{where}: is a folder; give a file name such as critical_lr.csv")
+        if target.exists() or target.is_symlink():
+            raise InputError(f"{where}: already exists; give a new file name (an existing "
+                             "file is never replaced)")
+        if target.parent.exists() and not target.parent.is_dir():
+            raise InputError(f"{where}: {str(target.parent)!r} is a file, not a folder")
+        if not target.parent.is_dir():
+            raise InputError(f"{where}: folder {str(target.parent)!r} does not exist")
+        if not os.access(target.parent, os.W_OK | os.X_OK):
+            raise InputError(f"{where}: folder {str(target.parent)!r} is not writable")
     table = critical_lr(exp, low=low, high=high, rtol=rtol, chunk_size=chunk_size,
                         progress=progress)
     stream.write(format_table(table))
     if target is not None:
         tmp = target.with_name(f".{target.name}.tmp")
         table.to_csv(tmp, index=False)
-        os.replace(tmp, target)
+        try:  # a link, unlike a rename, never replaces a file made during the search
+            os.link(tmp, target)
+        except FileExistsError:
+            raise InputError(f"--out {str(target)!r}: was created by someone else during "
+                             f"the search; the table is in {str(tmp)!r}") from None
+        except OSError:  # a file system without hard links
+            os.replace(tmp, target)
+        else:
+            tmp.unlink()
         stream.write(f"\ntable: {target}\n")
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -71,6 +72,8 @@ def gradcheck(
     and (finite differences) the loss output: float64 rtol=1e-5, atol=1e-8; float32 rtol=1e-3,
     atol=1e-5; 16-bit rtol=3e-2, atol=1e-2. `m` in hints is len(x), the number of samples.
     """
+    _check_tol("rtol", rtol)
+    _check_tol("atol", atol)
     if max_entries_per_array is not None and int(max_entries_per_array) < 1:
         raise InputError(
             f"gradcheck max_entries_per_array: got {max_entries_per_array}; allowed: >= 1 or None"
@@ -403,6 +406,8 @@ def cli(
     Returns 1 when any array fails, else 0.
     """
     out = sys.stdout if stream is None else stream
+    _check_tol("--rtol", rtol)
+    _check_tol("--atol", atol)
     target, names = _parse_spec(spec)
     module = _import_target(spec, target)
     loss_fn, grad_fn, example = (_get_callable(spec, module, target, n) for n in names)
@@ -443,6 +448,13 @@ def format_table(table: pd.DataFrame, *, title: str = "gradcheck") -> str:
     lines.append(f"{len(table) - len(bad)}/{len(table)} arrays ok"
                  + (f"; FAILED: {', '.join(bad)}" if bad else ""))
     return "\n".join(lines) + "\n"
+
+
+def _check_tol(name: str, v) -> None:
+    # an infinite (or NaN, or negative) tolerance would pass a wrong gradient, or none at all
+    if v is not None and (isinstance(v, bool) or not isinstance(v, int | float | np.floating)
+                          or not (math.isfinite(v) and v >= 0)):
+        raise InputError(f"gradcheck {name}: got {v!r}; must be a finite number >= 0")
 
 
 def _parse_spec(spec: str) -> tuple[str, tuple[str, str, str]]:

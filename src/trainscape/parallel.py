@@ -46,6 +46,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if num_processes is not None and not 0 <= process_id < num_processes:
         raise InputError(f"--process-id: got {process_id}; must be in 0..{num_processes - 1} "
                          f"for --num-processes {num_processes}")
+    if coordinator is not None:
+        _check_address(coordinator)
     try:
         jax.distributed.initialize(coordinator_address=coordinator, num_processes=num_processes,
                                    process_id=process_id)
@@ -55,6 +57,19 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
                          "TPU/MPI give --coordinator HOST:PORT --num-processes N "
                          "--process-id I") from None
     return process()
+
+
+def _check_address(address: str) -> None:
+    """HOST:PORT, checked here: jax.distributed fails on a malformed one with an IndexError
+    from deep inside, or waits for a coordinator that cannot exist."""
+    host, sep, port = address.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):  # [IPv6]:PORT
+        host = host[1:-1]
+    ok = bool(sep and host.strip()) and port.isascii() and port.isdigit() and \
+        1 <= int(port) <= 65535
+    if not ok:
+        raise InputError(f"--coordinator: got {address!r}; expected HOST:PORT with a port in "
+                         "1..65535, e.g. node0:1234")
 
 
 def process() -> tuple[int, int]:

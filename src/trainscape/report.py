@@ -14,6 +14,7 @@ import html
 import io
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,10 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import store
 from .analysis import divergence_table
 from .classify import LABELS, SPIKE_MIN_RISE
 from .errors import InputError
-from .results import Results, load
+from .results import CURVES_FILE, META_FILE, RUNS_FILE, Results, load
 
 __all__ = ["FORMATS", "answer", "build", "cli", "fmt_number"]
 
@@ -35,6 +37,10 @@ GD_LIMIT = 2.0  # gradient descent on a quadratic is unstable along curvature la
 MAX_CURVES_PER_PANEL = 8
 LR = "learning_rate"
 _SUFFIX = {"html": ".html", "md": ".md"}
+# an existing file is replaced only if it looks like an earlier report
+_REPORT_SUFFIXES = (".html", ".htm", ".md", ".markdown")
+# what a results folder holds besides reports and figures: never written over
+_RESULTS_OWN = (RUNS_FILE, CURVES_FILE, META_FILE, store.MANIFEST, store.CHUNKS)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -787,9 +793,32 @@ def _target(res: Results, fmt: str | None, out) -> tuple[Path, str]:
         p = Path(res.path) / f"report{_SUFFIX.get(fmt, '')}"
     if fmt not in FORMATS:
         raise InputError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    if not p.parent.is_dir():
-        raise InputError(f"out {str(p)!r}: folder {str(p.parent)!r} does not exist")
+    _check_target(p)
     return p, fmt
+
+
+def _check_target(p: Path) -> None:
+    """Refuse, before any figure is drawn, a report that would replace anything but an earlier
+    report (a finished runs.parquet was once overwritten with HTML) or go to a folder that
+    cannot be written."""
+    where, folder = f"out {str(p)!r}", p.parent
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{where}: {str(folder)!r} is a file, not a folder")
+    if not folder.is_dir():
+        raise InputError(f"{where}: folder {str(folder)!r} does not exist")
+    real = folder.resolve() / p.name  # R/../R/meta.json is R's meta.json
+    for top in (real.parent, real.parent.parent):
+        first = real.relative_to(top).parts[0]
+        if (first in _RESULTS_OWN or first.startswith(store.LOCK)) and \
+                store.folder_state(top) in ("interrupted", "finished"):
+            raise InputError(f"{where}: would replace {first!r} of the results folder "
+                             f"{str(top)!r}; a report never replaces a results folder's own "
+                             "files: give another file name")
+    if p.exists() and p.suffix.lower() not in _REPORT_SUFFIXES:
+        raise InputError(f"{where}: exists and is not a report (.html or .md); a report "
+                         "replaces only an earlier report: give a new file name")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{where}: folder {str(folder)!r} is not writable")
 
 
 def build(results_or_path, *, fmt: str | None = None, out=None) -> Path:

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import config as cfg
-from .errors import InputError
+from .errors import ConfigError, InputError
 
 RUNS_FILE = "runs.parquet"
 CURVES_FILE = "curves.parquet"
@@ -85,7 +86,7 @@ class Results:
         # a column subset is for aggregating many runs: its labels come as a categorical
         # (one byte per run instead of a string)
         kw = {} if columns is None else {"read_dictionary": ["label"] if "label" in want else []}
-        df = pd.read_parquet(self.path / RUNS_FILE, columns=want, **kw)
+        df = _read_parquet(self.path / RUNS_FILE, columns=want, **kw)
         df = _in_order(df, ["run_id"])
         return df if columns is None else df[list(columns)]
 
@@ -112,8 +113,11 @@ class Results:
         else:
             pf = pq.ParquetFile(self.path / RUNS_FILE)
             batches = (b.to_pandas() for b in pf.iter_batches(batch_size=1 << 16, columns=cols))
-        parts = [b.groupby(cols, sort=False, dropna=False, observed=True).size()
-                 for b in batches]
+        try:
+            parts = [b.groupby(cols, sort=False, dropna=False, observed=True).size()
+                     for b in batches]
+        except (OSError, pa.ArrowInvalid) as e:
+            raise _damaged(self.path / RUNS_FILE, e) from None
         if not parts:
             return pd.DataFrame({c: [] for c in [*cols, "runs"]})
         total = pd.concat(parts).groupby(level=list(range(len(cols))), sort=False,
@@ -135,7 +139,7 @@ class Results:
         if run_ids is not None:
             filters = [("run_id", "in", [int(i) for i in np.asarray(run_ids).ravel()])]
         want = None if columns is None else list(dict.fromkeys(["run_id", "step", *columns]))
-        df = pd.read_parquet(self.path / CURVES_FILE, columns=want, filters=filters)
+        df = _read_parquet(self.path / CURVES_FILE, columns=want, filters=filters)
         df = _in_order(df, ["run_id", "step"])
         return df if columns is None else df[list(columns)]
 
@@ -166,6 +170,16 @@ def _in_order(df: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+def _read_parquet(f: Path, columns: list[str] | None = None, **kw) -> pd.DataFrame:
+    """pd.read_parquet, refusing in one line a file damaged after `load` checked its footer."""
+    try:
+        return pd.read_parquet(f, columns=columns, **kw)
+    except (OSError, pa.ArrowInvalid) as e:
+        if columns is not None and not set(columns) <= set(pq.read_schema(f).names):
+            raise  # a column the file never had: the caller's mistake, not damage
+        raise _damaged(f, e) from None
+
+
 def _fsync_replace(tmp: Path, final: Path) -> None:
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
@@ -185,14 +199,41 @@ def atomic_json(obj: dict, path: Path) -> None:
 
 
 def load(path: str | Path) -> Results:
-    """Read a results folder written by `ts.run` / `trainscape run`."""
+    """Read a results folder written by `ts.run` / `trainscape run`. A damaged or unreadable
+    file is refused here, naming it, so no command trips over it later."""
     p = Path(path)
     missing = [f for f in (RUNS_FILE, CURVES_FILE, META_FILE) if not (p / f).is_file()]
+    if p.is_file():
+        raise InputError(f"results folder {str(p)!r} is a file; give the folder that holds "
+                         f"{RUNS_FILE}")
     if not p.is_dir():
         raise InputError(f"results folder {str(p)!r} does not exist")
     if missing:
         hint = " (an interrupted sweep? finish it with --resume)" if (p / "chunks").is_dir() else ""
         raise InputError(f"results folder {str(p)!r} lacks {', '.join(missing)}{hint}")
-    meta = json.loads((p / META_FILE).read_text())
-    config = cfg.parse(meta.pop("config"))
+    f = p / META_FILE
+    try:
+        meta = json.loads(f.read_text(encoding="utf-8"))
+        raw = meta.pop("config")
+        if not isinstance(raw, dict):  # cfg.parse would read a string as a TOML path
+            raise TypeError(f"its config is {type(raw).__name__}, not a table")
+        config = cfg.parse(raw)
+    except ConfigError as e:
+        raise InputError(f"{str(f)!r}: its config is invalid: {e}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise _damaged(f, e) from None
+    for name in (RUNS_FILE, CURVES_FILE):
+        f = p / name
+        try:  # the footer only: cheap, and it catches a truncated or overwritten file
+            names = pq.ParquetFile(f).schema_arrow.names
+        except (OSError, pa.ArrowException) as e:
+            raise _damaged(f, e) from None
+        if name == RUNS_FILE and "run_id" not in names:  # (curves of no runs have no columns)
+            raise InputError(f"results file {str(f)!r} is damaged: it has no run_id column")
     return Results(config=config, meta=meta, path=p)
+
+
+def _damaged(f: Path, e: Exception) -> InputError:
+    why = e.strerror if isinstance(e, OSError) and e.strerror else \
+        (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+    return InputError(f"results file {str(f)!r} is damaged or unreadable ({why})")

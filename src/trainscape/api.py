@@ -350,8 +350,9 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
     model: a :class:`~trainscape.Model` replacing the built-in MLP.
     init_params: start every run from these parameters instead of drawing them from its seed
         (`init_scale` still multiplies them).
-    chunk_size: runs per compiled batch (default: 64 per device, balanced so the last chunk is
-        not mostly padding). An explicit size is rounded up to whole blocks (`engine.BLOCK`
+    chunk_size: runs per compiled batch (default: chosen automatically, see README "Large
+        grids": 128 per device for grids of up to 8 such chunks, else sized by a timing probe
+        and the memory budget; balanced so the last chunk is not mostly padding). An explicit size is rounded up to whole blocks (`engine.BLOCK`
         runs on every device), as the engine dispatches them; a resumed sweep keeps the chunk
         size it started with.
     out: a results folder to write ("auto": a new folder under ./results/; None: keep

@@ -168,6 +168,23 @@ def test_catapult_facts_match_runs():
     assert "not measured" in text and "[metrics] sharpness = true" in text
 
 
+def test_catapult_majority_that_is_not_a_band_is_not_called_one():
+    # catapults at lr 1 and 3, none at 2: "the majority from lr = 1 to 3" would be false
+    def curve(cell):
+        loss = np.exp(-0.3 * np.arange(21)) * 2.0
+        if cell["learning_rate"] in (1.0, 3.0):
+            loss[5] = 4 * loss[:5].min()
+        return loss
+
+    text, facts = report.answer(_hand_made([0.01, 1.0, 2.0, 3.0], 4, curve))
+    _check_numbers(text, facts)
+    assert "majority from" not in text
+    assert "are the majority at 2/3 learning rates from lr = 1 to 3" in text
+    band, _ = report.answer(_hand_made([0.01, 1.0, 2.0, 3.0], 4, lambda c: curve(
+        {"learning_rate": 1.0 if c["learning_rate"] >= 1 else 0.01})))
+    assert "are the majority from lr = 1 to 3" in band
+
+
 def test_answer_without_sharpness_says_how_to_measure_it(tiny):
     res = Results(runs=tiny.runs.drop(columns=["sharpness_init", "sharpness_final"]),
                   curves=tiny.curves, config=tiny.config, meta=tiny.meta)

@@ -352,9 +352,9 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
         (`init_scale` still multiplies them).
     chunk_size: runs per compiled batch (default: chosen automatically, see README "Large
         grids": 128 per device for grids of up to 8 such chunks, else sized by a timing probe
-        and the memory budget; balanced so the last chunk is not mostly padding). An explicit size is rounded up to whole blocks (`engine.BLOCK`
-        runs on every device), as the engine dispatches them; a resumed sweep keeps the chunk
-        size it started with.
+        and the memory budget; balanced so the last chunk is not mostly padding). An
+        explicit size is rounded up to whole blocks (`engine.BLOCK` runs on every device), as
+        the engine dispatches them; a resumed sweep keeps the chunk size it started with.
     out: a results folder to write ("auto": a new folder under ./results/; None: keep
         everything in memory). A folder that already holds results is refused unless `resume`.
     resume: continue an interrupted sweep in `out`, recomputing only missing or corrupt chunks;

@@ -229,7 +229,7 @@ def _curvature_text(f: _Facts, res: Results, runs: pd.DataFrame, headline: float
     out = [f"Why (and why this is not a gradient bug): the curvature at initialization (top "
            f"Hessian eigenvalue, median over {f('sharpness.n_inits', len(per_init))} "
            f"initializations) is about {f('sharpness.init_median', med)}, so gradient-descent "
-           f"steps above {two}/{fmt_number(med)} = {f('sharpness.predicted_lr', GD_LIMIT / med)}"
+           f"steps above {two}/curvature, about {f('sharpness.predicted_lr', GD_LIMIT / med)},"
            f" overshoot along the sharpest direction instead of descending it."]
     # the threshold checked run by run: each run against its own curvature at init
     own = GD_LIMIT / lam[ok]
@@ -241,7 +241,7 @@ def _curvature_text(f: _Facts, res: Results, runs: pd.DataFrame, headline: float
             f"Run by run, "
             f"{f.frac('sharpness.below', (label_ok[below] == 'converged').sum(), below.sum())}"
             f" runs whose lr was below their own "
-            f"{two}/curvature decreased monotonically (converged), against "
+            f"{two}/curvature decreased (almost) monotonically (converged), against "
             f"{f.frac('sharpness.above', (label_ok[above] == 'converged').sum(), above.sum())}"
             f" of those above it.")
     # the catapult story: a step too large for the initial curvature that ends up stable
@@ -277,16 +277,16 @@ def _grid_text(f: _Facts, by: _ByLr) -> str:
     if (div == tot).all():
         pass  # said below, in the divergence sentence
     elif k == len(lrs):
-        out.append(f"Every run converged monotonically at every lr on the grid, up to "
-                   f"{f.lr('grid.all_converged_up_to', lrs[-1])}.")
+        out.append(f"Every run converged (almost) monotonically at every lr on the grid, "
+                   f"up to {f.lr('grid.all_converged_up_to', lrs[-1])}.")
     elif k == 0:
         bad = int(tot[0] - c["converged"].iloc[0])
         out.append(f"Even at the smallest lr, {f.lr('grid.lr_min', lrs[0])}, "
                    f"{f.frac('grid.first_not_converged', bad, tot[0])}"
-                   f" runs did not converge monotonically.")
+                   f" runs did not converge (almost) monotonically.")
     else:
         bad = int(tot[k] - c["converged"].iloc[k])
-        out.append(f"Every run converged monotonically at every lr up to "
+        out.append(f"Every run converged (almost) monotonically at every lr up to "
                    f"{f.lr('grid.all_converged_up_to', lrs[k - 1])}; at "
                    f"{f.lr('grid.first_not_converged_lr', lrs[k])}, "
                    f"{f.frac('grid.first_not_converged', bad, tot[k])}"
@@ -298,10 +298,16 @@ def _grid_text(f: _Facts, by: _ByLr) -> str:
         major = np.flatnonzero(2 * cat > tot)
         if major.size:
             lo, hi = lrs[major[0]], lrs[major[-1]]
-            s += (f" and are the majority at lr = {f.lr('grid.catapult_major_lr', lo)}"
-                  if lo == hi else
-                  f" and are the majority from lr = {f.lr('grid.catapult_major_lo', lo)} to "
-                  f"{f.lr('grid.catapult_major_hi', hi)}")
+            if lo == hi:
+                s += f" and are the majority at lr = {f.lr('grid.catapult_major_lr', lo)}"
+            elif major[-1] - major[0] + 1 == major.size:  # every lr from lo to hi
+                s += (f" and are the majority from lr = {f.lr('grid.catapult_major_lo', lo)} "
+                      f"to {f.lr('grid.catapult_major_hi', hi)}")
+            else:  # not a band: say how many of the learning rates in between
+                s += (f" and are the majority at "
+                      f"{f.frac('grid.catapult_major', major.size, major[-1] - major[0] + 1)}"
+                      f" learning rates from lr = {f.lr('grid.catapult_major_lo', lo)} to "
+                      f"{f.lr('grid.catapult_major_hi', hi)}")
         out.append(s + ".")
     else:
         out.append("No run catapulted.")
@@ -345,9 +351,10 @@ def _axis_text(f: _Facts, runs: pd.DataFrame, axis: str) -> str:
                         f"{f(f'{key}.sharpness_median', lam)} ({f('gd_limit', GD_LIMIT)}/"
                         f"curvature = {f(f'{key}.predicted_lr', GD_LIMIT / lam)}),")
         bad = c.index[(c["converged"] < c["total"]).to_numpy()]
-        seg += (f" runs stop converging monotonically from lr = "
+        seg += (f" runs stop converging (almost) monotonically from lr = "
                 f"{f.lr(f'{key}.not_converged_lr', bad[0])}" if len(bad) else
-                f" every run converges monotonically up to lr = {f.lr('grid.lr_max', lr_max)}")
+                f" every run converges (almost) monotonically up to lr = "
+                f"{f.lr('grid.lr_max', lr_max)}")
         if any_div:
             most = c.index[(2 * c["diverged"] > c["total"]).to_numpy()]
             seg += (f" and most diverge from lr = {f.lr(f'{key}.diverge_most_lr', most[0])}"

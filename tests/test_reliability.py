@@ -390,6 +390,28 @@ def test_resume_refuses_other_config_or_data_and_never_overwrites(csv_sweep, cap
     assert _tree(out) == finished
 
 
+def test_resume_after_an_upgrade_finished_yes_interrupted_no(csv_sweep, capsys, monkeypatch):
+    """Another trainscape version may round differently, so it never continues an interrupted
+    sweep; a finished one is returned as it is on disk, so `--resume` in a job script keeps
+    working after an upgrade (but not with another config)."""
+    cfg, _, out = csv_sweep
+    monkeypatch.setattr(ts, "__version__", "9.9.9")
+    assert main(["run", str(cfg), "--out", str(out), "--resume", "--no-progress"]) == 2
+    assert "software changed" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["run", str(cfg), "--out", str(out), "--resume", "--no-progress",
+                 "--no-plot"]) == 0
+    finished = _tree(out)
+    monkeypatch.setattr(ts, "__version__", "9.9.9")
+    assert main(["run", str(cfg), "--out", str(out), "--resume", "--no-progress",
+                 "--no-plot"]) == 0
+    assert _tree(out) == finished
+    assert main(["run", str(cfg), "--out", str(out), "--resume", "--no-progress",
+                 "--set", "train.steps=100"]) == 2
+    assert "train.steps: 200 -> 100" in capsys.readouterr().err
+    assert _tree(out) == finished
+
+
 def test_foreign_folder_is_never_written_into(tmp_path, capsys):
     out = tmp_path / "mine"
     out.mkdir()

@@ -225,7 +225,9 @@ class Store:
             raise InputError(f"output folder {where} holds a finished sweep without "
                              f"{MANIFEST}, so it cannot be checked; choose another --out")
         if self.manifest is not None:
-            self._check_same(self.manifest)
+            # a finished sweep is returned as it is on disk, nothing computed, so other
+            # software cannot mix into it: a job script can pass --resume after an upgrade
+            self._check_same(self.manifest, ignore=("software",) if state == "finished" else ())
         self.chunk_size = int(self.manifest["chunk_size"]) if self.manifest else chunk_size
         self.finished = state == "finished"
 
@@ -242,9 +244,10 @@ class Store:
             raise InputError(f"{str(f)!r} is unreadable ({type(e).__name__}); cannot resume; "
                              "choose another --out") from None
 
-    def _check_same(self, m: dict) -> None:
+    def _check_same(self, m: dict, ignore: tuple[str, ...] = ()) -> None:
         old, new = m.get("fingerprint", {}), self.fingerprint
-        changed = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+        changed = [k for k in sorted(set(old) | set(new))
+                   if k not in ignore and old.get(k) != new.get(k)]
         if changed:
             detail = "; ".join(_describe_change(k, old.get(k), new.get(k)) for k in changed)
             raise InputError(

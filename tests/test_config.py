@@ -83,6 +83,8 @@ def test_overrides():
     ({"sweep": {"learning_rate": [0.1, 0.1]}}, "duplicated"),
     ({"sweep": {"learning_rate": {"geomspace": [0, 1], "num": 3}}}, "geomspace"),
     ({"sweep": {"learning_rate": {"geomspace": [0.1, 1]}}}, "num"),
+    ({"sweep": {"learning_rate": {"geomspace": [0.01, 1.0], "num": 1}}}, "num >= 2"),
+    ({"sweep": {"init_scale": {"linspace": [0.5, 2.0], "num": 1}}}, "num >= 2"),
     ({"sweep": {"seed": {"range": 0}}}, "sweep.seed"),
     ({"sweep": {"seed": [0.5]}}, "sweep.seed"),
     ({"sweep": {"momentum": [1.5]}}, "sweep.momentum"),
@@ -96,6 +98,21 @@ def test_bad_values_name_the_key(bad, key):
         cfg.parse(bad)
     msg = str(e.value)
     assert key in msg and "\n" not in msg
+
+
+def test_broken_toml_in_set_is_an_error_not_a_string():
+    with pytest.raises(ConfigError, match="not a valid TOML value") as e:
+        cfg.apply_overrides(SEED_QUESTION, ["model.hidden=[4, 4"])
+    assert "\n" not in str(e.value)
+    raw = cfg.apply_overrides(SEED_QUESTION, ["model.activation=relu"])  # bare words still ok
+    assert raw["model"]["activation"] == "relu"
+
+
+def test_a_byte_order_mark_is_not_a_syntax_error(tmp_path):
+    p = tmp_path / "bom.toml"
+    p.write_bytes("\ufeffname = \"bom\"\n[train]\nsteps = 7\n".encode("utf-8"))
+    e = cfg.parse(p)
+    assert e.name == "bom" and e.train.steps == 7
 
 
 def test_toml_syntax_error_names_line(tmp_path):

@@ -213,6 +213,8 @@ def test_default_bracket_without_swept_learning_rate(monkeypatch):
     ({"low": 1.0, "high": 0.5}, "low < high"),
     ({"low": -1.0}, "low"),
     ({"chunk_size": 0}, "chunk_size"),
+    ({"high": 1e300}, "float32"),  # inf where float32 runs train the learning rate
+    ({"low": 1e-320}, "float32"),
 ])
 def test_bad_arguments_are_one_line_input_errors(monkeypatch, kw, match):
     sizes = fake_boundaries(monkeypatch, rule)

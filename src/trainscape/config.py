@@ -231,8 +231,8 @@ def load_toml(path: str | Path) -> dict:
     if not p.is_file():
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
-        with p.open("rb") as f:
-            return tomllib.load(f)
+        # utf-8-sig: a byte-order mark, as some Windows editors write, is not TOML
+        return tomllib.loads(p.read_bytes().decode("utf-8-sig"))
     except OSError as e:  # unreadable (permissions), or a special file
         raise ConfigError(f"config file {str(p)!r} cannot be read: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
@@ -334,6 +334,10 @@ def expand_axis(name: str, spec) -> tuple:
             num = spec.get("num")
             if isinstance(num, bool) or not isinstance(num, int) or num < 1:
                 raise ConfigError(f"{key}.num: expected a positive integer, got {num!r}")
+            if num == 1 and a != b:  # numpy would silently keep only the start
+                raise ConfigError(f"{key}.num: got 1, which would keep only {ab[0]!r} of "
+                                  f"[{ab[0]!r}, {ab[1]!r}]; give num >= 2, or a list for one "
+                                  "value")
             if num > MAX_AXIS_VALUES:
                 raise ConfigError(f"{key}.num: got {num}; at most {MAX_AXIS_VALUES:,} per axis")
             if form == "geomspace":
@@ -477,15 +481,21 @@ def _check_values(s: dict) -> None:
         )
 
 
+def hparam_range(dtypes) -> tuple[str, str, float, float]:
+    """(the lowest run dtype, the dtype hyperparameters are trained in, smallest normal and
+    largest finite magnitude there) for runs of `dtypes`: float32 unless every run is
+    float64 (bfloat16 runs keep hyperparameters in float32, see train.py)."""
+    low = next((d for d in dtypes if d != "float64"), "float64")
+    hp_dtype = "float64" if low == "float64" else "float32"
+    return low, hp_dtype, float(np.finfo(hp_dtype).tiny), float(np.finfo(hp_dtype).max)
+
+
 def _check_in_run_dtype(s: dict, sweep: dict) -> None:
     """Hyperparameters are validated in float64 but trained in float32 unless every run is
     float64 (bfloat16 runs keep them in float32, see train.py): a value that is inf, 0 or
     subnormal there (XLA flushes subnormals to 0) would train with another value than the
     runs table shows."""
-    dtypes = sweep.get("dtype", (s["train"].dtype,))
-    low = next((d for d in dtypes if d != "float64"), "float64")
-    hp_dtype = "float64" if low == "float64" else "float32"
-    tiny, big = float(np.finfo(hp_dtype).tiny), float(np.finfo(hp_dtype).max)
+    low, hp_dtype, tiny, big = hparam_range(sweep.get("dtype", (s["train"].dtype,)))
     given = [(f"[{sec}] {k}", getattr(s[sec], k)) for sec, k in (
         *(("optimizer", k) for k in ("learning_rate", "momentum", "weight_decay", "b1", "b2",
                                      "eps", "decay", "l2", "grad_clip")),
@@ -529,7 +539,10 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
         key = key.strip()
         try:
             value = tomllib.loads(f"v = {text}")["v"]
-        except tomllib.TOMLDecodeError:
+        except tomllib.TOMLDecodeError as e:
+            if text.strip()[:1] in ("[", "{", '"', "'"):  # meant as a TOML value, but broken
+                raise ConfigError(f"--set {key}: {text.strip()!r} is not a valid TOML value "
+                                  f"({e})") from None
             value = text  # a bare word such as tanh
         parts = key.split(".")
         if parts[0] == "sweep" and len(parts) >= 2:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from . import classify, engine
+from . import config as cfg
 from .errors import InputError
 
 DEFAULT_BRACKET = (1e-4, 1e2)  # used when the config does not sweep learning_rate
@@ -73,7 +74,6 @@ def critical_lr(config, data=None, init_params=None, model=None, low: float | No
     (the final bracket), `n_rounds` (bisection rounds), `non_monotone`, `bracket_ok`.
     """
     from . import api
-    from . import config as cfg
 
     exp = api.resolve_config(config, overrides)
     rtol = _check_rtol(rtol)
@@ -223,6 +223,12 @@ def _bracket(exp, low, high) -> tuple[float, float]:
     if not lo < hi:
         raise InputError(f"bracket: need low < high, got low={lo!r}, high={hi!r} (defaults "
                          f"come from {where}); pass low= and high=")
+    # the runs train the learning rate in their own precision: 1e300 would be inf in float32
+    run_dt, hp_dt, tiny, big = cfg.hparam_range(exp.sweep.get("dtype", (exp.train.dtype,)))
+    for name, v in (("low", lo), ("high", hi)):
+        if not tiny <= v <= big:
+            raise InputError(f"{name}: got {v!r}; {run_dt} runs train the learning rate in "
+                             f"{hp_dt}, where it must be within [{tiny:.4g}, {big:.4g}]")
     return float(lo), float(hi)
 
 

@@ -382,6 +382,27 @@ def test_compare_says_when_more_than_the_precision_differs():
     assert "note: both sweeps are float32" in format_summary(same)
 
 
+def test_compare_precision_picks_two_of_three_dtypes(tmp_path):
+    dts = ["float32", "float64", "bfloat16"]
+    exp = ts.parse({"sweep": {"dtype": dts, "learning_rate": [0.1, 1.0]}})
+    runs = pd.DataFrame({"run_id": np.arange(6), "dtype": np.repeat(dts, 2),
+                         "learning_rate": [0.1, 1.0] * 3, "final_loss": np.linspace(0.1, 1, 6),
+                         "label": ["converged", "catapult", "converged", "catapult",
+                                   "converged", "diverged"]})
+    ts.Results(runs=runs, curves=pd.DataFrame(), config=exp).save(tmp_path / "r")
+    out = io.StringIO()
+    assert cli(tmp_path / "r", dtypes="float32,bfloat16", stream=out) == 0
+    assert "float32 vs bfloat16" in out.getvalue() and "1 of 2 cells" in out.getvalue()
+    with pytest.raises(ts.InputError, match="--dtypes A,B"):
+        cli(tmp_path / "r", stream=out)
+    with pytest.raises(ts.InputError, match="--dtypes: got"):
+        cli(tmp_path / "r", dtypes="float32", stream=out)
+    with pytest.raises(ts.InputError, match="'float16' is not in the sweep"):
+        cli(tmp_path / "r", dtypes="float32,float16", stream=out)
+    with pytest.raises(ts.InputError, match="leave it out"):
+        cli(tmp_path / "r", tmp_path / "r", dtypes="float32,float64", stream=out)
+
+
 def test_compare_refuses_grids_that_do_not_match():
     a = fake_results(["converged"] * 6)
     with pytest.raises(ts.InputError, match="grids do not match"):

@@ -132,9 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
         "compare-precision", help="list runs whose label differs between two results",
         description="Join two results folders on their grid (all axes but dtype) and list the "
                     "cells whose label differs, e.g. a float32 and a float64 sweep of the same "
-                    "config. With one folder, compares the two values of its dtype axis.")
+                    "config. With one folder, compares two values of its dtype axis (the "
+                    "only two, or those named with --dtypes).")
     c.add_argument("results_a", metavar="RESULTS_A")
     c.add_argument("results_b", metavar="RESULTS_B", nargs="?")
+    c.add_argument("--dtypes", metavar="A,B",
+                   help="with one folder: the two dtypes of its axis to compare, e.g. "
+                        "float32,bfloat16 (needed when it sweeps three)")
     c.set_defaults(func=cmd_compare)
 
     b = sub.add_parser(
@@ -171,7 +175,7 @@ def cmd_critical_lr(args) -> int:
 def cmd_compare(args) -> int:
     from .compare import cli
 
-    return cli(args.results_a, args.results_b)
+    return cli(args.results_a, args.results_b, dtypes=args.dtypes)
 
 
 def cmd_bench(args) -> int:

@@ -172,17 +172,29 @@ def format_summary(df: pd.DataFrame, max_rows: int = MAX_ROWS_PRINTED) -> str:
     return "\n".join(lines)
 
 
-def cli(path_a, path_b=None, stream: TextIO | None = None) -> int:
-    """`trainscape compare-precision A [B]`: print which runs change label between two results
-    folders (or, with one folder, between the float32 and float64 runs of its dtype axis).
-    Returns the exit status (0); bad input raises InputError for the CLI to report."""
+def cli(path_a, path_b=None, stream: TextIO | None = None, dtypes: str | None = None) -> int:
+    """`trainscape compare-precision A [B] [--dtypes A,B]`: print which runs change label
+    between two results folders (or, with one folder, between two values of its dtype axis:
+    the only two, or the two named by `dtypes`). Returns the exit status (0); bad input raises
+    InputError for the CLI to report."""
     stream = stream if stream is not None else sys.stdout
+    if path_b is not None and dtypes is not None:
+        raise InputError("compare-precision: --dtypes picks two dtypes within one folder; "
+                         "with two folders, leave it out")
     if path_b is None:
         res = _as_results(path_a, "a")
         swept = list(res.config.sweep.get(PRECISION_AXIS, ()))
-        if len(swept) != 2:
+        if dtypes is not None:
+            pair = [d.strip() for d in dtypes.split(",")]
+            if len(pair) != 2:
+                raise InputError(f"--dtypes: got {dtypes!r}; give two dtypes of the axis "
+                                 f"{swept or '(none)'} separated by a comma, e.g. "
+                                 "float32,float64")
+            swept = pair  # compare_dtypes checks both are on the axis
+        elif len(swept) != 2:
             raise InputError(f"compare-precision: {path_a} alone needs a dtype axis with two "
-                             f"values, it has {swept or 'none'}; give two results folders")
+                             f"values, it has {swept or 'none'}; give two results folders, or "
+                             "two of its dtypes with --dtypes A,B")
         df = compare_dtypes(res, *swept)
         head = f"{path_a}: {swept[0]} vs {swept[1]}"
     else:

@@ -20,20 +20,22 @@ NA = pd.NA
 def hand_runs() -> pd.DataFrame:
     """lr 0.1: 4 seeds converged, 1 catapult; lr 1.0: 1 catapult, 1 oscillating, 2 diverged."""
     rows = [
-        # lr, seed, label, initial, max, peak, recover
-        (0.1, 0, "converged", 1.0, 1.0, 0, NA),
-        (0.1, 1, "converged", 2.0, 2.0, 0, NA),
-        (0.1, 2, "converged", 1.0, 1.0, 0, NA),
-        (0.1, 3, "converged", 1.0, 1.0, 0, NA),
-        (0.1, 4, "catapult", 1.0, 3.0, 10, 14),
-        (1.0, 0, "catapult", 1.0, 5.0, 3, 9),
-        (1.0, 1, "oscillating", 2.0, 3.0, 2, 5),
-        (1.0, 2, "diverged", 1.0, 900.0, 7, NA),
-        (1.0, 3, "diverged", 1.0, 1.2, 40, NA),
+        # lr, seed, label, initial, max, peak, recover, spike step, back at the pre-spike low
+        (0.1, 0, "converged", 1.0, 1.0, 0, NA, NA, NA),
+        (0.1, 1, "converged", 2.0, 2.0, 0, NA, NA, NA),
+        (0.1, 2, "converged", 1.0, 1.0, 0, NA, NA, NA),
+        (0.1, 3, "converged", 1.0, 1.0, 0, NA, NA, NA),
+        (0.1, 4, "catapult", 1.0, 3.0, 10, 14, 10, 16),
+        (1.0, 0, "catapult", 1.0, 5.0, 3, 9, 3, 9),
+        (1.0, 1, "oscillating", 2.0, 3.0, 2, 5, 2, 4),
+        (1.0, 2, "diverged", 1.0, 900.0, 7, NA, 6, NA),
+        (1.0, 3, "diverged", 1.0, 1.2, 40, NA, NA, NA),
     ]
     df = pd.DataFrame(rows, columns=["learning_rate", "seed", "label", "initial_loss",
-                                     "max_loss", "peak_step", "recover_step"])
-    df["recover_step"] = df["recover_step"].astype("Int64")
+                                     "max_loss", "peak_step", "recover_step", "spike_step",
+                                     "spike_recover_step"])
+    for c in ("recover_step", "spike_step", "spike_recover_step"):
+        df[c] = df[c].astype("Int64")
     df["final_loss"] = 0.5
     return df
 
@@ -82,15 +84,20 @@ def test_divergence_table_medians_treat_diverged_runs_separately():
     # leaving catapult 5 and oscillating 1.5 -> 3.25
     assert t.loc[0.1, "median_peak_ratio"] == 1.0
     assert t.loc[1.0, "median_peak_ratio"] == 3.25
-    # catapults only: lr 0.1: 14 - 10 = 4; lr 1.0: 9 - 3 = 6 (the oscillating run's 3 not used)
-    assert t.loc[0.1, "median_recover_steps"] == 4.0
+    # catapults only, from the top of the spike: lr 0.1: 16 - 10 = 6; lr 1.0: 9 - 3 = 6 (the
+    # oscillating run's 2 is not used)
+    assert t.loc[0.1, "median_recover_steps"] == 6.0
     assert t.loc[1.0, "median_recover_steps"] == 6.0
+    assert list(t["n_recovered"]) == [1, 1]
     runs = hand_runs()
     runs.loc[runs["learning_rate"] == 1.0, "label"] = "diverged"
-    runs.loc[runs["label"] == "catapult", "recover_step"] = NA
+    runs.loc[runs["label"] == "catapult", "spike_recover_step"] = NA
     t = divergence_table(runs).set_index("learning_rate")
     assert np.isnan(t.loc[1.0, "median_peak_ratio"]) and t.loc[1.0, "p_diverged"] == 1.0
-    assert np.isnan(t.loc[0.1, "median_recover_steps"])
+    assert np.isnan(t.loc[0.1, "median_recover_steps"]) and t.loc[0.1, "n_recovered"] == 0
+    # results from before version 0.8.0 have no spike columns: unknown, not zero
+    old = divergence_table(hand_runs().drop(columns=["spike_step", "spike_recover_step"]))
+    assert old["n_recovered"].isna().all() and old["median_recover_steps"].isna().all()
 
 
 def test_divergence_table_several_axes_and_results_object():

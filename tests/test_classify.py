@@ -56,13 +56,38 @@ def test_just_outside_the_stall_band():
     assert label_curve([20.0, 18.0, 18.999]) == "oscillating"
 
 
+def test_summaries_of_the_catapult_curve_by_hand():
+    """CASES["catapult"] = 1.0, 0.4, 2.5, 1.8, 1.0, 0.5, then 0.3 e^(-k/10): the jump at step 2
+    is 2.5 / 0.4; the loss is back at or below 0.4 (the low before the spike) at step 6 and
+    strictly below the initial 1.0 at step 5 (step 4 only equals it)."""
+    s = classify.summarize_curve(CASES["catapult"])
+    assert s["spike_ratio"] == pytest.approx(6.25, rel=1e-15)
+    assert (s["spike_step"], s["spike_recover_step"]) == (2, 6)
+    assert (s["peak_step"], s["max_loss"], s["recover_step"]) == (2, 2.5, 5)
+    assert s["rebound"] == pytest.approx(2.1, rel=1e-15)
+    assert s["min_loss"] == pytest.approx(0.3 * np.exp(-4.3), rel=1e-15)
+
+
+@pytest.mark.parametrize("curve, spike_step, back", [
+    ([1.0, 0.2, 0.8, 0.5, 0.4], 2, -1),  # 4x, never back down to 0.2
+    ([1.0, 0.5, 1.0, 0.4, 2.0, 0.3], 4, 5),  # the second spike (5x) is the larger: from it
+    ([1.0, 0.5, 1.0, 0.5, 0.3], 2, 3),  # back at exactly the pre-spike low counts
+    ([1.0, 0.9, 0.8, 0.7], -1, -1),  # no rise at all
+    ([1.0, 0.5, 0.52, 0.4], -1, -1),  # a rise under 5% of the initial loss is no spike
+])
+def test_spike_step_and_its_recovery(curve, spike_step, back):
+    s = classify.summarize_curve(curve)
+    assert (s["spike_step"], s["spike_recover_step"]) == (spike_step, back)
+
+
 def test_spike_above_initial_counts_as_catapult():
     c = np.r_[1.0, 2.5, 1.5, 0.5, 0.2, 0.1]
     assert label_curve(c) == "catapult"
 
 
 def test_tiny_rebounds_near_zero_are_not_catapults():
-    # a 3x relative jump at loss 1e-4 is below SPIKE_MIN_RISE x initial: oscillation, not catapult
+    # a 3x relative jump at loss 1e-4 is below SPIKE_MIN_RISE x initial: no spike, and its
+    # rise (2e-4) is under REBOUND_TOL x initial too: converged
     c = np.r_[1.0, 0.1, 1e-3, 1e-4, 3e-4, 1e-4, 5e-5]
     assert classify.summarize_curve(c)["spike_ratio"] == 1.0
     assert label_curve(c) == "converged"

@@ -116,20 +116,24 @@ def test_help_on_every_command(capsys):
 
 
 def test_seed_question_lr_001_converges_lr_1_catapults(tmp_path):
-    """The default experiment restricted to the two rates of the question (all 16 seeds)."""
+    """The default experiment restricted to the two rates of the question (all 16 seeds), and
+    two rows of the README's table between them (a block of runs is padded to 32 per device
+    anyway, so they cost nothing). Catapult counts move by a seed or two with the CPU's last
+    bits (README), hence the margins."""
     res = ts.run(None, out=None, progress=False,
-                 overrides=["sweep.learning_rate=[0.01, 1.0]"])
+                 overrides=["sweep.learning_rate=[0.01, 0.1, 0.631, 1.0]"])
     counts = res.runs.groupby("learning_rate")["label"].value_counts().unstack(fill_value=0)
     assert counts.loc[0.01].get("converged", 0) == 16
+    assert counts.loc[0.1].get("converged", 0) >= 14  # README: 15 converged, 1 catapult
+    assert counts.loc[0.631].get("catapult", 0) >= 9  # README: 1, 11 catapult, 4
     assert counts.loc[1.0].get("catapult", 0) >= 12
-    assert counts.loc[1.0].get("diverged", 0) == 0
+    assert set(res.runs["label"]) <= {"converged", "catapult", "oscillating"}  # none diverged
     at1 = res.runs[res.runs.learning_rate == 1.0]
     assert (at1["final_loss"] < at1["initial_loss"]).all()
     # "loss falls steadily" at lr 0.01: every seed's curve is non-increasing after step 0
     c = res.curves.merge(res.runs[["run_id", "learning_rate"]], on="run_id")
     slow = c[c.learning_rate == 0.01].pivot(index="run_id", columns="step", values="loss")
     assert (slow.diff(axis=1).iloc[:, 1:] <= 1e-6).to_numpy().all()
-    assert isinstance(res.runs, pd.DataFrame)
 
 
 def test_meta_records_the_version_of_the_running_code(monkeypatch):

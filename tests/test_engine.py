@@ -3,6 +3,7 @@
 import re
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,7 +35,8 @@ def test_run_table_schema(base):
     assert list(runs.columns[:3]) == ["run_id", "learning_rate", "seed"]
     assert runs["run_id"].tolist() == list(range(18))
     for col in ("initial_loss", "final_loss", "min_loss", "max_loss", "peak_step",
-                "diverged_step", "recover_step", "final_accuracy", "label"):
+                "diverged_step", "recover_step", "spike_step", "spike_recover_step",
+                "final_accuracy", "label"):
         assert col in runs.columns
     assert str(runs["diverged_step"].dtype) == "Int64"
     assert set(runs["label"]) <= set(classify.LABELS)
@@ -46,16 +48,18 @@ def test_run_table_schema(base):
 
 def test_chunk_size_does_not_change_results(base):
     other = _run(chunk_size=7)
-    pd.testing.assert_frame_equal(base.runs, other.runs)
-    pd.testing.assert_frame_equal(base.curves, other.curves)
+    pd.testing.assert_frame_equal(base.runs, other.runs, check_exact=True)
+    pd.testing.assert_frame_equal(base.curves, other.curves, check_exact=True)
 
 
 def test_vmapped_sweep_equals_runs_one_at_a_time(base):
     for _, row in base.runs.iloc[::4].iterrows():
         one = dict(TINY, sweep={"learning_rate": [row.learning_rate], "seed": [int(row.seed)]})
         r = _run(one).runs.iloc[0]
+        # bit for bit: every compiled block trains BLOCK runs, padded, so a run alone goes
+        # through the very program that trained it among the others
         for col in ("initial_loss", "final_loss", "max_loss", "min_loss"):
-            assert r[col] == pytest.approx(row[col], rel=1e-5, nan_ok=True), col
+            np.testing.assert_array_equal(r[col], row[col], err_msg=col)
         assert r["label"] == row["label"]
 
 
@@ -77,6 +81,10 @@ def test_online_summaries_match_numpy_summaries_of_the_curve(base):
         # once gave it about one ulp, subtracting the loss from a copy of itself)
         assert s["rebound"] == pytest.approx(row["rebound"], rel=1e-6, abs=0)
         assert s["spike_ratio"] == pytest.approx(row["spike_ratio"], rel=1e-5)
+        for col in ("min_loss", "final_loss"):
+            assert s[col] == pytest.approx(row[col], rel=1e-6, nan_ok=True), col
+        for col in ("recover_step", "spike_step", "spike_recover_step"):
+            assert s[col] == (-1 if pd.isna(row[col]) else row[col]), (rid, col)
         assert classify.label_curve(curves[rid]) == row["label"]
         div = s["diverged_step"] if s["diverged_step"] >= 0 else (
             s["above_since"] if row["label"] == "diverged" else -1)
@@ -148,10 +156,10 @@ def test_record_every_thins_curves_but_not_summaries(base):
 SHARP = {**TINY, "metrics": {"sharpness": True, "sharpness_every": 10}}
 
 
-@pytest.mark.parametrize("cfg", [TINY, SHARP], ids=["plain", "sharpness"])
-def test_sharded_over_two_devices_equals_one_device(cfg, tmp_path):
+def test_sharded_over_two_devices_equals_one_device(base, tmp_path):
     """The run axis sharded over 2 host CPU devices gives bit-identical tables to 1 device
-    (with the sharpness too: its Lanczos program is sharded like the rest)."""
+    (with the sharpness too: its Lanczos program is sharded like the rest). One child process
+    on one device trains both configurations."""
     import json
     import os
     import subprocess
@@ -163,21 +171,24 @@ def test_sharded_over_two_devices_equals_one_device(cfg, tmp_path):
     script = (
         "import json, sys, trainscape as ts, jax\n"
         "assert len(jax.local_devices()) == 1\n"
-        "r = ts.run(json.loads(sys.argv[1]), out=None, progress=False, chunk_size=1000)\n"
-        "r.runs.to_parquet(sys.argv[2]); r.curves.to_parquet(sys.argv[3])\n"
+        "for i, cfg in enumerate(json.loads(sys.argv[1])):\n"
+        "    r = ts.run(cfg, out=None, progress=False, chunk_size=1000)\n"
+        "    r.runs.to_parquet(f'{sys.argv[2]}/r{i}.parquet')\n"
+        "    r.curves.to_parquet(f'{sys.argv[2]}/c{i}.parquet')\n"
     )
     env = dict(os.environ, TRAINSCAPE_CPU_DEVICES="1")
-    runs_f, curves_f = tmp_path / "r.parquet", tmp_path / "c.parquet"
-    subprocess.run([sys.executable, "-c", script, json.dumps(cfg), str(runs_f), str(curves_f)],
+    subprocess.run([sys.executable, "-c", script, json.dumps([TINY, SHARP]), str(tmp_path)],
                    env=env, check=True, timeout=300)
-    sharded = _run(cfg, chunk_size=1000)
-    if cfg is SHARP:
-
-        static = api.Prepared(ts.parse(cfg)).static
-        assert engine.group_devices(static, jax.local_devices()) == jax.local_devices()
-        assert np.isfinite(sharded.runs["sharpness_init"]).all()
-    pd.testing.assert_frame_equal(sharded.runs, pd.read_parquet(runs_f))
-    pd.testing.assert_frame_equal(sharded.curves, pd.read_parquet(curves_f))
+    sharp = _run(SHARP, chunk_size=1000)
+    static = api.Prepared(ts.parse(SHARP)).static
+    assert engine.group_devices(static, jax.local_devices()) == jax.local_devices()
+    assert np.isfinite(sharp.runs["sharpness_init"]).all()
+    for i, sharded in enumerate((base, sharp)):
+        pd.testing.assert_frame_equal(sharded.runs, pd.read_parquet(tmp_path / f"r{i}.parquet"),
+                                      check_exact=True)
+        pd.testing.assert_frame_equal(sharded.curves,
+                                      pd.read_parquet(tmp_path / f"c{i}.parquet"),
+                                      check_exact=True)
 
 
 def test_auto_chunk_size_respects_memory_budget():
@@ -317,6 +328,27 @@ def test_feature_major_runs_share_one_copy_of_the_data_with_the_same_results(
     engine.compiled_sweep.cache_clear()
     np.testing.assert_allclose(a.curves["loss"], b.curves["loss"], rtol=1e-11)
     assert a.runs["label"].tolist() == b.runs["label"].tolist()
+
+
+def test_init_program_draws_what_the_training_program_would_draw():
+    """Each run's starting weights come from a program of their own (engine.compiled_init,
+    compiled with less LLVM optimization on CPU): they must be bit for bit what the default
+    compiler makes of the same draw, and a run must start from its seed's draw whatever else
+    the grid sweeps. The weights' distribution itself is checked in test_reference_paths."""
+    seeds = np.arange(engine.BLOCK, dtype=np.int32)
+    model = api.Prepared(ts.parse(TINY)).static.model  # the init program the sweeps below use
+    got = engine.compiled_init(model)(seeds)
+    want = jax.jit(jax.vmap(lambda s: train.init_params_of(model, s)))(seeds)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert a.dtype == jnp.float32
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    # the initial loss of a run depends only on its seed, not on what else the grid sweeps
+    a = _run({**TINY, "sweep": {"learning_rate": [0.1], "seed": [4, 1]}})
+    b = _run({**TINY, "train": {"steps": 3},
+              "sweep": {"seed": [1, 2, 4], "learning_rate": [5.0]}})
+    pa = a.runs.set_index("seed")["initial_loss"]
+    pb = b.runs.set_index("seed")["initial_loss"]
+    assert pa[1] == pb[1] and pa[4] == pb[4] and pa[1] != pa[4]
 
 
 def test_a_custom_model_gets_a_copy_of_the_data_per_run():

@@ -56,7 +56,8 @@ def _tree(root: Path) -> dict:
 
 def _same_files(out: Path, ref: Path) -> None:
     for name in ("runs.parquet", "curves.parquet"):
-        pd.testing.assert_frame_equal(pd.read_parquet(out / name), pd.read_parquet(ref / name))
+        pd.testing.assert_frame_equal(pd.read_parquet(out / name), pd.read_parquet(ref / name),
+                                      check_exact=True)
 
 
 def _saved(out: Path) -> set[int]:
@@ -261,7 +262,7 @@ def test_corrupt_partial_and_missing_chunks_are_recomputed(big_cfg, reference, t
     assert "chunk 3 in" not in err
     assert res.meta["timings"]["resumed_runs"] == CHUNK  # only chunk 3 was reused
     _same_files(out, reference)
-    pd.testing.assert_frame_equal(res.runs, ts.load(reference).runs)
+    pd.testing.assert_frame_equal(res.runs, ts.load(reference).runs, check_exact=True)
     assert not chunks.exists()
 
 
@@ -377,8 +378,8 @@ def test_resume_refuses_other_config_or_data_and_never_overwrites(csv_sweep, cap
                  "--no-plot"]) == 0
     fresh = ts.run(str(cfg), out=None, progress=False)
     res = ts.load(out)
-    pd.testing.assert_frame_equal(res.runs, fresh.runs)
-    pd.testing.assert_frame_equal(res.curves, fresh.curves)
+    pd.testing.assert_frame_equal(res.runs, fresh.runs, check_exact=True)
+    pd.testing.assert_frame_equal(res.curves, fresh.curves, check_exact=True)
     assert res.meta["timings"]["resumed_runs"] == CHUNK
 
     finished = _tree(out)

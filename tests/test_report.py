@@ -62,13 +62,13 @@ def _hand_made(lrs, n_seeds, curve_of, axes=None, name="hand") -> Results:
             "run_id": run_id, **cell,
             **{k: s[k] for k in ("initial_loss", "final_loss", "min_loss", "max_loss",
                                  "peak_step", "rebound", "spike_ratio")},
-            "diverged_step": s["diverged_step"] if s["diverged_step"] >= 0 else None,
-            "recover_step": s["recover_step"] if s["recover_step"] >= 0 else None,
+            **{k: s[k] if s[k] >= 0 else None
+               for k in ("diverged_step", "recover_step", "spike_step", "spike_recover_step")},
             "label": label,
         })
         curve_rows += [{"run_id": run_id, "step": t, "loss": v} for t, v in enumerate(loss)]
     runs = pd.DataFrame(rows)
-    for c in ("diverged_step", "recover_step"):
+    for c in ("diverged_step", "recover_step", "spike_step", "spike_recover_step"):
         runs[c] = runs[c].astype("Int64")
     sweep = {"learning_rate": list(lrs), **{k: list(v) for k, v in axes.items()},
              "seed": {"range": n_seeds}}
@@ -163,6 +163,8 @@ def test_catapult_facts_match_runs():
     assert (sel["label"] == "catapult").all()
     assert facts["high.n_catapult"] == 4
     assert facts["high.spike_step_median"] == 5
+    # back at or below loss[4] = 2 e^-1.2 (the low before the spike) at step 6 = 2 e^-1.8
+    assert facts["high.n_recovered"] == 4 and facts["high.recover_steps_median"] == 1
     assert facts["high.spike_median"] == pytest.approx(sel["spike_ratio"].median())
     assert facts["high.final_median"] == pytest.approx(sel["final_loss"].median())
     assert "not measured" in text and "[metrics] sharpness = true" in text

@@ -53,19 +53,24 @@ def divergence_table(results_or_runs, by: str | list[str] = ("learning_rate",)) 
     """Label probabilities per value of the `by` axes, with Wilson 95% intervals.
 
     `results_or_runs`: a :class:`~trainscape.Results` or its `runs` DataFrame (needs `label`,
-    `initial_loss`, `max_loss`, `peak_step`, `recover_step` and the `by` columns). One row per
-    combination of the `by` values (typically `learning_rate`, or `learning_rate` x
-    `init_scale`), so each row pools the remaining axes (seeds, ...). Columns: the `by` axes,
-    `n` (runs), then for every label in LABELS order `n_<label>`, `p_<label>` (= n_<label> / n)
-    and its Wilson 95% interval `p_<label>_lo`, `p_<label>_hi`; then
+    `initial_loss`, `max_loss` and the `by` columns; `spike_step` and `spike_recover_step`
+    when present). One row per combination of the `by` values (typically `learning_rate`, or
+    `learning_rate` x `init_scale`), so each row pools the remaining axes (seeds, ...).
+    Columns: the `by` axes, `n` (runs), then for every label in LABELS order `n_<label>`,
+    `p_<label>` (= n_<label> / n) and its Wilson 95% interval `p_<label>_lo`, `p_<label>_hi`;
+    then
 
     - `median_peak_ratio`: median of max_loss / initial_loss over the runs that did NOT
       diverge (NaN when every run diverged). Diverged runs are excluded because their max_loss
       is only the last value below the blow-up cut-off (frozen runs), not a peak they came
       back from; they are counted in `n_diverged` / `p_diverged` instead.
-    - `median_recover_steps`: median of recover_step - peak_step over runs labelled
-      `catapult` that have a recover_step (the steps from the run's highest loss back below its
-      initial loss); NaN when there is none. Diverged runs never enter it.
+    - `n_recovered`: runs labelled `catapult` whose loss came back down, after the top of
+      their largest spike (`spike_step`), to the lowest loss before that spike
+      (`spike_recover_step` is set);
+    - `median_recover_steps`: median of spike_recover_step - spike_step over those runs: the
+      steps from the top of the spike back down to where the loss was before it; NaN when
+      none recovered. Results written before version 0.8.0 have no spike columns: there
+      `n_recovered` is missing (NA) and this is NaN.
     """
     from .errors import InputError
 
@@ -77,7 +82,7 @@ def divergence_table(results_or_runs, by: str | list[str] = ("learning_rate",)) 
     if not by:
         raise InputError("divergence_table by=: give at least one column, e.g. "
                          "['learning_rate']")
-    need = [*by, "label", "initial_loss", "max_loss", "peak_step", "recover_step"]
+    need = [*by, "label", "initial_loss", "max_loss"]
     missing = [c for c in need if c not in runs.columns]
     if missing:
         raise InputError(f"divergence_table: runs has no column(s) {missing}; available: "
@@ -104,9 +109,14 @@ def divergence_table(results_or_runs, by: str | list[str] = ("learning_rate",)) 
     out["median_peak_ratio"] = (peak[alive].groupby([keys[c][alive] for c in by],
                                                     observed=True).median()
                                 .reindex(out.index))
-    cat = (runs["label"] == "catapult") & runs["recover_step"].notna()
-    rec = (runs["recover_step"][cat].astype(np.float64)
-           - runs["peak_step"][cat].astype(np.float64))
-    out["median_recover_steps"] = (rec.groupby([keys[c][cat] for c in by], observed=True)
-                                   .median().reindex(out.index))
+    if {"spike_step", "spike_recover_step"} <= set(runs.columns):
+        cat = (runs["label"] == "catapult") & runs["spike_recover_step"].notna()
+        rec = (runs["spike_recover_step"][cat].astype(np.float64)
+               - runs["spike_step"][cat].astype(np.float64))
+        grouped = rec.groupby([keys[c][cat] for c in by], observed=True)
+        out["n_recovered"] = grouped.size().reindex(out.index).fillna(0).astype("Int64")
+        out["median_recover_steps"] = grouped.median().reindex(out.index)
+    else:
+        out["n_recovered"] = pd.array([pd.NA] * len(out), dtype="Int64")
+        out["median_recover_steps"] = np.nan
     return out.reset_index()

@@ -28,7 +28,7 @@ from .train import Static, record_steps
 DEFAULT_RESULTS_ROOT = Path("results")
 
 SUMMARY_COLUMNS = ("initial_loss", "final_loss", "min_loss", "max_loss", "peak_step",
-                   "diverged_step", "recover_step")
+                   "diverged_step", "recover_step", "spike_step", "spike_recover_step")
 
 
 def default_experiment() -> cfg.Experiment:
@@ -250,7 +250,9 @@ def chunk_tables(prep: Prepared, out: engine.ChunkOutput) -> tuple[pd.DataFrame,
                                  t["rebound"], t["diverged_step"])
     steps_of = {"diverged_step": classify.diverged_steps(codes, t["diverged_step"],
                                                          t["above_since"]),
-                "recover_step": t["recover_step"]}
+                "recover_step": t["recover_step"],
+                "spike_step": t["spike_step"],
+                "spike_recover_step": t["spike_recover_step"]}
     for k, v in steps_of.items():
         runs[k] = pd.array(v.astype(np.int64), dtype="Int64")
         runs.loc[v < 0, k] = pd.NA

@@ -97,7 +97,16 @@ def summarize_curve(loss_T) -> dict:
     before = run_min[:-1]  # running minimum strictly before each step t >= 1
     rise = good[1:] - before
     big = rise >= SPIKE_MIN_RISE * init
-    spike = float(np.max(good[1:][big] / before[big])) if big.any() else 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):  # 0 / 0 at a zero loss
+        jump = good[1:] / before
+        spike = float(np.max(jump[big])) if big.any() else 1.0
+        top = big & (jump > 1)  # as the engine: a jump that raises the largest so far
+    spike_step = spike_recover = -1
+    if top.any():  # the top of the largest spike (the first, on ties) and its way back down
+        spike_step = int(np.argmax(np.where(top, jump, -np.inf))) + 1
+        back = np.nonzero((np.arange(good.size) > spike_step)
+                          & (good <= run_min[spike_step - 1]))[0]
+        spike_recover = int(back[0]) if back.size else -1
     peak = int(np.argmax(good)) if good.size else 0
     after = np.nonzero((np.arange(good.size) > peak) & (good < init))[0]
     not_above = np.nonzero(good <= init)[0]
@@ -113,6 +122,8 @@ def summarize_curve(loss_T) -> dict:
         "recover_step": int(after[0]) if after.size else -1,
         "rebound": rebound,
         "spike_ratio": spike,
+        "spike_step": spike_step,
+        "spike_recover_step": spike_recover,
         "above_since": above_since,
     }
 

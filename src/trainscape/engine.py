@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from jax import lax
 
-from .train import Static, Trajectory, train_one
+from .train import Static, Trajectory, init_params_of, train_one
 
 # Every compiled program trains exactly BLOCK runs per device. XLA's float rounding depends on
 # the batch size it was compiled for (measured: a run's float32 gradient differs in the last
@@ -104,8 +104,10 @@ def compiled_sweep(static: Static, devices: tuple = ()):
     # gradient becomes one (runs*h, n) @ (n, d) matmul instead of a batch of thin ones
     # (measured: 1.04x on `small`, whose 107 us weight gradient per block step took 38 us;
     # 1.21x on a 30-16-16-1 network on breast cancer; results/bench/README.md).
-    per_run = jax.vmap(one, in_axes=(0, 0, None, None))
-    shared = jax.vmap(one, in_axes=(0, None, None, None))
+    # init params: the caller's, shared by every run (None), or each run's own draw (0)
+    ip_axis = None if static.custom_init else 0
+    per_run = jax.vmap(one, in_axes=(0, 0, None, ip_axis))
+    shared = jax.vmap(one, in_axes=(0, None, None, ip_axis))
     platform = devices[0].platform if devices else None
 
     def vmapped(hp, x, y, init_params):
@@ -121,10 +123,16 @@ def compiled_sweep(static: Static, devices: tuple = ()):
         sub = sub_batch(static, x, platform)
         if sub >= runs or runs % sub:
             return vmapped(hp, x, y, init_params)
+        own = {} if static.custom_init else {"init": init_params}
+
+        def params_of(h):
+            return init_params if static.custom_init else h["init"]
+
         if sub == 1:
-            return lax.map(lambda h: one(h, x, y, init_params), hp)
-        groups = jax.tree.map(lambda a: a.reshape(runs // sub, sub, *a.shape[1:]), hp)
-        out = lax.map(lambda h: vmapped(h, x, y, init_params), groups)
+            return lax.map(lambda h: one(h["hp"], x, y, params_of(h)), {"hp": hp, **own})
+        groups = jax.tree.map(lambda a: a.reshape(runs // sub, sub, *a.shape[1:]),
+                              {"hp": hp, **own})
+        out = lax.map(lambda h: vmapped(h["hp"], x, y, params_of(h)), groups)
         return jax.tree.map(lambda a: a.reshape(runs, *a.shape[2:]), out)
 
     options = compiler_options(platform)
@@ -133,8 +141,41 @@ def compiled_sweep(static: Static, devices: tuple = ()):
         return jit(batched)
     mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
     P = jax.sharding.PartitionSpec
-    return jit(jax.shard_map(batched, mesh=mesh, in_specs=(P("runs"), P(), P(), P()),
-                                 out_specs=P("runs"), check_vma=False))
+    ip_spec = P() if static.custom_init else P("runs")
+    return jit(jax.shard_map(batched, mesh=mesh, in_specs=(P("runs"), P(), P(), ip_spec),
+                             out_specs=P("runs"), check_vma=False))
+
+
+# The init program runs once per block and its compile time is what a user waits for: XLA:CPU
+# took 3.2-4.9 s to compile the threefry and normal-sampler kernels of a block's draws at its
+# default LLVM optimization level (2), 1.2-1.6 s at level 1, with bit-identical draws for every
+# built-in init in float32, float64 and bfloat16 (measured on a 2-core Zen 1; level 0 changed
+# the normal sampler's last bits). tests/test_engine.py checks level 1 against level 2.
+INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_init(model, devices: tuple = ()):
+    """`jit(vmap(train.init_params_of))` over a block's seeds: each run's starting weights.
+
+    A program of its own, not part of the training program, for two reasons. The random
+    kernels were 70-80% of a training program's compile time (5.6 s for a 2-8-8-1 network, 2.1
+    s without them), and they are now compiled once per model instead of once per training
+    configuration (steps, optimizer, metrics, ...). And a run's starting weights can no longer
+    depend on how XLA fused the rest of the program: two configurations that share the model
+    start every seed from the same bits by construction."""
+    platform = devices[0].platform if devices else None
+    options = INIT_COMPILER_OPTIONS if (platform or jax.default_backend()) == "cpu" else None
+    def draw_init(seeds):
+        return jax.vmap(lambda seed: init_params_of(model, seed))(seeds)
+
+    draw = draw_init
+    if len(devices) <= 1:
+        return jax.jit(draw, compiler_options=options)
+    mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
+    P = jax.sharding.PartitionSpec
+    return jax.jit(jax.shard_map(draw, mesh=mesh, in_specs=P("runs"), out_specs=P("runs"),
+                                 check_vma=False), compiler_options=options)
 
 
 def sub_batch(static: Static, x, platform: str | None = None) -> int:
@@ -266,7 +307,7 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
             continue
         if st not in placed:
             placed[st] = _place(st, devices, x, y, init_params)
-        fn, by_run, xd, yd, ip, group_runs = placed[st]
+        fn, init_fn, by_run, xd, yd, ip, group_runs = placed[st]
         hdt = np.float32 if st.dtype == "bfloat16" else jnp.dtype(st.dtype)
         t0 = time.perf_counter()
         pending: list = []  # dispatched blocks not yet copied to the host, oldest first
@@ -276,7 +317,8 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
             idx = rows[np.arange(g0, g0 + group_runs).clip(max=len(rows) - 1)]
             batch = {k: jax.device_put(v.astype(np.int32 if k == "seed" else hdt), by_run)
                      for k, v in take(hp, idx).items()}
-            traj: Trajectory = fn(batch, xd, yd, ip)
+            # each run's own starting weights, from the init program (see compiled_init)
+            traj: Trajectory = fn(batch, xd, yd, init_fn(batch["seed"]) if ip is None else ip)
             pending.append((min(g0 + group_runs, len(rows)) - g0, traj))
             if len(pending) > MAX_IN_FLIGHT:
                 parts.append(_to_host(*pending.pop(0)))
@@ -316,7 +358,8 @@ def _place(st: Static, devices: list, x, y, init_params):
     ip = None
     if init_params is not None:
         ip = jax.device_put(jax.tree.map(lambda p: jnp.asarray(p, dt), init_params), replicated)
-    return compiled_sweep(st, tuple(devs)), by_run, xd, yd, ip, BLOCK * len(devs)
+    return (compiled_sweep(st, tuple(devs)), compiled_init(st.model, tuple(devs)), by_run, xd,
+            yd, ip, BLOCK * len(devs))
 
 
 def n_chunks(n_runs: int, chunk_size: int) -> int:

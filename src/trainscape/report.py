@@ -183,13 +183,25 @@ def _describe_lr(f: _Facts, key: str, runs: pd.DataFrame, curves: pd.DataFrame, 
                 f"{f(f'{key}.final_median', sel['final_loss'].median())} after "
                 f"{f('steps', steps)} steps")
     elif top == "catapult":
-        spike_at = _spike_steps(curves, sel["run_id"]) if len(curves) else {}
+        if "spike_step" in sel.columns:  # the engine's own (version 0.8.0 on)
+            tops = pd.to_numeric(sel["spike_step"], errors="coerce").dropna()
+            spike_at = dict(zip(sel.loc[tops.index, "run_id"], tops, strict=True))
+        else:  # older results: from the recorded curve
+            spike_at = _spike_steps(curves, sel["run_id"]) if len(curves) else {}
         # the median, not the max: a late second spike in one run should not set the story
         step = float(np.median(list(spike_at.values()))) if spike_at else None
         when = f"at a median step {f(f'{key}.spike_step_median', step)}, " if spike_at else ""
+        back = ""
+        if {"spike_step", "spike_recover_step"} <= set(sel.columns):
+            took = (pd.to_numeric(sel["spike_recover_step"], errors="coerce")
+                    - pd.to_numeric(sel["spike_step"], errors="coerce")).dropna()
+            back = (f"; {f(f'{key}.n_recovered', len(took))} of them are back down to that "
+                    f"lowest loss a median {f(f'{key}.recover_steps_median', took.median())} "
+                    "steps after the top of the spike" if len(took) else
+                    "; none of them gets back down to that lowest loss")
         body = (f"the loss drops, then jumps back up ({when}by a median "
                 f"{f(f'{key}.spike_median', sel['spike_ratio'].median())}x the lowest loss "
-                f"before it) in {frac}, and then recovers to a median "
+                f"before it) in {frac}{back}; the runs end at a median "
                 f"{f(f'{key}.final_median', sel['final_loss'].median())}")
     elif top == "diverged":
         ds = pd.to_numeric(sel["diverged_step"], errors="coerce").dropna()
@@ -588,18 +600,23 @@ def _divergence_rows(res: Results) -> tuple[list[str], list[list[str]], str]:
     runs = _runs_with_lr(res)
     table = divergence_table(runs, by=[LR])
     head = [LR, "runs", *LABELS, "P(diverged)", "95% interval", "median peak / initial",
-            "median steps to recover"]
+            "catapults recovered", "median steps to recover"]
     rows = []
     for _, r in table.iterrows():
         rows.append([
             fmt_number(r[LR], 3), str(int(r["n"])), *(str(int(r[f"n_{lab}"])) for lab in LABELS),
             f"{r['p_diverged']:.2f}", f"[{r['p_diverged_lo']:.2f}, {r['p_diverged_hi']:.2f}]",
-            _cell(r["median_peak_ratio"]), _cell(r["median_recover_steps"]),
+            _cell(r["median_peak_ratio"]),
+            "–" if pd.isna(r["n_recovered"]) or not r["n_catapult"] else
+            f"{int(r['n_recovered'])}/{int(r['n_catapult'])}",
+            _cell(r["median_recover_steps"]),
         ])
     pooled = [a for a in res.axes if a != LR]
     note = ("Each row pools " + (", ".join(pooled) if pooled else "its runs") + ". Wilson score "
             "interval; peak / initial = max_loss / initial_loss over the runs that did not "
-            "diverge; steps to recover = recover_step - peak_step over catapult runs.")
+            "diverge; a catapult has recovered when its loss is back down to the lowest loss "
+            "before its largest spike; steps to recover = spike_recover_step - spike_step "
+            "(from the top of the spike) over those runs.")
     return head, rows, note
 
 

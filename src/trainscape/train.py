@@ -33,7 +33,10 @@ class Static(NamedTuple):
     record_every: int
     dtype: str
     accuracy: bool
-    custom_init: bool  # start from caller-given init_params instead of model.init(key)
+    # True: every run starts from the caller's init_params (one pytree, shared by all runs);
+    # False: each run from its own draw, model.init(run_keys(seed)[0]), which the engine makes
+    # in a separate program (engine.compiled_init) and passes in with a leading run axis
+    custom_init: bool
     batch_size: int | None = None  # None: full batch
     dropout: bool = False  # model.apply.with_dropout(params, x, key, rate) in training steps
     l2: bool = False  # add l2/2 ||params||^2 to the objective
@@ -57,6 +60,9 @@ class Stats(NamedTuple):
     running_min: jax.Array
     rebound: jax.Array
     spike: jax.Array
+    spike_step: jax.Array
+    spike_base: jax.Array  # the running minimum just before the largest spike
+    spike_recover: jax.Array
     above_since: jax.Array
     final_acc: jax.Array
 
@@ -76,6 +82,8 @@ class Trajectory(NamedTuple):
     recover_step: jax.Array  # -1: never (first step after the peak back below initial)
     rebound: jax.Array
     spike_ratio: jax.Array
+    spike_step: jax.Array  # step of spike_ratio, the top of the largest spike; -1: none
+    spike_recover_step: jax.Array  # first later step back at or below the loss before it; -1
     above_since: jax.Array  # start of the final stretch above the initial loss; -1: none
     final_accuracy: jax.Array
     sharpness_init: jax.Array
@@ -96,9 +104,10 @@ def stat_dtype(dtype: str):
 def _init_stats(dt) -> Stats:
     z = jnp.zeros((), dt)
     m1 = jnp.array(-1, jnp.int32)
-    return Stats(jnp.array(True), z, z, jnp.array(jnp.inf, dt), jnp.array(-jnp.inf, dt),
-                 jnp.array(0, jnp.int32), m1, m1, jnp.array(jnp.inf, dt), z,
-                 jnp.ones((), dt), m1, z)
+    inf = jnp.array(jnp.inf, dt)
+    return Stats(jnp.array(True), z, z, inf, jnp.array(-jnp.inf, dt),
+                 jnp.array(0, jnp.int32), m1, m1, inf, z,
+                 jnp.ones((), dt), m1, inf, m1, m1, z)
 
 
 def _update_stats(s: Stats, loss, acc, t):
@@ -114,6 +123,10 @@ def _update_stats(s: Stats, loss, acc, t):
     recovers = live & ~new_peak & (s.recover_step < 0) & (t > s.peak_step) & (loss < initial)
     running_min = jnp.where(live, jnp.minimum(s.running_min, loss), s.running_min)
     big_rise = live & (t > 0) & (loss - s.running_min >= SPIKE_MIN_RISE * initial)
+    jump = loss / s.running_min
+    # a new largest spike (ties keep the first); its recovery is measured from its top
+    new_spike = big_rise & (jump > s.spike)
+    back = live & (s.spike_step >= 0) & (s.spike_recover < 0) & (loss <= s.spike_base)
     s2 = Stats(
         alive=live,
         initial=initial,
@@ -129,7 +142,10 @@ def _update_stats(s: Stats, loss, acc, t):
         # which XLA may compute twice in different fusions and round differently (a
         # strictly falling curve then got a rebound of about one ulp)
         rebound=jnp.where(live, jnp.maximum(s.rebound, loss - s.running_min), s.rebound),
-        spike=jnp.where(big_rise, jnp.maximum(s.spike, loss / s.running_min), s.spike),
+        spike=jnp.where(big_rise, jnp.maximum(s.spike, jump), s.spike),
+        spike_step=jnp.where(new_spike, t, s.spike_step),
+        spike_base=jnp.where(new_spike, s.running_min, s.spike_base),
+        spike_recover=jnp.where(new_spike, -1, jnp.where(back, t, s.spike_recover)),
         above_since=jnp.where(~live, s.above_since, jnp.where(
             loss > initial, jnp.where(s.above_since < 0, t, s.above_since), -1)),
         final_acc=jnp.where(s.alive, acc, s.final_acc),
@@ -137,17 +153,31 @@ def _update_stats(s: Stats, loss, acc, t):
     return s2, live, jnp.where(s.alive, loss, jnp.nan), jnp.where(s.alive, acc, jnp.nan)
 
 
+def run_keys(seed) -> jax.Array:
+    """A run's four independent random streams, all from its own seed: initial weights,
+    mini-batch order, dropout masks, the sharpness's start vector."""
+    return jax.random.split(jax.random.PRNGKey(seed), 4)
+
+
+def init_params_of(model: Model, seed):
+    """The weights a run with this seed starts from, before `init_scale`: model.init of the
+    run's first stream. `engine.compiled_init` vmaps this over a block's seeds."""
+    return model.init(run_keys(seed)[0])
+
+
 def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
               init_params: Any = None) -> Trajectory:
-    """Train one run with hyperparameters `hp` (scalars: `seed`, `learning_rate`, ...)."""
+    """Train one run with hyperparameters `hp` (scalars: `seed`, `learning_rate`, ...).
+
+    `init_params`: the run's starting weights (the caller's shared ones, or its own draw made
+    by the engine's init program); None draws them here from the seed, the same weights."""
     TRACE_COUNT["train_one"] += 1
     dt = jnp.dtype(static.dtype)
     sdt = stat_dtype(static.dtype)
-    key = jax.random.PRNGKey(hp["seed"])
-    # one independent stream per purpose, all from the run's own seed
-    k_init, k_batch, k_drop, k_sharp = jax.random.split(key, 4)
+    _, k_batch, k_drop, k_sharp = run_keys(hp["seed"])
 
-    params = init_params if static.custom_init else static.model.init(k_init)
+    params = init_params if init_params is not None else init_params_of(static.model,
+                                                                        hp["seed"])
     scale = hp["init_scale"]
     params = jax.tree.map(lambda p: (p * scale).astype(dt), params)
     # hyperparameters stay in float32 for bfloat16 runs: 0.01 is 0.010009765625 in bfloat16
@@ -275,6 +305,8 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
         recover_step=stats.recover_step,
         rebound=stats.rebound,
         spike_ratio=stats.spike,
+        spike_step=stats.spike_step,
+        spike_recover_step=stats.spike_recover,
         above_since=stats.above_since,
         final_accuracy=stats.final_acc,
         sharpness_init=sharp_init,

@@ -154,7 +154,8 @@ def test_huge_grids_are_refused_before_they_are_built(sweep):
 def test_seeds_name_the_int32_range(bad):
     with pytest.raises(ConfigError, match=r"\[0, 2147483647\]"):
         cfg.parse(bad)
-    assert cfg.parse({"train": {"seed": 2**31 - 1}, "sweep": {"seed": [0, 2**31 - 1]}})
+    ok = cfg.parse({"train": {"seed": 2**31 - 1}, "sweep": {"seed": [0, 2**31 - 1]}})
+    assert ok.train.seed == 2**31 - 1 and list(ok.sweep["seed"]) == [0, 2**31 - 1]
 
 
 def test_validator_messages_state_the_value_once():
@@ -190,8 +191,10 @@ def test_hyperparameters_must_survive_the_run_dtype(raw, key):
 
 
 def test_hyperparameters_in_range_of_the_run_dtype_pass():
-    assert cfg.parse({"train": {"dtype": "float64"}, "sweep": {"learning_rate": [1e300]}})
-    assert cfg.parse({"sweep": {"learning_rate.0": [0.0, 1e-30], "weight_decay": [0.0]}})
+    big = cfg.parse({"train": {"dtype": "float64"}, "sweep": {"learning_rate": [1e300]}})
+    assert list(big.sweep["learning_rate"]) == [1e300]
+    small = cfg.parse({"sweep": {"learning_rate.0": [0.0, 1e-30], "weight_decay": [0.0]}})
+    assert list(small.sweep["learning_rate.0"]) == [0.0, 1e-30]
 
 
 def test_config_path_that_is_a_folder_or_unreadable(tmp_path, monkeypatch):

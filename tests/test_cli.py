@@ -115,6 +115,24 @@ def test_help_on_every_command(capsys):
         assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out, cmd
 
 
+@pytest.mark.parametrize("argv, hint", [
+    (["rn"], "(did you mean 'run'?)"),
+    (["critical_lr"], "(did you mean 'critical-lr'?)"),
+    (["run", "--chunksize", "64"], "(did you mean '--chunk-size'?)"),
+    (["run", "--memory-budgte=1GB"], "(did you mean '--memory-budget'?)"),
+    (["run", "--zzzzzz"], None),
+])
+def test_mistyped_command_or_flag_gets_a_suggestion(argv, hint, capsys, tmp_path,
+                                                    monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, err
+    assert (hint in err) if hint else "did you mean" not in err, err
+    assert not any(tmp_path.iterdir())  # refused before anything ran
+
+
 def test_seed_question_lr_001_converges_lr_1_catapults(tmp_path):
     """The default experiment restricted to the two rates of the question (all 16 seeds), and
     two rows of the README's table between them (a block of runs is padded to 32 per device

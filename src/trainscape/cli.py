@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import sys
 from pathlib import Path
@@ -15,8 +16,36 @@ from .errors import InputError
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # usage errors: one line, exit 2
-        self.exit(2, f"{self.prog}: error: {message}\n")
+    def error(self, message):  # usage errors: one line, exit 2, with a suggestion if near
+        self.exit(2, f"{self.prog}: error: {message}{self._suggest(message)}\n")
+
+    def _suggest(self, message: str) -> str:
+        """' (did you mean ...?)' for a mistyped sub-command or flag, else ''."""
+        from .config import _did_you_mean
+
+        choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+        if choice:
+            return _did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            flags = _option_strings(self)
+            for token in shlex.split(unknown.group(1)):
+                if token.startswith("-") and token.split("=")[0] not in flags:
+                    hint = _did_you_mean(token.split("=")[0], flags)
+                    if hint:
+                        return hint
+        return ""
+
+
+def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
+    """Every flag of `parser` and of its sub-commands' parsers."""
+    out = []
+    for action in parser._actions:
+        out += [o for o in action.option_strings if o.startswith("--")]
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out += _option_strings(sub)
+    return sorted(set(out))
 
 
 def _positive_int(text: str) -> int:

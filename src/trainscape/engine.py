@@ -148,7 +148,7 @@ def compiled_sweep(static: Static, devices: tuple = ()):
 
 # The init program runs once per block and its compile time is what a user waits for: XLA:CPU
 # took 3.2-4.9 s to compile the threefry and normal-sampler kernels of a block's draws at its
-# default LLVM optimization level (2), 1.2-1.6 s at level 1, with bit-identical draws for every
+# default LLVM optimization level (2), 0.8-1.6 s at level 1, with bit-identical draws for every
 # built-in init in float32, float64 and bfloat16 (measured on a 2-core Zen 1; level 0 changed
 # the normal sampler's last bits). tests/test_engine.py checks level 1 against level 2.
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
@@ -169,12 +169,11 @@ def compiled_init(model, devices: tuple = ()):
     def draw_init(seeds):
         return jax.vmap(lambda seed: init_params_of(model, seed))(seeds)
 
-    draw = draw_init
     if len(devices) <= 1:
-        return jax.jit(draw, compiler_options=options)
+        return jax.jit(draw_init, compiler_options=options)
     mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
     P = jax.sharding.PartitionSpec
-    return jax.jit(jax.shard_map(draw, mesh=mesh, in_specs=P("runs"), out_specs=P("runs"),
+    return jax.jit(jax.shard_map(draw_init, mesh=mesh, in_specs=P("runs"), out_specs=P("runs"),
                                  check_vma=False), compiler_options=options)
 
 

@@ -291,6 +291,14 @@ def _is_numeric_dtype(dtype: Any) -> bool:
     )
 
 
+# The exact float of each written decimal: before 3.1, pandas' default CSV parser was 1 ulp off
+# for 10% of a test table's values (pandas 3.0.6) unless asked for "round_trip"; 3.1 made that
+# the default and deprecated the argument.
+def _csv_args(pd) -> dict:
+    major_minor = tuple(int(v) for v in pd.__version__.split(".")[:2])
+    return {} if major_minor >= (3, 1) else {"float_precision": "round_trip"}
+
+
 def _to_numpy(a: Any, dtype: Any) -> np.ndarray:
     """A pandas frame or series as `dtype`, missing values as NaN. Only a float target can hold
     NaN (and integer/bool NumPy columns have no missing values): pandas 3.0 raises on an
@@ -393,10 +401,7 @@ def _load_table(p: Path, suffix: str, target: str, source: str):
     import pandas as pd
 
     try:
-        # round_trip: the exact float of each written decimal (pandas' default parser was 1 ulp
-        # off for 10% of a test table's values under pandas 3.0.6)
-        df = (pd.read_csv(p, float_precision="round_trip") if suffix == ".csv"
-              else pd.read_parquet(p))
+        df = pd.read_csv(p, **_csv_args(pd)) if suffix == ".csv" else pd.read_parquet(p)
     except Exception as e:  # pandas/pyarrow raise many types for unreadable files
         raise DataError(f"{source}: cannot be read ({_first_line(e)})") from e
     columns = [str(c) for c in df.columns]

@@ -1,22 +1,104 @@
 #!/usr/bin/env bash
-# The GPU benchmark as one prepared script: install JAX with CUDA, run `trainscape bench` on
-# both workloads, write bench.json / bench.md (and the memory table) under $OUT.
+# The GPU checks as one prepared script, each step under its own time limit so that one slow or
+# failing step cannot cost the others' numbers. Needs a Python whose JAX sees the GPU
+# (`pip install -U "jax[cuda12]"`, or a machine image that has it); PyTorch with CUDA is used for
+# the torch peers when present. Everything lands in $OUT (at most 8 files):
+#
+#   log.txt            versions, nvidia-smi, and every step's output with its wall time
+#   bench-seed.json/.md, bench-small.json/.md
+#                      `trainscape bench --workload W`: run-steps/s, ratios, utilization
+#                      against the GPU's own float32 matmul rate at precision HIGHEST
+#   runs.tar.gz        runs.parquet + meta.json of the GPU sweeps below
+#
+# Steps: (1) the bench; (2) the default experiment (`trainscape run`, the seed question) with
+# matmul_precision "highest" (the default) and "default" (TF32 on this GPU), and
+# compare-precision between them and against the CPU copy in results/studies/seed_question, and
+# the highest run repeated in a fresh process, compared bit for bit;
+# (3) the default test suite with the GPU as JAX's default backend.
 #
 #   OUT=/some/folder bash experiments/gpu_bench.sh
 #
-# Peers on the GPU: the engine and the Python-driven JAX step loop run on the GPU; the NumPy
-# loop runs on the host's CPU (what a user without trainscape would run). The utilization
-# denominator is the GPU's own float32 2048x2048 matmul rate at precision HIGHEST, the
-# precision the engine uses by default ([train] matmul_precision = "highest": no TF32).
-# PyTorch peers are left out: a CUDA build of torch is a multi-GB download.
-set -euo pipefail
+# Offline machines: Python wheels in ./.whl (e.g. pydantic for Python 3.12) are installed into
+# /tmp/site first. Knobs (also for a smoke test on a CPU): WORKLOADS, PEERS,
+# BENCH_ARGS, RUN_SETS, TEST_ARGS, SKIP_TESTS, PYTHON.
 OUT=${OUT:-results/bench/gpu}
+PY=${PYTHON:-python3}
 mkdir -p "$OUT"
-python -m venv .venv-gpu
-. .venv-gpu/bin/activate
-pip install -q --upgrade pip
-pip install -q -e . "jax[cuda12]"
-nvidia-smi > "$OUT/nvidia-smi.txt" 2>&1 || true
-python -c "import jax; print(jax.devices())" | tee "$OUT/devices.txt"
-trainscape bench --workload all --peers engine,jax_step_loop,numpy_loop --repeats 2 \
-    --out "$OUT" 2>&1 | tee "$OUT/bench.log"
+W=$(mktemp -d)
+export PYTHONUNBUFFERED=1
+# JAX and torch share the GPU in the bench process: no up-front grab of 75% of its memory
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
+fi
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+LOG="$OUT/log.txt"
+
+step() {  # step NAME SECONDS CMD...: run CMD under a time limit, log its output and wall time
+    local name=$1 lim=$2 t0=$SECONDS rc
+    shift 2
+    echo "== $name: $* (limit ${lim}s, $(date -u +%T))" | tee -a "$LOG"
+    timeout "$lim" "$@" 2>&1 | tee -a "$LOG"
+    rc=${PIPESTATUS[0]}
+    echo "== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$LOG"
+}
+
+{
+    date -u
+    nvidia-smi || true
+    nproc
+    "$PY" - <<'EOF'
+import importlib, sys
+print("python", sys.version.split()[0], sys.executable)
+for m in ("jax", "jaxlib", "optax", "numpy", "pandas", "pyarrow", "pydantic", "torch",
+          "trainscape"):
+    try:
+        print(m, importlib.import_module(m).__version__)
+    except Exception as e:  # noqa: BLE001
+        print(m, "missing:", e)
+import jax
+print("devices", jax.devices(), "backend", jax.default_backend())
+EOF
+} 2>&1 | tee -a "$LOG"
+
+for wl in ${WORKLOADS:-seed small}; do  # one process each: a timeout costs one workload only
+    step "bench-$wl" 150 "$PY" -m trainscape bench --workload "$wl" ${BENCH_ARGS:---repeats 3} \
+        ${PEERS:+--peers $PEERS} \
+        --out "$W/bench-$wl"
+    for f in json md; do cp "$W/bench-$wl/bench.$f" "$OUT/bench-$wl.$f" 2>/dev/null; done
+done
+
+step run-highest 120 "$PY" -m trainscape run --no-progress ${RUN_SETS:-} --out "$W/seed_question_highest"
+# the same sweep again in a fresh process that compiles (and autotunes) everything anew:
+# are a GPU's results the same bits from one process to the next?
+step run-again 120 "$PY" -m trainscape run --no-progress --no-plot --no-cache ${RUN_SETS:-} \
+    --out "$W/seed_question_again"
+SAME_BITS='
+import sys, numpy as np, pandas as pd
+a, b = (pd.read_parquet(f"{d}/runs.parquet") for d in sys.argv[1:])
+num = [c for c in a.columns if a[c].dtype.kind == "f"]
+same = {c: int(np.array_equal(a[c].to_numpy(), b[c].to_numpy(), equal_nan=True)) for c in num}
+rows = int((~np.isclose(a[num], b[num], rtol=0, atol=0, equal_nan=True)).any(axis=1).sum())
+print(f"runs with any float column different: {rows} of {len(a)}; labels different: "
+      f"{int((a.label != b.label).sum())}; column identical: {same}")
+'
+step same-bits 60 "$PY" -c "$SAME_BITS" "$W/seed_question_highest" "$W/seed_question_again"
+# and twice more with XLA's deterministic-ops flag (GPU autotuning picks by timing)
+for i in 1 2; do
+    XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_deterministic_ops=true" step "run-det$i" 120 \
+        "$PY" -m trainscape run --no-progress --no-plot --no-cache ${RUN_SETS:-} --out "$W/det$i"
+done
+step same-bits-det 60 "$PY" -c "$SAME_BITS" "$W/det1" "$W/det2"
+step run-tf32 120 "$PY" -m trainscape run --no-progress --no-plot ${RUN_SETS:-} \
+    --set train.matmul_precision=default --out "$W/seed_question_tf32"
+step compare-tf32 60 "$PY" -m trainscape compare-precision \
+    "$W/seed_question_highest" "$W/seed_question_tf32"
+step compare-cpu 60 "$PY" -m trainscape compare-precision \
+    results/studies/seed_question "$W/seed_question_highest"
+(cd "$W" && tar czf "$OUT/runs.tar.gz" --exclude=curves.parquet --exclude='*.png' \
+    seed_question_highest seed_question_again seed_question_tf32 2>/dev/null)
+
+[ -n "${SKIP_TESTS:-}" ] || step tests 150 "$PY" -m pytest -q -p no:cacheprovider -o addopts="-ra" -m "not slow" \
+    ${TEST_ARGS:--n 8} tests
+echo "== done $(date -u +%T)" | tee -a "$LOG"

@@ -20,12 +20,18 @@ Each workload also gets a matmul bound: the run-step's matrix products alone (`s
 laid out and grouped as the engine trains that network, timed after every round like the
 matmul rate. It says how much of a step's time is left to anything but its matmuls, and so
 whether a target needs more than XLA's matmuls of those shapes can give.
+
+On a GPU (JAX's default backend) the torch peers run on CUDA when torch was built with it, the
+vmapped peers get the whole grid, and every peer's float32 matmuls are true float32 (no TF32),
+the precision of the engine's default ``matmul_precision = "highest"``. The NumPy loop stays on
+the host's CPU: it is what a user without trainscape runs.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import platform
@@ -275,14 +281,32 @@ def _torch_loss(params, X, y):
     return torch.mean(F.softplus(z) - y * z)
 
 
+def _torch_device() -> str:
+    """Where the torch peers run: on the GPU when the engine does (JAX's default backend is a
+    GPU and torch was built with CUDA), else on the CPU. TF32 stays off either way, as in the
+    engine's default ``matmul_precision = "highest"``."""
+    import torch
+
+    if jax.default_backend() == "gpu" and torch.cuda.is_available():
+        torch.backends.cuda.matmul.allow_tf32 = False
+        return "cuda"
+    return "cpu"
+
+
+def _to_torch(a: np.ndarray):
+    import torch
+
+    return torch.from_numpy(a).to(_torch_device())
+
+
 def _prepare_torch_eager(X, y, inits, lrs, steps) -> Prepared:
     import torch
 
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    inits_t = [[(torch.from_numpy(W), torch.from_numpy(b)) for W, b in p] for p in inits]
+    Xt, yt = _to_torch(X), _to_torch(y)
+    inits_t = [[(_to_torch(W), _to_torch(b)) for W, b in p] for p in inits]
 
     def run(inits_t, lrs, steps) -> np.ndarray:
-        losses = torch.empty((len(inits_t), steps), dtype=torch.float32)
+        losses = torch.empty((len(inits_t), steps), dtype=torch.float32, device=Xt.device)
         for r, (p0, lr) in enumerate(zip(inits_t, lrs, strict=True)):
             params = [(W.clone().requires_grad_(), b.clone().requires_grad_()) for W, b in p0]
             flat = [t for pair in params for t in pair]
@@ -295,7 +319,7 @@ def _prepare_torch_eager(X, y, inits, lrs, steps) -> Prepared:
                     for p in flat:
                         p -= lr * p.grad
                         p.grad = None
-        return losses.numpy()
+        return losses.cpu().numpy()  # on a GPU this waits for the last step
 
     run(inits_t[:1], lrs[:1], 1)  # autograd's first backward allocates its engine threads
 
@@ -309,14 +333,14 @@ def _prepare_torch_vmap(X, y, inits, lrs, steps) -> Prepared:
     import torch
     from torch.func import grad_and_value, vmap
 
-    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
-    stacked = [(torch.from_numpy(W), torch.from_numpy(b)) for W, b in _stack(inits)]
-    lr_t = torch.from_numpy(np.asarray(lrs, dtype=np.float32))
+    Xt, yt = _to_torch(X), _to_torch(y)
+    stacked = [(_to_torch(W), _to_torch(b)) for W, b in _stack(inits)]
+    lr_t = _to_torch(np.asarray(lrs, dtype=np.float32))
     lr_W, lr_b = lr_t[:, None, None], lr_t[:, None]
     step_grad = vmap(grad_and_value(_torch_loss), in_dims=(0, None, None))
 
     def run(params, n_steps):
-        losses = torch.empty((len(inits), n_steps), dtype=torch.float32)
+        losses = torch.empty((len(inits), n_steps), dtype=torch.float32, device=Xt.device)
         with torch.no_grad():
             for t in range(n_steps):
                 grads, loss = step_grad(params, Xt, yt)
@@ -325,7 +349,7 @@ def _prepare_torch_vmap(X, y, inits, lrs, steps) -> Prepared:
                     (W - lr_W * gW, b - lr_b * gb)
                     for (W, b), (gW, gb) in zip(params, grads, strict=True)
                 ]
-        return losses.numpy()
+        return losses.cpu().numpy()
 
     run(stacked, 1)  # vmap/grad build their dispatch caches on the first call
 
@@ -336,11 +360,13 @@ def _prepare_torch_vmap(X, y, inits, lrs, steps) -> Prepared:
 
 
 def _jax_loss(params, X, y):
+    # the engine's default precision: true float32 on a GPU (XLA's default there may be TF32)
+    dot = functools.partial(jnp.matmul, precision=lax.Precision.HIGHEST)
     h = X
     for W, b in params[:-1]:
-        h = jnp.tanh(h @ W + b)
+        h = jnp.tanh(dot(h, W) + b)
     W, b = params[-1]
-    z = (h @ W + b)[:, 0]
+    z = (dot(h, W) + b)[:, 0]
     return jnp.mean(jnp.logaddexp(z, 0) - y * z)
 
 
@@ -595,7 +621,9 @@ def _setup_peer(peer: str, w: Workload, X, y) -> Setup:
             f"one run at a time: {len(idx)} of {w.n_runs} runs timed (diagonal of the grid),"
             " rate extrapolated per run-step"
         )
-    elif w.vmap_runs is not None and w.vmap_runs < w.n_runs:
+    elif w.vmap_runs is not None and w.vmap_runs < w.n_runs and jax.default_backend() == "cpu":
+        # the subset keeps a CPU's repeats short; an accelerator gets the whole grid, which a
+        # batch of a few dozen runs would leave mostly idle
         idx = subset_indices(w.n_runs, w.vmap_runs)
         note = f"{len(idx)} of {w.n_runs} runs in one batch"
     else:
@@ -604,6 +632,8 @@ def _setup_peer(peer: str, w: Workload, X, y) -> Setup:
     sizes = (X.shape[1], *w.hidden, 1)
     inits = [init_params(sizes, w.init, int(s)) for s in seed_all[idx]]
     train = _PREPARE[peer](X, y, inits, lr_all[idx], w.steps)
+    if peer in TORCH_PEERS:
+        note += f"; torch on {_torch_device()}"
     info = {"status": "ok", "runs_timed": int(len(idx)), "steps": w.steps,
             "run_steps_timed": int(len(idx)) * w.steps, "note": note}
 
@@ -833,6 +863,9 @@ def machine_info() -> dict:
 
         info["torch"] = torch.__version__
         info["torch_threads"] = torch.get_num_threads()
+        info["torch_device"] = _torch_device()
+        if info["torch_device"] == "cuda":
+            info["torch_cuda_device"] = torch.cuda.get_device_name(0)
     except ImportError:
         info["torch"] = None
     try:

@@ -4,6 +4,26 @@ import pytest
 matplotlib.use("Agg")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked `cpu_only("why")` when JAX's default backend is not a CPU (the suite
+    run on a GPU machine): they assert facts of XLA:CPU or of this project's CPU setup."""
+    marked = [item for item in items if item.get_closest_marker("cpu_only")]
+    if not marked:
+        return
+    import jax
+
+    import trainscape  # noqa: F401 - sets JAX's CPU device count before the backend starts
+
+    backend = jax.default_backend()
+    if backend == "cpu":
+        return
+    for item in marked:
+        why = item.get_closest_marker("cpu_only").args
+        item.add_marker(pytest.mark.skip(
+            reason=f"CPU-only ({why[0] if why else 'asserts CPU behaviour'}); backend is "
+                   f"{backend}"))
+
+
 @pytest.fixture(autouse=True)
 def _close_figures():
     yield

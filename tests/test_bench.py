@@ -301,6 +301,7 @@ def test_utilization_uses_the_best_matmul_rate_of_the_run(monkeypatch, small_mat
         r["run_steps_per_s"] * w["useful_flops_per_run_step"] / 7e9)
 
 
+@pytest.mark.cpu_only("the 2-core CPU targets are reported on a CPU only")
 def test_targets_are_reported_on_cpu_only(monkeypatch, small_matmul):
     import dataclasses
 

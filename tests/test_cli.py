@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 from types import SimpleNamespace
 
+import jax
 import pandas as pd
 import pytest
 
@@ -47,7 +48,7 @@ def test_run_writes_results_and_figures(tiny, tmp_path, capsys):
     assert len(res.runs) == 10 and res.config.name == "tiny"
     assert len(res.curves) == 10 * 21
     meta = json.loads((out / "meta.json").read_text())
-    assert meta["backend"] == "cpu" and meta["versions"]["jax"]
+    assert meta["backend"] == jax.default_backend() and meta["versions"]["jax"]
     assert not (out / "chunks").exists() and not (out / ".lock").exists()
 
 

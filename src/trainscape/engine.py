@@ -24,13 +24,53 @@ from jax import lax
 
 from .train import Static, Trajectory, init_params_of, train_one
 
-# Every compiled program trains exactly BLOCK runs per device. XLA's float rounding depends on
-# the batch size it was compiled for (measured: a run's float32 gradient differs in the last
-# bit between batches of 7, 9 and 64), and at large learning rates training is chaotic enough
-# to amplify that into different labels. Fixing the per-device batch makes every run's result
-# independent of the chunk size, the grid size and its position in the grid.
+# Every compiled program trains exactly `block_of(static, x)` runs per device: BLOCK on CPUs,
+# more on GPUs and TPUs (`block_runs`). XLA's float rounding depends on the batch size it was
+# compiled for (measured: a run's float32 gradient differs in the last bit between batches of 7,
+# 9 and 64), and at large learning rates training is chaotic enough to amplify that into
+# different labels. Fixing the per-device batch makes every run's result independent of the
+# chunk size, the grid size and its position in the grid. The block depends only on the
+# network, the data's shape and the platform.
 BLOCK = 32
-DEFAULT_CHUNK = 4 * BLOCK  # runs per device per chunk (a chunk is the unit saved to disk)
+# A GPU needs far more runs per program than a CPU core: each step of a block is a chain of
+# small kernels whose time is mostly launch latency, so blocks of 32 left an H200 nearly idle
+# (measured, `small` bench workload: 0.07x the run-steps/s of a JAX step loop over all 4096
+# runs at once). Blocks of 1024 for every network fixed that (0.55x) but padded the `seed`
+# workload's 256 runs to 1024 (0.27x). So an accelerator's block is the smallest power of two
+# from BLOCK up whose runs do ACCEL_BLOCK_FLOPS of work per step, at most ACCEL_BLOCK_MAX
+# (results/bench/README.md, "GPU").
+ACCEL_BLOCK_FLOPS = 8e9
+ACCEL_BLOCK_MAX = 4096
+DEFAULT_BLOCKS_PER_CHUNK = 4  # a chunk (the unit saved to disk) is this many blocks per device
+
+
+def block_runs(platform: str | None = None, flops_per_run_step: float | None = None) -> int:
+    """Runs per device in every compiled program on `platform` (default: JAX's default
+    backend, which `run_devices` uses) for a network doing `flops_per_run_step` (6 x rows x
+    parameters; None: the largest block of the platform)."""
+    if (platform or jax.default_backend()) == "cpu":
+        return BLOCK
+    block = BLOCK
+    while block < ACCEL_BLOCK_MAX and (flops_per_run_step is None
+                                       or block * flops_per_run_step < ACCEL_BLOCK_FLOPS):
+        block *= 2
+    return block
+
+
+def block_of(static, x, platform: str | None = None) -> int:
+    """`block_runs` for one program: the network of `static` on data `x` (n, d)."""
+    rows = static.batch_size or x.shape[0]
+    return block_runs(platform, 6 * rows * n_params(static))
+
+
+def groups_block(groups, x, platform: str | None = None) -> int:
+    """The block chunks are counted in for a sweep of several programs (`(Static, rows)`
+    groups, or one Static): the largest of theirs. Blocks are powers of two, so it is a whole
+    number of every program's block."""
+    statics = [groups] if isinstance(groups, Static) else [st for st, _ in groups]
+    return max(block_of(st, x, platform) for st in statics)
+
+
 # On CPU a block's runs are trained in groups doing at least this much work per step
 # (`sub_batch`); the whole block at once on other platforms.
 SUB_BATCH_FLOPS = 32e6
@@ -198,10 +238,10 @@ def sub_batch(static: Static, x, platform: str | None = None) -> int:
 
 def group_size(flops_per_run_step: float, platform: str | None = None) -> int:
     """`sub_batch`'s rule on a run-step's work (6 x rows x parameters): the smallest power of
-    two, at most BLOCK, whose group does at least SUB_BATCH_FLOPS per step on CPU; BLOCK on
-    other platforms."""
+    two, at most BLOCK, whose group does at least SUB_BATCH_FLOPS per step on CPU; the whole
+    block (`block_runs`) on other platforms."""
     if (platform or jax.default_backend()) != "cpu":
-        return BLOCK
+        return block_runs(platform, flops_per_run_step)
     sub = 1
     while sub < BLOCK and sub * flops_per_run_step < SUB_BATCH_FLOPS:
         sub *= 2
@@ -261,18 +301,20 @@ def run_devices() -> list:
     return jax.local_devices()
 
 
-def plan_chunks(n_runs: int, chunk_size: int | None, n_devices: int = 1) -> int:
-    """Runs per chunk: `chunk_size` (default DEFAULT_CHUNK per device) balanced so the last chunk
-    is not mostly padding, then rounded up to whole blocks (BLOCK runs on each device)."""
-    group = BLOCK * n_devices
-    cap = max(1, min(chunk_size or DEFAULT_CHUNK * n_devices, n_runs))
+def plan_chunks(n_runs: int, chunk_size: int | None, n_devices: int = 1,
+                block: int = BLOCK) -> int:
+    """Runs per chunk: `chunk_size` (default DEFAULT_BLOCKS_PER_CHUNK blocks per device) balanced
+    so the last chunk is not mostly padding, then rounded up to whole blocks (`block` runs on
+    each device; see `groups_block`)."""
+    group = block * n_devices
+    cap = max(1, min(chunk_size or DEFAULT_BLOCKS_PER_CHUNK * group, n_runs))
     n_chunks = -(-n_runs // cap)
     size = -(-n_runs // n_chunks)
     return -(-size // group) * group
 
 
-def default_chunk_size(n_runs: int) -> int:
-    return plan_chunks(n_runs, None, len(run_devices()))
+def default_chunk_size(n_runs: int, block: int = BLOCK) -> int:
+    return plan_chunks(n_runs, None, len(run_devices()), block)
 
 
 def chunk_layout(groups: list, size: int) -> list[tuple]:
@@ -298,8 +340,9 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
     groups = static
     n = sum(len(rows) for _, rows in groups)
     devices = run_devices()
-    group_runs = BLOCK * len(devices)
-    size = -(-(chunk_size or default_chunk_size(n)) // group_runs) * group_runs
+    block = groups_block(groups, x, devices[0].platform)
+    group_runs = block * len(devices)
+    size = -(-(chunk_size or default_chunk_size(n, block)) // group_runs) * group_runs
     placed: dict = {}  # per static: its devices, shardings, compiled program and data
     for index, (st, rows) in enumerate(chunk_layout(groups, size)):
         if index in skip:
@@ -358,7 +401,7 @@ def _place(st: Static, devices: list, x, y, init_params):
     if init_params is not None:
         ip = jax.device_put(jax.tree.map(lambda p: jnp.asarray(p, dt), init_params), replicated)
     return (compiled_sweep(st, tuple(devs)), compiled_init(st.model, tuple(devs)), by_run, xd,
-            yd, ip, BLOCK * len(devs))
+            yd, ip, block_of(st, x, devs[0].platform) * len(devs))
 
 
 def n_chunks(n_runs: int, chunk_size: int) -> int:

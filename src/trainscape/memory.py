@@ -1,7 +1,7 @@
 """How much memory a sweep needs, how much the machine has, and what an allocation failure
 looks like.
 
-`ts.run` checks these before compiling anything: a grid whose smallest chunk (`engine.BLOCK`
+`ts.run` checks these before compiling anything: a grid whose smallest chunk (`engine.block_runs()`
 runs per device) cannot fit is refused with the estimate, and a chunk the estimate says will not
 fit is dispatched a few blocks at a time. The estimate is deliberately rough (right within a
 small factor, erring high); a chunk that still fails to allocate is retried in halves by

@@ -12,7 +12,7 @@ The probe result (seconds per run-step) is cached in `trainscape-probe.json` nex
 compile cache, keyed by everything that sets a run-step's cost (network, data shape, dtype,
 optimizer, loss, batch size, devices, software), so a second sweep of the same shapes does not
 probe again.
-Chunk sizes only group runs: they never change a run's result (see engine.BLOCK).
+Chunk sizes only group runs: they never change a run's result (see engine.block_runs).
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def shape_key(prep) -> str | None:
         "loss": st.loss, "optimizer": st.optimizer, "dropout": st.dropout, "l2": st.l2,
         "clip": st.grad_clip, "accuracy": st.accuracy, "precision": st.matmul_precision,
         "devices": [len(devices), devices[0].platform, devices[0].device_kind],
-        "jax": jax.__version__, "block": engine.BLOCK,
+        "jax": jax.__version__, "block": prep.block,
         # the engine's version too: a new one can run the same shapes at another speed (0.6.0
         # trains wide networks' runs in groups, 1.4x faster), and a stale probe sizes chunks
         # for the old speed
@@ -108,7 +108,7 @@ def probe_seconds_per_run_step(prep) -> tuple[float, bool]:
     st, rows = prep.groups[0]
     steps = min(st.steps, PROBE_STEPS)
     probe = st._replace(steps=steps, record_every=steps, sharpness=False, sharpness_every=0)
-    group = engine.BLOCK * len(engine.run_devices())
+    group = prep.block * len(engine.run_devices())
     rows = np.resize(rows, group)  # a grid smaller than one block repeats its runs
 
     def once() -> float:
@@ -136,6 +136,6 @@ def auto_chunk_size(prep, default: int, n_dev: int) -> tuple[int, dict]:
     want = int(TARGET_CHUNK_SECONDS / (rate * prep.static.steps))
     recorded = len(range(0, prep.static.steps, prep.static.record_every)) + 1
     cap = MAX_CHUNK_TABLE_BYTES // memory.host_results_bytes(1, recorded)
-    size = engine.plan_chunks(n, max(min(want, cap), 1), n_dev)
+    size = engine.plan_chunks(n, max(min(want, cap), 1), n_dev, prep.block)
     return size, {"probe": {"seconds_per_run_step": rate, "cached": cached,
                             "target_chunk_seconds": TARGET_CHUNK_SECONDS}}

@@ -97,8 +97,9 @@ step compare-tf32 60 "$PY" -m trainscape compare-precision \
 step compare-cpu 60 "$PY" -m trainscape compare-precision \
     results/studies/seed_question "$W/seed_question_highest"
 (cd "$W" && tar czf "$OUT/runs.tar.gz" --exclude=curves.parquet --exclude='*.png' \
-    seed_question_highest seed_question_again seed_question_tf32 2>/dev/null)
+    seed_question_highest seed_question_again det1 det2 seed_question_tf32 2>/dev/null)
 
-[ -n "${SKIP_TESTS:-}" ] || step tests 150 "$PY" -m pytest -q -p no:cacheprovider -o addopts="-ra" -m "not slow" \
-    ${TEST_ARGS:--n 8} tests
+# tests marked cpu_only skip themselves on a GPU
+[ -n "${SKIP_TESTS:-}" ] || step tests 150 "$PY" -m pytest -q -p no:cacheprovider \
+    -o addopts="-ra" -m "not slow" ${TEST_ARGS:--n 8} tests
 echo "== done $(date -u +%T)" | tee -a "$LOG"

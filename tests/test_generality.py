@@ -389,6 +389,25 @@ def test_compare_says_when_more_than_the_precision_differs():
     assert "note: both sweeps are float32" in format_summary(same)
 
 
+def test_compare_names_the_matmul_precision_when_it_differs():
+    """Two float32 sweeps at matmul precision "highest" and "default" (TF32 on a GPU) differ in
+    precision: the sides are named by it and no note says the precision is the same."""
+    a = fake_results(["converged"] * 5 + ["catapult"])
+    b = fake_results(["converged"] * 5 + ["oscillating"])
+    b.config = ts.parse({"train": {"matmul_precision": "default"},
+                         "sweep": {"learning_rate": [0.1, 1.0, 10.0], "seed": [0, 1]}})
+    df = compare(a, b)
+    assert (df.attrs["name_a"], df.attrs["name_b"]) == ("float32 matmul highest",
+                                                         "float32 matmul default")
+    assert df.attrs["config_differences"] == [] and df.attrs["notes"] == []
+    text = format_summary(df)
+    assert "1 of 6 cells (16.7%) have a different label in float32 matmul default" in text
+    assert "catapult (float32 matmul highest) -> oscillating (float32 matmul default)" in text
+    b.config = ts.parse({"train": {"matmul_precision": "default", "steps": 50},
+                         "sweep": {"learning_rate": [0.1, 1.0, 10.0], "seed": [0, 1]}})
+    assert compare(a, b).attrs["config_differences"] == ["train.steps"]
+
+
 def test_compare_precision_picks_two_of_three_dtypes(tmp_path):
     dts = ["float32", "float64", "bfloat16"]
     exp = ts.parse({"sweep": {"dtype": dts, "learning_rate": [0.1, 1.0]}})

@@ -18,6 +18,8 @@ from .results import Results, load
 
 # the axis that is compared across, never joined on
 PRECISION_AXIS = "dtype"
+# the other half of a sweep's precision: the float32 matmuls' (e.g. "highest" against TF32)
+MATMUL_PRECISION_KEY = "train.matmul_precision"
 MAX_ROWS_PRINTED = 40
 
 
@@ -44,10 +46,11 @@ def compare(a, b) -> pd.DataFrame:
     Runs are joined on their axis columns (all but `dtype`), which must describe the same grid.
     Returns one row per differing cell: the axis columns, `label_a`, `label_b`, `final_loss_a`,
     `final_loss_b`. `df.attrs` holds `n_compared`, `n_differ`, `fraction_differs`, `axes`,
-    `name_a`, `name_b`, `transitions` ({"label_a -> label_b": count}),
+    `name_a`, `name_b` (the dtypes, with the matmul precisions when those differ, e.g. "float32
+    matmul highest"), `transitions` ({"label_a -> label_b": count}),
     `config_differences` (config keys that differ besides the name and the precision, see
-    :func:`config_differences`) and `notes` (what `format_summary` prints about them, and
-    about two sweeps of the same precision).
+    :func:`config_differences`; `train.matmul_precision` counts as precision) and `notes`
+    (what `format_summary` prints about them, and about two sweeps of the same precision).
     """
     ra, rb = _as_results(a, "a"), _as_results(b, "b")
     for res, which in ((ra, "a"), (rb, "b")):
@@ -60,11 +63,14 @@ def compare(a, b) -> pd.DataFrame:
     if set(axes_a) != set(axes_b):
         raise InputError(f"compare: the grids differ: a has axes {axes_a}, b has axes {axes_b}")
     name_a, name_b = _dtype_of(ra), _dtype_of(rb)
+    mp_a, mp_b = ra.config.train.matmul_precision, rb.config.train.matmul_precision
+    if mp_a != mp_b:  # the matmul precision is the precision compared too (TF32 on a GPU)
+        name_a, name_b = f"{name_a} matmul {mp_a}", f"{name_b} matmul {mp_b}"
     notes = []
     if name_a == name_b:
         notes.append(f"both sweeps are {name_a}: label changes do not come from the precision")
         name_a, name_b = "a", "b"
-    other = config_differences(ra, rb)
+    other = [k for k in config_differences(ra, rb) if k != MATMUL_PRECISION_KEY]
     if other:
         notes.append(f"the configs also differ in {', '.join(other)}: label changes are not "
                      "from the precision alone")

@@ -360,10 +360,10 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
     init_params: start every run from these parameters instead of drawing them from its seed
         (`init_scale` still multiplies them).
     chunk_size: runs per compiled batch (default: chosen automatically, see README "Large
-        grids": 128 per device for grids of up to 8 such chunks, else sized by a timing probe
-        and the memory budget; balanced so the last chunk is not mostly padding). An
-        explicit size is rounded up to whole blocks (32 runs on every CPU device; on a GPU or TPU
-        32 to 4096, by the network's work per step: `engine.block_runs`), as
+        grids": 4 blocks per device (128 runs on a CPU) for grids of up to 8 such chunks, else
+        sized by a timing probe and the memory budget; balanced so the last chunk is not mostly
+        padding). An explicit size is rounded up to whole blocks (32 runs on every CPU device;
+        on a GPU or TPU 32 to 4096, by the network's work per step: `engine.block_runs`), as
         the engine dispatches them; a resumed sweep keeps the chunk size it started with.
     out: a results folder to write ("auto": a new folder under ./results/; None: keep
         everything in memory). A folder that already holds results is refused unless `resume`.

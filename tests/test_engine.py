@@ -150,6 +150,27 @@ def test_balanced_chunks_of_whole_blocks():
     assert engine.plan_chunks(9 * engine.DEFAULT_BLOCKS_PER_CHUNK * g, None, 1, g) % g == 0
 
 
+def test_a_gpu_sized_block_keeps_every_run_independent_of_the_chunk_size(monkeypatch):
+    """What a GPU does (a block sized by the network, 64 runs here), simulated on the CPU:
+    chunks are whole blocks of 64 on every device, meta.json says 64, and each run's result is
+    the same bit for bit whatever the chunk size, including a run alone in its block."""
+    monkeypatch.setattr(engine, "block_runs", lambda platform=None, flops=None: 64)
+    n_dev = len(engine.run_devices())
+    cfg = dict(TINY, sweep={"learning_rate": {"geomspace": [0.01, 30.0], "num": 10},
+                            "seed": {"range": 15}})  # 150 runs
+    whole = _run(cfg, chunk_size=1000)
+    assert whole.meta["engine"]["block_runs_per_device"] == 64
+    assert whole.meta["timings"]["chunk_size"] % (64 * n_dev) == 0
+    small = _run(cfg, chunk_size=1)  # rounded up to one block per device
+    assert small.meta["timings"]["chunk_size"] == 64 * n_dev
+    pd.testing.assert_frame_equal(small.runs, whole.runs, check_exact=True)
+    pd.testing.assert_frame_equal(small.curves, whole.curves, check_exact=True)
+    one = _run(dict(cfg, sweep={"learning_rate": [float(whole.runs.learning_rate[77])],
+                                "seed": [int(whole.runs.seed[77])]}))
+    for col in ("initial_loss", "final_loss", "min_loss", "max_loss"):
+        assert one.runs[col][0] == whole.runs[col][77], col
+
+
 def test_block_sizes_per_platform_and_network():
     """32 runs per block on a CPU whatever the network; on a GPU the smallest power of two from
     32 whose runs do 8 GFLOP per step (6 x rows x parameters each), at most 4096."""

@@ -167,7 +167,12 @@ def test_run_bench_writes_json_and_md(tmp_path, small_matmul):
         "jax_default_matmul_precision",
         "XLA_FLAGS",
         "numpy_blas",
+        "trainscape",
     }
+    # the engine's version: results and speed change with it
+    import trainscape
+    assert data["machine"]["trainscape"] == trainscape.__version__
+    assert f"versions: trainscape {trainscape.__version__}," in md
     assert data["matmul"]["n"] == 128
     assert data["matmul"]["jax_flops"] > 0 and data["matmul"]["numpy_flops"] > 0
     w = data["workloads"]["tiny"]

@@ -841,6 +841,7 @@ def machine_info() -> dict:
         "loadavg_at_start": (
             [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
         ),
+        "trainscape": _trainscape_version(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "numpy": np.__version__,
@@ -885,6 +886,12 @@ def _engine_compiler_options() -> dict:
     from trainscape import engine
 
     return engine.compiler_options()
+
+
+def _trainscape_version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 def _jaxlib_version() -> str | None:
@@ -994,7 +1001,8 @@ def format_report(result: dict) -> str:
            if m.get("cpu_family_model") else "")
         + f", {m['cores_usable']} usable cores, RAM {m['ram']}, "
         f"load avg at start {m['loadavg_at_start']}",
-        f"- versions: python {m['python']}, jax {m['jax']}, jaxlib {m['jaxlib']}, "
+        f"- versions: trainscape {m.get('trainscape')}, python {m['python']}, jax {m['jax']}, "
+        f"jaxlib {m['jaxlib']}, "
         f"numpy {m['numpy']}, torch {m['torch']}",
         f"- jax backend {m['jax_backend']} {m['jax_devices']}, default_matmul_precision="
         f"{m['jax_default_matmul_precision']}, XLA_FLAGS={m['XLA_FLAGS']!r}, engine's XLA "

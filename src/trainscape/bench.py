@@ -281,6 +281,7 @@ def _torch_loss(params, X, y):
     return torch.mean(F.softplus(z) - y * z)
 
 
+@functools.cache
 def _torch_device() -> str:
     """Where the torch peers run: on the GPU when the engine does (JAX's default backend is a
     GPU and torch was built with CUDA), else on the CPU. TF32 stays off either way, as in the

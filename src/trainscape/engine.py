@@ -59,8 +59,13 @@ def block_runs(platform: str | None = None, flops_per_run_step: float | None = N
 
 def block_of(static, x, platform: str | None = None) -> int:
     """`block_runs` for one program: the network of `static` on data `x` (n, d)."""
-    rows = static.batch_size or x.shape[0]
-    return block_runs(platform, 6 * rows * n_params(static))
+    return block_runs(platform, run_step_flops(static, x))
+
+
+def run_step_flops(static, x) -> int:
+    """A run-step's work as the block and group rules count it: 6 x rows x parameters (forward
+    2, backward 4), rows being the mini-batch or all of `x`."""
+    return 6 * (static.batch_size or x.shape[0]) * n_params(static)
 
 
 def groups_block(groups, x, platform: str | None = None) -> int:
@@ -232,8 +237,7 @@ def sub_batch(static: Static, x, platform: str | None = None) -> int:
     (results/bench/README.md). Other platforms vmap the whole block. The
     choice depends only on the network, the data's shape and the platform, never on the
     grid or the chunk size, so a run's result stays independent of both."""
-    rows = static.batch_size or x.shape[0]
-    return group_size(6 * rows * n_params(static), platform)
+    return group_size(run_step_flops(static, x), platform)
 
 
 def group_size(flops_per_run_step: float, platform: str | None = None) -> int:
@@ -253,8 +257,10 @@ def param_shapes(static: Static):
     return jax.eval_shape(static.model.init, jax.random.PRNGKey(0))
 
 
+@functools.lru_cache(maxsize=64)
 def n_params(static: Static) -> int:
-    """Parameters per run."""
+    """Parameters per run (cached: the block and group rules ask for it once per chunk, and
+    each answer traces the model's init)."""
     return sum(int(np.prod(a.shape)) for a in jax.tree.leaves(param_shapes(static)))
 
 

@@ -164,7 +164,9 @@ def test_meta_records_the_version_of_the_running_code(monkeypatch):
 
     real = md.version
     monkeypatch.setattr(md, "version", lambda pkg: "0.0.1" if pkg == "trainscape" else real(pkg))
+    api._package_versions.cache_clear()  # read the patched metadata
     versions = api.environment()["versions"]
+    api._package_versions.cache_clear()
     assert versions["trainscape"] == ts.__version__ != "0.0.1"
     assert versions["jax"] == real("jax")
 

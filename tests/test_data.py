@@ -107,6 +107,16 @@ def test_standardize_false_returns_raw_values():
     assert abs(x.max() - 2.0) < 1e-12  # inner moon reaches x = 2 before any rescaling
 
 
+def test_a_changed_copy_of_the_parsed_dataset_does_not_reach_the_next_load():
+    """breast_cancer is parsed once per process; each load hands out its own arrays."""
+    x, y = load_dataset({"standardize": False})
+    x[:] = -1.0
+    y[:] = 7.0
+    x2, y2 = load_dataset({"standardize": False})
+    np.testing.assert_array_equal(x2, load_breast_cancer().data)
+    np.testing.assert_array_equal(y2, load_breast_cancer().target.astype(float))
+
+
 def test_standardize_leaves_constant_columns_centred():
     x = np.array([[0.1, 1.0, 0.0], [0.1, 2.0, 0.0], [0.1, 4.0, 0.0]])
     z = standardize_features(x)

@@ -1,5 +1,6 @@
 """The batching boundary: vmapped == one at a time, chunk-size invariance, no recompiles."""
 
+import functools
 import re
 
 import jax
@@ -249,14 +250,21 @@ def test_auto_chunk_size_respects_memory_budget():
     assert size < 100 * step and big >= size
 
 
-def _lowered_block(cfg) -> str:
-    """StableHLO text of the sweep program of `cfg` for one block of runs on one device."""
-
+def _block_program(cfg):
+    """The sweep program of `cfg` for one block of runs on one device, lowered with the
+    arguments `engine.run_chunks` gives it: the block's hyperparameters, the data and each
+    run's starting weights from the init program (their shapes: nothing is computed)."""
     prep = api.Prepared(ts.parse(cfg))
     fn = engine.compiled_sweep(prep.static, ())
     hp = {k: v.astype(np.int32 if k == "seed" else np.float32)
           for k, v in prep.hparams(np.arange(engine.BLOCK)).items()}
-    return fn.lower(hp, prep.x.astype(np.float32), prep.y.astype(np.float32), None).as_text()
+    init = jax.eval_shape(engine.compiled_init(prep.static.model), hp["seed"])
+    return fn.lower(hp, prep.x.astype(np.float32), prep.y.astype(np.float32), init)
+
+
+def _lowered_block(cfg) -> str:
+    """StableHLO text of the sweep program of `cfg` for one block of runs on one device."""
+    return _block_program(cfg).as_text()
 
 
 @pytest.mark.parametrize("precision, marker", [("highest", True), ("default", False)])
@@ -302,17 +310,12 @@ def test_sharpness_program_gives_lapack_one_matrix_at_a_time_on_cpu(which):
     np.testing.assert_allclose(recon, t, atol=1e-4)
 
 
-def _optimized_moons_block(hidden, n=256):
+@functools.cache
+def _optimized_moons_block(hidden: tuple[int, ...], n=256):
     """XLA's optimized HLO of one compiled block (BLOCK runs) of an MLP on n moons points."""
-
-    cfg = {"data": {"name": "moons", "n_samples": n}, "model": {"hidden": hidden},
+    cfg = {"data": {"name": "moons", "n_samples": n}, "model": {"hidden": list(hidden)},
            "train": {"steps": 5}, "sweep": {"learning_rate": [0.1]}}
-    prep = api.Prepared(ts.parse(cfg))
-    fn = engine.compiled_sweep(prep.static, ())
-    hp = {k: v.astype(np.int32 if k == "seed" else np.float32)
-          for k, v in prep.hparams(np.arange(engine.BLOCK)).items()}
-    return fn.lower(hp, prep.x.astype(np.float32), prep.y.astype(np.float32),
-                    None).compile().as_text()
+    return _block_program(cfg).compile().as_text()
 
 
 @pytest.mark.cpu_only("XLA:CPU's optimized HLO")
@@ -325,7 +328,7 @@ def test_narrow_networks_run_feature_major_in_the_compiled_program(hidden, featu
     run, (B, n, d). In the (n, 16) layout XLA:CPU's elementwise loops ran 3-4x slower per
     element."""
     n, b = 256, engine.BLOCK
-    text = _optimized_moons_block(hidden, n)
+    text = _optimized_moons_block(tuple(hidden), n)
     w = hidden[0]
     loops = [line.split(" while(")[0] for line in text.splitlines()
              if " while(" in line and f"f32[{b},{n}]" not in line and "f32[256]" in line]
@@ -345,7 +348,7 @@ def test_feature_major_matmuls_take_the_form_xla_hands_to_its_small_matrix_libra
     w.T @ h contracted w's first axis and went to Eigen's transposed-operand path instead, at
     less than half the speed (models._linear_fm)."""
     n, b = 256, engine.BLOCK
-    text = _optimized_moons_block([16, 16], n)
+    text = _optimized_moons_block((16, 16), n)
     dots = [line for line in text.splitlines()
             if re.search(rf"= f32\[{b},16,{n}\]\S* dot\(", line)]
     # at least layer 2's forward product and its input gradient (layer 1, with 2 inputs, is

@@ -468,13 +468,18 @@ def _check_agreement(
 # Timing
 
 
+def _operands(shapes, seed: int) -> tuple[np.ndarray, ...]:
+    """Standard normal float32 operands for the timed products, drawn by NumPy: a JAX draw
+    compiles a sampler per shape (about 0.5-1 s each on 2 cores) for values nobody reads."""
+    rng = np.random.default_rng(seed)
+    return tuple(rng.standard_normal(s, dtype=np.float32) for s in shapes)
+
+
 def _matmul_timer(n: int | None = None) -> Callable[[], float]:
     """A call that times one jitted float32 n x n matmul (n defaults to MATMUL_N) and
     returns its FLOP/s; compiled and warmed here."""
     n = MATMUL_N if n is None else n
-    ka, kb = jax.random.split(jax.random.key(0))
-    a = jax.random.normal(ka, (n, n), dtype=jnp.float32)
-    b = jax.random.normal(kb, (n, n), dtype=jnp.float32)
+    a, b = (jnp.asarray(m) for m in _operands([(n, n), (n, n)], seed=0))
     # the precision the engine's matmuls use by default ([train] matmul_precision): on a GPU
     # "highest" is true float32, not TF32; CPUs compute float32 either way
     dot = jax.jit(lambda a, b: jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST))
@@ -560,9 +565,7 @@ def _products_timer(n_samples: int, layer_sizes: Sequence[int],
     sub = engine.group_size(6 * n_samples * n_params, devices[0].platform)
     products = step_products(n_samples, layer_sizes, fm)
     lead = (len(devices) * sub,)
-    keys = jax.random.split(jax.random.key(1), 2 * len(products))
-    ops = tuple(jax.random.normal(k, lead + shape, jnp.float32)
-                for k, shape in zip(keys, [s for a, b, _ in products for s in (a, b)], strict=True))
+    ops = _operands([lead + s for a, b, _ in products for s in (a, b)], seed=1)
 
     def products_once(ops):
         outs = []

@@ -253,13 +253,15 @@ def test_auto_chunk_size_respects_memory_budget():
 def _block_program(cfg):
     """The sweep program of `cfg` for one block of runs on one device, lowered with the
     arguments `engine.run_chunks` gives it: the block's hyperparameters, the data and each
-    run's starting weights from the init program (their shapes: nothing is computed)."""
+    run's starting weights from the init program (their shapes: nothing is computed) and
+    which runs are padding (none)."""
     prep = api.Prepared(ts.parse(cfg))
     fn = engine.compiled_sweep(prep.static, ())
     hp = {k: v.astype(np.int32 if k == "seed" else np.float32)
           for k, v in prep.hparams(np.arange(engine.BLOCK)).items()}
     init = jax.eval_shape(engine.compiled_init(prep.static.model), hp["seed"])
-    return fn.lower(hp, prep.x.astype(np.float32), prep.y.astype(np.float32), init)
+    real = np.ones(engine.BLOCK, bool)
+    return fn.lower(hp, prep.x.astype(np.float32), prep.y.astype(np.float32), init, real)
 
 
 def _lowered_block(cfg) -> str:
@@ -475,6 +477,36 @@ def test_runs_trained_in_groups_match_numpy_gradient_descent(group, monkeypatch)
 
 
 @pytest.mark.cpu_only("the CPU's sub-batch groups")
+@pytest.mark.parametrize("work, sub", [(0, 1), (3, 4)])
+@pytest.mark.cpu_only("the CPU's sub-batch groups")
+def test_groups_of_padding_only_are_skipped(work, sub, monkeypatch):
+    """A block whose last runs are padding (a grid smaller than the block) trains only the
+    groups that hold a real run: the others return zeros, which no training produces, and
+    the real runs get exactly what they get in a block of real runs only. (`work`: the group
+    rule's threshold in run-steps of this network, giving groups of `sub` runs.)"""
+    prep = api.Prepared(ts.parse(TINY))
+    monkeypatch.setattr(engine, "SUB_BATCH_FLOPS",
+                        work * engine.run_step_flops(prep.static, prep.x))
+    engine.compiled_sweep.cache_clear()
+    try:
+        assert engine.sub_batch(prep.static, prep.x, "cpu") == sub
+        fn = engine.compiled_sweep(prep.static, ())
+        hp = {k: v.astype(np.int32 if k == "seed" else np.float32)
+              for k, v in prep.hparams(np.arange(engine.BLOCK) % prep.n_runs).items()}
+        init = engine.compiled_init(prep.static.model)(hp["seed"])
+        x, y = prep.x.astype(np.float32), prep.y.astype(np.float32)
+        n_real = 5
+        full = jax.device_get(fn(hp, x, y, init, np.ones(engine.BLOCK, bool)))
+        part = jax.device_get(fn(hp, x, y, init, np.arange(engine.BLOCK) < n_real))
+    finally:
+        engine.compiled_sweep.cache_clear()
+    trained = -(-n_real // sub) * sub  # the real runs' groups, padding in them included
+    assert np.all(part.loss_R[:trained] != 0)  # trained (NaN once a run has blown up)
+    np.testing.assert_array_equal(part.loss_R[:trained], full.loss_R[:trained])
+    np.testing.assert_array_equal(part.final_loss[:trained], full.final_loss[:trained])
+    assert not np.any(part.loss_R[trained:]) and np.all(full.loss_R[trained:] != 0)
+
+
 def test_meta_records_how_the_engine_ran_each_program():
     """meta.json says how many runs were trained together and in which layout: one at a time,
     feature-major, for the seed network on breast cancer (42 MFLOP per run-step); the whole

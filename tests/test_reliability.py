@@ -565,8 +565,9 @@ def test_memory_estimate_bounds_what_xla_allocates(cfg, whole_block):
     hp = {k: v.astype(np.int32 if k == "seed" else dt)
           for k, v in prep.hparams(np.arange(engine.BLOCK)).items()}
     init = engine.compiled_init(st.model)(hp["seed"])
-    m = (engine.compiled_sweep(st, ()).lower(hp, prep.x.astype(dt), prep.y.astype(dt), init)
-         .compile().memory_analysis())
+    real = np.ones(engine.BLOCK, bool)
+    m = (engine.compiled_sweep(st, ()).lower(hp, prep.x.astype(dt), prep.y.astype(dt), init,
+                                             real).compile().memory_analysis())
     actual = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
     widths = (*cfg["model"]["hidden"], 1)
     est = memory.estimate_bytes(engine.n_params(st), prep.x.shape[0], prep.x.shape[1], widths,

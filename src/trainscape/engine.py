@@ -161,9 +161,11 @@ def compiled_sweep(static: Static, devices: tuple = ()):
         runs = jax.tree.leaves(hp)[0].shape[0]
         return per_run(hp, jnp.broadcast_to(x, (runs, *x.shape)), y, init_params)
 
-    def batched(hp, x, y, init_params):
+    def batched(hp, x, y, init_params, real):
         # The block's runs are trained `sub` at a time, one group after the other (see
-        # `sub_batch`): a loop over groups, each a vmap over its runs.
+        # `sub_batch`): a loop over groups, each a vmap over its runs. `real` marks the runs
+        # that are not padding: a group of padding only is skipped (its outputs are zeros,
+        # dropped by the caller), so a grid smaller than a block does not pay for the block.
         runs = jax.tree.leaves(hp)[0].shape[0]
         sub = sub_batch(static, x, platform)
         if sub >= runs or runs % sub:
@@ -173,11 +175,22 @@ def compiled_sweep(static: Static, devices: tuple = ()):
         def params_of(h):
             return init_params if static.custom_init else h["init"]
 
+        def group(h):
+            def train():
+                if sub == 1:
+                    return one(h["hp"], x, y, params_of(h))
+                return vmapped(h["hp"], x, y, params_of(h))
+
+            def skip():
+                return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(train))
+
+            return lax.cond(jnp.any(h["real"]), train, skip)
+
         if sub == 1:
-            return lax.map(lambda h: one(h["hp"], x, y, params_of(h)), {"hp": hp, **own})
+            return lax.map(group, {"hp": hp, "real": real, **own})
         groups = jax.tree.map(lambda a: a.reshape(runs // sub, sub, *a.shape[1:]),
-                              {"hp": hp, **own})
-        out = lax.map(lambda h: vmapped(h["hp"], x, y, params_of(h)), groups)
+                              {"hp": hp, "real": real, **own})
+        out = lax.map(group, groups)
         return jax.tree.map(lambda a: a.reshape(runs, *a.shape[2:]), out)
 
     options = compiler_options(platform)
@@ -187,7 +200,8 @@ def compiled_sweep(static: Static, devices: tuple = ()):
     mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
     P = jax.sharding.PartitionSpec
     ip_spec = P() if static.custom_init else P("runs")
-    return jit(jax.shard_map(batched, mesh=mesh, in_specs=(P("runs"), P(), P(), ip_spec),
+    return jit(jax.shard_map(batched, mesh=mesh,
+                             in_specs=(P("runs"), P(), P(), ip_spec, P("runs")),
                              out_specs=P("runs"), check_vma=False))
 
 
@@ -367,10 +381,12 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
             idx = rows[np.arange(g0, g0 + group_runs).clip(max=len(rows) - 1)]
             # one transfer call for all of a block's hyperparameters (a call per key cost
             # more host time than the block's compute on small networks)
-            batch = jax.device_put({k: v.astype(np.int32 if k == "seed" else hdt)
-                                    for k, v in take(hp, idx).items()}, by_run)
+            batch, real = jax.device_put(
+                ({k: v.astype(np.int32 if k == "seed" else hdt) for k, v in take(hp, idx).items()},
+                 np.arange(g0, g0 + group_runs) < len(rows)), by_run)
             # each run's own starting weights, from the init program (see compiled_init)
-            traj: Trajectory = fn(batch, xd, yd, init_fn(batch["seed"]) if ip is None else ip)
+            traj: Trajectory = fn(batch, xd, yd, init_fn(batch["seed"]) if ip is None else ip,
+                                  real)
             pending.append((min(g0 + group_runs, len(rows)) - g0, traj))
             if len(pending) > MAX_IN_FLIGHT:
                 parts.append(_to_host(*pending.pop(0)))

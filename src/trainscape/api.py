@@ -669,15 +669,20 @@ def _memory_need(prep: Prepared, runs: int) -> int:
     """Estimated peak device bytes while `runs` runs are in flight, for the hungriest program
     group. CPU devices share the host's memory; other devices each hold their share."""
     devices = engine.run_devices()
-    per_pool = runs if devices[0].platform == "cpu" else -(-runs // len(devices))
+    cpu = devices[0].platform == "cpu"
+    per_pool = runs if cpu else -(-runs // len(devices))
     widths = (prep.d_out,) if prep.custom_model else (*prep.exp.model.hidden, prep.d_out)
     need = 0
     for static, _ in prep.groups:
         extra = static.sharpness_iters + 2 if static.sharpness else 0
+        # a CPU device trains its blocks one group of runs at a time (GPU and TPU blocks are
+        # vmapped whole; counted whole, as before)
+        active = (engine.sub_batch(static, prep.x, devices[0].platform) * len(devices)
+                  if cpu else None)
         need = max(need, memory.estimate_bytes(
             engine.n_params(static), prep.x.shape[0], prep.x.shape[1], widths,
             _n_recorded(static), per_pool, static.dtype,
-            extra_param_copies=extra))
+            extra_param_copies=extra, active_runs=active))
     return need
 
 

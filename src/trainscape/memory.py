@@ -44,21 +44,25 @@ def itemsize(dtype) -> int:
 
 def estimate_bytes(n_params: int, n_samples: int, d_in: int, widths: Sequence[int],
                    steps_recorded: int, chunk_runs: int, dtype, *,
-                   extra_param_copies: int = 0) -> int:
+                   extra_param_copies: int = 0, active_runs: int | None = None) -> int:
     """Device bytes one chunk of `chunk_runs` runs needs at its peak.
 
     n_params: parameters of one run's model; widths: every layer's output width (hidden layers
     and the output); steps_recorded: curve points per run; extra_param_copies: further
-    parameter-sized vectors per run (e.g. the Krylov basis of a sharpness estimate).
+    parameter-sized vectors per run (e.g. the Krylov basis of a sharpness estimate);
+    active_runs: runs whose activations are alive at once (default: all of them; on a CPU a
+    device trains a block's runs a group at a time, `engine.sub_batch`, so only one group's
+    activations per device exist at any moment).
     """
     b = itemsize(dtype)
     curve_b = max(b, 4)
-    per_run = ((PARAM_COPIES + extra_param_copies) * n_params
-               + ACTIVATION_COPIES * n_samples * sum(widths)) * b
+    active = chunk_runs if active_runs is None else min(active_runs, chunk_runs)
+    per_run = (PARAM_COPIES + extra_param_copies) * n_params * b
     per_run += (CURVE_ARRAYS * steps_recorded + SUMMARY_SCALARS) * curve_b
+    activations = ACTIVATION_COPIES * n_samples * sum(widths) * b
     # x and y are shared by the chunk's runs (replicated, not batched)
     shared = n_samples * (d_in + (widths[-1] if widths else 1)) * b
-    return int(chunk_runs) * int(per_run) + int(shared)
+    return int(chunk_runs) * int(per_run) + int(active) * int(activations) + int(shared)
 
 
 def host_results_bytes(n_runs: int, steps_recorded: int) -> int:

@@ -13,6 +13,7 @@ report.md with its report-*.png figures. A study whose TOML does not exist yet i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import sys
 import time
@@ -59,8 +60,11 @@ def make(name: str, overrides: list[str], reports_only: bool) -> Path | None:
     for old in out.glob("report*"):
         old.unlink()
     (out / "summary.txt").write_text(summary.text_summary(res) + "\n")
-    for fmt in report.FORMATS:
-        report.build(res, fmt=fmt, out=out / f"report.{fmt}")
+    # a report names its folder relative to the current directory: from the repository root,
+    # wherever the script is started, the committed reports say results/studies/<name>
+    with contextlib.chdir(ROOT):
+        for fmt in report.FORMATS:
+            report.build(res, fmt=fmt, out=out / f"report.{fmt}")
     print(f"{name}: {out.relative_to(ROOT)}/ {_size(out) / 1e6:.2f} MB")
     return out
 

@@ -89,7 +89,10 @@ def _converge(cell):
 
 
 def _check_numbers(text: str, facts: dict) -> None:
-    shown = {report.fmt_number(v, s) for v in facts.values() for s in (2, 3)}
+    # 2 digits, 3 for learning rates, up to 6 where two compared numbers need them to differ;
+    # axis values that are names (dtype) are facts too, but not numbers
+    shown = {report.fmt_number(v, s) for v in facts.values() if not isinstance(v, str)
+             for s in range(2, 7)}
     tokens = NUMBER.findall(text)
     assert tokens, text
     missing = [t for t in tokens if t not in shown]
@@ -208,6 +211,97 @@ def test_other_axis_sentence():
     assert facts["by.init_scale.0.value"] == 0.5
     assert facts["by.init_scale.0.diverge_most_lr"] == 10.0
     assert facts["by.init_scale.1.diverge_most_lr"] == 1.0
+
+
+def test_learning_rate_by_dtype_sweep(tmp_path):
+    """A dtype axis next to learning_rate is the "other axis" of the answer and the heatmaps;
+    its values are names, and formatting them as numbers crashed `trainscape report`."""
+    def curve(cell):  # float64 runs blow up from lr 1 on, float32 runs only at lr 10
+        top = 10.0 if cell["dtype"] == "float32" else 1.0
+        return _blow_up(cell) if cell["learning_rate"] >= top else _converge(cell)
+
+    res = _hand_made([0.1, 1.0, 10.0], 2, curve, axes={"dtype": ["float32", "float64"]})
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    assert "(3 learning rates x 2 dtypes x 2 seeds)" in text
+    assert ("By dtype: at dtype = float32 runs stop converging (almost) monotonically from "
+            "lr = 10 and most diverge from lr = 10; at dtype = float64 runs stop converging "
+            "(almost) monotonically from lr = 1 and most diverge from lr = 1.") in text
+    assert facts["by.dtype.0.value"] == "float32" and facts["by.dtype.1.value"] == "float64"
+    html_doc = report.build(res, fmt="html", out=tmp_path / "r.html").read_text()
+    p = _Checker()
+    p.feed(html_doc)
+    p.close()
+    assert not p.errors and not p.stack, (p.errors, p.stack)
+    assert {"answer", "heatmaps", "fig-labels", "fig-p_diverged"} <= p.ids
+    md = report.build(res, fmt="md", out=tmp_path / "r.md").read_text()
+    assert "By dtype: at dtype = float32" in md and "learning_rate against dtype" in md
+    for name in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _with_sharpness(res: Results, init: float, final_at) -> Results:
+    runs = res.runs.assign(sharpness_init=init,
+                           sharpness_final=res.runs["learning_rate"].map(final_at))
+    return Results(runs=runs, curves=res.curves, config=res.config, meta={})
+
+
+@pytest.mark.parametrize("final, sentence", [
+    # 0.5% above 2/lr: both read "2" at 2 digits, and "still above" contradicted itself
+    (2.0105, "At lr = 1 the curvature at the end is 2.01, within 5% of 2/lr = 2: training "
+             "brought it down to the edge of stability"),
+    (1.99, "At lr = 1 the curvature at the end is 1.99, within 5% of 2/lr = 2: "),
+    (2.5, "At lr = 1 the curvature at the end is 2.5, still above 2/lr = 2."),
+    (1.5, "At lr = 1 the curvature at the end is 1.5, below 2/lr = 2: training moved"),
+])
+def test_curvature_sentence_never_compares_equal_numbers(final, sentence):
+    """The final curvature at lr 1 against 2/lr = 2: "above" only where classify's edge of
+    stability rule (EOS_FACTOR) would call a run ending there oscillating, and never between
+    two numbers that print the same."""
+    res = _with_sharpness(_hand_made([0.01, 1.0], 4, _converge), init=5.0,
+                          final_at={0.01: 0.1, 1.0: final})
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    assert sentence in text, text
+    oscillating = classify.edge_of_stability(np.array([0]), final, 1.0)[0] != 0
+    assert ("still above" in text) == oscillating
+    assert facts["headline.sharpness_final_median"] == pytest.approx(final)
+    assert facts["headline.limit"] == pytest.approx(2.0)
+
+
+def test_curvature_sentence_shows_digits_past_the_tolerance():
+    # 2/lr = 0.996 and a final curvature 5.2% above it: "1" and "1" at 2 digits
+    lr = 2 / 0.996
+
+    def curve(cell):
+        loss = np.exp(-0.3 * np.arange(21)) * 2.0
+        if cell["learning_rate"] == lr:
+            loss[5] = 4 * loss[:5].min()  # a catapult: the headline lr
+        return loss
+
+    res = _with_sharpness(_hand_made([0.01, 1.0, lr], 4, curve), init=5.0,
+                          final_at={0.01: 0.1, 1.0: 0.1, lr: 0.996 * 1.052})
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    assert "At lr = 2.01 the curvature at the end is 1.05, still above 2/lr = 0.996." in text
+
+
+def test_report_names_its_folder_relative_to_the_current_directory(tmp_path, monkeypatch):
+    """A committed report carried the absolute path of the machine that wrote it."""
+    folder = tmp_path / "studies" / "res"
+    folder.parent.mkdir()
+    _hand_made([0.1, 1.0], 2, _converge).save(folder)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    for cwd, given, shown in ((tmp_path, folder, "studies/res"),
+                              (folder.parent, "res", "res"),
+                              (outside, folder, str(folder)),
+                              (outside, "../studies/res", "../studies/res")):
+        monkeypatch.chdir(cwd)
+        md = report.build(given, fmt="md", out=outside / "r.md").read_text()
+        assert f"trainscape report of 4 runs from `{shown}`." in md, (cwd, given)
+        doc = report.build(given, fmt="html", out=outside / "r.html").read_text()
+        assert f"trainscape report of 4 runs from <code>{shown}</code>" in doc, (cwd, given)
 
 
 def test_fmt_number():

@@ -25,7 +25,7 @@ import pandas as pd
 
 from . import store
 from .analysis import divergence_table
-from .classify import LABELS, SPIKE_MIN_RISE
+from .classify import EOS_FACTOR, LABELS, SPIKE_MIN_RISE
 from .errors import InputError
 from .results import CURVES_FILE, META_FILE, RUNS_FILE, Results, load
 
@@ -70,7 +70,7 @@ class _Facts:
     """Records every number that goes into the answer text under a name, and formats it."""
 
     def __init__(self):
-        self.values: dict[str, float | int] = {}
+        self.values: dict[str, float | int | str] = {}
 
     def __call__(self, key: str, value, sig: int = 2) -> str:
         if isinstance(value, np.generic):
@@ -85,6 +85,24 @@ class _Facts:
     def lr(self, key: str, value) -> str:
         # three digits: enough to name a point of a geomspace grid (0.0631, 0.158, 0.251)
         return self(key, value, sig=3)
+
+    def axis_value(self, key: str, value) -> str:
+        """A swept axis value: a number to 3 digits, a name (the dtype axis: "float32") as it
+        is. A name is recorded as the string, so the facts still say what the text says."""
+        if isinstance(value, (str, np.str_)):
+            self.values[key] = str(value)
+            return str(value)
+        return self(key, value, sig=3)
+
+    def apart(self, key_a: str, a: float, key_b: str, b: float) -> tuple[str, str]:
+        """Two numbers the text compares, each to 2 significant digits unless that would print
+        them the same (2.0105 and 2 both read "2"): then with as many digits as it takes to
+        tell them apart (2.01 and 2), so "above" never sits between two equal numbers."""
+        for sig in range(2, 7):
+            ta, tb = self(key_a, a, sig), self(key_b, b, sig)
+            if ta != tb or a == b:
+                break
+        return ta, tb
 
 
 # ----------------------------------------------------------------------------------------------
@@ -264,13 +282,25 @@ def _curvature_text(f: _Facts, res: Results, runs: pd.DataFrame, headline: float
         fin = fin[np.isfinite(fin)]
         if len(fin):
             m, limit = float(fin.median()), GD_LIMIT / headline
-            where = ("below" if m < limit else "still above")
-            after = (": training moved the network to a flatter region, where this step is "
-                     "stable" if m < limit else "")
+            # as classify's edge-of-stability rule: within EOS_FACTOR of 2/lr is "at" it
+            # (sharpness x lr / 2, the same expression, so a run and the text agree)
+            ratio = m * headline / GD_LIMIT
+            lr_text = f.lr("headline.lr", headline)
+            m_text, limit_text = f.apart("headline.sharpness_final_median", m,
+                                         "headline.limit", limit)
+            if ratio > EOS_FACTOR:
+                where, after = "still above", ""
+            elif ratio < 2 - EOS_FACTOR:
+                where, after = "below", (": training moved the network to a flatter region, "
+                                         "where this step is stable")
+            else:
+                pct = round(100 * (EOS_FACTOR - 1), 6)  # 5, not 5.000000000000004
+                where = f"within {f('eos_tolerance_percent', pct)}% of"
+                after = (": training brought it down to the edge of stability, where this "
+                         "step is only just stable")
             out.append(
-                f"At lr = {f.lr('headline.lr', headline)} the curvature at the end is "
-                f"{f('headline.sharpness_final_median', m)}, {where} {two}/lr = "
-                f"{f('headline.limit', limit)}{after}.")
+                f"At lr = {lr_text} the curvature at the end is {m_text}, {where} "
+                f"{two}/lr = {limit_text}{after}.")
     if res.config.optimizer.name != "sgd":
         out.append(f"(The {two}/curvature limit is that of plain gradient descent; "
                    f"{res.config.optimizer.name} has a different one.)")
@@ -353,7 +383,7 @@ def _axis_text(f: _Facts, runs: pd.DataFrame, axis: str) -> str:
     for i, (z, sub) in enumerate(runs.groupby(axis, sort=True)):
         key = f"by.{axis}.{i}"
         c = _by_lr(sub).counts
-        seg = f"at {axis} = {f(f'{key}.value', z, sig=3)}"
+        seg = f"at {axis} = {f.axis_value(f'{key}.value', z)}"
         if sharp:
             # every initialization appears once per lr: take them at one lr
             lam = pd.to_numeric(sub.loc[sub[LR] == sub[LR].min(), "sharpness_init"],
@@ -375,7 +405,7 @@ def _axis_text(f: _Facts, runs: pd.DataFrame, axis: str) -> str:
     return f"By {axis}: " + "; ".join(parts) + "."
 
 
-_AXIS_NOUNS = {LR: "learning rate", "seed": "seed"}
+_AXIS_NOUNS = {LR: "learning rate", "seed": "seed", "dtype": "dtype"}
 
 
 def _noun(axis: str, n: int) -> str:
@@ -386,7 +416,8 @@ def _noun(axis: str, n: int) -> str:
 def answer(results_or_path) -> tuple[str, dict]:
     """The written answer (plain text, paragraphs separated by blank lines) and the numbers it
     uses, by name. Every number in the text is ``fmt_number(facts[k])`` (2 significant digits,
-    3 for learning rates and axis values) for some key k."""
+    3 for learning rates and axis values, more where two compared numbers would otherwise
+    print the same) for some key k; an axis value that is a name (a dtype) is the string."""
     res = _as_results(results_or_path)
     runs = _runs_with_lr(res)
     curves = res.curves
@@ -708,6 +739,17 @@ code{background:#f0f0f0;padding:0 .2em}.note{color:#555;font-size:.9em}
 """.strip()
 
 
+def _shown_path(path) -> str:
+    """The results folder as the report names it: relative to the current directory when it
+    lies inside it, so a report committed with its results does not carry the absolute path of
+    the machine that wrote it; otherwise as given."""
+    given = Path(path)
+    try:
+        return given.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except (ValueError, OSError):
+        return str(given)
+
+
 def _inline(text: str) -> str:
     """Escape for HTML, keeping `code` spans."""
     parts = text.split("`")
@@ -732,7 +774,8 @@ def _render_html(res, text, figs, table, toml, env) -> str:
            f"<title>trainscape report: {name}</title>", f"<style>{_CSS}</style>", "</head>",
            "<body>", f"<h1>{name}</h1>",
            f'<p class="note">trainscape report of {len(res.runs)} runs'
-           + (f" from <code>{html.escape(str(res.path))}</code>" if res.path else "") + "</p>",
+           + (f" from <code>{html.escape(_shown_path(res.path))}</code>" if res.path else "")
+           + "</p>",
            '<section id="answer"><h2>Answer</h2>', f'<div class="answer">{paras}</div>',
            "</section>"]
     sections = [("heatmaps", "Heatmaps", [f for f in figs if f.name not in
@@ -777,7 +820,8 @@ def _md_table(head, rows, numeric: bool = True) -> str:
 def _render_md(res, text, figs, table, toml, env, image_names) -> str:
     out = [f"# {res.config.name}", "",
            f"trainscape report of {len(res.runs)} runs"
-           + (f" from `{res.path}`" if res.path else "") + ".", "", "## Answer", "", text, ""]
+           + (f" from `{_shown_path(res.path)}`" if res.path else "") + ".", "", "## Answer",
+           "", text, ""]
 
     def figures(group):
         for f in group:

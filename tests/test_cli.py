@@ -84,6 +84,12 @@ def test_set_overrides_and_chunk_size(tiny, tmp_path):
     (["run", "{tiny}", "--set", "model.activation=tnah"], "did you mean 'tanh'"),
     (["run", "{tiny}", "--chunk-size", "0"], "chunk-size"),
     (["run", "{tiny}", "--resume"], "--out"),
+    (["run", "--set", "=5"], "--set '=5': expected KEY=VALUE with a dotted key such as "
+                             "train.steps=100"),
+    (["run", "{tiny}", "--set", "optimizer.momentum=0.5"],
+     "--set optimizer.momentum=0.5: optimizer 'sgd' has no momentum; optimizers that use it: "
+     "momentum, nesterov"),
+    (["run", "--set", "data.path=x.csv", "--set", "data.name=moons"], "not both"),
 ])
 def test_bad_input_exit_2_one_line_nothing_written(args, msg, tiny, tmp_path, capsys,
                                                   monkeypatch):
@@ -114,6 +120,16 @@ def test_help_on_every_command(capsys):
         with pytest.raises(SystemExit) as exit_:
             main(cmd)
         assert exit_.value.code == 0 and "usage:" in capsys.readouterr().out, cmd
+
+
+def test_bench_help_points_to_a_file_that_exists(capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "DESIGN.md" not in text  # there is none
+    assert "on the workloads described in results/bench/README.md" in text
+    root = Path(__file__).resolve().parents[1]
+    assert "## Workloads" in (root / "results" / "bench" / "README.md").read_text()
 
 
 @pytest.mark.parametrize("argv, hint", [
@@ -242,6 +258,9 @@ def test_unreadable_or_folder_config_is_one_line(command, tiny, tmp_path, monkey
                                                  fake_search):
     monkeypatch.chdir(tmp_path)
     assert "is a folder" in _refused(capsys, [command, tmp_path])
+    (tmp_path / "dir.toml").mkdir()  # named like a config file: once "does not exist"
+    assert _refused(capsys, [command, "dir.toml"]) == (
+        "trainscape: error: config file 'dir.toml' is a folder; give a .toml file\n")
     real_open = Path.open
 
     def denied(self, *a, **kw):  # as chmod 000 would for anyone but root
@@ -251,7 +270,8 @@ def test_unreadable_or_folder_config_is_one_line(command, tiny, tmp_path, monkey
 
     monkeypatch.setattr(Path, "open", denied)
     assert "cannot be read: Permission denied" in _refused(capsys, [command, tiny])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.toml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dir.toml", "tiny.toml"]
+    assert not any((tmp_path / "dir.toml").iterdir())
 
 
 @pytest.mark.parametrize("address", ["nohostport", "host:", ":1234", "host:0", "host:65536",
@@ -303,3 +323,71 @@ def test_run_help_lists_every_file_and_figure(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "manifest.json" in text and "seed_question.png" in text
     assert "--no-plot do not draw the figures (heatmap.png, seed_question.png)" in text
+
+
+def test_set_data_path_on_the_default_config(tmp_path, capsys, monkeypatch):
+    """`trainscape run --set data.path=my.csv` was refused: the built-in config names
+    breast_cancer, and the override added a path next to it."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my.csv").write_text("a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n")
+    sets = ["data.path=my.csv", "data.target=label", "model.hidden=[2]", "train.steps=2",
+            "sweep.learning_rate=[0.1]", "sweep.seed=[0]"]
+    argv = ["run", "--out", "o", "--no-progress", "--no-plot"]
+    assert main(argv + [a for s in sets for a in ("--set", s)]) == 0, capsys.readouterr().err
+    res = ts.load(tmp_path / "o")
+    assert (res.config.data.name, res.config.data.path) == (None, "my.csv")
+    assert res.meta["data"]["source"] == "my.csv" and res.meta["data"]["n_samples"] == 4
+
+
+def test_resuming_a_finished_sweep_says_nothing_was_computed(tiny, tmp_path, capsys):
+    """It printed the first session's "time to first result ..., total ..." as if it had just
+    run."""
+    out = tmp_path / "out"
+    argv = ["run", str(tiny), "--out", str(out), "--no-progress", "--no-plot",
+            "--set", "train.steps=3", "--set", "sweep.learning_rate=[0.1, 1.0]",
+            "--set", "sweep.seed=[0]"]
+    assert main(argv) == 0
+    first = capsys.readouterr().out
+    assert "time to first result" in first and "already finished" not in first
+    runs, meta = (out / "runs.parquet").read_bytes(), (out / "meta.json").read_bytes()
+    assert main(argv + ["--resume"]) == 0
+    again = capsys.readouterr().out
+    assert again.splitlines()[0] == (f"{out}/ holds a sweep that had already finished: "
+                                     "nothing was computed (its timings are in meta.json)")
+    assert "time to first result" not in again and "2 runs x 3 steps" in again
+    assert (out / "runs.parquet").read_bytes() == runs and (out / "meta.json").read_bytes() == meta
+
+
+def _precision_results(folder: Path, dtypes: list[str]) -> Path:
+    exp = ts.parse({"sweep": {"dtype": dtypes, "learning_rate": [0.1, 1.0]}})
+    n = 2 * len(dtypes)
+    runs = pd.DataFrame({"run_id": range(n), "dtype": [d for d in dtypes for _ in range(2)],
+                         "learning_rate": [0.1, 1.0] * len(dtypes),
+                         "final_loss": [0.5] * n, "label": ["converged"] * n})
+    ts.Results(runs=runs, curves=pd.DataFrame(), config=exp).save(folder)
+    return folder
+
+
+def test_compare_precision_of_a_folder_with_several_dtypes_names_the_cli_form(tmp_path,
+                                                                             capsys):
+    """It answered in Python terms: "... compare them within it with compare_dtypes(results,
+    a=..., b=...)"."""
+    several = _precision_results(tmp_path / "both", ["float32", "float64"])
+    one = _precision_results(tmp_path / "one", ["float32"])
+    want = (f"trainscape: error: compare-precision: {several} sweeps several dtypes (float32, "
+            "float64); compare two of them within it: trainscape compare-precision "
+            f"{several} --dtypes float32,float64\n")
+    assert _refused(capsys, ["compare-precision", several, one]) == want
+    assert _refused(capsys, ["compare-precision", one, several]) == want
+    assert "compare_dtypes" not in want
+    # the suggested command works
+    assert main(["compare-precision", str(several), "--dtypes", "float32,float64"]) == 0
+    assert "0 of 2 cells" in capsys.readouterr().out
+    # Python users are still pointed at the function, with the folder's dtypes filled in
+    from trainscape.compare import compare
+
+    with pytest.raises(ts.InputError) as e:
+        compare(one, several)
+    assert str(e.value) == ("compare: b sweeps several dtypes ['float32', 'float64']; compare "
+                            "two of them within it with compare_dtypes(results, a='float32', "
+                            "b='float64')")

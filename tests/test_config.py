@@ -213,3 +213,88 @@ def test_config_path_that_is_a_folder_or_unreadable(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="cannot be read: Permission denied") as e:
         cfg.parse(p)
     assert str(p) in str(e.value)
+
+
+def test_set_data_source_replaces_the_inherited_one(tmp_path):
+    """`--set data.path=...` on the built-in config (which names breast_cancer) was refused as
+    giving both a name and a path."""
+    from trainscape import api, data
+
+    f = tmp_path / "my.csv"
+    f.write_text("a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n")
+    e = api.resolve_config(None, [f"data.path={str(f)!r}", "data.target=label"])
+    assert (e.data.name, e.data.path, e.data.target) == (None, str(f), "label")
+    assert e.data.standardize is True  # other inherited keys stay
+    x, y = data.load_dataset(e.data)
+    assert x.shape == (4, 2) and list(y) == [0, 1, 0, 1]
+    # keys only built-in datasets read go with the name; data_seed stays (every source takes it)
+    base = {"data": {"name": "moons", "n_samples": 64, "noise": 0.2, "data_seed": 3}}
+    raw = cfg.apply_overrides(base, [f"data.path={str(f)!r}", "data.target=label"])
+    assert raw["data"] == {"path": str(f), "target": "label", "data_seed": 3}
+    assert base["data"]["name"] == "moons"  # the base itself is untouched
+    # and the other way round: a name drops an inherited path and target
+    raw = cfg.apply_overrides({"data": {"path": "x.csv", "target": "label"}},
+                              ["data.name=moons"])
+    assert raw["data"] == {"name": "moons"}
+    # a built-in key the user sets with the path is theirs: kept, for the data check to refuse
+    raw = cfg.apply_overrides(base, ["data.path=x.csv", "data.noise=0.1"])
+    assert raw["data"] == {"path": "x.csv", "noise": 0.1, "data_seed": 3}
+    # an Experiment's own dict (every key, unset ones None) switches the same way
+    moons = cfg.parse(base)
+    assert api.resolve_config(moons, ["data.path=x.csv"]).data.n_samples is None
+    # both set by the user: still refused
+    with pytest.raises(ConfigError, match="give either name .* or path .*, not both"):
+        api.resolve_config(None, ["data.path=x.csv", "data.name=moons"])
+    with pytest.raises(ConfigError, match="not both"):
+        api.resolve_config(None, ["data.name=moons", "data.path=x.csv"])
+
+
+@pytest.mark.parametrize("item", ["=5", " =5", "train.=5", ".steps=5", "train..steps=5",
+                                  "train.steps"])
+def test_set_without_a_dotted_key_says_the_form(item):
+    with pytest.raises(ConfigError) as e:
+        cfg.apply_overrides(SEED_QUESTION, [item])
+    assert str(e.value) == (f"--set {item!r}: expected KEY=VALUE with a dotted key such as "
+                            "train.steps=100")
+
+
+@pytest.mark.parametrize("optimizer, key, users", [
+    ("sgd", "momentum", "momentum, nesterov"),
+    ("adam", "momentum", "momentum, nesterov"),
+    ("sgd", "b1", "adam, adamw"),
+    ("momentum", "eps", "adam, adamw, rmsprop"),
+    ("rmsprop", "b2", "adam, adamw"),
+    ("adamw", "decay", "rmsprop"),
+])
+def test_optimizer_keys_the_optimizer_does_not_read_are_refused(optimizer, key, users):
+    """`--set optimizer.momentum=0.5` with sgd was accepted and ignored, while a momentum
+    axis with sgd is refused."""
+    want = f"optimizer {optimizer!r} has no {key}; optimizers that use it: {users}"
+    with pytest.raises(ConfigError) as e:
+        cfg.parse({"optimizer": {"name": optimizer, key: 0.5}})
+    assert str(e.value) == f"[optimizer] {key}: got 0.5; {want}"
+    with pytest.raises(ConfigError) as e:
+        cfg.apply_overrides(SEED_QUESTION, [f"optimizer.name={optimizer}",
+                                            f"optimizer.{key}=0.5"])
+    assert str(e.value) == f"--set optimizer.{key}=0.5: {want}"
+
+
+def test_optimizer_keys_the_optimizer_reads_pass():
+    assert cfg.parse({"optimizer": {"name": "momentum", "momentum": 0.5}}).optimizer.momentum \
+        == 0.5
+    e = cfg.parse({"optimizer": {"name": "adam", "b1": 0.8, "b2": 0.99, "eps": 1e-6,
+                                 "weight_decay": 0.1, "l2": 0.01, "grad_clip": 1.0}})
+    assert (e.optimizer.b1, e.optimizer.eps) == (0.8, 1e-6)
+    sgd = cfg.parse({"optimizer": {"name": "sgd", "learning_rate": 0.1, "weight_decay": 0.1,
+                                   "l2": 0.1, "grad_clip": 1.0}})
+    raw = cfg.apply_overrides(SEED_QUESTION, ["optimizer.momentum=0.5",
+                                              "optimizer.name=nesterov"])
+    assert cfg.parse(raw).optimizer.momentum == 0.5
+    # a saved config holds every key, the unused ones too (result folders, resolve_config of
+    # an Experiment): it is read as it is
+    assert cfg.parse(sgd.to_dict()) == sgd
+    saved = cfg.parse({"optimizer": {"name": "momentum", "momentum": 0.5}}).to_dict()
+    saved["optimizer"]["name"] = "sgd"  # as a folder written before the check may hold
+    assert cfg.parse(saved).optimizer.momentum == 0.5
+    for f in sorted((ROOT / "experiments").glob("*.toml")):
+        cfg.parse(f)

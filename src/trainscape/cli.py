@@ -174,9 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="time the engine against its peers on the benchmark workloads",
         description="Time trainscape (through ts.run, after a warm-up sweep) and its peers "
                     "(NumPy loop, PyTorch eager, torch.func.vmap, a jitted JAX step driven "
-                    "from Python) on the workloads of DESIGN.md, in one process; prints "
-                    "run-steps/s, ratios and utilization against the dense float32 matmul "
-                    "rate. PyTorch peers need the `bench` extra.")
+                    "from Python) on the workloads described in results/bench/README.md, in one "
+                    "process; prints run-steps/s, ratios and utilization against the dense "
+                    "float32 matmul rate. PyTorch peers need the `bench` extra.")
     b.add_argument("--workload", choices=("seed", "small", "all", "memory"), default="all",
                    help="'memory': peak host memory of a 10,000-run and a 1,000,000-run sweep "
                         "of a tiny network, each in its own process, with a cold and then a "
@@ -260,6 +260,8 @@ def cmd_run(args) -> int:
         again += ["--distributed"] + [f"--{k.replace('_', '-')}={v}" for k, v in (
             ("coordinator", args.coordinator), ("num_processes", args.num_processes),
             ("process_id", args.process_id)) if v is not None]
+    # resuming a sweep that already finished computes nothing: say so, not its old timings
+    already = args.resume and out != "auto" and store.folder_state(Path(out)) == "finished"
     try:
         try:
             res = api.run(exp, chunk_size=args.chunk_size, memory_budget=args.memory_budget,
@@ -287,7 +289,10 @@ def cmd_run(args) -> int:
     if rank:  # process 0 reports the sweep and draws its figures
         print(f"process {rank}: done; results in {res.path}/")
         return 0
-    print(summary.text_summary(res))
+    if already:
+        print(f"{res.path}/ holds a sweep that had already finished: nothing was computed "
+              "(its timings are in meta.json)")
+    print(summary.text_summary(res, timings=not already))
     print(f"\nresults: {res.path}/ (runs.parquet, curves.parquet, meta.json)")
     if not args.no_plot:
         for f in summary.write_figures(res, res.path):

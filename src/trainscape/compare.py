@@ -7,6 +7,7 @@ map is precision-sensitive before trusting its boundary.
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -55,9 +56,10 @@ def compare(a, b) -> pd.DataFrame:
     ra, rb = _as_results(a, "a"), _as_results(b, "b")
     for res, which in ((ra, "a"), (rb, "b")):
         if _dtype_of(res) is None:
+            swept = [str(v) for v in res.config.sweep[PRECISION_AXIS]]
             raise InputError(
-                f"compare: {which} sweeps several dtypes {list(res.config.sweep['dtype'])}; "
-                "compare them within it with compare_dtypes(results, a=..., b=...)")
+                f"compare: {which} sweeps several dtypes {swept}; compare two of them within "
+                f"it with compare_dtypes(results, a={swept[0]!r}, b={swept[1]!r})")
     axes_a = [x for x in ra.axes if x != PRECISION_AXIS]
     axes_b = [x for x in rb.axes if x != PRECISION_AXIS]
     if set(axes_a) != set(axes_b):
@@ -204,7 +206,15 @@ def cli(path_a, path_b=None, stream: TextIO | None = None, dtypes: str | None = 
         df = compare_dtypes(res, *swept)
         head = f"{path_a}: {swept[0]} vs {swept[1]}"
     else:
-        df = compare(path_a, path_b)
+        ra, rb = _as_results(path_a, "a"), _as_results(path_b, "b")
+        for res, path in ((ra, path_a), (rb, path_b)):
+            if _dtype_of(res) is None:
+                swept = [str(v) for v in res.config.sweep[PRECISION_AXIS]]
+                raise InputError(
+                    f"compare-precision: {path} sweeps several dtypes ({', '.join(swept)}); "
+                    "compare two of them within it: trainscape compare-precision "
+                    f"{shlex.quote(str(path))} --dtypes {swept[0]},{swept[1]}")
+        df = compare(ra, rb)
         head = f"a = {path_a}\nb = {path_b}"
     print(head, file=stream)
     print(format_summary(df), file=stream)

@@ -426,6 +426,7 @@ def _from_dict(raw: dict) -> Experiment:
         except ValidationError as e:
             raise ConfigError(_one_line(sec, e, body)) from None
     _check_values(sections)
+    _check_optimizer_keys(raw.get("optimizer", {}))
 
     sweep_raw = raw.get("sweep", {})
     if not isinstance(sweep_raw, Mapping):
@@ -481,6 +482,36 @@ def _check_values(s: dict) -> None:
         )
 
 
+# optimizer keys that only some optimizers read (the others: learning_rate, weight_decay, l2,
+# grad_clip, which every optimizer reads; see optim.USES)
+OPTIMIZER_SPECIFIC = ("momentum", "b1", "b2", "eps", "decay")
+
+
+def _optimizer_key_unused(opt: str, key: str) -> str | None:
+    """Why optimizer `opt` does not take `key` (the sweep check's wording), or None if it does."""
+    from .optim import USES
+
+    if key not in OPTIMIZER_SPECIFIC or not isinstance(opt, str) or opt not in USES \
+            or key in USES[opt]:
+        return None
+    return (f"optimizer {opt!r} has no {key}; optimizers that use it: "
+            f"{', '.join(k for k, v in USES.items() if key in v)}")
+
+
+def _check_optimizer_keys(body: Mapping) -> None:
+    """Refuse an [optimizer] key given for an optimizer that does not read it (it would be
+    ignored, as `sweep.momentum` with `sgd` is refused). A section holding every key is a saved
+    config (`Experiment.to_dict`, meta.json and the report's TOML write all of them, and result
+    folders written before this check may hold an unused value): it is read as it is."""
+    if set(OptimizerConfig.model_fields) <= set(body):
+        return
+    opt = body.get("name", OptimizerConfig.model_fields["name"].default)
+    for k in body:
+        why = _optimizer_key_unused(opt, k)
+        if why:
+            raise ConfigError(f"[optimizer] {k}: got {body[k]!r}; {why}")
+
+
 def hparam_range(dtypes) -> tuple[str, str, float, float]:
     """(the lowest run dtype, the dtype hyperparameters are trained in, smallest normal and
     largest finite magnitude there) for runs of `dtypes`: float32 unless every run is
@@ -529,14 +560,29 @@ def _one_line(section: str, err: ValidationError, body: Mapping) -> str:
 # ---------------------------------------------------------------- overrides
 
 
+# [data] keys only the built-in datasets read, and only files read (data.py has the details)
+_BUILTIN_DATA_KEYS = ("n_samples", "noise", "n_features", "n_classes", "teacher_hidden",
+                      "n_outputs")
+_FILE_DATA_KEYS = ("target",)
+_SET_FORM = "expected KEY=VALUE with a dotted key such as train.steps=100"
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply `--set key=value` overrides (dotted keys, TOML values) to a raw config dict."""
+    """Apply `--set key=value` overrides (dotted keys, TOML values) to a raw config dict.
+
+    Setting the data source replaces the base config's: `data.path` drops an inherited
+    `data.name` (and the keys only built-in datasets read, such as `n_samples`), `data.name`
+    drops an inherited `data.path` (and `target`). Setting both is refused by `parse`.
+    An optimizer key set for an optimizer that does not read it is refused."""
     out = copy.deepcopy(raw)
+    given: dict[str, str] = {}  # dotted key -> the override that set it
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected key=value, e.g. train.steps=100")
+            raise ConfigError(f"--set {item!r}: {_SET_FORM}")
         key, _, text = item.partition("=")
         key = key.strip()
+        if not key or not all(p.strip() for p in key.split(".")):
+            raise ConfigError(f"--set {item!r}: {_SET_FORM}")
         try:
             value = tomllib.loads(f"v = {text}")["v"]
         except tomllib.TOMLDecodeError as e:
@@ -553,7 +599,32 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {key}: {p!r} is not a section")
         node[parts[-1]] = value
+        given[".".join(parts)] = item
+    _switch_data_source(out, given)
+    opt = out.get("optimizer")
+    if isinstance(opt, Mapping):
+        name = opt.get("name", OptimizerConfig.model_fields["name"].default)
+        for k in OPTIMIZER_SPECIFIC:
+            why = f"optimizer.{k}" in given and _optimizer_key_unused(name, k)
+            if why:
+                raise ConfigError(f"--set {given[f'optimizer.{k}']}: {why}")
     return out
+
+
+def _switch_data_source(out: dict, given: dict) -> None:
+    """An overridden data source (name or path) replaces the one the base config names."""
+    data = out.get("data")
+    if not isinstance(data, dict):
+        return
+    set_name, set_path = "data.name" in given, "data.path" in given
+    if set_name == set_path:  # neither, or both (which parse refuses)
+        return
+    old, dropped = ("name", _BUILTIN_DATA_KEYS) if set_path else ("path", _FILE_DATA_KEYS)
+    if data.get(old) is None:
+        return
+    for k in (old, *dropped):
+        if f"data.{k}" not in given:
+            data.pop(k, None)
 
 
 def hparam_defaults(exp: Experiment) -> dict[str, float]:

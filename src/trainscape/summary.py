@@ -17,14 +17,16 @@ def _fmt(v) -> str:
 MAX_ROWS = 40  # longer tables print their first and last rows (the full one is in runs.parquet)
 
 
-def text_summary(res: Results) -> str:
-    """Per learning rate (or the first axis), how many runs ended in each label."""
+def text_summary(res: Results, timings: bool = True) -> str:
+    """Per learning rate (or the first axis), how many runs ended in each label; `timings`:
+    also the sweep's time to first result, total time and rate (from its meta.json, so leave
+    them out for a sweep this session did not compute)."""
     axes = [a for a in res.axes if a != "seed"]
     by = "learning_rate" if "learning_rate" in axes else (axes[0] if axes else None)
     t = res.meta.get("timings", {})
     lines = [f"{res.config.name}: {res.n_runs} runs x {res.config.train.steps} steps "
              f"({', '.join(f'{a}: {len(v)}' for a, v in res.config.sweep.items()) or 'one run'})"]
-    if t.get("first_chunk_seconds") is not None:
+    if timings and t.get("first_chunk_seconds") is not None:
         lines.append(f"time to first result {t['first_chunk_seconds']:.1f} s (includes "
                      f"compilation), total {t.get('total_seconds', 0):.1f} s, "
                      f"{t.get('run_steps_per_second') or 0:,.0f} run-steps/s on "

@@ -172,6 +172,52 @@ def test_a_gpu_sized_block_keeps_every_run_independent_of_the_chunk_size(monkeyp
         assert one.runs[col][0] == whole.runs[col][77], col
 
 
+def test_device_order_deals_groups_to_devices_and_keeps_each_run_in_its_group():
+    """How a dispatch's runs are laid out over the devices (`engine.device_order`): a
+    permutation; run j's group of `sub` goes to device (j // sub) mod n_devices, its place in
+    the group stays j mod sub; a dispatch filled with k groups keeps every device within one
+    group of the others; whole-block groups leave the run order as it is."""
+    for block, n_dev, sub in [(32, 2, 1), (32, 2, 4), (32, 2, 8), (32, 4, 2), (64, 2, 32),
+                              (32, 1, 1), (32, 2, 32), (4096, 1, 4096)]:
+        pos = engine.device_order(block, n_dev, sub)
+        assert sorted(pos) == list(range(block * n_dev))
+        j = np.arange(block * n_dev)
+        np.testing.assert_array_equal(pos // block, (j // sub) % n_dev)
+        np.testing.assert_array_equal(pos % block % sub, j % sub)
+        if sub == block or n_dev == 1:
+            np.testing.assert_array_equal(pos, j)
+        for k in range(1, block * n_dev // sub + 1):  # the first k groups are real
+            per_device = np.bincount(pos[: k * sub] // block, minlength=n_dev)
+            assert per_device.max() - per_device.min() <= sub
+
+
+@pytest.mark.parametrize("work, sub", [(0, 1), (3, 4)])
+@pytest.mark.cpu_only("the CPU's sub-batch groups on two devices")
+def test_runs_trained_in_groups_do_not_depend_on_their_place_in_the_grid(work, sub,
+                                                                         monkeypatch):
+    """With groups smaller than a block dealt to the devices in turn, a run's result is the
+    same bit for bit in a grid of 22 runs (a dispatch mostly padding), with any chunk size,
+    and alone in a grid of its own."""
+    prep = api.Prepared(ts.parse(TINY))
+    monkeypatch.setattr(engine, "SUB_BATCH_FLOPS",
+                        work * engine.run_step_flops(prep.static, prep.x))
+    engine.compiled_sweep.cache_clear()
+    try:
+        cfg = dict(TINY, sweep={"learning_rate": {"geomspace": [0.01, 30.0], "num": 11},
+                                "seed": {"range": 2}})
+        grid = _run(cfg, chunk_size=1000)
+        assert grid.meta["engine"]["programs"][0]["runs_trained_together"] == sub
+        pd.testing.assert_frame_equal(_run(cfg, chunk_size=1).runs, grid.runs,
+                                      check_exact=True)
+        for i in (0, 13, 21):
+            one = _run(dict(cfg, sweep={"learning_rate": [float(grid.runs.learning_rate[i])],
+                                        "seed": [int(grid.runs.seed[i])]}))
+            for col in ("initial_loss", "final_loss", "min_loss", "max_loss"):
+                assert one.runs[col][0] == grid.runs[col][i], (i, col)
+    finally:
+        engine.compiled_sweep.cache_clear()
+
+
 def test_block_sizes_per_platform_and_network():
     """32 runs per block on a CPU whatever the network; on a GPU the smallest power of two from
     32 whose runs do 8 GFLOP per step (6 x rows x parameters each), at most 4096."""

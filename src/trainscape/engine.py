@@ -371,7 +371,8 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
             continue
         if st not in placed:
             placed[st] = _place(st, devices, x, y, init_params)
-        fn, init_fn, by_run, xd, yd, ip, group_runs = placed[st]
+        fn, init_fn, by_run, xd, yd, ip, group_runs, order = placed[st]
+        to_layout = np.argsort(order)
         hdt = np.float32 if st.dtype == "bfloat16" else jnp.dtype(st.dtype)
         t0 = time.perf_counter()
         pending: list = []  # dispatched blocks not yet copied to the host, oldest first
@@ -379,18 +380,19 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
         for g0 in range(0, len(rows), group_runs):  # dispatched asynchronously
             # pad by repeating the chunk's last run; padded outputs are dropped
             idx = rows[np.arange(g0, g0 + group_runs).clip(max=len(rows) - 1)]
+            real = np.arange(g0, g0 + group_runs) < len(rows)
             # one transfer call for all of a block's hyperparameters (a call per key cost
-            # more host time than the block's compute on small networks)
+            # more host time than the block's compute on small networks), in device order
             batch, real = jax.device_put(
-                ({k: v.astype(np.int32 if k == "seed" else hdt) for k, v in take(hp, idx).items()},
-                 np.arange(g0, g0 + group_runs) < len(rows)), by_run)
+                ({k: v.astype(np.int32 if k == "seed" else hdt)
+                  for k, v in take(hp, idx[to_layout]).items()}, real[to_layout]), by_run)
             # each run's own starting weights, from the init program (see compiled_init)
             traj: Trajectory = fn(batch, xd, yd, init_fn(batch["seed"]) if ip is None else ip,
                                   real)
             pending.append((min(g0 + group_runs, len(rows)) - g0, traj))
             if len(pending) > MAX_IN_FLIGHT:
-                parts.append(_to_host(*pending.pop(0)))
-        parts += [_to_host(m, t) for m, t in pending]
+                parts.append(_to_host(*pending.pop(0), order))
+        parts += [_to_host(m, t, order) for m, t in pending]
         del pending
         host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         yield ChunkOutput(index, int(rows[0]), int(rows[0]) + len(rows), host,
@@ -406,9 +408,23 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
 MAX_IN_FLIGHT = 8
 
 
-def _to_host(m: int, traj: Trajectory) -> dict[str, np.ndarray]:
-    """A dispatched block's outputs on the host, its first `m` runs (the rest are padding)."""
-    return {k: v[:m] for k, v in jax.device_get(traj._asdict()).items()}
+def _to_host(m: int, traj: Trajectory, order: np.ndarray) -> dict[str, np.ndarray]:
+    """A dispatched block's outputs on the host, back in run order (`device_order`), its
+    first `m` runs (the rest are padding)."""
+    return {k: v[order][:m] for k, v in jax.device_get(traj._asdict()).items()}
+
+
+def device_order(block: int, n_devices: int, sub: int) -> np.ndarray:
+    """Where each run of a dispatch (`block` runs on each of `n_devices` devices, in run
+    order) sits in the device-major layout the program is sharded in: its groups of `sub`
+    runs (those trained together, `sub_batch`) are dealt to the devices in turn, each run
+    keeping its place within its group. So a dispatch that is partly padding (the last of a
+    grid) spreads its real groups over every device instead of leaving all but the first
+    idle, and a run's group and place in it do not depend on the number of devices. With
+    whole-block groups (GPUs and TPUs, small networks on CPU) this is the identity."""
+    j = np.arange(block * n_devices)
+    group = j // sub
+    return (group % n_devices) * block + (group // n_devices) * sub + j % sub
 
 
 def _place(st: Static, devices: list, x, y, init_params):
@@ -426,8 +442,10 @@ def _place(st: Static, devices: list, x, y, init_params):
     ip = None
     if init_params is not None:
         ip = jax.device_put(jax.tree.map(lambda p: jnp.asarray(p, dt), init_params), replicated)
+    block = block_of(st, x, devs[0].platform)
+    order = device_order(block, len(devs), min(block, sub_batch(st, x, devs[0].platform)))
     return (compiled_sweep(st, tuple(devs)), compiled_init(st.model, tuple(devs)), by_run, xd,
-            yd, ip, block_of(st, x, devs[0].platform) * len(devs))
+            yd, ip, block * len(devs), order)
 
 
 def n_chunks(n_runs: int, chunk_size: int) -> int:

@@ -315,3 +315,29 @@ def test_targets_are_reported_on_cpu_only(monkeypatch, small_matmul):
     assert [t["target"] for t in on_cpu["targets"]][:2] == ["utilization", "engine/numpy_loop"]
     monkeypatch.setattr(bench.jax, "default_backend", lambda: "gpu")
     assert bench.bench_workload(named_small, ["numpy_loop"], 1, 1e9, stream=None)["targets"] == []
+
+
+def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path):
+    """experiments/engine_gap.py (a GPU diagnostic that reaches into the engine's internals):
+    on a tiny workload it runs, accounts for every run-step and writes what it printed."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "experiments" / "engine_gap.py"
+    spec = importlib.util.spec_from_file_location("engine_gap", path)
+    gap = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gap)
+    r = gap.measure(TINY, repeats=1, steps=4)
+    n_runs = TINY.n_runs
+    assert (r["runs"], r["steps"]) == (n_runs, 4)
+    assert r["dispatches"] == -(-n_runs // r["runs_per_dispatch"])
+    for k in ("train", "init", "run", "step_loop"):
+        runs = r["step_loop_runs"] if k == "step_loop" else n_runs
+        assert r["run_steps_per_second"][k] == pytest.approx(runs * 4 / r["seconds"][k])
+    assert r["host_and_idle_seconds"] == pytest.approx(
+        r["seconds"]["run"] - r["seconds"]["train"] - r["seconds"]["init"])
+    with pytest.raises(SystemExit) as bad:
+        gap.main(["--workload", "small", "--steps", "0"])
+    assert bad.value.code == 2
+    text = gap.format_gap(r)
+    assert f"{n_runs} runs x 4 steps" in text and "train / step_loop" in text

@@ -1,0 +1,135 @@
+"""Where `ts.run`'s time goes on a benchmark workload, next to the JAX step loop.
+
+On the H200 the engine (timed end to end through `ts.run`) ran at 0.73x (`seed`) and 0.55x
+(`small`) the rate of a jitted, vmapped step driven from a Python loop. This splits the
+engine's time so that the next session with a GPU can see which part to work on:
+
+- `train`: the compiled block programs alone, every dispatch of the grid, inputs already on the
+  device, timed until the last one finishes (no host tables, no transfers back);
+- `init`: the init program alone (each run's starting weights), the same way;
+- `run`: `ts.run(config, out=None)` end to end, as the bench times it;
+- `step_loop`: the bench's `jax_step_loop` peer (on a CPU a subset of the grid, as in the
+  bench; run-steps/s are comparable).
+
+`run - train - init` is what the host adds (transfers, tables, labels) plus any idle time
+between dispatches. Rates are run-steps/s, best of `--repeats`, in one process.
+
+    python experiments/engine_gap.py --workload small --out DIR [--repeats 3] [--steps N]
+
+`--steps` shortens the workload for a smoke test on a CPU. Writes DIR/engine_gap.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import trainscape as ts
+from trainscape import api, bench, engine
+
+
+def _best(call, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return min(times)
+
+
+def measure(workload: str, repeats: int = 3, steps: int | None = None) -> dict:
+    w = bench._resolve(workload)
+    if steps is not None:
+        w = dataclasses.replace(w, steps=steps)
+    config = bench.workload_config(w)
+    prep = api.Prepared(ts.parse(config))
+    st, n = prep.static, prep.n_runs
+    devices = engine.run_devices()
+    fn, init_fn, by_run, xd, yd, _, group_runs, order = engine._place(
+        st, devices, prep.x, prep.y, None)
+    to_layout = np.argsort(order)
+    hdt = jnp.dtype(st.dtype)
+    batches = []  # every dispatch's inputs on the device, before anything is timed
+    every = prep.hparams(np.arange(n))
+    for g0 in range(0, n, group_runs):
+        pos = np.arange(g0, g0 + group_runs)
+        idx = pos.clip(max=n - 1)
+        hp = {k: v.astype(np.int32 if k == "seed" else hdt)
+              for k, v in engine.take(every, idx[to_layout]).items()}
+        batches.append(jax.device_put((hp, (pos < n)[to_layout]), by_run))
+    inits = jax.block_until_ready([init_fn(hp["seed"]) for hp, _ in batches])
+
+    def init():
+        jax.block_until_ready([init_fn(hp["seed"]) for hp, _ in batches])
+
+    def train():
+        jax.block_until_ready([fn(hp, xd, yd, i, real)
+                               for (hp, real), i in zip(batches, inits, strict=True)])
+
+    def run():
+        ts.run(config, out=None, progress=False)
+
+    for call in (init, train, run):  # compile and warm up
+        call()
+    run_steps = n * w.steps
+    out = {"workload": w.name, "runs": n, "steps": w.steps, "dispatches": len(batches),
+           "runs_per_dispatch": group_runs, "backend": jax.default_backend(),
+           "devices": [str(d) for d in devices], "seconds": {}, "run_steps_per_second": {}}
+    for name, call in (("init", init), ("train", train), ("run", run)):
+        s = _best(call, repeats)
+        out["seconds"][name] = s
+        out["run_steps_per_second"][name] = run_steps / s
+    X, y = bench.load_data(w.data)
+    info, once = bench._setup_peer("jax_step_loop", w, X, y)
+    if once is not None:
+        s = _best(once, repeats)
+        out["seconds"]["step_loop"] = s
+        out["run_steps_per_second"]["step_loop"] = info["run_steps_timed"] / s
+        out["step_loop_runs"] = info["runs_timed"]
+    sec = out["seconds"]
+    out["host_and_idle_seconds"] = sec["run"] - sec["train"] - sec["init"]
+    return out
+
+
+def format_gap(r: dict) -> str:
+    rate, sec = r["run_steps_per_second"], r["seconds"]
+    lines = [f"{r['workload']}: {r['runs']} runs x {r['steps']} steps, {r['dispatches']} "
+             f"dispatch(es) of {r['runs_per_dispatch']} runs, {r['backend']}"]
+    for k in ("train", "init", "run", "step_loop"):
+        if k in rate:
+            lines.append(f"  {k:9s} {sec[k]:9.4f} s  {rate[k]:14,.0f} run-steps/s")
+    lines.append(f"  ts.run - train - init = {r['host_and_idle_seconds']:.4f} s "
+                 "(host work and idle time)")
+    if "step_loop" in rate:
+        lines.append(f"  train / step_loop = {rate['train'] / rate['step_loop']:.2f}x, "
+                     f"run / step_loop = {rate['run'] / rate['step_loop']:.2f}x")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--workload", choices=("seed", "small"), default="small")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=int, default=None, help="shorter workload (smoke test)")
+    p.add_argument("--out", type=Path, default=None, help="folder for engine_gap.json")
+    a = p.parse_args(argv)
+    if a.repeats < 1 or (a.steps is not None and a.steps < 1):
+        p.error("--repeats and --steps must be at least 1")
+    r = measure(a.workload, a.repeats, a.steps)
+    print(format_gap(r))
+    if a.out is not None:
+        a.out.mkdir(parents=True, exist_ok=True)
+        (a.out / "engine_gap.json").write_text(json.dumps(r, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

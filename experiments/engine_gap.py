@@ -57,14 +57,10 @@ def measure(workload: str, repeats: int = 3, steps: int | None = None) -> dict:
         st, devices, prep.x, prep.y, None)
     to_layout = np.argsort(order)
     hdt = jnp.dtype(st.dtype)
-    batches = []  # every dispatch's inputs on the device, before anything is timed
-    every = prep.hparams(np.arange(n))
-    for g0 in range(0, n, group_runs):
-        pos = np.arange(g0, g0 + group_runs)
-        idx = pos.clip(max=n - 1)
-        hp = {k: v.astype(np.int32 if k == "seed" else hdt)
-              for k, v in engine.take(every, idx[to_layout]).items()}
-        batches.append(jax.device_put((hp, (pos < n)[to_layout]), by_run))
+    every, rows = prep.hparams(np.arange(n)), np.arange(n)
+    # every dispatch's inputs on the device, before anything is timed
+    batches = [engine.dispatch_inputs(every, rows, g0, group_runs, to_layout, hdt, by_run)
+               for g0 in range(0, n, group_runs)]
     inits = jax.block_until_ready([init_fn(hp["seed"]) for hp, _ in batches])
 
     def init():

@@ -378,14 +378,7 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
         pending: list = []  # dispatched blocks not yet copied to the host, oldest first
         parts = []
         for g0 in range(0, len(rows), group_runs):  # dispatched asynchronously
-            # pad by repeating the chunk's last run; padded outputs are dropped
-            idx = rows[np.arange(g0, g0 + group_runs).clip(max=len(rows) - 1)]
-            real = np.arange(g0, g0 + group_runs) < len(rows)
-            # one transfer call for all of a block's hyperparameters (a call per key cost
-            # more host time than the block's compute on small networks), in device order
-            batch, real = jax.device_put(
-                ({k: v.astype(np.int32 if k == "seed" else hdt)
-                  for k, v in take(hp, idx[to_layout]).items()}, real[to_layout]), by_run)
+            batch, real = dispatch_inputs(hp, rows, g0, group_runs, to_layout, hdt, by_run)
             # each run's own starting weights, from the init program (see compiled_init)
             traj: Trajectory = fn(batch, xd, yd, init_fn(batch["seed"]) if ip is None else ip,
                                   real)
@@ -397,6 +390,19 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
         host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         yield ChunkOutput(index, int(rows[0]), int(rows[0]) + len(rows), host,
                           time.perf_counter() - t0, rows=rows)
+
+
+def dispatch_inputs(hp: dict[str, np.ndarray], rows: np.ndarray, g0: int, group_runs: int,
+                    to_layout: np.ndarray, dtype, sharding):
+    """The hyperparameters of one dispatch, the runs `rows[g0:g0 + group_runs]`, and which of
+    them are real, in device order (`device_order`), on the devices. Padded by repeating the
+    last run (its outputs are dropped). One transfer call for all of them: a call per
+    hyperparameter cost more host time than the block's compute on small networks."""
+    pos = np.arange(g0, g0 + group_runs)
+    idx = rows[pos.clip(max=len(rows) - 1)]
+    hps = {k: v.astype(np.int32 if k == "seed" else dtype)
+           for k, v in take(hp, idx[to_layout]).items()}
+    return jax.device_put((hps, (pos < len(rows))[to_layout]), sharding)
 
 
 # Blocks of a chunk dispatched ahead of the one being copied back. Every dispatched block

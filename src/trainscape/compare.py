@@ -41,6 +41,14 @@ def _dtype_of(res: Results) -> str | None:
     return res.config.train.dtype
 
 
+def _refuse_several_dtypes(named, message) -> None:
+    """Refuse the first of the (results, name) pairs whose sweep has a dtype axis: a folder
+    compared with another must hold one precision. `message(name, swept dtypes)` words it."""
+    for res, name in named:
+        if _dtype_of(res) is None:
+            raise InputError(message(name, [str(v) for v in res.config.sweep[PRECISION_AXIS]]))
+
+
 def compare(a, b) -> pd.DataFrame:
     """Runs of `a` and `b` (Results or results folders) whose label differs.
 
@@ -54,12 +62,9 @@ def compare(a, b) -> pd.DataFrame:
     (what `format_summary` prints about them, and about two sweeps of the same precision).
     """
     ra, rb = _as_results(a, "a"), _as_results(b, "b")
-    for res, which in ((ra, "a"), (rb, "b")):
-        if _dtype_of(res) is None:
-            swept = [str(v) for v in res.config.sweep[PRECISION_AXIS]]
-            raise InputError(
-                f"compare: {which} sweeps several dtypes {swept}; compare two of them within "
-                f"it with compare_dtypes(results, a={swept[0]!r}, b={swept[1]!r})")
+    _refuse_several_dtypes(((ra, "a"), (rb, "b")), lambda which, swept: (
+        f"compare: {which} sweeps several dtypes {swept}; compare two of them within it with "
+        f"compare_dtypes(results, a={swept[0]!r}, b={swept[1]!r})"))
     axes_a = [x for x in ra.axes if x != PRECISION_AXIS]
     axes_b = [x for x in rb.axes if x != PRECISION_AXIS]
     if set(axes_a) != set(axes_b):
@@ -207,13 +212,11 @@ def cli(path_a, path_b=None, stream: TextIO | None = None, dtypes: str | None = 
         head = f"{path_a}: {swept[0]} vs {swept[1]}"
     else:
         ra, rb = _as_results(path_a, "a"), _as_results(path_b, "b")
-        for res, path in ((ra, path_a), (rb, path_b)):
-            if _dtype_of(res) is None:
-                swept = [str(v) for v in res.config.sweep[PRECISION_AXIS]]
-                raise InputError(
-                    f"compare-precision: {path} sweeps several dtypes ({', '.join(swept)}); "
-                    "compare two of them within it: trainscape compare-precision "
-                    f"{shlex.quote(str(path))} --dtypes {swept[0]},{swept[1]}")
+        # the CLI's own wording first (compare() names the Python call)
+        _refuse_several_dtypes(((ra, path_a), (rb, path_b)), lambda path, swept: (
+            f"compare-precision: {path} sweeps several dtypes ({', '.join(swept)}); compare "
+            f"two of them within it: trainscape compare-precision {shlex.quote(str(path))} "
+            f"--dtypes {swept[0]},{swept[1]}"))
         df = compare(ra, rb)
         head = f"a = {path_a}\nb = {path_b}"
     print(head, file=stream)

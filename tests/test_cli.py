@@ -15,6 +15,7 @@ import pytest
 import trainscape as ts
 from trainscape.cli import main
 
+# the network, data and steps of test_report's TINY: the two files share one compiled program
 TINY_TOML = """
 name = "tiny"
 [data]
@@ -23,7 +24,7 @@ n_samples = 64
 [model]
 hidden = [8]
 [train]
-steps = 20
+steps = 40
 [sweep]
 learning_rate = {geomspace = [0.01, 100.0], num = 5}
 seed = {range = 2}
@@ -46,7 +47,7 @@ def test_run_writes_results_and_figures(tiny, tmp_path, capsys):
         assert (out / f).is_file(), f
     res = ts.load(out)
     assert len(res.runs) == 10 and res.config.name == "tiny"
-    assert len(res.curves) == 10 * 21
+    assert len(res.curves) == 10 * 41
     meta = json.loads((out / "meta.json").read_text())
     assert meta["backend"] == jax.default_backend() and meta["versions"]["jax"]
     assert not (out / "chunks").exists() and not (out / ".lock").exists()
@@ -72,10 +73,10 @@ def test_default_out_is_a_new_folder(tiny, tmp_path, monkeypatch):
 def test_set_overrides_and_chunk_size(tiny, tmp_path):
     out = tmp_path / "o"
     rc = main(["run", str(tiny), "--out", str(out), "--no-progress", "--no-plot",
-               "--chunk-size", "3", "--set", "train.steps=5", "--set", "sweep.seed=[7]"])
+               "--chunk-size", "3", "--set", "train.steps=3", "--set", "sweep.seed=[7]"])
     assert rc == 0
     res = ts.load(out)
-    assert res.config.train.steps == 5 and set(res.runs["seed"]) == {7}
+    assert res.config.train.steps == 3 and set(res.runs["seed"]) == {7}
 
 
 @pytest.mark.parametrize("args, msg", [

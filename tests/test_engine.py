@@ -443,7 +443,7 @@ def test_init_program_draws_what_the_training_program_would_draw():
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
     # the initial loss of a run depends only on its seed, not on what else the grid sweeps
     a = _run({**TINY, "sweep": {"learning_rate": [0.1], "seed": [4, 1]}})
-    b = _run({**TINY, "train": {"steps": 3},
+    b = _run({**TINY, "train": {"steps": 30, "record_every": 7},  # another training program
               "sweep": {"seed": [1, 2, 4], "learning_rate": [5.0]}})
     pa = a.runs.set_index("seed")["initial_loss"]
     pb = b.runs.set_index("seed")["initial_loss"]
@@ -557,8 +557,8 @@ def test_meta_records_how_the_engine_ran_each_program():
     """meta.json says how many runs were trained together and in which layout: one at a time,
     feature-major, for the seed network on breast cancer (42 MFLOP per run-step); the whole
     block for the tiny moons network; sample-major when a layer is as wide as the data."""
-    def facts(data, hidden):
-        cfg = {"data": data, "model": {"hidden": hidden}, "train": {"steps": 2},
+    def facts(data, hidden, steps=2):
+        cfg = {"data": data, "model": {"hidden": hidden}, "train": {"steps": steps},
                "sweep": {"learning_rate": [0.1]}}
         return _run(cfg).meta["engine"]
 
@@ -566,7 +566,8 @@ def test_meta_records_how_the_engine_ran_each_program():
     assert seed["block_runs_per_device"] == engine.BLOCK
     assert seed["programs"] == [{"dtype": "float32", "batch_size": None,
                                  "runs_trained_together": 1, "layout": "features"}]
-    tiny = facts({"name": "moons", "n_samples": 64}, [8, 8])["programs"][0]
+    # TINY's training program (compiled once for the file)
+    tiny = facts({"name": "moons", "n_samples": 64}, [8, 8], steps=30)["programs"][0]
     assert (tiny["runs_trained_together"], tiny["layout"]) == (engine.BLOCK, "features")
     wide = facts({"name": "moons", "n_samples": 64}, [64])["programs"][0]
     assert wide["layout"] == "samples"

@@ -81,7 +81,7 @@ def test_per_layer_learning_rates(reg):
     x, y = reg
     params = mlp_params(np.random.default_rng(0), (D, 4, 1))
     model = {"hidden": [4], "activation": "tanh"}
-    steps, lr = 5, 0.3
+    steps, lr = 6, 0.3  # the steps of the mini-batch test below: one compiled program
     glob = sweep({"model": model, "train": {"steps": steps},
                   "sweep": {"learning_rate": [lr]}}, (x, y), params)
     per = sweep({"model": model, "train": {"steps": steps},

@@ -263,7 +263,8 @@ def test_minibatch_steps_are_halves_of_a_permutation():
     params = random_params(rng, (d, 4, 1), bias_scale=0.3)
     lr, seeds = 0.7, list(range(8))
     res = run({"model": {"hidden": [4]}, "loss": {"name": "mse"},
-               "train": {"steps": 4, "dtype": "float64", "batch_size": 4},
+               # 6 steps (3 epochs; the first two are checked): test_generality's program
+               "train": {"steps": 6, "dtype": "float64", "batch_size": 4},
                "sweep": {"learning_rate": [lr], "seed": seeds}}, (x, y), params)
     got = curves_by_run(res)
     halves = [frozenset(c) for c in itertools.combinations(range(n), 4)]

@@ -10,14 +10,16 @@
 #                      against the GPU's own float32 matmul rate at precision HIGHEST
 #   gap-seed.json, gap-small.json
 #                      experiments/engine_gap.py: the engine's compiled block programs alone,
-#                      its init program alone, ts.run end to end and the JAX step loop
+#                      its init program alone, ts.run end to end and the JAX step loop,
+#                      and the programs rebuilt three ways (`--variants`)
 #   runs.tar.gz        runs.parquet + meta.json of the GPU sweeps below
 #
-# Steps: (1) the bench, then where the engine's time goes (engine_gap.py); (2) the default
-# experiment (`trainscape run`, the seed question) with matmul_precision "highest" (the
-# default) and "default" (TF32 on this GPU), and compare-precision between them and against the
-# CPU copy in results/studies/seed_question, and the highest run repeated in a fresh process,
-# compared bit for bit;
+# Steps: (1) where the engine's time goes (engine_gap.py: its programs alone, ts.run, the
+# step loop, and the programs rebuilt with the step loop's layout or without the summaries),
+# then the bench; (2) the default experiment (`trainscape run`, the seed question) with
+# matmul_precision "highest" (the default) and "default" (TF32 on this GPU), and
+# compare-precision between them and against the CPU copy in results/studies/seed_question,
+# and the highest run repeated in a fresh process, compared bit for bit;
 # (3) the default test suite with the GPU as JAX's default backend.
 #
 #   OUT=/some/folder bash experiments/gpu_bench.sh
@@ -66,17 +68,19 @@ print("devices", jax.devices(), "backend", jax.default_backend())
 EOF
 } 2>&1 | tee -a "$LOG"
 
+# first, as the open question: is the engine's gap to the step loop in its program (and in
+# which part: layout, summaries) or around it?
+for wl in ${WORKLOADS:-seed small}; do
+    step "gap-$wl" 150 "$PY" experiments/engine_gap.py --workload "$wl" ${GAP_ARGS:-} \
+        --out "$W/gap-$wl"
+    cp "$W/gap-$wl/engine_gap.json" "$OUT/gap-$wl.json" 2>/dev/null
+done
+
 for wl in ${WORKLOADS:-seed small}; do  # one process each: a timeout costs one workload only
     step "bench-$wl" 150 "$PY" -m trainscape bench --workload "$wl" ${BENCH_ARGS:---repeats 3} \
         ${PEERS:+--peers $PEERS} \
         --out "$W/bench-$wl"
     for f in json md; do cp "$W/bench-$wl/bench.$f" "$OUT/bench-$wl.$f" 2>/dev/null; done
-done
-
-for wl in ${WORKLOADS:-seed small}; do  # is the gap to the step loop in the program or around it?
-    step "gap-$wl" 90 "$PY" experiments/engine_gap.py --workload "$wl" ${GAP_ARGS:-} \
-        --out "$W/gap-$wl"
-    cp "$W/gap-$wl/engine_gap.json" "$OUT/gap-$wl.json" 2>/dev/null
 done
 
 step run-highest 120 "$PY" -m trainscape run --no-progress ${RUN_SETS:-} --out "$W/seed_question_highest"

@@ -327,7 +327,18 @@ def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path):
     spec = importlib.util.spec_from_file_location("engine_gap", path)
     gap = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gap)
-    r = gap.measure(TINY, repeats=1, steps=4)
+    from trainscape import engine, models, train
+
+    originals = (models.feature_major, engine.shares_data, train._update_stats)
+    traced = train.TRACE_COUNT["train_one"]
+    r = gap.measure(TINY, repeats=1, steps=4, variants=("samples_shared",))
+    # the variant's program was traced anew, and the engine is left as it was
+    assert train.TRACE_COUNT["train_one"] > traced
+    assert (models.feature_major, engine.shares_data, train._update_stats) == originals
+    v = r["variants"]["samples_shared"]
+    assert v["vs_train"] == pytest.approx(r["seconds"]["train"] / v["seconds"])
+    with pytest.raises(ValueError, match="variant"), gap.variant("no_such"):
+        pass
     n_runs = TINY.n_runs
     assert (r["runs"], r["steps"]) == (n_runs, 4)
     assert r["dispatches"] == -(-n_runs // r["runs_per_dispatch"])
@@ -339,5 +350,9 @@ def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path):
     with pytest.raises(SystemExit) as bad:
         gap.main(["--workload", "small", "--steps", "0"])
     assert bad.value.code == 2
+    with pytest.raises(SystemExit) as bad:
+        gap.main(["--workload", "small", "--variants", "samples_shared,nope"])
+    assert bad.value.code == 2
     text = gap.format_gap(r)
     assert f"{n_runs} runs x 4 steps" in text and "train / step_loop" in text
+    assert "train, samples_shared" in text

@@ -193,10 +193,48 @@ def test_sigterm_saves_the_chunk_in_progress_and_exits_143(big_cfg, reference, c
     _same_files(out, reference)
 
 
-@pytest.mark.cpu_only("not heard mid-chunk on a GPU (docs/reliability.md)")
+def _read_lines(proc):
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    return lines, reader
+
+
+def _wait_for(proc, cond, timeout: float) -> bool:
+    t0 = time.monotonic()
+    while not cond():
+        if proc.poll() is not None or time.monotonic() - t0 > timeout:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _second_ctrl_c(proc, lines, reader, timeout: float = 30) -> tuple[str, float]:
+    """Press Ctrl+C again and wait for the process to end: (its stderr, seconds it took)."""
+    try:
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        proc.wait(timeout=timeout)
+        stopped_in = time.monotonic() - t0
+    finally:
+        proc.kill()
+    reader.join(5)
+    return "".join(lines), stopped_in
+
+
+def _check_stopped_at_once(proc, err: str, out: Path) -> None:
+    """What a second Ctrl+C leaves: exit 130, one acknowledgement, the resume command last,
+    the lock released and no chunk saved."""
+    assert proc.returncode == 130, err
+    assert err.count("stopping once") == 1, err
+    assert "--resume" in shlex.split(err.strip().splitlines()[-1]), err
+    assert not (out / ".lock").exists() and _saved(out) == set(), err
+
+
 def test_ctrl_c_is_heard_mid_chunk_and_a_second_one_stops_at_once(cli_env, tmp_path):
     """One chunk that would compute for many minutes: the first Ctrl+C is acknowledged while
-    XLA is still running it (JAX checks for signals while it waits); the second ends the
+    XLA is still running it (on a CPU by the main thread's handler, JAX handing control back
+    while it waits; where it does not, by store.hear_signals_while_busy); the second ends the
     process at once (exit 130; a normal exit would wait in JAX's teardown for the chunk) with
     the lock released, nothing half-saved and the resume command printed."""
     cfg = _write(tmp_path / "long.toml", 'name = "long"\n' + STATIC.replace(
@@ -204,36 +242,109 @@ def test_ctrl_c_is_heard_mid_chunk_and_a_second_one_stops_at_once(cli_env, tmp_p
         + "[sweep]\nlearning_rate = [0.1, 0.2]\n")
     out = tmp_path / "out"
     proc = _start(cli_env, cfg, "--out", out, "--no-progress", "--no-plot")
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)
-    reader.start()
-
-    def wait_for(cond, timeout):
-        t0 = time.monotonic()
-        while not cond():
-            if proc.poll() is not None or time.monotonic() - t0 > timeout:
-                return False
-            time.sleep(0.02)
-        return True
-
+    lines, reader = _read_lines(proc)
     try:
-        assert wait_for(lambda: (out / "manifest.json").exists(), 120), "".join(lines)
+        assert _wait_for(proc, (out / "manifest.json").exists, 120), "".join(lines)
         time.sleep(1.0)  # inside the compile or the chunk; either way Python is not running
         proc.send_signal(signal.SIGINT)
-        assert wait_for(lambda: any("stopping once" in line for line in lines), 60), \
+        assert _wait_for(proc, lambda: any("stopping once" in line for line in lines), 60), \
             "the first Ctrl+C was not acknowledged while the chunk computed"
+    except BaseException:
+        proc.kill()
+        raise
+    err, stopped_in = _second_ctrl_c(proc, lines, reader)
+    _check_stopped_at_once(proc, err, out)
+    assert stopped_in < 10, f"second Ctrl+C took {stopped_in:.1f} s to stop the process"
+    assert not (out / "runs.parquet").exists()
+
+
+# `trainscape run` with the main thread held inside one C call that no signal interrupts (a
+# mutex locked twice by its owner: glibc's futex wait resumes after every signal handler),
+# as JAX's was on a GPU while a long chunk computed. STALL seconds, then the chunk is computed
+# as usual; 0: forever. The marker file says the stall has begun.
+STALLED_CLI = """
+import ctypes, os, sys, time
+from trainscape import api, cli
+
+libc = ctypes.CDLL(None, use_errno=True)
+real = api._compute_chunk
+
+class Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+def stalled(*a, **k):
+    m = ctypes.create_string_buffer(64)  # a pthread_mutex_t, default (normal) kind
+    libc.pthread_mutex_init(m, None)
+    libc.pthread_mutex_lock(m)
+    open(os.environ["STALL_MARKER"], "w").close()
+    stall = float(os.environ["STALL"])
+    if stall == 0:
+        libc.pthread_mutex_lock(m)  # never returns
+    until = time.time() + stall
+    libc.pthread_mutex_timedlock(m, ctypes.byref(Timespec(int(until), int(until % 1 * 1e9))))
+    print("stall over", file=sys.stderr, flush=True)
+    return real(*a, **k)
+
+api._compute_chunk = stalled
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _stall_then_ctrl_c(env, tmp_path: Path, stall: float):
+    """Start a two-run sweep whose main thread stalls for `stall` s (0: forever) in its
+    chunk, press Ctrl+C once the stall has begun and wait up to 4 s for the acknowledgement
+    (the main thread cannot give it: see STALLED_CLI). Returns the process, its stderr lines
+    so far (still being read), the reader, the config and the output folder."""
+    cfg = _write(tmp_path / "two.toml", 'name = "two"\n' + STATIC
+                 + "[sweep]\nlearning_rate = [0.1, 0.2]\n")
+    out, marker = tmp_path / "out", tmp_path / "stalled"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STALLED_CLI, "run", str(cfg), "--out", str(out),
+         "--no-progress", "--no-plot"],
+        env={**env, "STALL": str(stall), "STALL_MARKER": str(marker)}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, preexec_fn=_default_signals)
+    lines, reader = _read_lines(proc)
+    try:
+        assert _wait_for(proc, marker.exists, 120), "".join(lines)
         proc.send_signal(signal.SIGINT)
-        t0 = time.monotonic()
-        proc.wait(timeout=30)
-        stopped_in = time.monotonic() - t0
+        assert _wait_for(proc, lambda: any("stopping once" in x for x in lines), 4), \
+            "the first Ctrl+C was not acknowledged during the stall: " + "".join(lines)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, lines, reader, cfg, out
+
+
+def test_ctrl_c_is_heard_while_the_main_thread_is_stuck_in_a_call(cli_env, tmp_path):
+    """The GPU case (docs/reliability.md): the main thread never returns from the chunk's
+    call, so Python never runs a handler. The first Ctrl+C is still acknowledged, and the
+    second still ends the process with exit 130, the lock released and the resume command
+    printed."""
+    proc, lines, reader, cfg, out = _stall_then_ctrl_c(cli_env, tmp_path, 0)
+    err, _ = _second_ctrl_c(proc, lines, reader)
+    _check_stopped_at_once(proc, err, out)
+    cmd = shlex.split(err.strip().splitlines()[-1])
+    assert cmd[:3] == ["trainscape", "run", str(cfg)], err
+    assert (out / "manifest.json").exists()
+
+
+def test_ctrl_c_heard_during_a_stall_still_saves_the_chunk(cli_env, tmp_path):
+    """A stall that ends: the first Ctrl+C is acknowledged during it, once (not again when
+    the main thread's own handler runs afterwards), and the chunk is then finished and saved
+    before the process stops with exit 130."""
+    proc, lines, reader, _, out = _stall_then_ctrl_c(cli_env, tmp_path, 5)
+    acked_during_stall = not any("stall over" in x for x in lines)
+    try:
+        proc.wait(timeout=120)
     finally:
         proc.kill()
     reader.join(5)
     err = "".join(lines)
+    assert acked_during_stall, err
     assert proc.returncode == 130, err
-    assert stopped_in < 10, f"second Ctrl+C took {stopped_in:.1f} s to stop the process"
-    assert "--resume" in err and not (out / ".lock").exists()
-    assert _saved(out) == set() and not (out / "runs.parquet").exists()
+    assert err.count("stopping once") == 1, err
+    assert _saved(out) == {0} and not (out / ".lock").exists(), err
+    assert "--resume" in err.strip().splitlines()[-1]
 
 
 def test_corrupt_partial_and_missing_chunks_are_recomputed(big_cfg, reference, tmp_path,

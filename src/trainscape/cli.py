@@ -225,6 +225,7 @@ def cmd_gradcheck(args) -> int:
 
 def cmd_run(args) -> int:
     import signal
+    import threading
 
     from . import api, memory, store, summary
 
@@ -262,17 +263,36 @@ def cmd_run(args) -> int:
             ("process_id", args.process_id)) if v is not None]
     # resuming a sweep that already finished computes nothing: say so, not its old timings
     already = args.resume and out != "auto" and store.folder_state(Path(out)) == "finished"
+    stopping = threading.Lock()  # whichever thread stops the process first does it alone
+
+    def say_interrupted() -> None:
+        print(f"\ninterrupted: finished chunks are saved in {out}/; resume with:\n  "
+              f"{shlex.join(again)}", file=sys.stderr)
+
+    def stop_now(signum: int) -> None:
+        """A second Ctrl+C (or a signal outside a chunk) that the main thread, busy inside
+        XLA, could not act on (store.hear_signals_while_busy): leave at once, as below."""
+        if not stopping.acquire(blocking=False):
+            return  # the main thread is already leaving
+        store.release_locks()
+        say_interrupted()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(128 + int(signum))
+
     try:
         try:
-            res = api.run(exp, chunk_size=args.chunk_size, memory_budget=args.memory_budget,
-                          out=out, resume=args.resume, progress=not args.no_progress)
+            with store.hear_signals_while_busy(stop_now):
+                res = api.run(exp, chunk_size=args.chunk_size,
+                              memory_budget=args.memory_budget, out=out, resume=args.resume,
+                              progress=not args.no_progress)
         except BaseException:
             if made is not None:  # refused or stopped before writing: leave nothing behind
                 api.drop_if_empty(made)
             raise
     except KeyboardInterrupt as e:  # Ctrl+C, or SIGTERM during a chunk (store.Interrupted)
-        print(f"\ninterrupted: finished chunks are saved in {out}/; resume with:\n  "
-              f"{shlex.join(again)}", file=sys.stderr)
+        stopping.acquire()  # waits forever if stop_now is already ending the process
+        say_interrupted()
         code = 128 + int(getattr(e, "signum", signal.SIGINT))
         if not isinstance(e, store.Interrupted):
             # A second Ctrl+C stopped a chunk still computing: a normal exit would wait in

@@ -213,15 +213,14 @@ def hear_signals_while_busy(stop_now, grace: float = SIGNAL_GRACE_SECONDS):
 
     Python runs signal handlers in the main thread only, between two bytecodes. On a CPU JAX
     hands control back while it waits for XLA, so `interrupts_deferred` hears a signal at once;
-    on an NVIDIA H200 it did not within 60 s while a long chunk computed (JAX 0.11.2, so the
-    first Ctrl+C went unacknowledged and the second did nothing). The C-level handler still
-    writes every signal's number to a wakeup file descriptor: a thread reads it and, when the
-    main thread has not dealt with a signal within `grace` seconds, does it instead. The
-    first one, inside a chunk, is acknowledged as `interrupts_deferred` would; any later one,
-    or one outside a chunk, calls `stop_now(signum)`, which must end the process (the main
-    thread cannot be unwound from another thread). For the command line only: it owns the
-    process, its signal handling and its wakeup descriptor. Does nothing outside the main
-    thread.
+    on an NVIDIA H200 it did not within 60 s while a long chunk computed (JAX 0.11.2): the
+    first Ctrl+C went unacknowledged. The C-level handler still writes every signal's number
+    to a wakeup file descriptor: a thread reads it and, when the main thread has not dealt
+    with a signal within `grace` seconds, does it instead. The first one, inside a chunk, is
+    acknowledged as `interrupts_deferred` would; any later one, or one outside a chunk, calls
+    `stop_now(signum)`, which must end the process (the main thread cannot be unwound from
+    another thread). For the command line only: it owns the process, its signal handling and
+    its wakeup descriptor. Does nothing outside the main thread.
     """
     if threading.current_thread() is not threading.main_thread():
         yield

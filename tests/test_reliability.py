@@ -347,6 +347,46 @@ def test_ctrl_c_heard_during_a_stall_still_saves_the_chunk(cli_env, tmp_path):
     assert "--resume" in err.strip().splitlines()[-1]
 
 
+def test_signal_thread_acknowledges_for_a_stuck_main_thread_in_process(monkeypatch, capsys):
+    """store.hear_signals_while_busy in this process, around interrupts_deferred: a Ctrl+C
+    that arrives while the main thread is held in a C call for 1.5 s is acknowledged by the
+    thread during the hold, once, even though earlier sweeps of the process had their own
+    signals heard (the count it compares with is this sweep's); the deferred handler then
+    runs and the block ends with Interrupted, and stop_now is never called."""
+    import ctypes
+
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        pytest.skip("needs the main thread and Python's own SIGINT handler")
+    monkeypatch.setattr(store._DEFERRAL, "heard", 5)  # signals of earlier sweeps
+    libc = ctypes.CDLL(None)
+
+    class Timespec(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+    mutex = ctypes.create_string_buffer(64)
+    libc.pthread_mutex_init(mutex, None)
+    libc.pthread_mutex_lock(mutex)
+    acks: list[tuple[str, float]] = []  # (thread, time) of every acknowledgement asked for
+    real_ack = store._acknowledge
+    monkeypatch.setattr(store, "_acknowledge", lambda: (
+        acks.append((threading.current_thread().name, time.monotonic())), real_ack()))
+    stops: list[int] = []
+    with pytest.raises(store.Interrupted):
+        with store.hear_signals_while_busy(stops.append, grace=0.2), store.interrupts_deferred():
+            # sent while the main thread is held (sent from here, Python would run the
+            # handler before the hold even began)
+            threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
+            until = time.time() + 1.5
+            libc.pthread_mutex_timedlock(mutex, ctypes.byref(
+                Timespec(int(until), int(until % 1 * 1e9))))
+            held_until = time.monotonic()
+    assert acks and acks[0][0] == "trainscape-signals" and acks[0][1] < held_until, acks
+    assert [name for name, _ in acks[1:]] == [threading.main_thread().name]  # its handler, after
+    assert capsys.readouterr().err.count("stopping once") == 1
+    assert stops == []
+
+
 def test_corrupt_partial_and_missing_chunks_are_recomputed(big_cfg, reference, tmp_path,
                                                            monkeypatch, capsys):
     out = tmp_path / "out"

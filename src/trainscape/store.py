@@ -236,6 +236,7 @@ def hear_signals_while_busy(stop_now, grace: float = SIGNAL_GRACE_SECONDS):
         return
     done = threading.Event()
     watched = {int(signal.SIGINT), int(signal.SIGTERM)}
+    heard_before = _DEFERRAL.heard  # by earlier sweeps of this process
 
     def watch() -> None:
         count = 0
@@ -250,7 +251,7 @@ def hear_signals_while_busy(stop_now, grace: float = SIGNAL_GRACE_SECONDS):
                 if signum not in watched:
                     continue
                 count += 1
-                if done.wait(grace) or _DEFERRAL.heard >= count:
+                if done.wait(grace) or _DEFERRAL.heard - heard_before >= count:
                     continue  # over, or the main thread heard it
                 with _DEFERRAL.lock:
                     first_in_chunk = _DEFERRAL.active and not _DEFERRAL.acked and count == 1

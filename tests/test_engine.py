@@ -247,17 +247,13 @@ def test_record_every_thins_curves_but_not_summaries(base):
 SHARP = {**TINY, "metrics": {"sharpness": True, "sharpness_every": 10}}
 
 
-@pytest.mark.cpu_only("needs two host CPU devices")
-def test_sharded_over_two_devices_equals_one_device(base, tmp_path):
-    """The run axis sharded over 2 host CPU devices gives bit-identical tables to 1 device
-    (with the sharpness too: its Lanczos program is sharded like the rest). One child process
-    on one device trains both configurations."""
+def _sharded_equals_one_device(cfgs, sharded, tmp_path):
+    """`sharded` (this process's results of `cfgs`, run on 2 host CPU devices) must be
+    bit-identical to what one child process on one device gives for the same configs."""
     import json
     import os
     import subprocess
     import sys
-
-    import jax
 
     assert len(jax.local_devices()) == 2  # this process: sharded
     script = (
@@ -269,18 +265,30 @@ def test_sharded_over_two_devices_equals_one_device(base, tmp_path):
         "    r.curves.to_parquet(f'{sys.argv[2]}/c{i}.parquet')\n"
     )
     env = dict(os.environ, TRAINSCAPE_CPU_DEVICES="1")
-    subprocess.run([sys.executable, "-c", script, json.dumps([TINY, SHARP]), str(tmp_path)],
+    subprocess.run([sys.executable, "-c", script, json.dumps(cfgs), str(tmp_path)],
                    env=env, check=True, timeout=300)
+    for i, res in enumerate(sharded):
+        pd.testing.assert_frame_equal(res.runs, pd.read_parquet(tmp_path / f"r{i}.parquet"),
+                                      check_exact=True)
+        pd.testing.assert_frame_equal(res.curves, pd.read_parquet(tmp_path / f"c{i}.parquet"),
+                                      check_exact=True)
+
+
+@pytest.mark.cpu_only("needs two host CPU devices")
+def test_sharded_over_two_devices_equals_one_device(base, tmp_path):
+    """The run axis sharded over 2 host CPU devices gives bit-identical tables to 1 device."""
+    _sharded_equals_one_device([TINY], [base], tmp_path)
+
+
+@pytest.mark.cpu_only("needs two host CPU devices")
+@pytest.mark.slow  # two sharpness programs to compile (about 20 s on 2 cores)
+def test_sharded_sharpness_equals_one_device(tmp_path):
+    """The same with the sharpness: its Lanczos program is sharded like the rest."""
     sharp = _run(SHARP, chunk_size=1000)
     static = api.Prepared(ts.parse(SHARP)).static
     assert engine.group_devices(static, jax.local_devices()) == jax.local_devices()
     assert np.isfinite(sharp.runs["sharpness_init"]).all()
-    for i, sharded in enumerate((base, sharp)):
-        pd.testing.assert_frame_equal(sharded.runs, pd.read_parquet(tmp_path / f"r{i}.parquet"),
-                                      check_exact=True)
-        pd.testing.assert_frame_equal(sharded.curves,
-                                      pd.read_parquet(tmp_path / f"c{i}.parquet"),
-                                      check_exact=True)
+    _sharded_equals_one_device([SHARP], [sharp], tmp_path)
 
 
 def test_auto_chunk_size_respects_memory_budget():
@@ -356,6 +364,37 @@ def test_sharpness_program_gives_lapack_one_matrix_at_a_time_on_cpu(which):
     np.testing.assert_allclose(evals, np.linalg.eigvalsh(t), rtol=1e-5, atol=1e-5)
     recon = np.einsum("bij,bj,bkj->bik", evecs, evals, evecs)
     np.testing.assert_allclose(recon, t, atol=1e-4)
+
+
+@pytest.mark.parametrize("train", [{"steps": 30}, {"steps": 30, "record_every": 7}],
+                         ids=["every-step", "every-7th"])
+def test_the_step_appears_once_in_the_training_program(train):
+    """The training program holds one copy of the step, the evaluation at `steps` included,
+    so XLA compiles its kernels once: as many matrix products as one value_and_grad of the
+    model's loss, vmapped over the block and lowered on its own. A separate final forward
+    pass would add the forward products, and a second copy of the step for a last block
+    shorter than record_every (30 = 4 x 7 + 2) all of them again."""
+    from trainscape import losses
+
+    prep = api.Prepared(ts.parse({**TINY, "train": train}))
+    x, y = prep.x.astype(np.float32), prep.y.astype(np.float32)
+    init = jax.eval_shape(engine.compiled_init(prep.static.model),
+                          np.zeros(engine.BLOCK, np.int32))
+    loss = losses.LOSSES[prep.static.loss]
+    one = jax.jit(jax.vmap(jax.value_and_grad(
+        lambda p: loss(prep.static.model.apply(p, x), y)))).lower(init).as_text()
+    want = one.count("stablehlo.dot_general")
+    assert want >= 2 * len(TINY["model"]["hidden"]) + 1  # forward and backward products
+    assert _lowered_block({**TINY, "train": train}).count("stablehlo.dot_general") == want
+
+
+@pytest.mark.cpu_only("LAPACK's eigh")
+def test_the_sharpness_is_measured_at_one_place_in_the_program():
+    """The sharpness at the start, every sharpness_every steps and at the end comes from one
+    call site (a `cond` in the loop over recorded steps): one Lanczos, so one LAPACK eigh in
+    the program, where three call sites gave three copies of its kernels to compile."""
+    text = _lowered_block(SHARP)
+    assert sum("syevd" in line and "custom_call" in line for line in text.splitlines()) == 1
 
 
 @functools.cache
@@ -579,6 +618,8 @@ def test_meta_records_how_the_engine_ran_each_program():
      "model": {"hidden": [8, 8], "dropout": 0.2}},
 ], ids=["sharpness", "minibatch-dropout"])
 @pytest.mark.cpu_only("the CPU's sub-batch groups")
+@pytest.mark.slow  # 35-40 s of compiling on 2 cores; plain runs in groups of 1, 4 and 32 are
+# checked against NumPy by test_runs_trained_in_groups_match_numpy_gradient_descent
 def test_groups_of_one_run_give_the_whole_block_results(extra, monkeypatch):
     """Trained one run at a time, every run must give what the whole block gives: with the
     sharpness measured inside the step loop (a `cond` every few steps) and at both ends, and

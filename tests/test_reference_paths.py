@@ -348,35 +348,41 @@ def test_dropout_is_inverted_per_sample_and_unit():
 # ------------------------------------------------------------ edge of stability
 
 
-def test_edge_of_stability_relabels_only_plain_gradient_descent(monkeypatch, moons):
+@pytest.mark.parametrize("opt, relabels", [
+    ("sgd", True),
+    # a second sharpness program (about 8 s of compiling on 2 cores)
+    pytest.param("momentum", False, marks=pytest.mark.slow),
+])
+def test_edge_of_stability_relabels_only_plain_gradient_descent(opt, relabels, monkeypatch,
+                                                                moons):
     """With EOS_FACTOR patched to 0 every run with positive final sharpness is 'above the edge':
     plain SGD runs labelled converged become oscillating (and no other label changes), while
     the same sweep with momentum keeps every label (the relabelling is for plain GD only).
     Unpatched, each label is the curve's own label (`classify.label_curve`, from the recorded
     curve, not the engine's online summaries) except plain-GD converged runs with
     sharpness_final x lr / 2 > 1.05, which are oscillating. Each optimizer's program is
-    compiled once and run twice (labels are assigned on the host)."""
+    compiled once and run twice (labels are assigned on the host). The momentum half is
+    marked slow."""
     x, y = moons
     params = random_params(np.random.default_rng(4), (2, 8, 1))
     base = {"model": {"hidden": [8]}, "train": {"steps": 30, "dtype": "float64"},
             "metrics": {"sharpness": True},
             "sweep": {"learning_rate": [0.01, 0.1, 2.0, 8.0, 30.0]}}
-    for opt, relabels in (("sgd", True), ("momentum", False)):
-        cfg = {**base, "optimizer": {"name": opt}}
-        res = run(cfg, (x, y), params)
-        before = res.runs.set_index("run_id")
-        with monkeypatch.context() as m:
-            m.setattr(classify, "EOS_FACTOR", 0.0)
-            after = run(cfg, (x, y), params).runs.set_index("run_id")
-        curves = curves_by_run(res)
-        for rid, row in before.iterrows():
-            own = classify.label_curve(curves[rid])
-            edge = row["sharpness_final"] * row["learning_rate"] / 2 > 1.05
-            want = "oscillating" if relabels and own == "converged" and edge else own
-            assert row["label"] == want, (opt, rid, own, row["label"])
-        conv = before["label"] == "converged"
-        assert conv.sum() >= 1 and (~conv).sum() >= 1, (opt, before["label"].tolist())
-        assert (before.loc[conv, "sharpness_final"] > 0).all()
-        np.testing.assert_array_equal(after["sharpness_final"], before["sharpness_final"])
-        expect = before["label"].where(~conv, "oscillating") if relabels else before["label"]
-        assert after["label"].tolist() == expect.tolist(), (opt, before["label"].tolist())
+    cfg = {**base, "optimizer": {"name": opt}}
+    res = run(cfg, (x, y), params)
+    before = res.runs.set_index("run_id")
+    with monkeypatch.context() as m:
+        m.setattr(classify, "EOS_FACTOR", 0.0)
+        after = run(cfg, (x, y), params).runs.set_index("run_id")
+    curves = curves_by_run(res)
+    for rid, row in before.iterrows():
+        own = classify.label_curve(curves[rid])
+        edge = row["sharpness_final"] * row["learning_rate"] / 2 > 1.05
+        want = "oscillating" if relabels and own == "converged" and edge else own
+        assert row["label"] == want, (opt, rid, own, row["label"])
+    conv = before["label"] == "converged"
+    assert conv.sum() >= 1 and (~conv).sum() >= 1, (opt, before["label"].tolist())
+    assert (before.loc[conv, "sharpness_final"] > 0).all()
+    np.testing.assert_array_equal(after["sharpness_final"], before["sharpness_final"])
+    expect = before["label"].where(~conv, "oscillating") if relabels else before["label"]
+    assert after["label"].tolist() == expect.tolist(), (opt, before["label"].tolist())

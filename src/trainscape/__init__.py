@@ -53,7 +53,7 @@ from .gradcheck import gradcheck  # noqa: E402
 from .models import Model  # noqa: E402
 from .results import Results, load  # noqa: E402
 
-__version__ = "0.9.0"
+__version__ = "0.10.0"
 
 __all__ = [
     "run", "load", "load_dataset", "Results", "Model", "Experiment", "parse", "gradcheck",

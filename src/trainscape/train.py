@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from . import curvature, losses, optim
@@ -248,7 +249,11 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
         loss, out = objective(p)
         return loss, out, g
 
+    k, T = static.record_every, static.steps
+
     def step(carry, t):
+        """Step t: the loss at the current weights goes into the summaries, then the weights
+        move (at t = T, the end, the move is computed and dropped)."""
         params, opt_state, stats = carry
         loss, out, g = gradient(params, t)
         stats, live, rec, rec_acc = _update_stats(stats, loss.astype(sdt), acc_of(out), t)
@@ -261,41 +266,54 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
 
     every = static.sharpness_every
 
-    def block(carry, t0, length):
-        # t0 is the same for every run of a vmapped batch, so this cond stays a real branch
-        sharp = jnp.full((), jnp.nan, sdt)
+    def sharpness_at(t0, p):
+        """The sharpness at a recorded step t0: computed at the start, at the end and every
+        `sharpness_every` steps (t0 is the same for every run of a vmapped batch, so this
+        `cond` stays a real branch); NaN elsewhere."""
+        if not static.sharpness:
+            return jnp.zeros((), sdt)
+        due = (t0 == 0) | (t0 == T)
         if every:
-            sharp = lax.cond(t0 % every == 0, sharpness, lambda p: sharp, carry[0])
-        carry, (rec, acc) = lax.scan(step, carry, t0 + jnp.arange(length, dtype=jnp.int32))
-        return carry, (rec[0], acc[0], sharp)
+            due = due | (t0 % every == 0)
+        return lax.cond(due, sharpness, lambda p: jnp.full((), jnp.nan, sdt), p)
 
-    k, T = static.record_every, static.steps
-    n_full, rem = divmod(T, k)
-    sharp_init = sharpness(params)
+    # One loop over the recorded steps 0, k, 2k, ... and T, each followed by the unrecorded
+    # steps up to the next one, so the step's code appears once in the program, the end (T)
+    # included: a separate final evaluation, a shorter last block or a second call site of
+    # the sharpness each added a copy of their code to compile (README, version 0.10.0;
+    # results/bench/README.md, "One copy of the step").
+    starts = np.array(record_steps(T, k), np.int32)
+    if k == 1:
+        def block(carry, t0):
+            sharp = sharpness_at(t0, carry[0])
+            carry, (rec, acc) = step(carry, t0)
+            return carry, (rec, acc, sharp)
+        xs = starts
+    else:
+        def block(carry, xs):
+            t0, length = xs
+            sharp = sharpness_at(t0, carry[0])
+
+            def one(i, c):  # the block's steps; the first one's loss is the recorded one
+                c, rec, acc = c
+                c, (r, a) = step(c, t0 + i)
+                return c, jnp.where(i == 0, r, rec), jnp.where(i == 0, a, acc)
+            nan = jnp.full((), jnp.nan, sdt)
+            carry, rec, acc = lax.fori_loop(0, length, one, (carry, nan, nan))
+            return carry, (rec, acc, sharp)
+        xs = (starts, np.diff(starts, append=T + 1).astype(np.int32))
     carry = (params, opt_state, _init_stats(sdt))
-    starts = jnp.arange(n_full, dtype=jnp.int32) * k
-    carry, (rec_B, acc_B, sh_B) = lax.scan(lambda c, t0: block(c, t0, k), carry, starts)
-    recs, accs, shs = [rec_B], [acc_B], [sh_B]
-    if rem:
-        carry, (r, a, h) = block(carry, jnp.int32(n_full * k), rem)
-        recs.append(r[None])
-        accs.append(a[None])
-        shs.append(h[None])
-    params, _, stats = carry
-    loss_T, out_T = objective(params)
-    stats, _, rec_T, acc_T = _update_stats(stats, loss_T.astype(sdt), acc_of(out_T),
-                                           jnp.int32(T))
-    sharp_final = sharpness(params)
-    recs.append(rec_T[None])
-    accs.append(acc_T[None])
-    shs.append(sharp_final[None])
+    (params, _, stats), (rec_R, acc_R, sh_R) = lax.scan(block, carry, xs)
+    sharp_init, sharp_final = sh_R[0], sh_R[-1]
+    if static.sharpness and not every:
+        sh_R = sh_R.at[0].set(jnp.nan)  # measured at the start, recorded only at the end
     # a run whose initial loss was already non-finite has no finite step: its min and max are
     # NaN (as `classify.summarize_curve` has them), not the +inf / -inf they started from
     none = stats.min > stats.max
     return Trajectory(
-        loss_R=jnp.concatenate(recs),
-        acc_R=jnp.concatenate(accs),
-        sharpness_R=jnp.concatenate(shs),
+        loss_R=rec_R,
+        acc_R=acc_R,
+        sharpness_R=sh_R,
         initial_loss=stats.initial,
         final_loss=stats.final,
         min_loss=jnp.where(none, jnp.nan, stats.min),

@@ -283,7 +283,7 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
     # the sharpness each added a copy of their code to compile (README, version 0.10.0;
     # results/bench/README.md, "One copy of the step").
     starts = np.array(record_steps(T, k), np.int32)
-    if k == 1:
+    if k == 1:  # every step recorded: no inner loop (XLA would keep a while loop of one trip)
         def block(carry, t0):
             sharp = sharpness_at(t0, carry[0])
             carry, (rec, acc) = step(carry, t0)
@@ -303,7 +303,7 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
             return carry, (rec, acc, sharp)
         xs = (starts, np.diff(starts, append=T + 1).astype(np.int32))
     carry = (params, opt_state, _init_stats(sdt))
-    (params, _, stats), (rec_R, acc_R, sh_R) = lax.scan(block, carry, xs)
+    (_, _, stats), (rec_R, acc_R, sh_R) = lax.scan(block, carry, xs)
     sharp_init, sharp_final = sh_R[0], sh_R[-1]
     if static.sharpness and not every:
         sh_R = sh_R.at[0].set(jnp.nan)  # measured at the start, recorded only at the end

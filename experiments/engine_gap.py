@@ -13,13 +13,13 @@ engine's time so that the next session with a GPU can see which part to work on:
 - `variants`: the compiled block programs alone again (as `train`), rebuilt with one part of the
   engine's program swapped for the step loop's way of doing it, to tell which part of the
   program a GPU pays for. Every layout choice and derivative rule the engine makes for the
-  built-in MLP was measured on XLA:CPU only (`models.feature_major`, `engine.shares_data`):
+  built-in MLP was measured on XLA:CPU only (`models.feature_major`, `plan.shares_data`):
   - `samples_shared`: sample-major layers ((n, width) activations, plain `h @ w`, JAX's own
     derivative rules) with one x shared by the block's runs, which vmap folds into the first
     layer's product: the step loop's form;
   - `samples_per_run`: sample-major, each run its own broadcast copy of x (the engine's
     sample-major form, used on a CPU for networks at least as wide as their data);
-  - `no_summaries`: the engine's layout, without the online summaries (`train._update_stats`
+  - `no_summaries`: the engine's layout, without the online summaries (`loop._update_stats`
     replaced by one that only records the loss): what they cost per step.
   The variants are set by replacing module functions for the duration of the measurement
   (never in the library itself); their results are not compared with anything.
@@ -47,13 +47,19 @@ import jax.numpy as jnp
 import numpy as np
 
 import trainscape as ts
-from trainscape import api, bench, engine, models, train
+from trainscape import runtime
+from trainscape.bench import peers as bench
+from trainscape.engine import compile as engine_compile
+from trainscape.engine import execute, plan
+from trainscape.nn import models
+from trainscape.sweep.prepare import Prepared
+from trainscape.train import loop
 
 VARIANTS = ("samples_shared", "samples_per_run", "no_summaries")
 
 
 def _loss_only_stats(s, loss, acc, t):
-    """`train._update_stats` without the summaries: every run stays alive, the loss and
+    """`loop._update_stats` without the summaries: every run stays alive, the loss and
     accuracy are recorded as they are."""
     return s, jnp.array(True), loss, acc
 
@@ -64,14 +70,14 @@ def variant(name: str | None):
     Compiled programs are cached per configuration, so the caches are cleared on the way in and
     on the way out."""
     swaps = {"samples_shared": [(models, "feature_major", lambda params, x: False),
-                                (engine, "shares_data", lambda static, x: True)],
+                                (plan, "shares_data", lambda static, x: True)],
              "samples_per_run": [(models, "feature_major", lambda params, x: False),
-                                 (engine, "shares_data", lambda static, x: False)],
-             "no_summaries": [(train, "_update_stats", _loss_only_stats)]}.get(name, [])
+                                 (plan, "shares_data", lambda static, x: False)],
+             "no_summaries": [(loop, "_update_stats", _loss_only_stats)]}.get(name, [])
     if name is not None and not swaps:
         raise ValueError(f"variant: expected one of {VARIANTS}, got {name!r}")
     saved = [(mod, attr, getattr(mod, attr)) for mod, attr, _ in swaps]
-    engine.compiled_sweep.cache_clear()
+    engine_compile.compiled_sweep.cache_clear()
     try:
         for mod, attr, fn in swaps:
             setattr(mod, attr, fn)
@@ -79,7 +85,7 @@ def variant(name: str | None):
     finally:
         for mod, attr, fn in saved:
             setattr(mod, attr, fn)
-        engine.compiled_sweep.cache_clear()
+        engine_compile.compiled_sweep.cache_clear()
 
 
 def _best(call, repeats: int) -> float:
@@ -91,16 +97,16 @@ def _best(call, repeats: int) -> float:
     return min(times)
 
 
-def _block_programs(prep: api.Prepared):
+def _block_programs(prep: Prepared):
     """(init, train) callables: the init program and the block programs for every dispatch of
     the grid, with all their inputs on the device before anything is timed."""
     st, n = prep.static, prep.n_runs
-    fn, init_fn, by_run, xd, yd, _, group_runs, order = engine._place(
-        st, engine.run_devices(), prep.x, prep.y, None)
-    to_layout = np.argsort(order)
+    p = execute.place(st, plan.run_devices(), prep.x, prep.y, None)
+    fn, init_fn, by_run, xd, yd, group_runs = p.train, p.init, p.by_run, p.x, p.y, p.dispatch_runs
+    to_layout = np.argsort(p.order)
     hdt = jnp.dtype(st.dtype)
     every, rows = prep.hparams(np.arange(n)), np.arange(n)
-    batches = [engine.dispatch_inputs(every, rows, g0, group_runs, to_layout, hdt, by_run)
+    batches = [execute.dispatch_inputs(every, rows, g0, group_runs, to_layout, hdt, by_run)
                for g0 in range(0, n, group_runs)]
     inits = jax.block_until_ready([init_fn(hp["seed"]) for hp, _ in batches])
 
@@ -114,15 +120,16 @@ def _block_programs(prep: api.Prepared):
     return init, train, len(batches), group_runs
 
 
+@runtime.x64
 def measure(workload: str, repeats: int = 3, steps: int | None = None,
             variants: tuple[str, ...] = ()) -> dict:
     w = bench._resolve(workload)
     if steps is not None:
         w = dataclasses.replace(w, steps=steps)
     config = bench.workload_config(w)
-    prep = api.Prepared(ts.parse(config))
+    prep = Prepared(ts.parse(config))
     n = prep.n_runs
-    devices = engine.run_devices()
+    devices = plan.run_devices()
     init, train, n_batches, group_runs = _block_programs(prep)
 
     def run():

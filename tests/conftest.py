@@ -1,7 +1,15 @@
 import matplotlib
 import pytest
 
+import trainscape
+
 matplotlib.use("Agg")
+
+
+def pytest_configure(config):
+    """What the command line sets up for itself (runtime.configure): every core a JAX CPU
+    device, so the sharded paths run, and the compile cache."""
+    trainscape.configure()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -11,8 +19,6 @@ def pytest_collection_modifyitems(config, items):
     if not marked:
         return
     import jax
-
-    import trainscape  # noqa: F401 - sets JAX's CPU device count before the backend starts
 
     backend = jax.default_backend()
     if backend == "cpu":
@@ -30,3 +36,12 @@ def _close_figures():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+@pytest.fixture
+def x64():
+    """64-bit JAX types for a test's own float64 computations (trainscape scopes its own)."""
+    import jax
+
+    with jax.enable_x64(True):
+        yield

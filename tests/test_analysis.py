@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 import trainscape as ts
-from trainscape.analysis import divergence_table, label_counts, wilson_interval
-from trainscape.classify import LABELS
+from trainscape.analysis.divergence import divergence_table, label_counts, wilson_interval
 from trainscape.errors import InputError
+from trainscape.train.classify import LABELS
 
 Z = 1.959963984540054
 NA = pd.NA

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import trainscape
-from trainscape import bench
+from trainscape.bench import peers as bench
 from trainscape.errors import ConfigError
 
 # Small enough that every peer runs in well under a second once compiled.
@@ -327,14 +327,16 @@ def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path):
     spec = importlib.util.spec_from_file_location("engine_gap", path)
     gap = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gap)
-    from trainscape import engine, models, train
+    from trainscape.engine import plan
+    from trainscape.nn import models
+    from trainscape.train import loop
 
-    originals = (models.feature_major, engine.shares_data, train._update_stats)
-    traced = train.TRACE_COUNT["train_one"]
+    originals = (models.feature_major, plan.shares_data, loop._update_stats)
+    traced = loop.TRACE_COUNT["train_one"]
     r = gap.measure(TINY, repeats=1, steps=4, variants=("samples_shared",))
     # the variant's program was traced anew, and the engine is left as it was
-    assert train.TRACE_COUNT["train_one"] > traced
-    assert (models.feature_major, engine.shares_data, train._update_stats) == originals
+    assert loop.TRACE_COUNT["train_one"] > traced
+    assert (models.feature_major, plan.shares_data, loop._update_stats) == originals
     v = r["variants"]["samples_shared"]
     assert v["vs_train"] == pytest.approx(r["seconds"]["train"] / v["seconds"])
     with pytest.raises(ValueError, match="variant"), gap.variant("no_such"):

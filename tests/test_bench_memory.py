@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from trainscape import bench_memory
+from trainscape.bench import memory as bench_memory
 
 
 def _row(runs, cache, mib):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from trainscape import classify
-from trainscape.classify import BLOWUP_FACTOR, label_curve
+from trainscape.train import classify
+from trainscape.train.classify import BLOWUP_FACTOR, label_curve
 
 T = np.arange(50)
 CASES = {

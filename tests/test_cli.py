@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 import trainscape as ts
-from trainscape.cli import main
+from trainscape.cli.main import main
 
 # the network, data and steps of test_report's TINY: the two files share one compiled program
 TINY_TOML = """
@@ -177,13 +177,13 @@ def test_meta_records_the_version_of_the_running_code(monkeypatch):
     the installed package metadata is stale, as an editable install's is after a version bump."""
     import importlib.metadata as md
 
-    from trainscape import api
+    from trainscape.sweep import runner
 
     real = md.version
     monkeypatch.setattr(md, "version", lambda pkg: "0.0.1" if pkg == "trainscape" else real(pkg))
-    api._package_versions.cache_clear()  # read the patched metadata
-    versions = api.environment()["versions"]
-    api._package_versions.cache_clear()
+    runner._package_versions.cache_clear()  # read the patched metadata
+    versions = runner.environment()["versions"]
+    runner._package_versions.cache_clear()
     assert versions["trainscape"] == ts.__version__ != "0.0.1"
     assert versions["jax"] == real("jax")
 
@@ -207,7 +207,7 @@ def _deny_writes(monkeypatch, folder: Path) -> None:
 @pytest.fixture
 def fake_search(monkeypatch):
     """critical-lr's search replaced by a one-row table; `calls` counts searches."""
-    from trainscape import critical
+    from trainscape.analysis import critical
 
     calls = []
 
@@ -288,7 +288,7 @@ def test_coordinator_address_checked_before_joining(address, tiny, monkeypatch, 
 
 
 def test_coordinator_address_forms_that_pass():
-    from trainscape import parallel
+    from trainscape.sweep import distributed as parallel
 
     for address in ("node0:1234", "10.0.0.1:65535", "[::1]:8476", "host.example.org:1"):
         parallel._check_address(address)
@@ -296,17 +296,17 @@ def test_coordinator_address_forms_that_pass():
 
 def test_default_out_folders_of_the_same_second_never_collide(tmp_path, monkeypatch):
     """Two sweeps started in the same second once both chose results/<name>-<stamp>."""
-    from trainscape import api
+    from trainscape.sweep import runner
 
-    monkeypatch.setattr(api, "_dt", SimpleNamespace(datetime=SimpleNamespace(
+    monkeypatch.setattr(runner, "_dt", SimpleNamespace(datetime=SimpleNamespace(
         now=lambda: datetime(2026, 1, 2, 3, 4, 5))))
     root = tmp_path / "results"
-    a, b = api.default_out("x", root), api.default_out("x", root)
+    a, b = runner.default_out("x", root), runner.default_out("x", root)
     assert a.name == "x-20260102-030405" and b.name == "x-20260102-030405-2"
     assert a.is_dir() and b.is_dir()  # made, not only named: the other process sees them
-    api.drop_if_empty(b)
+    runner.drop_if_empty(b)
     assert not b.exists() and a.is_dir()
-    api.drop_if_empty(a)
+    runner.drop_if_empty(a)
     assert not root.exists()
 
 
@@ -385,7 +385,7 @@ def test_compare_precision_of_a_folder_with_several_dtypes_names_the_cli_form(tm
     assert main(["compare-precision", str(several), "--dtypes", "float32,float64"]) == 0
     assert "0 of 2 cells" in capsys.readouterr().out
     # Python users are still pointed at the function, with the folder's dtypes filled in
-    from trainscape.compare import compare
+    from trainscape.analysis.compare import compare
 
     with pytest.raises(ts.InputError) as e:
         compare(one, several)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from trainscape import config as cfg
-from trainscape.defaults import SEED_QUESTION
 from trainscape.errors import ConfigError
+from trainscape.spec import schema as cfg
+from trainscape.spec.defaults import SEED_QUESTION
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -218,11 +218,13 @@ def test_config_path_that_is_a_folder_or_unreadable(tmp_path, monkeypatch):
 def test_set_data_source_replaces_the_inherited_one(tmp_path):
     """`--set data.path=...` on the built-in config (which names breast_cancer) was refused as
     giving both a name and a path."""
-    from trainscape import api, data
+    from trainscape.io import data
+    from trainscape.spec import schema as cfg
+    from trainscape.sweep import prepare
 
     f = tmp_path / "my.csv"
     f.write_text("a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n")
-    e = api.resolve_config(None, [f"data.path={str(f)!r}", "data.target=label"])
+    e = prepare.resolve_config(None, [f"data.path={str(f)!r}", "data.target=label"])
     assert (e.data.name, e.data.path, e.data.target) == (None, str(f), "label")
     assert e.data.standardize is True  # other inherited keys stay
     x, y = data.load_dataset(e.data)
@@ -241,12 +243,12 @@ def test_set_data_source_replaces_the_inherited_one(tmp_path):
     assert raw["data"] == {"path": "x.csv", "noise": 0.1, "data_seed": 3}
     # an Experiment's own dict (every key, unset ones None) switches the same way
     moons = cfg.parse(base)
-    assert api.resolve_config(moons, ["data.path=x.csv"]).data.n_samples is None
+    assert prepare.resolve_config(moons, ["data.path=x.csv"]).data.n_samples is None
     # both set by the user: still refused
     with pytest.raises(ConfigError, match="give either name .* or path .*, not both"):
-        api.resolve_config(None, ["data.path=x.csv", "data.name=moons"])
+        prepare.resolve_config(None, ["data.path=x.csv", "data.name=moons"])
     with pytest.raises(ConfigError, match="not both"):
-        api.resolve_config(None, ["data.name=moons", "data.path=x.csv"])
+        prepare.resolve_config(None, ["data.name=moons", "data.path=x.csv"])
 
 
 @pytest.mark.parametrize("item", ["=5", " =5", "train.=5", ".steps=5", "train..steps=5",

@@ -19,9 +19,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import trainscape  # noqa: F401  (turns on x64)
-from trainscape import critical, engine
+from trainscape.analysis import critical
+from trainscape.engine import execute, plan
 from trainscape.errors import InputError
+
+# these tests compute float64 references with JAX themselves
+pytestmark = pytest.mark.usefixtures("x64")
 
 N, D, STEPS, RTOL = 64, 5, 2000, 1e-3
 STALL = 1.05  # classify: ending above 1.05 x the initial loss is diverged
@@ -93,16 +96,16 @@ def test_critical_lr_is_2_over_lambda(lsq_table):
 
 def test_one_batched_engine_call_per_round_and_chunk_size_independence(monkeypatch):
     calls = []
-    real = engine.run_chunks
+    real = execute.run_chunks
 
     def counting(groups, hp, *args, **kwargs):
         outs = list(real(groups, hp, *args, **kwargs))
         calls.append((len(hp["learning_rate"]), len(outs)))
         yield from outs
 
-    monkeypatch.setattr(engine, "run_chunks", counting)
+    monkeypatch.setattr(execute, "run_chunks", counting)
     scales = np.round(np.linspace(0.5, 2.0, 80), 6)  # more rows than one block group
-    group = engine.BLOCK * len(engine.run_devices())
+    group = plan.BLOCK * len(plan.run_devices())
     small = lsq_critical(scales, chunk_size=group)
     small_calls = list(calls)
     calls.clear()

@@ -16,8 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import trainscape  # noqa: F401  (turns on x64)
-from trainscape.curvature import Eigenpair, hvp, top_eigenvalue
+from trainscape.nn.curvature import Eigenpair, hvp, top_eigenvalue
+
+# these tests compute float64 references with JAX themselves
+pytestmark = pytest.mark.usefixtures("x64")
 
 # ---------------------------------------------------------------------------------------------
 # Problems

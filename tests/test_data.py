@@ -4,8 +4,8 @@ import pytest
 from pydantic import BaseModel
 from sklearn.datasets import load_breast_cancer
 
-from trainscape.data import load_dataset, standardize_features, task_of, validate_arrays
 from trainscape.errors import DataError
+from trainscape.io.data import load_dataset, standardize_features, task_of, validate_arrays
 
 
 class Spec(BaseModel):

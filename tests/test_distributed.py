@@ -93,7 +93,7 @@ def test_bad_distributed_flags(cfg, tmp_path, args, needle, capsys, monkeypatch)
     one-line message of a real process are checked in test_reliability)."""
     import jax
 
-    from trainscape.cli import main
+    from trainscape.cli.main import main
 
     monkeypatch.setattr(jax.distributed, "initialize",
                         lambda **kw: pytest.fail("jax.distributed was started"))
@@ -104,9 +104,10 @@ def test_bad_distributed_flags(cfg, tmp_path, args, needle, capsys, monkeypatch)
 
 
 def test_two_processes_resume_a_one_process_sweep(cfg, tmp_path, monkeypatch):
-    from trainscape import api, store
+    from trainscape.io import store
+    from trainscape.sweep import runner
 
-    real, calls = api._compute_chunk, []
+    real, calls = runner.compute_chunk, []
 
     def stop_at_third(*a, **k):
         calls.append(1)
@@ -114,7 +115,7 @@ def test_two_processes_resume_a_one_process_sweep(cfg, tmp_path, monkeypatch):
             raise store.Interrupted(2)
         return real(*a, **k)
 
-    monkeypatch.setattr(api, "_compute_chunk", stop_at_third)
+    monkeypatch.setattr(runner, "compute_chunk", stop_at_third)
     with pytest.raises(store.Interrupted):
         ts.run(str(cfg), out=tmp_path / "r", chunk_size=64, progress=False)
     monkeypatch.undo()

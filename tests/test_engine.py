@@ -11,7 +11,10 @@ import pytest
 from numpy_mlp import gd_curve, seed_init
 
 import trainscape as ts
-from trainscape import api, classify, engine, train
+from trainscape.engine import compile as engine_compile
+from trainscape.engine import plan
+from trainscape.sweep import prepare
+from trainscape.train import classify, loop
 
 TINY = {
     "name": "tiny",
@@ -65,11 +68,11 @@ def test_vmapped_sweep_equals_runs_one_at_a_time(base):
 
 
 def test_second_sweep_of_same_shapes_does_not_retrace(base):
-    before = train.TRACE_COUNT["train_one"]
+    before = loop.TRACE_COUNT["train_one"]
     cfg = dict(TINY, sweep={"learning_rate": [0.5, 0.7, 0.9], "seed": [10, 11, 12, 13, 14, 15]},
                optimizer={"learning_rate": 0.2})
     _run(cfg, chunk_size=18)  # same static config, same chunk size as `base`: no new trace
-    assert train.TRACE_COUNT["train_one"] == before
+    assert loop.TRACE_COUNT["train_one"] == before
 
 
 def test_online_summaries_match_numpy_summaries_of_the_curve(base):
@@ -136,27 +139,27 @@ def test_blowups_are_frozen_and_labelled_diverged():
 
 
 def test_balanced_chunks_of_whole_blocks():
-    b = engine.BLOCK
-    assert engine.plan_chunks(10, None, 2) == 2 * b
-    assert engine.plan_chunks(5, 1000, 1) == b
-    assert engine.plan_chunks(100 * b, 7, 1) == b
+    b = plan.BLOCK
+    assert plan.plan_chunks(10, None, 2) == 2 * b
+    assert plan.plan_chunks(5, 1000, 1) == b
+    assert plan.plan_chunks(100 * b, 7, 1) == b
     # 4.5 default chunks' worth of runs -> 5 equal chunks, not 4 full ones and a half-empty one
-    default_chunk = engine.DEFAULT_BLOCKS_PER_CHUNK * b
-    size = engine.plan_chunks(9 * default_chunk, None, 1)
+    default_chunk = plan.DEFAULT_BLOCKS_PER_CHUNK * b
+    size = plan.plan_chunks(9 * default_chunk, None, 1)
     assert size % b == 0 and 9 * default_chunk / size > 4
     # chunks of another block size (a GPU's) are whole blocks of it
     g = 1024
-    assert engine.plan_chunks(10, None, 1, g) == g
-    assert engine.plan_chunks(3 * g, 1000, 2, g) == 2 * g
-    assert engine.plan_chunks(9 * engine.DEFAULT_BLOCKS_PER_CHUNK * g, None, 1, g) % g == 0
+    assert plan.plan_chunks(10, None, 1, g) == g
+    assert plan.plan_chunks(3 * g, 1000, 2, g) == 2 * g
+    assert plan.plan_chunks(9 * plan.DEFAULT_BLOCKS_PER_CHUNK * g, None, 1, g) % g == 0
 
 
 def test_a_gpu_sized_block_keeps_every_run_independent_of_the_chunk_size(monkeypatch):
     """What a GPU does (a block sized by the network, 64 runs here), simulated on the CPU:
     chunks are whole blocks of 64 on every device, meta.json says 64, and each run's result is
     the same bit for bit whatever the chunk size, including a run alone in its block."""
-    monkeypatch.setattr(engine, "block_runs", lambda platform=None, flops=None: 64)
-    n_dev = len(engine.run_devices())
+    monkeypatch.setattr(plan, "block_runs", lambda platform=None, flops=None: 64)
+    n_dev = len(plan.run_devices())
     cfg = dict(TINY, sweep={"learning_rate": {"geomspace": [0.01, 30.0], "num": 10},
                             "seed": {"range": 15}})  # 150 runs
     whole = _run(cfg, chunk_size=1000)
@@ -173,13 +176,13 @@ def test_a_gpu_sized_block_keeps_every_run_independent_of_the_chunk_size(monkeyp
 
 
 def test_device_order_deals_groups_to_devices_and_keeps_each_run_in_its_group():
-    """How a dispatch's runs are laid out over the devices (`engine.device_order`): a
+    """How a dispatch's runs are laid out over the devices (`plan.device_order`): a
     permutation; run j's group of `sub` goes to device (j // sub) mod n_devices, its place in
     the group stays j mod sub; a dispatch filled with k groups keeps every device within one
     group of the others; whole-block groups leave the run order as it is."""
     for block, n_dev, sub in [(32, 2, 1), (32, 2, 4), (32, 2, 8), (32, 4, 2), (64, 2, 32),
                               (32, 1, 1), (32, 2, 32), (4096, 1, 4096)]:
-        pos = engine.device_order(block, n_dev, sub)
+        pos = plan.device_order(block, n_dev, sub)
         assert sorted(pos) == list(range(block * n_dev))
         j = np.arange(block * n_dev)
         np.testing.assert_array_equal(pos // block, (j // sub) % n_dev)
@@ -198,10 +201,10 @@ def test_runs_trained_in_groups_do_not_depend_on_their_place_in_the_grid(work, s
     """With groups smaller than a block dealt to the devices in turn, a run's result is the
     same bit for bit in a grid of 22 runs (a dispatch mostly padding), with any chunk size,
     and alone in a grid of its own."""
-    prep = api.Prepared(ts.parse(TINY))
-    monkeypatch.setattr(engine, "SUB_BATCH_FLOPS",
-                        work * engine.run_step_flops(prep.static, prep.x))
-    engine.compiled_sweep.cache_clear()
+    prep = prepare.Prepared(ts.parse(TINY))
+    monkeypatch.setattr(plan, "SUB_BATCH_FLOPS",
+                        work * plan.run_step_flops(prep.static, prep.x))
+    engine_compile.compiled_sweep.cache_clear()
     try:
         cfg = dict(TINY, sweep={"learning_rate": {"geomspace": [0.01, 30.0], "num": 11},
                                 "seed": {"range": 2}})
@@ -215,23 +218,23 @@ def test_runs_trained_in_groups_do_not_depend_on_their_place_in_the_grid(work, s
             for col in ("initial_loss", "final_loss", "min_loss", "max_loss"):
                 assert one.runs[col][0] == grid.runs[col][i], (i, col)
     finally:
-        engine.compiled_sweep.cache_clear()
+        engine_compile.compiled_sweep.cache_clear()
 
 
 def test_block_sizes_per_platform_and_network():
     """32 runs per block on a CPU whatever the network; on a GPU the smallest power of two from
     32 whose runs do 8 GFLOP per step (6 x rows x parameters each), at most 4096."""
-    assert engine.block_runs("cpu", 1.0) == engine.block_runs("cpu") == engine.BLOCK == 32
+    assert plan.block_runs("cpu", 1.0) == plan.block_runs("cpu") == plan.BLOCK == 32
     seed = 6 * 569 * _n_params((30, 128, 64, 1))  # 42.0 M: 128 runs are 5.4 G, 256 are 10.7 G
-    assert engine.block_runs("gpu", seed) == 256
+    assert plan.block_runs("gpu", seed) == 256
     small = 6 * 256 * _n_params((2, 16, 16, 1))  # 0.52 M: 15,000+ runs' worth -> the cap
-    assert engine.block_runs("gpu", small) == 4096 == engine.block_runs("gpu")
-    assert engine.block_runs("gpu", 1e12) == 32  # a block never drops below BLOCK
-    assert engine.block_runs("tpu", 8e9 / 64) == 64  # exactly the target: 64 runs
-    prep = api.Prepared(ts.parse(dict(TINY, data={"name": "breast_cancer"},
+    assert plan.block_runs("gpu", small) == 4096 == plan.block_runs("gpu")
+    assert plan.block_runs("gpu", 1e12) == 32  # a block never drops below BLOCK
+    assert plan.block_runs("tpu", 8e9 / 64) == 64  # exactly the target: 64 runs
+    prep = prepare.Prepared(ts.parse(dict(TINY, data={"name": "breast_cancer"},
                                       model={"hidden": [128, 64]})))
-    assert engine.block_of(prep.static, prep.x, "gpu") == 256
-    assert engine.block_of(prep.static, prep.x, "cpu") == 32
+    assert plan.block_of(prep.static, prep.x, "gpu") == 256
+    assert plan.block_of(prep.static, prep.x, "cpu") == 32
     assert prep.block == 32  # this machine's default backend is a CPU
 
 
@@ -285,36 +288,34 @@ def test_sharded_over_two_devices_equals_one_device(base, tmp_path):
 def test_sharded_sharpness_equals_one_device(tmp_path):
     """The same with the sharpness: its Lanczos program is sharded like the rest."""
     sharp = _run(SHARP, chunk_size=1000)
-    static = api.Prepared(ts.parse(SHARP)).static
-    assert engine.group_devices(static, jax.local_devices()) == jax.local_devices()
     assert np.isfinite(sharp.runs["sharpness_init"]).all()
     _sharded_equals_one_device([SHARP], [sharp], tmp_path)
 
 
 def test_auto_chunk_size_respects_memory_budget():
 
-    prep = api.Prepared(ts.parse(TINY))
-    step = engine.BLOCK * 2
-    big = api._fit_budget(prep, 100 * step, 2, None)
-    need_one = api._memory_need(prep, step)
+    prep = prepare.Prepared(ts.parse(TINY))
+    step = plan.BLOCK * 2
+    big = plan.fit_budget(prep, 100 * step, 2, None)
+    need_one = plan.memory_need(prep, step)
     budget = 3.5 * need_one
-    size = api._fit_budget(prep, 100 * step, 2, budget)
+    size = plan.fit_budget(prep, 100 * step, 2, budget)
     assert size % step == 0 and size >= step
-    assert api._memory_need(prep, size) <= budget or size == step
+    assert plan.memory_need(prep, size) <= budget or size == step
     assert size < 100 * step and big >= size
 
 
 def _block_program(cfg):
     """The sweep program of `cfg` for one block of runs on one device, lowered with the
-    arguments `engine.run_chunks` gives it: the block's hyperparameters, the data and each
+    arguments `execute.run_chunks` gives it: the block's hyperparameters, the data and each
     run's starting weights from the init program (their shapes: nothing is computed) and
     which runs are padding (none)."""
-    prep = api.Prepared(ts.parse(cfg))
-    fn = engine.compiled_sweep(prep.static, ())
+    prep = prepare.Prepared(ts.parse(cfg))
+    fn = engine_compile.compiled_sweep(prep.static, ())
     hp = {k: v.astype(np.int32 if k == "seed" else np.float32)
-          for k, v in prep.hparams(np.arange(engine.BLOCK)).items()}
-    init = jax.eval_shape(engine.compiled_init(prep.static.model), hp["seed"])
-    real = np.ones(engine.BLOCK, bool)
+          for k, v in prep.hparams(np.arange(plan.BLOCK)).items()}
+    init = jax.eval_shape(engine_compile.compiled_init(prep.static.model), hp["seed"])
+    real = np.ones(plan.BLOCK, bool)
     return fn.lower(hp, prep.x.astype(np.float32), prep.y.astype(np.float32), init, real)
 
 
@@ -338,8 +339,8 @@ def test_matmul_precision_is_fixed_in_the_compiled_program(precision, marker):
     assert res.meta["matmul_precision"] == want
     # the XLA options the programs were compiled with are recorded too (they move last bits)
     assert res.meta["xla_compiler_options"] == (
-        engine.CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else {})
-    assert engine.compiler_options("gpu") == {}
+        engine_compile.CPU_COMPILER_OPTIONS if jax.default_backend() == "cpu" else {})
+    assert engine_compile.compiler_options("gpu") == {}
 
 
 @pytest.mark.cpu_only("LAPACK's eigh")
@@ -356,7 +357,7 @@ def test_sharpness_program_gives_lapack_one_matrix_at_a_time_on_cpu(which):
     shapes = [re.search(r":\s*\(tensor<([0-9x]+)x\w+>", line).group(1) for line in calls]
     assert all(s.count("x") == 1 for s in shapes), shapes  # k x k, no run axis in front
     # and the unbatched solves give jnp.linalg.eigh's own answer, run by run
-    from trainscape import curvature
+    from trainscape.nn import curvature
 
     t = np.random.default_rng(0).normal(size=(5, 7, 7)).astype(np.float32)
     t = t + t.transpose(0, 2, 1)
@@ -374,12 +375,15 @@ def test_the_step_appears_once_in_the_training_program(train):
     model's loss, vmapped over the block and lowered on its own. A separate final forward
     pass would add the forward products, and a second copy of the step for a last block
     shorter than record_every (30 = 4 x 7 + 2) all of them again."""
-    from trainscape import losses
+    from trainscape.engine import compile as engine_compile
+    from trainscape.engine import plan
+    from trainscape.nn import losses
+    from trainscape.sweep import prepare
 
-    prep = api.Prepared(ts.parse({**TINY, "train": train}))
+    prep = prepare.Prepared(ts.parse({**TINY, "train": train}))
     x, y = prep.x.astype(np.float32), prep.y.astype(np.float32)
-    init = jax.eval_shape(engine.compiled_init(prep.static.model),
-                          np.zeros(engine.BLOCK, np.int32))
+    init = jax.eval_shape(engine_compile.compiled_init(prep.static.model),
+                          np.zeros(plan.BLOCK, np.int32))
     loss = losses.LOSSES[prep.static.loss]
     one = jax.jit(jax.vmap(jax.value_and_grad(
         lambda p: loss(prep.static.model.apply(p, x), y)))).lower(init).as_text()
@@ -414,7 +418,7 @@ def test_narrow_networks_run_feature_major_in_the_compiled_program(hidden, featu
     runs; a layer at least n wide keeps (n, width) activations and a copy of the data per
     run, (B, n, d). In the (n, 16) layout XLA:CPU's elementwise loops ran 3-4x slower per
     element."""
-    n, b = 256, engine.BLOCK
+    n, b = 256, plan.BLOCK
     text = _optimized_moons_block(tuple(hidden), n)
     w = hidden[0]
     loops = [line.split(" while(")[0] for line in text.splitlines()
@@ -434,7 +438,7 @@ def test_feature_major_matmuls_take_the_form_xla_hands_to_its_small_matrix_libra
     contracts the last axis of its left operand: the only form XLA:CPU gives YNNPACK. The plain
     w.T @ h contracted w's first axis and went to Eigen's transposed-operand path instead, at
     less than half the speed (models._linear_fm)."""
-    n, b = 256, engine.BLOCK
+    n, b = 256, plan.BLOCK
     text = _optimized_moons_block((16, 16), n)
     dots = [line for line in text.splitlines()
             if re.search(rf"= f32\[{b},16,{n}\]\S* dot\(", line)]
@@ -457,26 +461,26 @@ def test_feature_major_runs_share_one_copy_of_the_data_with_the_same_results(
            "train": {**TINY["train"], "dtype": "float64"},
            "data": {"name": "moons", "n_samples": 128},
            "sweep": {"learning_rate": {"geomspace": [0.01, 3.0], "num": 4}, "seed": {"range": 2}}}
-    prep = api.Prepared(ts.parse(cfg))
-    assert engine.shares_data(prep.static, prep.x) is shared
+    prep = prepare.Prepared(ts.parse(cfg))
+    assert plan.shares_data(prep.static, prep.x) is shared
     a = _run(cfg)
-    engine.compiled_sweep.cache_clear()
-    monkeypatch.setattr(engine, "shares_data", lambda static, x: False)
+    engine_compile.compiled_sweep.cache_clear()
+    monkeypatch.setattr(plan, "shares_data", lambda static, x: False)
     b = _run(cfg)
-    engine.compiled_sweep.cache_clear()
+    engine_compile.compiled_sweep.cache_clear()
     np.testing.assert_allclose(a.curves["loss"], b.curves["loss"], rtol=1e-11)
     assert a.runs["label"].tolist() == b.runs["label"].tolist()
 
 
 def test_init_program_draws_what_the_training_program_would_draw():
-    """Each run's starting weights come from a program of their own (engine.compiled_init,
+    """Each run's starting weights come from a program of their own (engine_compile.compiled_init,
     compiled with less LLVM optimization on CPU): they must be bit for bit what the default
     compiler makes of the same draw, and a run must start from its seed's draw whatever else
     the grid sweeps. The weights' distribution itself is checked in test_reference_paths."""
-    seeds = np.arange(engine.BLOCK, dtype=np.int32)
-    model = api.Prepared(ts.parse(TINY)).static.model  # the init program the sweeps below use
-    got = engine.compiled_init(model)(seeds)
-    want = jax.jit(jax.vmap(lambda s: train.init_params_of(model, s)))(seeds)
+    seeds = np.arange(plan.BLOCK, dtype=np.int32)
+    model = prepare.Prepared(ts.parse(TINY)).static.model  # the init program the sweeps below use
+    got = engine_compile.compiled_init(model)(seeds)
+    want = jax.jit(jax.vmap(lambda s: loop.init_params_of(model, s)))(seeds)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
         assert a.dtype == jnp.float32
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
@@ -492,8 +496,8 @@ def test_init_program_draws_what_the_training_program_would_draw():
 def test_a_custom_model_gets_a_copy_of_the_data_per_run():
     model = ts.Model(init=lambda key: {"w": jax.random.normal(key, (2, 1))},
                      apply=lambda p, x: x @ p["w"])
-    static = api.Prepared(ts.parse(TINY)).static._replace(model=model)
-    assert engine.shares_data(static, np.zeros((64, 2), np.float32)) is False
+    static = prepare.Prepared(ts.parse(TINY)).static._replace(model=model)
+    assert plan.shares_data(static, np.zeros((64, 2), np.float32)) is False
 
 
 def test_512_bit_vectors_are_asked_for_only_on_avx512_cpus(tmp_path):
@@ -501,8 +505,8 @@ def test_512_bit_vectors_are_asked_for_only_on_avx512_cpus(tmp_path):
     avx512.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma avx512f avx512dq\n")
     avx2 = tmp_path / "b"
     avx2.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 fma\nbugs\t\t: avx512f_fake\n")
-    assert engine._has_avx512(str(avx512)) and not engine._has_avx512(str(avx2))
-    assert not engine._has_avx512(str(tmp_path / "missing"))
+    assert engine_compile._has_avx512(str(avx512)) and not engine_compile._has_avx512(str(avx2))
+    assert not engine_compile._has_avx512(str(tmp_path / "missing"))
 
 
 def _n_params(sizes):
@@ -515,23 +519,23 @@ def test_sub_batch_is_the_smallest_power_of_two_group_doing_enough_work_per_step
     def sub(data, hidden, **train):
         cfg = {"data": data, "model": {"hidden": hidden}, "train": {"steps": 5, **train},
                "sweep": {"learning_rate": [0.1]}}
-        prep = api.Prepared(ts.parse(cfg))
-        return engine.sub_batch(prep.static, prep.x, "cpu"), prep
+        prep = prepare.Prepared(ts.parse(cfg))
+        return plan.sub_batch(prep.static, prep.x, "cpu"), prep
 
     cancer, moons = {"name": "breast_cancer"}, {"name": "moons", "n_samples": 256}
     # the seed network: 6 x 569 x 12,289 = 42.0 M per run-step, one run at a time
     one, seed_prep = sub(cancer, [128, 64])
-    assert engine.n_params(seed_prep.static) == _n_params((30, 128, 64, 1)) == 12_289
+    assert plan.n_params(seed_prep.static) == _n_params((30, 128, 64, 1)) == 12_289
     assert one == 1
     # 30-32-32-1: 7.1 M -> 8 runs (4 x 7.1 M = 28.4 M is not enough)
     assert sub(cancer, [32, 32])[0] == 8
     # the `small` workload: 6 x 256 x 337 = 0.52 M -> 61 runs' worth: the whole block
-    assert sub(moons, [16, 16])[0] == engine.BLOCK
+    assert sub(moons, [16, 16])[0] == plan.BLOCK
     # mini-batches count their rows: 6 x 64 x 12,289 = 4.7 M -> 8 runs (37.7 M)
     assert sub(cancer, [128, 64], batch_size=64)[0] == 8
     n, prep = sub(cancer, [128, 64])
     # a GPU trains its whole block at once: 256 runs of the seed network
-    assert engine.sub_batch(prep.static, prep.x, "gpu") == 256
+    assert plan.sub_batch(prep.static, prep.x, "gpu") == 256
 
 
 @pytest.mark.parametrize("group", [1, 4, 32])
@@ -542,18 +546,18 @@ def test_runs_trained_in_groups_match_numpy_gradient_descent(group, monkeypatch)
     x, y = x[:100], y[:100]
     sizes = (30, 32, 32, 1)
     per_run = 6 * 100 * _n_params(sizes)
-    monkeypatch.setattr(engine, "SUB_BATCH_FLOPS", per_run * group)
-    engine.compiled_sweep.cache_clear()
+    monkeypatch.setattr(plan, "SUB_BATCH_FLOPS", per_run * group)
+    engine_compile.compiled_sweep.cache_clear()
     params = seed_init(np.random.default_rng(3), sizes)
     lrs = [0.003, 0.03, 0.1, 0.3, 1.0, 2.0]
     cfg = {"model": {"hidden": list(sizes[1:-1])}, "train": {"steps": 25, "dtype": "float64"},
            "sweep": {"learning_rate": lrs}}
-    prep = api.Prepared(ts.parse(cfg), data=(x, y), init_params=params)
-    assert engine.sub_batch(prep.static, prep.x, "cpu") == group
+    prep = prepare.Prepared(ts.parse(cfg), data=(x, y), init_params=params)
+    assert plan.sub_batch(prep.static, prep.x, "cpu") == group
     try:
         res = ts.run(cfg, data=(x, y), init_params=params, out=None, progress=False)
     finally:
-        engine.compiled_sweep.cache_clear()
+        engine_compile.compiled_sweep.cache_clear()
     curves = res.curves.pivot(index="run_id", columns="step", values="loss")
     for run_id, lr in zip(res.runs["run_id"], res.runs["learning_rate"], strict=True):
         ref = gd_curve(params, x, y, lr, 25)
@@ -569,22 +573,22 @@ def test_groups_of_padding_only_are_skipped(work, sub, monkeypatch):
     groups that hold a real run: the others return zeros, which no training produces, and
     the real runs get exactly what they get in a block of real runs only. (`work`: the group
     rule's threshold in run-steps of this network, giving groups of `sub` runs.)"""
-    prep = api.Prepared(ts.parse(TINY))
-    monkeypatch.setattr(engine, "SUB_BATCH_FLOPS",
-                        work * engine.run_step_flops(prep.static, prep.x))
-    engine.compiled_sweep.cache_clear()
+    prep = prepare.Prepared(ts.parse(TINY))
+    monkeypatch.setattr(plan, "SUB_BATCH_FLOPS",
+                        work * plan.run_step_flops(prep.static, prep.x))
+    engine_compile.compiled_sweep.cache_clear()
     try:
-        assert engine.sub_batch(prep.static, prep.x, "cpu") == sub
-        fn = engine.compiled_sweep(prep.static, ())
+        assert plan.sub_batch(prep.static, prep.x, "cpu") == sub
+        fn = engine_compile.compiled_sweep(prep.static, ())
         hp = {k: v.astype(np.int32 if k == "seed" else np.float32)
-              for k, v in prep.hparams(np.arange(engine.BLOCK) % prep.n_runs).items()}
-        init = engine.compiled_init(prep.static.model)(hp["seed"])
+              for k, v in prep.hparams(np.arange(plan.BLOCK) % prep.n_runs).items()}
+        init = engine_compile.compiled_init(prep.static.model)(hp["seed"])
         x, y = prep.x.astype(np.float32), prep.y.astype(np.float32)
         n_real = 5
-        full = jax.device_get(fn(hp, x, y, init, np.ones(engine.BLOCK, bool)))
-        part = jax.device_get(fn(hp, x, y, init, np.arange(engine.BLOCK) < n_real))
+        full = jax.device_get(fn(hp, x, y, init, np.ones(plan.BLOCK, bool)))
+        part = jax.device_get(fn(hp, x, y, init, np.arange(plan.BLOCK) < n_real))
     finally:
-        engine.compiled_sweep.cache_clear()
+        engine_compile.compiled_sweep.cache_clear()
     trained = -(-n_real // sub) * sub  # the real runs' groups, padding in them included
     assert np.all(part.loss_R[:trained] != 0)  # trained (NaN once a run has blown up)
     np.testing.assert_array_equal(part.loss_R[:trained], full.loss_R[:trained])
@@ -602,12 +606,12 @@ def test_meta_records_how_the_engine_ran_each_program():
         return _run(cfg).meta["engine"]
 
     seed = facts({"name": "breast_cancer"}, [128, 64])
-    assert seed["block_runs_per_device"] == engine.BLOCK
+    assert seed["block_runs_per_device"] == plan.BLOCK
     assert seed["programs"] == [{"dtype": "float32", "batch_size": None,
                                  "runs_trained_together": 1, "layout": "features"}]
     # TINY's training program (compiled once for the file)
     tiny = facts({"name": "moons", "n_samples": 64}, [8, 8], steps=30)["programs"][0]
-    assert (tiny["runs_trained_together"], tiny["layout"]) == (engine.BLOCK, "features")
+    assert (tiny["runs_trained_together"], tiny["layout"]) == (plan.BLOCK, "features")
     wide = facts({"name": "moons", "n_samples": 64}, [64])["programs"][0]
     assert wide["layout"] == "samples"
 
@@ -630,14 +634,14 @@ def test_groups_of_one_run_give_the_whole_block_results(extra, monkeypatch):
            "sweep": {"learning_rate": [0.05, 0.5, 3.0], "seed": {"range": 2}}, **extra}
     out = {}
     for name, flops in (("block", float("inf")), ("one", 0.0)):
-        monkeypatch.setattr(engine, "SUB_BATCH_FLOPS", flops)
-        engine.compiled_sweep.cache_clear()
+        monkeypatch.setattr(plan, "SUB_BATCH_FLOPS", flops)
+        engine_compile.compiled_sweep.cache_clear()
         try:
             out[name] = _run(cfg)
         finally:
-            engine.compiled_sweep.cache_clear()
+            engine_compile.compiled_sweep.cache_clear()
     assert out["one"].meta["engine"]["programs"][0]["runs_trained_together"] == 1
-    assert out["block"].meta["engine"]["programs"][0]["runs_trained_together"] == engine.BLOCK
+    assert out["block"].meta["engine"]["programs"][0]["runs_trained_together"] == plan.BLOCK
     a, b = out["block"], out["one"]
     np.testing.assert_allclose(b.runs["final_loss"], a.runs["final_loss"], rtol=1e-9)
     np.testing.assert_allclose(b.curves["loss"], a.curves["loss"], rtol=1e-9)

@@ -13,8 +13,8 @@ import pytest
 from numpy_mlp import loss_and_grads
 
 import trainscape as ts
-from trainscape.compare import cli, compare, compare_dtypes, format_summary
-from trainscape.models import mlp_init
+from trainscape.analysis.compare import cli, compare, compare_dtypes, format_summary
+from trainscape.nn.models import mlp_init
 
 N, D = 8, 3
 RTOL = 1e-10
@@ -290,7 +290,7 @@ def test_ntk_and_mean_field_init_is_standard_normal():
 
 
 @pytest.mark.parametrize("init", ["normal", "seed", "he"])
-def test_every_dtype_starts_from_the_float32_draw(init):
+def test_every_dtype_starts_from_the_float32_draw(init, x64):
     """The same key gives the same weights in every dtype: exactly in float64, rounded in
     bfloat16 (JAX's samplers draw unrelated numbers per dtype, so this fails if any layer is
     drawn in the run's own dtype)."""

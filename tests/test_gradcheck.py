@@ -297,7 +297,7 @@ def test_tolerances_must_be_finite_and_non_negative(tol, value):
 
 
 def test_bad_tolerance_on_the_command_line_exits_2(capsys):
-    from trainscape.cli import main
+    from trainscape.cli.main import main
 
     assert main(["gradcheck", str(EXAMPLE), "--rtol", "inf"]) == 2
     err = capsys.readouterr().err

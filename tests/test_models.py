@@ -10,7 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from trainscape import models
+from trainscape.nn import models
+
+# these tests compute float64 references with JAX themselves
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 def _inputs(dtype=np.float32) -> np.ndarray:

@@ -13,9 +13,9 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.collections import QuadMesh  # noqa: E402
 
-from trainscape import plots  # noqa: E402
-from trainscape.classify import LABELS  # noqa: E402
 from trainscape.errors import InputError  # noqa: E402
+from trainscape.train.classify import LABELS  # noqa: E402
+from trainscape.viz import plots
 
 LRS = np.geomspace(1e-3, 10.0, 5)  # 1e-3, 0.01, 0.1, 1, 10
 SEEDS = (0, 1, 2)
@@ -462,7 +462,7 @@ def test_missing_columns_are_reported(tables):
 
 
 def test_count_text_names_only_labels_that_occur_even_for_categoricals():
-    from trainscape.plots import _count_text
+    from trainscape.viz.plots import _count_text
 
     cat = pd.Series(pd.Categorical(["converged", "converged", "catapult"],
                                    categories=["converged", "catapult", "diverged"]))

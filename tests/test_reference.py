@@ -7,8 +7,11 @@ import pytest
 from numpy_mlp import gd_curve, loss_and_grads, seed_init
 
 import trainscape as ts
-from trainscape import losses
-from trainscape.models import mlp_apply
+from trainscape.nn import losses
+from trainscape.nn.models import mlp_apply
+
+# these tests compute float64 references with JAX themselves
+pytestmark = pytest.mark.usefixtures("x64")
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +73,7 @@ def test_training_curves_match_numpy_gradient_descent(cancer, lrs, hidden):
 
 
 def test_seed_init_distribution():
-    from trainscape.models import mlp_init
+    from trainscape.nn.models import mlp_init
 
     p = mlp_init(jax.random.PRNGKey(3), (30, 128, 64, 1), init="seed", dtype="float64")
     w1, w2 = np.asarray(p[0]["w"]), np.asarray(p[1]["w"])
@@ -82,7 +85,7 @@ def test_seed_init_distribution():
 def test_layout_choice():
     """Feature-major for networks whose hidden layers are all narrower than the number of
     samples (version 0.6.0; before, at most 16 wide); outputs keep the (n, k) shape."""
-    from trainscape.models import feature_major, mlp_init
+    from trainscape.nn.models import feature_major, mlp_init
 
     def fm(sizes, n):
         shapes = jax.eval_shape(lambda: mlp_init(jax.random.PRNGKey(0), sizes))  # no compute

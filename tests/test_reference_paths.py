@@ -27,9 +27,9 @@ from numpy_mlp import (
 )
 
 import trainscape as ts
-from trainscape import classify
 from trainscape.errors import ConfigError
-from trainscape.models import mlp_init
+from trainscape.nn.models import mlp_init
+from trainscape.train import classify
 
 RTOL = 1e-8  # float64 engine vs float64 NumPy over a short trajectory
 MATCH_RTOL = 1e-10  # one step: which of the candidate batches / masks the engine used

@@ -20,9 +20,14 @@ import pandas as pd
 import pytest
 
 import trainscape as ts
-from trainscape import api, engine, memory, store, train
-from trainscape.analysis import label_counts
-from trainscape.cli import main
+import trainscape.version
+from trainscape.analysis.divergence import label_counts
+from trainscape.cli.main import main
+from trainscape.engine import compile as engine_compile
+from trainscape.engine import execute, plan
+from trainscape.io import memory, store
+from trainscape.sweep import prepare
+from trainscape.train import loop
 
 STATIC = """
 [data]
@@ -264,10 +269,18 @@ def test_ctrl_c_is_heard_mid_chunk_and_a_second_one_stops_at_once(cli_env, tmp_p
 # as usual; 0: forever. The marker file says the stall has begun.
 STALLED_CLI = """
 import ctypes, os, sys, time
-from trainscape import api, cli
+from trainscape.cli import main as cli
+from trainscape.engine import compile as engine_compile
+from trainscape.engine import execute
+from trainscape.engine import plan
+from trainscape.io import memory
+from trainscape.io import store
+from trainscape.sweep import prepare
+from trainscape.sweep import runner
+from trainscape.train import loop
 
 libc = ctypes.CDLL(None, use_errno=True)
-real = api._compute_chunk
+real = runner.compute_chunk
 
 class Timespec(ctypes.Structure):
     _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
@@ -285,7 +298,7 @@ def stalled(*a, **k):
     print("stall over", file=sys.stderr, flush=True)
     return real(*a, **k)
 
-api._compute_chunk = stalled
+runner.compute_chunk = stalled
 sys.exit(cli.main(sys.argv[1:]))
 """
 
@@ -549,14 +562,14 @@ def test_resume_after_an_upgrade_finished_yes_interrupted_no(csv_sweep, capsys, 
     sweep; a finished one is returned as it is on disk, so `--resume` in a job script keeps
     working after an upgrade (but not with another config)."""
     cfg, _, out = csv_sweep
-    monkeypatch.setattr(ts, "__version__", "9.9.9")
+    monkeypatch.setattr(trainscape.version, "__version__", "9.9.9")
     assert main(["run", str(cfg), "--out", str(out), "--resume", "--no-progress"]) == 2
     assert "software changed" in capsys.readouterr().err
     monkeypatch.undo()
     assert main(["run", str(cfg), "--out", str(out), "--resume", "--no-progress",
                  "--no-plot"]) == 0
     finished = _tree(out)
-    monkeypatch.setattr(ts, "__version__", "9.9.9")
+    monkeypatch.setattr(trainscape.version, "__version__", "9.9.9")
     assert main(["run", str(cfg), "--out", str(out), "--resume", "--no-progress",
                  "--no-plot"]) == 0
     assert _tree(out) == finished
@@ -675,14 +688,14 @@ def test_bad_input_exit_2_one_line_nothing_written_nothing_compiled(name, tmp_pa
     make, msg = BAD[name]
     monkeypatch.chdir(tmp_path)
     argv = ["run", *make(tmp_path), "--no-progress"]
-    before, traced = _tree(tmp_path), train.TRACE_COUNT["train_one"]
+    before, traced = _tree(tmp_path), loop.TRACE_COUNT["train_one"]
     rc = main(argv)
     err = capsys.readouterr().err
     assert rc == 2, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("trainscape: error: "), err
     assert msg in err, err
     assert _tree(tmp_path) == before and not (tmp_path / "results").exists()
-    assert train.TRACE_COUNT["train_one"] == traced  # refused before compiling
+    assert loop.TRACE_COUNT["train_one"] == traced  # refused before compiling
 
 
 def test_bad_input_in_a_real_process_prints_one_line(tmp_path):
@@ -698,32 +711,32 @@ def test_bad_input_in_a_real_process_prints_one_line(tmp_path):
 
 @pytest.mark.parametrize("cfg, together", [
     ({"data": {"name": "moons", "n_samples": 64}, "model": {"hidden": [8, 8]},
-      "train": {"steps": 30}}, engine.BLOCK),
+      "train": {"steps": 30}}, plan.BLOCK),
     ({"data": {"name": "moons", "n_samples": 256}, "model": {"hidden": [300]},
-      "train": {"steps": 10, "dtype": "float64"}, "optimizer": {"name": "adam"}}, engine.BLOCK),
+      "train": {"steps": 10, "dtype": "float64"}, "optimizer": {"name": "adam"}}, plan.BLOCK),
     ({"data": {"name": "breast_cancer"}, "model": {"hidden": [128, 64]},
       "train": {"steps": 20}}, 1),
 ], ids=["tiny", "wide-adam-float64", "seed-network"])
 @pytest.mark.cpu_only("the CPU's sub-batch groups")
-def test_memory_estimate_bounds_what_xla_allocates(cfg, together):
+def test_memory_estimate_bounds_what_xla_allocates(cfg, together, x64):
     """The estimate for one block against XLA's own count for the compiled block program
     (arguments + outputs + temporaries): never below it, and within 4.5x. The seed network
-    trains its runs one at a time (engine.sub_batch), so only one run's activations are alive;
+    trains its runs one at a time (plan.sub_batch), so only one run's activations are alive;
     the estimate counted all 32 until it was told (`active_runs`), and erred 24x high."""
-    prep = api.Prepared(ts.parse({**cfg, "sweep": {"learning_rate": [0.1]}}))
+    prep = prepare.Prepared(ts.parse({**cfg, "sweep": {"learning_rate": [0.1]}}))
     st = prep.static
-    assert engine.sub_batch(st, prep.x, "cpu") == together
+    assert plan.sub_batch(st, prep.x, "cpu") == together
     dt = np.float64 if st.dtype == "float64" else np.float32
     hp = {k: v.astype(np.int32 if k == "seed" else dt)
-          for k, v in prep.hparams(np.arange(engine.BLOCK)).items()}
-    init = engine.compiled_init(st.model)(hp["seed"])
-    real = np.ones(engine.BLOCK, bool)
-    m = (engine.compiled_sweep(st, ()).lower(hp, prep.x.astype(dt), prep.y.astype(dt), init,
+          for k, v in prep.hparams(np.arange(plan.BLOCK)).items()}
+    init = engine_compile.compiled_init(st.model)(hp["seed"])
+    real = np.ones(plan.BLOCK, bool)
+    m = (engine_compile.compiled_sweep(st, ()).lower(hp, prep.x.astype(dt), prep.y.astype(dt), init,
                                              real).compile().memory_analysis())
     actual = m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
     widths = (*cfg["model"]["hidden"], 1)
-    est = memory.estimate_bytes(engine.n_params(st), prep.x.shape[0], prep.x.shape[1], widths,
-                                st.steps // st.record_every + 1, engine.BLOCK, st.dtype,
+    est = memory.estimate_bytes(plan.n_params(st), prep.x.shape[0], prep.x.shape[1], widths,
+                                st.steps // st.record_every + 1, plan.BLOCK, st.dtype,
                                 active_runs=together)
     assert actual <= est <= 4.5 * actual, (est, actual)
 
@@ -731,23 +744,23 @@ def test_memory_estimate_bounds_what_xla_allocates(cfg, together):
 @pytest.mark.cpu_only("the CPU's sub-batch groups")
 def test_a_network_trained_a_run_at_a_time_is_not_refused_for_its_whole_block(monkeypatch):
     """A grid of a few runs of a network too big for a CPU's whole block of activations, but
-    trained one run at a time per device (as `engine.sub_batch` has it): the memory check
+    trained one run at a time per device (as `plan.sub_batch` has it): the memory check
     must count one run's activations per device, not 32 (it refused such a grid claiming 197
     GiB for a 100,000-sample 1024-1024 network on a 24 GB machine)."""
-    prep = api.Prepared(ts.parse({
+    prep = prepare.Prepared(ts.parse({
         "data": {"name": "blobs", "n_samples": 100_000}, "model": {"hidden": [1024, 1024]},
         "train": {"steps": 2}, "sweep": {"learning_rate": [0.1], "seed": {"range": 2}}}))
-    devices = engine.run_devices()
+    devices = plan.run_devices()
     group = prep.block * len(devices)
     activations = 4 * 100_000 * (1024 + 1024 + 1) * 4  # memory.ACTIVATION_COPIES, float32
-    need = api._memory_need(prep, group)
-    assert engine.sub_batch(prep.static, prep.x, "cpu") == 1
+    need = plan.memory_need(prep, group)
+    assert plan.sub_batch(prep.static, prep.x, "cpu") == 1
     assert len(devices) * activations <= need < 2 * len(devices) * activations
     monkeypatch.setattr(memory, "device_memory_bytes", lambda d: 4 * need)
-    api._check_memory(prep)  # not refused
+    plan.check_memory(prep)  # not refused
     monkeypatch.setattr(memory, "device_memory_bytes", lambda d: need // 2)
     with pytest.raises(ts.InputError, match="grid too large"):
-        api._check_memory(prep)
+        plan.check_memory(prep)
 
 
 def test_memory_estimate_and_device_memory():
@@ -758,18 +771,18 @@ def test_memory_estimate_and_device_memory():
     avail = memory.device_memory_bytes()
     assert isinstance(avail, int) and avail > 0
     need = lambda k: 1000 * k  # noqa: E731
-    assert memory.fit_runs(need, 256, 64, None) == 256
-    assert memory.fit_runs(need, 256, 64, 10**9) == 256
-    assert memory.fit_runs(need, 256, 64, 130_000) == 128
-    assert memory.fit_runs(need, 256, 64, 1000) == 0
+    assert plan.fit_runs(need, 256, 64, None) == 256
+    assert plan.fit_runs(need, 256, 64, 10**9) == 256
+    assert plan.fit_runs(need, 256, 64, 130_000) == 128
+    assert plan.fit_runs(need, 256, 64, 1000) == 0
 
 
 def test_grid_larger_than_device_refused_before_anything(tmp_path, monkeypatch):
     monkeypatch.setattr(memory, "device_memory_bytes", lambda device=None: 10_000)
-    traced = train.TRACE_COUNT["train_one"]
+    traced = loop.TRACE_COUNT["train_one"]
     with pytest.raises(ts.InputError, match=r"needs about .* but 9\.8 KiB is available"):
         ts.run(STATIC_DICT, out=tmp_path / "out", progress=False)
-    assert not (tmp_path / "out").exists() and train.TRACE_COUNT["train_one"] == traced
+    assert not (tmp_path / "out").exists() and loop.TRACE_COUNT["train_one"] == traced
 
 
 STATIC_DICT = {"data": {"name": "moons", "n_samples": 128}, "model": {"hidden": [16]},
@@ -777,11 +790,11 @@ STATIC_DICT = {"data": {"name": "moons", "n_samples": 128}, "model": {"hidden": 
 
 
 def test_dispatch_shrinks_to_what_the_estimate_says_fits(monkeypatch):
-    prep = api.Prepared(api.resolve_config(STATIC_DICT))
-    group = engine.BLOCK * len(engine.run_devices())
-    one_block = api._memory_need(prep, group)
+    prep = prepare.Prepared(prepare.resolve_config(STATIC_DICT))
+    group = plan.BLOCK * len(plan.run_devices())
+    one_block = plan.memory_need(prep, group)
     monkeypatch.setattr(memory, "device_memory_bytes", lambda device=None: one_block + 1)
-    assert api._fit_dispatch(prep, 4 * group) == group
+    assert plan.fit_dispatch(prep, 4 * group) == group
 
 
 class FakeXlaError(RuntimeError):
@@ -789,7 +802,7 @@ class FakeXlaError(RuntimeError):
 
 
 def _oom_engine(monkeypatch, fail_times: int, message: str):
-    real, calls = engine.run_chunks, []
+    real, calls = execute.run_chunks, []
 
     def run_chunks(static, hp, x, y, init_params=None, chunk_size=None, skip=frozenset()):
         calls.append(chunk_size)
@@ -797,7 +810,7 @@ def _oom_engine(monkeypatch, fail_times: int, message: str):
             raise FakeXlaError(message)
         yield from real(static, hp, x, y, init_params, chunk_size, skip)
 
-    monkeypatch.setattr(engine, "run_chunks", run_chunks)
+    monkeypatch.setattr(execute, "run_chunks", run_chunks)
     return calls
 
 

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 import trainscape as ts
-from trainscape import classify, report
 from trainscape.errors import InputError
-from trainscape.results import Results
+from trainscape.io.results import Results
+from trainscape.train import classify
+from trainscape.viz import report
 
 TINY = {
     "name": "tiny",
@@ -440,7 +441,7 @@ def _files(root) -> dict:
 
 def test_report_never_replaces_a_results_file_or_another_file(tmp_path, capsys):
     """`report R --out R/runs.parquet` once replaced the finished runs with HTML."""
-    from trainscape.cli import main
+    from trainscape.cli.main import main
 
     folder = tmp_path / "res"
     _hand_made([0.1, 1.0], 2, _converge).save(folder)

@@ -16,7 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 
 import trainscape as ts
-from trainscape import api, engine, grid, store, tuning
+from trainscape.engine import execute, plan
+from trainscape.io import store
+from trainscape.spec import grid
+from trainscape.sweep import prepare, runner
 
 TINY = {
     "name": "scale",
@@ -51,13 +54,13 @@ def test_grid_rows_are_the_cartesian_product_in_config_order():
 
 def test_disk_sweep_streams_and_equals_in_memory(tmp_path, monkeypatch):
     cfg = tiny()
-    mem = ts.run(cfg, out=None, progress=False, chunk_size=engine.BLOCK * 2)
+    mem = ts.run(cfg, out=None, progress=False, chunk_size=plan.BLOCK * 2)
 
     def no_concat(*a, **k):  # a sweep written to disk never assembles its tables in memory
         raise AssertionError("pd.concat of chunk tables")
 
-    monkeypatch.setattr(api.pd, "concat", no_concat)
-    res = ts.run(cfg, out=tmp_path / "r", progress=False, chunk_size=engine.BLOCK * 2)
+    monkeypatch.setattr(runner.pd, "concat", no_concat)
+    res = ts.run(cfg, out=tmp_path / "r", progress=False, chunk_size=plan.BLOCK * 2)
     monkeypatch.undo()
     assert res._runs is None and res._curves is None  # lazy until used
     pd.testing.assert_frame_equal(res.runs, mem.runs, check_exact=True)
@@ -69,7 +72,8 @@ def test_disk_sweep_streams_and_equals_in_memory(tmp_path, monkeypatch):
 
 def test_cell_counts_stream_the_folder_and_the_heatmap_never_loads_runs(tmp_path,
                                                                         monkeypatch):
-    from trainscape import results, summary
+    from trainscape.io import results
+    from trainscape.viz import summary
 
     cfg = tiny(n_seeds=4, dtype=["float64", "float32"])  # a categorical axis, not sorted
     res = ts.run(cfg, out=tmp_path / "r", progress=False)
@@ -107,7 +111,7 @@ def test_cell_counts_stream_the_folder_and_the_heatmap_never_loads_runs(tmp_path
 def test_static_axis_sweep_on_disk_reads_back_in_run_order(tmp_path):
     cfg = tiny(n_seeds=4, dtype=["float32", "float64"])
     mem = ts.run(cfg, out=None, progress=False)
-    res = ts.run(cfg, out=tmp_path / "r", progress=False, chunk_size=engine.BLOCK * 2)
+    res = ts.run(cfg, out=tmp_path / "r", progress=False, chunk_size=plan.BLOCK * 2)
     raw = pd.read_parquet(tmp_path / "r" / "runs.parquet")
     assert not raw["run_id"].is_monotonic_increasing  # written group by group...
     loaded = ts.load(tmp_path / "r")
@@ -146,7 +150,7 @@ def test_peak_host_memory_does_not_grow_with_the_grid(tmp_path):
     """Python/NumPy/pandas allocations (tracemalloc) of a sweep 16x larger, same chunk size:
     assembling every curve in memory would make the peak grow ~16x; streaming keeps it flat.
     60 steps, so the large sweep's curves (6 MB) dwarf one chunk's working set (about 2 MB)."""
-    chunk = engine.BLOCK * 2 * 4
+    chunk = plan.BLOCK * 2 * 4
 
     def cfg(n_seeds):
         return {**tiny(n_seeds=n_seeds), "train": {"steps": 60, "record_every": 1}}
@@ -162,59 +166,64 @@ def test_peak_host_memory_does_not_grow_with_the_grid(tmp_path):
     assert large < curves_large / 2  # it never held its curves at once
 
 
+def _probe(prep):
+    """The probe a sweep gives the planner (sweep.runner): the engine timing a block."""
+    return lambda: execute.probe_seconds_per_run_step(prep)
+
+
 def test_auto_chunk_size_probe_cache_and_caps(tmp_path, monkeypatch):
     cache = tmp_path / "probe.json"
-    monkeypatch.setattr(tuning, "cache_file", lambda: cache)
-    prep = api.Prepared(ts.parse(tiny(n_seeds=512)))  # 8192 runs
-    default = engine.plan_chunks(prep.n_runs, None, len(engine.run_devices()))
+    monkeypatch.setattr(plan, "cache_file", lambda: cache)
+    prep = prepare.Prepared(ts.parse(tiny(n_seeds=512)))  # 8192 runs
+    default = plan.plan_chunks(prep.n_runs, None, len(plan.run_devices()))
     calls = []
-    real = engine.run_chunks
+    real = execute.run_chunks
 
     def counting(*a, **k):
         calls.append(1)
         yield from real(*a, **k)
 
-    monkeypatch.setattr(engine, "run_chunks", counting)
-    size, facts = tuning.auto_chunk_size(prep, default, len(engine.run_devices()))
+    monkeypatch.setattr(execute, "run_chunks", counting)
+    size, facts = plan.auto_chunk_size(prep, default, len(plan.run_devices()), _probe(prep))
     assert facts["probe"]["cached"] is False and calls
     rate = facts["probe"]["seconds_per_run_step"]
-    assert json.loads(cache.read_text()) == {tuning.shape_key(prep): rate}
-    group = engine.BLOCK * len(engine.run_devices())
+    assert json.loads(cache.read_text()) == {plan.shape_key(prep): rate}
+    group = plan.BLOCK * len(plan.run_devices())
     assert size % group == 0 and group <= size <= -(-prep.n_runs // group) * group
     calls.clear()
-    size2, facts2 = tuning.auto_chunk_size(prep, default, len(engine.run_devices()))
+    size2, facts2 = plan.auto_chunk_size(prep, default, len(plan.run_devices()), _probe(prep))
     assert facts2["probe"]["cached"] is True and not calls and size2 == size
     # the cap on a chunk's host tables: a tiny cap forces the smallest chunk
-    monkeypatch.setattr(tuning, "MAX_CHUNK_TABLE_BYTES", 1)
-    assert tuning.auto_chunk_size(prep, default, len(engine.run_devices()))[0] == group
+    monkeypatch.setattr(plan, "MAX_CHUNK_TABLE_BYTES", 1)
+    assert plan.auto_chunk_size(prep, default, len(plan.run_devices()), _probe(prep))[0] == group
     # a grid of a few default chunks is not probed
-    few = api.Prepared(ts.parse(tiny(n_seeds=2)))
-    assert tuning.auto_chunk_size(few, 64, 1) == (64, {"probe": None})
+    few = prepare.Prepared(ts.parse(tiny(n_seeds=2)))
+    assert plan.auto_chunk_size(few, 64, 1, _probe(few)) == (64, {"probe": None})
 
 
 def test_probe_cache_key_changes_with_the_engine_version(monkeypatch):
     """A probe timed by another engine version is not reused: 0.6.0 runs the same shapes
     at another speed, and a stale rate would size chunks for the old one."""
-    prep = api.Prepared(ts.parse(tiny(n_seeds=2)))
-    key = tuning.shape_key(prep)
-    monkeypatch.setattr(tuning, "__version__", "0.0.1")
-    assert tuning.shape_key(prep) != key
+    prep = prepare.Prepared(ts.parse(tiny(n_seeds=2)))
+    key = plan.shape_key(prep)
+    monkeypatch.setattr(plan, "__version__", "0.0.1")
+    assert plan.shape_key(prep) != key
 
 
 def test_auto_chunk_size_targets_the_chunk_seconds(tmp_path, monkeypatch):
-    monkeypatch.setattr(tuning, "probe_seconds_per_run_step", lambda prep: (1e-6, True))
-    prep = api.Prepared(ts.parse(tiny(n_seeds=4096)))  # 65536 runs x 6 steps
-    n_dev = len(engine.run_devices())
-    group = engine.BLOCK * n_dev
-    size, _ = tuning.auto_chunk_size(prep, group, n_dev)
-    want = tuning.TARGET_CHUNK_SECONDS / (1e-6 * 6)  # runs in 10 s at 1 us per run-step
-    cap = tuning.MAX_CHUNK_TABLE_BYTES // api.memory.host_results_bytes(1, 7)
+    monkeypatch.setattr(execute, "probe_seconds_per_run_step", lambda prep: (1e-6, True))
+    prep = prepare.Prepared(ts.parse(tiny(n_seeds=4096)))  # 65536 runs x 6 steps
+    n_dev = len(plan.run_devices())
+    group = plan.BLOCK * n_dev
+    size, _ = plan.auto_chunk_size(prep, group, n_dev, _probe(prep))
+    want = plan.TARGET_CHUNK_SECONDS / (1e-6 * 6)  # runs in 10 s at 1 us per run-step
+    cap = plan.MAX_CHUNK_TABLE_BYTES // runner.memory.host_results_bytes(1, 7)
     limit = min(want, cap)
     assert limit / 2 <= size <= limit + 2 * group
 
 
 def test_disk_check_refuses_a_grid_larger_than_the_free_space(tmp_path, monkeypatch):
-    monkeypatch.setattr(api.memory, "disk_free_bytes", lambda p: 1000)
+    monkeypatch.setattr(runner.memory, "disk_free_bytes", lambda p: 1000)
     with pytest.raises(ts.InputError, match="on disk"):
         ts.run(tiny(), out=tmp_path / "r", progress=False)
     assert not (tmp_path / "r").exists()
@@ -238,6 +247,7 @@ CACHE_SCRIPT = """
 import json, sys
 import jax
 import trainscape as ts
+ts.configure()
 hits = []
 jax.monitoring.register_event_listener(
     lambda name, **kw: hits.append(name) if name == '/jax/compilation_cache/cache_hits' else None)
@@ -279,11 +289,11 @@ def test_a_kill_during_assembly_is_finished_by_resume_without_compute(tmp_path, 
 
     monkeypatch.setattr(store.Store, "assemble", dies_halfway)
     with pytest.raises(KeyboardInterrupt):
-        ts.run(cfg, out=out, progress=False, chunk_size=engine.BLOCK * 2)
+        ts.run(cfg, out=out, progress=False, chunk_size=plan.BLOCK * 2)
     monkeypatch.setattr(store.Store, "assemble", real)
     assert store.folder_state(out) == "interrupted"
     computed = []
-    monkeypatch.setattr(api, "_compute_chunk", lambda *a, **k: computed.append(1))
+    monkeypatch.setattr(runner, "compute_chunk", lambda *a, **k: computed.append(1))
     res = ts.run(cfg, out=out, progress=False, resume=True)
     monkeypatch.undo()
     assert not computed and res.meta["timings"]["resumed_runs"] == 128
@@ -295,14 +305,14 @@ def test_a_kill_during_assembly_is_finished_by_resume_without_compute(tmp_path, 
 
 def test_blocks_dispatched_a_few_at_a_time_give_the_same_bits(monkeypatch):
     """A chunk's blocks are copied back while later ones are still being dispatched
-    (engine.MAX_IN_FLIGHT): whatever the limit, every run's outputs are the same bits, in run
+    (execute.MAX_IN_FLIGHT): whatever the limit, every run's outputs are the same bits, in run
     order, with the padding of the last block dropped."""
-    prep = api.Prepared(ts.parse(tiny(n_seeds=20)))  # 320 runs: 5 blocks of 64, the last short
+    prep = prepare.Prepared(ts.parse(tiny(n_seeds=20)))  # 320 runs: 5 blocks of 64, the last short
     rows = np.arange(300)
 
     def chunk(limit: int) -> dict:
-        monkeypatch.setattr(engine, "MAX_IN_FLIGHT", limit)
-        (out,) = engine.run_chunks([(prep.static, rows)], prep.hp, prep.x, prep.y,
+        monkeypatch.setattr(execute, "MAX_IN_FLIGHT", limit)
+        (out,) = execute.run_chunks([(prep.static, rows)], prep.hp, prep.x, prep.y,
                                    chunk_size=len(rows))
         return out.traj
 
@@ -314,7 +324,7 @@ def test_blocks_dispatched_a_few_at_a_time_give_the_same_bits(monkeypatch):
     # each run trained alone (its own padded block) is the same run inside the chunk: the
     # outputs are in run order, first and last blocks included
     for i in (0, 63, 64, 200, 256, 270, 299):
-        (alone,) = engine.run_chunks([(prep.static, rows[i:i + 1])], prep.hp, prep.x, prep.y,
+        (alone,) = execute.run_chunks([(prep.static, rows[i:i + 1])], prep.hp, prep.x, prep.y,
                                      chunk_size=1)
         for k in whole:
             np.testing.assert_array_equal(alone.traj[k][0], one[k][i], err_msg=f"{k} run {i}")
@@ -329,7 +339,7 @@ def _rss_bytes() -> int:
 def test_release_free_memory_hands_freed_heap_back():
     """Blocks freed in the middle of the heap stay resident (the heap's top is still in use)
     until memory.release_free_memory hands them back."""
-    from trainscape import memory
+    from trainscape.io import memory
 
     blocks = [bytearray(64 << 10) for _ in range(3200)]  # 200 MiB of heap, under the mmap cut
     for b in blocks:
@@ -343,8 +353,9 @@ def test_release_free_memory_hands_freed_heap_back():
     assert len(keep) == 64 << 10
 
 
-def test_importing_trainscape_picks_the_system_allocator_for_arrow_unless_told():
-    code = "import trainscape, pyarrow as pa; print(pa.default_memory_pool().backend_name)"
+def test_configure_picks_the_system_allocator_for_arrow_unless_told():
+    code = ("import trainscape, pyarrow as pa; trainscape.configure(); "
+            "print(pa.default_memory_pool().backend_name)")
     env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.split()

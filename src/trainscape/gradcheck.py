@@ -21,7 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
-from trainscape.errors import InputError
+from . import runtime
+from .errors import InputError
 
 REF_JAX = "jax.grad"
 REF_FD = "finite-differences"
@@ -44,6 +45,7 @@ _TINY = np.finfo(np.float64).tiny
 _DEFAULT_NAMES = ("loss", "grads", "example")
 
 
+@runtime.x64
 def gradcheck(
     loss_fn: Callable[..., Any],
     grad_fn: Callable[..., Any],
@@ -120,6 +122,7 @@ def gradcheck(
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+@runtime.x64
 def finite_difference_grad(
     loss_fn: Callable[..., Any], params: Any, x: Any, y: Any
 ) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .config import Experiment
+from ..spec.schema import Experiment
 
 
 def axis_dtype(name: str):

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from trainscape.errors import DataError
+from ..errors import DataError
 
 # Config section the spec comes from; prefixes keys in error messages.
 _SECTION = "data"

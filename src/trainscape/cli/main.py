@@ -12,7 +12,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -21,7 +21,7 @@ class _Parser(argparse.ArgumentParser):
 
     def _suggest(self, message: str) -> str:
         """' (did you mean ...?)' for a mistyped sub-command or flag, else ''."""
-        from .config import _did_you_mean
+        from ..spec.schema import _did_you_mean
 
         choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if choice:
@@ -189,36 +189,36 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_report(args) -> int:
-    from .report import cli
+    from ..viz.report import cli
 
     return cli(args.results_dir, fmt=args.fmt, out=args.out)
 
 
 def cmd_critical_lr(args) -> int:
-    from .critical import cli
+    from ..analysis.critical import cli
 
     return cli(args.config, args.overrides, out_csv=args.out, low=args.low, high=args.high,
                rtol=args.rtol, chunk_size=args.chunk_size, progress=not args.no_progress)
 
 
 def cmd_compare(args) -> int:
-    from .compare import cli
+    from ..analysis.compare import cli
 
     return cli(args.results_a, args.results_b, dtypes=args.dtypes)
 
 
 def cmd_bench(args) -> int:
     if args.workload == "memory":
-        from .bench_memory import main as memory_main
+        from ..bench.memory import main as memory_main
 
         return memory_main(out_dir=args.out)
-    from .bench import main as bench_main
+    from ..bench.peers import main as bench_main
 
     return bench_main(args.workload, args.out, peers=args.peers, repeats=args.repeats)
 
 
 def cmd_gradcheck(args) -> int:
-    from .gradcheck import cli
+    from ..gradcheck import cli
 
     return cli(args.spec, rtol=args.rtol, atol=args.atol)
 
@@ -227,17 +227,15 @@ def cmd_run(args) -> int:
     import signal
     import threading
 
-    from . import api, memory, store, summary
+    from ..io import memory, store
+    from ..sweep import runner as api
+    from ..viz import summary
 
-    if args.no_cache:
-        import jax
-
-        jax.config.update("jax_enable_compilation_cache", False)
     distributed = args.distributed or any(
         v is not None for v in (args.coordinator, args.num_processes, args.process_id))
     rank = 0
     if distributed:  # before anything touches a JAX backend
-        from . import parallel
+        from ..sweep import distributed as parallel
 
         rank, _ = parallel.initialize(args.coordinator, args.num_processes, args.process_id)
     exp = api.resolve_config(args.config, args.overrides)
@@ -323,6 +321,13 @@ def cmd_run(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    import matplotlib
+
+    from .. import runtime
+
+    # the command line saves figures to files, and trains on every core with the compile cache
+    matplotlib.use("Agg")
+    runtime.configure(cache_dir=False if getattr(args, "no_cache", False) else None)
     try:
         return args.func(args)
     except InputError as e:

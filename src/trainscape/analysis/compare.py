@@ -14,8 +14,8 @@ from typing import TextIO
 
 import pandas as pd
 
-from .errors import InputError
-from .results import Results, load
+from ..errors import InputError
+from ..io.results import Results, load
 
 # the axis that is compared across, never joined on
 PRECISION_AXIS = "dtype"

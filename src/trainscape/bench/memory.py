@@ -114,7 +114,7 @@ def format_report(rows: list[dict]) -> str:
 
 
 def main(runs=(10_000, 1_000_000), out_dir: str | os.PathLike | None = None) -> int:
-    from .bench import machine_info
+    from ..bench.peers import machine_info
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="trainscape-memory-") as tmp:

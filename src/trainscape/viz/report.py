@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import store
-from .analysis import divergence_table
-from .classify import EOS_FACTOR, LABELS, SPIKE_MIN_RISE
-from .errors import InputError
-from .results import CURVES_FILE, META_FILE, RUNS_FILE, Results, load
+from ..analysis.divergence import divergence_table
+from ..errors import InputError
+from ..io import store
+from ..io.results import CURVES_FILE, META_FILE, RUNS_FILE, Results, load
+from ..train.classify import EOS_FACTOR, LABELS, SPIKE_MIN_RISE
 
 __all__ = ["FORMATS", "answer", "build", "cli", "fmt_number"]
 
@@ -530,7 +530,7 @@ def _label_every_row(ax, runs: pd.DataFrame, y: str | None) -> None:
 
 
 def _figures(res: Results, facts: Mapping) -> list[_Figure]:
-    from . import plots
+    from ..viz import plots
 
     runs, curves = res.runs, res.curves
     out = []
@@ -597,7 +597,7 @@ def _representative_lr(counts: pd.Series) -> float:
 
 
 def _label_curves(res: Results):
-    from . import plots
+    from ..viz import plots
 
     runs = _runs_with_lr(res)
     present = [lab for lab in LABELS if (runs["label"] == lab).any()]

@@ -22,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "identity")
 INITS = ("seed", "normal", "lecun", "he", "glorot")
@@ -489,7 +489,7 @@ OPTIMIZER_SPECIFIC = ("momentum", "b1", "b2", "eps", "decay")
 
 def _optimizer_key_unused(opt: str, key: str) -> str | None:
     """Why optimizer `opt` does not take `key` (the sweep check's wording), or None if it does."""
-    from .optim import USES
+    from ..nn.optim import USES
 
     if key not in OPTIMIZER_SPECIFIC or not isinstance(opt, str) or opt not in USES \
             or key in USES[opt]:

@@ -11,7 +11,7 @@ small factor, erring high); a chunk that still fails to allocate is retried in h
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 # Per run, alive at once inside one training step: parameters, their gradients, the updated
@@ -137,14 +137,6 @@ def release_free_memory() -> None:
         _LIBC[0](0)
 
 
-def fit_runs(need_of: Callable[[int], int], size: int, step: int, available: int | None) -> int:
-    """Runs to dispatch at once: `size` rounded down to whole `step`s (at least one), halved
-    until `need_of` fits in `available` bytes; 0 when even `step` runs do not fit. Unknown
-    memory (None) fits anything."""
-    blocks = max(1, size // step)
-    while available is not None and blocks >= 1 and need_of(blocks * step) > available:
-        blocks //= 2  # halving, as a retry after an allocation failure does
-    return blocks * step
 
 
 def device_memory_bytes(device=None) -> int | None:

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from trainscape.errors import ConfigError
+from ..errors import ConfigError
 
 PEERS = ("numpy_loop", "torch_eager", "torch_vmap", "jax_step_loop", "engine")
 # Peers that train one run at a time: timed on a subset and extrapolated per run-step.
@@ -547,14 +547,16 @@ def step_products(n_samples: int, layer_sizes: Sequence[int], feature_major: boo
 def _products_timer(n_samples: int, layer_sizes: Sequence[int],
                     iters: int = 400) -> tuple[dict, Callable[[], float]]:
     """The matmul bound of a workload: `step_products` alone, laid out and grouped as the
-    engine trains the network (its layout, `engine.group_size` runs vmapped per group, one
+    engine trains the network (its layout, `plan.group_size` runs vmapped per group, one
     group per local device at once through `shard_map`), `iters` steps in one compiled loop.
     Nothing else is computed: no activation, loss or update, so no program that trains these
     runs with these products as XLA matmuls, group by group, can take less time per step. (The
     engine writes a first layer of few inputs as multiply-adds instead, and can beat it there:
     the `small` workload.) Returns what was
     timed and a call that times it once and returns run-steps/s."""
-    from trainscape import engine, models
+    from ..engine import plan
+    from ..engine.compile import compiler_options
+    from ..nn import models
 
     devices = jax.devices()
     fm = models.feature_major(
@@ -562,7 +564,7 @@ def _products_timer(n_samples: int, layer_sizes: Sequence[int],
          for a, b in zip(layer_sizes[:-1], layer_sizes[1:], strict=True)],
         jax.ShapeDtypeStruct((n_samples, layer_sizes[0]), jnp.float32))
     n_params = sum(a * b + b for a, b in zip(layer_sizes[:-1], layer_sizes[1:], strict=True))
-    sub = engine.group_size(6 * n_samples * n_params, devices[0].platform)
+    sub = plan.group_size(6 * n_samples * n_params, devices[0].platform)
     products = step_products(n_samples, layer_sizes, fm)
     lead = (len(devices) * sub,)
     ops = _operands([lead + s for a, b, _ in products for s in (a, b)], seed=1)
@@ -589,7 +591,7 @@ def _products_timer(n_samples: int, layer_sizes: Sequence[int],
 
     P = jax.sharding.PartitionSpec
     mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
-    options = engine.compiler_options(devices[0].platform)
+    options = compiler_options(devices[0].platform)
     with jax.default_matmul_precision("highest"):
         fn = jax.jit(jax.shard_map(per_device, mesh=mesh, in_specs=(P("runs"),),
                                    out_specs=P("runs"), check_vma=False),
@@ -887,13 +889,13 @@ def machine_info() -> dict:
 
 
 def _engine_compiler_options() -> dict:
-    from trainscape import engine
+    from ..engine import compile as engine
 
     return engine.compiler_options()
 
 
 def _trainscape_version() -> str:
-    from . import __version__
+    from ..version import __version__
 
     return __version__
 

@@ -26,7 +26,7 @@ import json
 
 import jax
 
-from .errors import InputError
+from ..errors import InputError
 
 # A sweep can take long, and the coordinator notices dead processes by itself (heartbeats),
 # so barriers wait as long as the runtime allows (its timeout is a signed 32-bit milliseconds).

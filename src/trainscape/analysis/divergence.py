@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .classify import LABELS
+from ..train.classify import LABELS
 
 
 def label_counts(runs: pd.DataFrame, by: str | list[str] = "learning_rate") -> pd.DataFrame:
@@ -72,7 +72,7 @@ def divergence_table(results_or_runs, by: str | list[str] = ("learning_rate",)) 
       none recovered. Results written before version 0.8.0 have no spike columns: there
       `n_recovered` is missing (NA) and this is NaN.
     """
-    from .errors import InputError
+    from ..errors import InputError
 
     runs = getattr(results_or_runs, "runs", results_or_runs)
     if not isinstance(runs, pd.DataFrame):

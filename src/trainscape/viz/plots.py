@@ -35,8 +35,8 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
-from trainscape.classify import LABELS
-from trainscape.errors import InputError
+from ..errors import InputError
+from ..train.classify import LABELS
 
 __all__ = [
     "LABEL_COLORS",

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .classify import LABELS
-from .results import Results
+from ..io.results import Results
+from ..train.classify import LABELS
 
 
 def _fmt(v) -> str:
@@ -62,12 +62,9 @@ MAX_HEATMAP_ROWS = 512
 
 def write_figures(res: Results, folder: Path) -> list[Path]:
     """Label heatmap (and the seed-question figure when lr 0.01 and 1 are on the grid)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from . import plots
+    from ..viz import plots
 
     folder = Path(folder)
     written = []

@@ -1,7 +1,7 @@
 """Critical learning rates: the smallest learning rate that diverges, found by a vectorized
 bisection in log space, next to the linear-stability prediction 2 / sharpness at init.
 
-Every round of the search is ONE batched call of :func:`engine.run_chunks` over all rows (one
+Every round of the search is ONE batched call of :func:`execute.run_chunks` over all rows (one
 row per combination of the non-learning-rate axes), each row at its own midpoint; nothing here
 jits or vmaps, and no Python loop runs over rows.
 """
@@ -17,9 +17,12 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 
-from . import classify, engine
-from . import config as cfg
-from .errors import InputError
+from ..engine import execute, plan
+from ..errors import InputError
+from ..runtime import x64
+from ..spec import schema as cfg
+from ..sweep.prepare import Prepared, resolve_config
+from ..train import classify
 
 DEFAULT_BRACKET = (1e-4, 1e2)  # used when the config does not sweep learning_rate
 LADDER_POINTS = 8  # learning rates checked on each side of the crossing for a non-monotone boundary
@@ -30,6 +33,7 @@ RESULT_COLUMNS = ("critical_lr", "sharpness_init", "predicted_lr", "lr_low", "lr
 _DIVERGED = classify.LABELS.index("diverged")
 
 
+@x64
 def critical_lr(config, data=None, init_params=None, model=None, low: float | None = None,
                 high: float | None = None, rtol: float = 1e-3, chunk_size: int | None = None,
                 progress: bool = False, *, overrides: list[str] | None = None) -> pd.DataFrame:
@@ -73,9 +77,7 @@ def critical_lr(config, data=None, init_params=None, model=None, low: float | No
     sharpness is <= 0; momentum and adaptive optimizers have other limits), `lr_low`, `lr_high`
     (the final bracket), `n_rounds` (bisection rounds), `non_monotone`, `bracket_ok`.
     """
-    from . import api
-
-    exp = api.resolve_config(config, overrides)
+    exp = resolve_config(config, overrides)
     rtol = _check_rtol(rtol)
     if chunk_size is not None and (isinstance(chunk_size, bool) or
                                    not isinstance(chunk_size, int | np.integer) or
@@ -84,8 +86,8 @@ def critical_lr(config, data=None, init_params=None, model=None, low: float | No
     low, high = _bracket(exp, low, high)
     raw = exp.to_dict()
     raw["sweep"].pop("learning_rate", None)
-    prep = api.Prepared(cfg.parse(raw), data=data, model=model, init_params=init_params)
-    api._check_memory(prep)  # before anything is compiled
+    prep = Prepared(cfg.parse(raw), data=data, model=model, init_params=init_params)
+    plan.check_memory(prep)  # before anything is compiled
 
     # the search programs train exactly as `ts.run` does, minus curvature they do not need;
     # the bracket round adds sharpness at init (measured once per row, at both ends)
@@ -186,14 +188,14 @@ def critical_lr(config, data=None, init_params=None, model=None, low: float | No
 def _diverges(prep, groups, group_of_row, row_K, lr_K, chunk_size):
     """Run K runs (row `row_K[k]` of the run table at learning rate `lr_K[k]`) in one batched
     engine call; return (diverged_K, sharpness_init_K) as the runs table would label them."""
-    hp = engine.take(prep.hp, row_K)
+    hp = execute.take(prep.hp, row_K)
     hp["learning_rate"] = np.asarray(lr_K, np.float64)
     g_K = group_of_row[row_K]
     batches = [(st, np.nonzero(g_K == g)[0]) for g, (st, _) in enumerate(groups)]
     batches = [(st, rows) for st, rows in batches if rows.size]
     div_K = np.zeros(len(row_K), bool)
     sharp_K = np.full(len(row_K), np.nan)
-    for out in engine.run_chunks(batches, hp, prep.x, prep.y, prep.init_params, chunk_size):
+    for out in execute.run_chunks(batches, hp, prep.x, prep.y, prep.init_params, chunk_size):
         t = out.traj
         codes = classify.label_codes(t["initial_loss"], t["final_loss"], t["spike_ratio"],
                                      t["rebound"], t["diverged_step"])
@@ -297,10 +299,8 @@ def cli(config_path, overrides: list[str] | None = None, out_csv: str | os.PathL
         rtol: float = 1e-3, chunk_size: int | None = None, progress: bool = False) -> int:
     """`trainscape critical-lr CONFIG`: print the :func:`critical_lr` table (and write it as CSV
     to `out_csv`). Returns 0; bad input raises InputError before anything runs."""
-    from . import api
-
     stream = sys.stdout if stream is None else stream
-    exp = api.resolve_config(config_path, overrides)
+    exp = resolve_config(config_path, overrides)
     try:  # the checks critical_lr makes first, worded for the command line
         _check_rtol(rtol)
         _bracket(exp, low, high)

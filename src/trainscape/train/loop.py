@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from . import curvature, losses, optim
-from .classify import BLOWUP_FACTOR, SPIKE_MIN_RISE
-from .models import Model
+from ..nn import curvature, losses, optim
+from ..nn.models import Model
+from ..train.classify import BLOWUP_FACTOR, SPIKE_MIN_RISE
 
 TRACE_COUNT = {"train_one": 0}  # incremented at trace time: tests use it to detect recompiles
 

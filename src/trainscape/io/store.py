@@ -38,9 +38,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import memory
-from .errors import InputError
-from .results import CURVES_FILE, META_FILE, RUNS_FILE, atomic_json, atomic_parquet
+from ..errors import InputError
+from ..io import memory
+from ..io.results import CURVES_FILE, META_FILE, RUNS_FILE, atomic_json, atomic_parquet
 
 try:
     import fcntl

@@ -17,8 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from . import config as cfg
-from .errors import ConfigError, InputError
+from ..errors import ConfigError, InputError
+from ..spec import schema as cfg
 
 RUNS_FILE = "runs.parquet"
 CURVES_FILE = "curves.parquet"
@@ -93,7 +93,7 @@ class Results:
     def label_counts(self, by: str | list[str]) -> pd.DataFrame:
         """`ts.label_counts(self.runs, by)`, counted from the folder by :meth:`cell_counts`
         when the runs are not loaded."""
-        from .analysis import count_table, label_counts
+        from ..analysis.divergence import count_table, label_counts
 
         if self._runs is not None or self.path is None:
             return label_counts(self.runs, by)
@@ -123,7 +123,7 @@ class Results:
         total = pd.concat(parts).groupby(level=list(range(len(cols))), sort=False,
                                          dropna=False).sum()
         if self._runs is None:  # the batches' freed memory, before the caller draws
-            from .memory import release_free_memory
+            from ..io.memory import release_free_memory
 
             release_free_memory()
         return total.rename("runs").reset_index()

@@ -1,0 +1,426 @@
+"""`ts.run`: config -> validated experiment -> data -> run table -> engine -> Results.
+
+Everything that can be wrong with the input is checked before anything is compiled or written.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import platform
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from ..engine import execute, plan
+from ..engine.compile import compiler_options
+from ..engine.plan import check_memory, fit_dispatch
+from ..errors import InputError
+from ..io import memory, store
+from ..io.results import META_FILE, Results, atomic_json, load
+from ..nn.models import Model
+from ..runtime import note_cpu_devices, x64
+from . import distributed as parallel
+from .prepare import Prepared, resolve_config
+from .tables import chunk_tables
+
+DEFAULT_RESULTS_ROOT = Path("results")
+
+
+
+
+
+
+
+# ------------------------------------------------------------------ preparation
+
+
+
+
+
+
+
+
+
+
+# ------------------------------------------------------------------ assembling tables
+
+
+
+
+@functools.cache
+def _package_versions() -> dict[str, str | None]:
+    """Installed versions of the packages results depend on, read once per process (the
+    package metadata lookups took about 14 ms, on every `ts.run`)."""
+    import importlib.metadata as md
+
+    versions: dict[str, str | None] = {}
+    for pkg in ("jax", "jaxlib", "optax", "numpy", "pandas", "pyarrow"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return versions
+
+
+def environment() -> dict:
+    from ..version import __version__
+
+    # trainscape's own version from the code that runs: an editable install's metadata keeps
+    # the version it was installed at (stored studies once said 0.2.0 for a 0.4.0 engine), and
+    # this version is part of the resume fingerprint
+    return {
+        "versions": {"trainscape": __version__, **_package_versions()},
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "backend": jax.default_backend(),
+        "devices": [str(d) for d in jax.devices()],
+        "matmul_precision": str(jax.config.jax_default_matmul_precision or "default"),
+        # XLA options the training programs were compiled with (they can move the last bits)
+        "xla_compiler_options": compiler_options(),
+    }
+
+
+def default_out(name: str, root: Path = DEFAULT_RESULTS_ROOT) -> Path:
+    """A new folder under `root`, never an existing one: created here (mkdir fails on an
+    existing name, a check would not), so two sweeps started in the same second get two
+    folders (`-2`). It is empty until the sweep writes; `drop_if_empty` on the way out of a
+    sweep that failed before that."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = root / f"{name}-{stamp}"
+    p, k = base, 2
+    while True:
+        try:
+            p.mkdir(parents=True)
+            return p
+        except FileExistsError:
+            p = base.with_name(f"{base.name}-{k}")
+            k += 1
+        except OSError as e:
+            raise InputError(f"cannot create the results folder {str(p)!r}: "
+                             f"{e.strerror or e}; choose another with --out (out=DIR)") from None
+
+
+def drop_if_empty(path: Path) -> None:
+    """Remove a `default_out` folder (and `root`, if that is empty too) that nothing was
+    written into: bad input leaves nothing behind."""
+    for d in (path, path.parent):
+        try:
+            d.rmdir()  # only ever removes an empty folder
+        except OSError:
+            return
+
+
+# ------------------------------------------------------------------ run
+
+
+@x64
+def run(config=None, *, data=None, model: Model | None = None, init_params=None,
+        chunk_size: int | None = None, out: str | Path | None = "auto", resume: bool = False,
+        memory_budget: float | None = None,
+        progress: bool = True, overrides: list[str] | None = None) -> Results:
+    """Train every run of the sweep described by `config` and return its :class:`Results`.
+
+    config: a TOML path, a dict, an Experiment, or None for the built-in `seed-question`.
+    data: (x, y) arrays replacing the configured dataset (x: (n, d); y: (n,) or (n, k)).
+    model: a :class:`~trainscape.Model` replacing the built-in MLP.
+    init_params: start every run from these parameters instead of drawing them from its seed
+        (`init_scale` still multiplies them).
+    chunk_size: runs per compiled batch (default: chosen automatically, see README "Large
+        grids": 4 blocks per device (128 runs on a CPU) for grids of up to 8 such chunks, else
+        sized by a timing probe and the memory budget; balanced so the last chunk is not mostly
+        padding). An explicit size is rounded up to whole blocks (32 runs on every CPU device;
+        on a GPU or TPU 32 to 4096, by the network's work per step: `plan.block_runs`), as
+        the engine dispatches them; a resumed sweep keeps the chunk size it started with.
+    out: a results folder to write ("auto": a new folder under ./results/; None: keep
+        everything in memory). A folder that already holds results is refused unless `resume`.
+    resume: continue an interrupted sweep in `out`, recomputing only missing or corrupt chunks;
+        refused (naming the difference) if `out` was written for another config, other data or
+        other software versions. A sweep that already finished is returned as it is on disk.
+
+    Bad input, an unwritable `out` and a grid too large for the device are refused with an
+    InputError before anything is compiled or written (see docs/reliability.md).
+    """
+    t_start = time.perf_counter()
+    if memory_budget is not None and not (isinstance(memory_budget, int | float) and
+                                          memory_budget > 0):
+        raise InputError(f"memory_budget: expected a positive number of bytes, got "
+                         f"{memory_budget!r}")
+    exp = resolve_config(config, overrides)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or
+                                   not isinstance(chunk_size, int | np.integer) or
+                                   chunk_size < 1):
+        raise InputError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
+    if resume and (out is None or out == "auto"):
+        raise InputError("resume=True needs the folder of the interrupted sweep (out=DIR)")
+    try:
+        prep = Prepared(exp, data=data, model=model, init_params=init_params)
+    except MemoryError as e:  # e.g. a generated dataset of 10**12 samples
+        why = str(e) or "out of memory"
+        raise InputError(f"the data or the grid does not fit in host memory ({why}); "
+                         "reduce [data] n_samples or the sweep") from None
+    n = prep.n_runs
+    note_cpu_devices(plan.run_devices())
+    env = environment()
+    path = None if out is None or out == "auto" else Path(out)
+    # before anything is written/compiled ("auto": the folder is made once the grid is known
+    # to fit, on the disk holding the default root)
+    check_memory(prep, in_memory=out is None,
+                  out=DEFAULT_RESULTS_ROOT if out == "auto" else path)
+
+    if out is None:
+        size, probe = _chunk_size(prep, chunk_size, memory_budget)
+        parts, timing = _sweep(prep, size, None, progress)
+        return _finish(prep, parts, env, {**timing, **probe}, t_start, None)
+
+    rank, n_proc = parallel.process()
+    if n_proc > 1:
+        return _run_distributed(prep, env, path, out, chunk_size, memory_budget, resume,
+                                progress, t_start, rank, n_proc)
+    if out == "auto":
+        path = default_out(exp.name)
+    try:
+        st = store.Store(path, fingerprint(prep, env), n, None, resume)  # refusals only
+        probe = {}
+        if st.chunk_size is None:  # a new sweep (a resumed one keeps its manifest's chunk size)
+            st.chunk_size, probe = _chunk_size(prep, chunk_size, memory_budget)
+        with st:
+            if st.finished:  # resuming a sweep that already finished: nothing left to compute
+                st.finish()
+                return load(path)
+            _, timing = _sweep(prep, st.chunk_size, st, progress)
+            res = _finish(prep, None, env, {**timing, **probe}, t_start, path)
+            _write_final(prep, st, res)
+    except BaseException:
+        if out == "auto":
+            drop_if_empty(path)
+        raise
+    return res
+
+
+def _write_final(prep: Prepared, st: store.Store, res: Results) -> None:
+    """Every chunk saved: stream them into the final files, write meta.json, mark finished."""
+    st.assemble(len(chunk_layout_of(prep, st.chunk_size)))
+    atomic_json({**res.meta, "config": res.config.to_dict()}, st.path / META_FILE)
+    st.finish()
+
+
+_DISTRIBUTED_SWEEPS = [0]  # sweeps run so far by this process: keys of the coordinator's store
+
+
+def _run_distributed(prep, env, path, out, chunk_size, memory_budget, resume, progress,
+                     t_start, rank, n_proc) -> Results:
+    """One process's part of a sweep shared by `n_proc` processes (see parallel.py)."""
+    _DISTRIBUTED_SWEEPS[0] += 1
+    key = f"sweep{_DISTRIBUTED_SWEEPS[0]}"
+    fp = fingerprint(prep, env)
+    if rank == 0:
+        try:
+            if out == "auto":  # the others cannot guess process 0's time stamp
+                path = default_out(prep.exp.name)
+            st = store.Store(path, fp, prep.n_runs, None, resume)
+            probe = {}
+            if st.chunk_size is None:
+                st.chunk_size, probe = _chunk_size(prep, chunk_size, memory_budget)
+            st.__enter__()
+        except InputError as e:
+            if out == "auto" and path is not None:
+                drop_if_empty(path)
+            parallel.publish(f"{key}/verdict", {"error": str(e).splitlines()[0]})
+            raise
+        parallel.publish(f"{key}/verdict", {"path": str(path), "finished": st.finished})
+    else:
+        verdict = parallel.fetch(f"{key}/verdict")
+        if "error" in verdict:
+            raise InputError(f"{verdict['error']} (reported by process 0)")
+        path, probe = Path(verdict["path"]), {}
+        st = store.Store(path, fp, prep.n_runs, None, True, process=rank)
+        st.__enter__()
+    try:
+        if not st.finished:
+            _, timing = _sweep(prep, st.chunk_size, st, progress, share=(rank, n_proc))
+            parallel.barrier(f"{key}/swept")
+            if rank == 0:
+                missing = set(range(len(chunk_layout_of(prep, st.chunk_size)))) - st.done_chunks()
+                if missing:
+                    raise store.WriteError(
+                        f"{len(missing)} chunks of {str(path)!r} are missing after every "
+                        f"process finished (first: {min(missing)}); resume the sweep")
+                res = _finish(prep, None, env, {**timing, **probe, "processes": n_proc},
+                              t_start, path)
+                _write_final(prep, st, res)
+        elif rank == 0:
+            st.finish()
+        parallel.barrier(f"{key}/finished")  # the folder now reads as one result
+    finally:
+        st.__exit__(None, None, None)
+    return load(path)
+
+
+# A sweep on disk hands its freed memory back this often (`memory.release_free_memory`):
+# after every chunk it cost the memory bench's sweep about 4% of its speed.
+RELEASE_EVERY_SECONDS = 10.0
+
+
+def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
+           share: tuple[int, int] = (0, 1)):
+    """Train every chunk not already saved. In memory (`st` None) every chunk's tables are
+    kept and returned; with a store each chunk goes to disk as soon as it is done and only its
+    timing stays in memory, so host memory does not grow with the grid. `share` (k, m): only
+    the chunks whose number is k modulo m (process k of m in a distributed sweep)."""
+    layout = chunk_layout_of(prep, size)
+    mine = {i for i in range(len(layout)) if i % share[1] == share[0]}
+    n = sum(len(layout[i][1]) for i in mine)
+    parts: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
+    saved: set[int] = set()
+    if st is not None:
+        for i in st.done_chunks():
+            # checksums prove a file is intact, this that it holds the runs its number means
+            # (a run's position in the grid is its run_id)
+            if i < len(layout) and np.array_equal(st.chunk_run_ids(i), layout[i][1]):
+                saved.add(i)
+    saved &= mine
+    already = sum(len(layout[i][1]) for i in saved)
+    dispatch = fit_dispatch(prep, size)
+    timing = {"chunk_size": size, "dispatch_size": dispatch, "chunk_seconds": [],
+              "first_chunk_seconds": None, "resumed_runs": already, "computed_runs": 0}
+    desc = prep.exp.name + (f" [process {share[0]}/{share[1]}]" if share[1] > 1 else "")
+    released = time.perf_counter()
+    bar = tqdm(total=n, initial=already, unit="run", desc=desc, disable=not progress,
+               dynamic_ncols=True, smoothing=0.1)
+    try:
+        for index, (static, rows) in enumerate(layout):
+            if index in saved or index not in mine:
+                continue
+            with store.interrupts_deferred():
+                out, dispatch = compute_chunk(prep, index, static, rows, dispatch)
+                runs, curves = chunk_tables(prep, out)
+                if st is not None:
+                    st.save_chunk(index, runs, curves)
+                    if time.perf_counter() - released > RELEASE_EVERY_SECONDS:
+                        memory.release_free_memory()
+                        released = time.perf_counter()
+            if st is None:
+                parts[index] = (runs, curves)
+            if timing["first_chunk_seconds"] is None:
+                timing["first_chunk_seconds"] = out.seconds
+            timing["chunk_seconds"].append(out.seconds)
+            timing["computed_runs"] += len(rows)
+            del out, runs, curves  # a stored chunk lives on disk only
+            bar.update(len(rows))
+    finally:
+        bar.close()
+    timing["chunk_size_settled"] = dispatch
+    return parts, timing
+
+
+def _finish(prep, parts, env, timing, t_start, path) -> Results:
+    """The Results of a finished sweep: assembled in memory from `parts`, or (path given)
+    read lazily from the folder, whose final files `Store.assemble` streams from the chunks."""
+    total = time.perf_counter() - t_start
+    computed = sum(timing["chunk_seconds"])
+    run_steps = timing["computed_runs"] * prep.static.steps  # by this process
+    meta = {
+        **env,
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "data": {"source": prep.data_source, "n_samples": int(prep.x.shape[0]),
+                 "n_features": int(prep.x.shape[1]), "task": prep.task},
+        "model": prep.model_name,
+        # what the compiled matmuls used: the config's choice, else JAX's global setting
+        "matmul_precision": (prep.exp.train.matmul_precision
+                             if prep.exp.train.matmul_precision != "default"
+                             else env["matmul_precision"]),
+        "engine": engine_facts(prep),
+        "timings": {
+            **{k: v for k, v in timing.items() if k != "chunk_seconds"},
+            "n_chunks": len(timing["chunk_seconds"]),
+            "compute_seconds": computed,
+            "total_seconds": total,
+            "run_steps_per_second": run_steps / computed if computed > 0 else None,
+            "peak_host_memory_bytes": memory.peak_rss_bytes(),
+        },
+    }
+    if path is not None:
+        return Results(config=prep.exp, meta=meta, path=path)
+    keys = sorted(parts)
+    runs = pd.concat([parts[k][0] for k in keys], ignore_index=True)
+    curves = pd.concat([parts[k][1] for k in keys], ignore_index=True)
+    runs = runs.sort_values("run_id", kind="stable").reset_index(drop=True)
+    if len(prep.groups) > 1:  # chunks of several programs arrive grouped, not in run order
+        curves = curves.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
+    return Results(runs=runs, curves=curves, config=prep.exp, meta=meta, path=None)
+
+
+def engine_facts(prep: Prepared) -> dict:
+    """How the engine ran each program: runs per device in a block, how many of them were
+    trained together (`plan.sub_batch`) and the layout of the built-in MLP's activations."""
+    platform = plan.run_devices()[0].platform
+    programs = []
+    for st, _ in prep.groups:
+        programs.append({
+            "dtype": st.dtype, "batch_size": st.batch_size,
+            "runs_trained_together": plan.sub_batch(st, prep.x, platform),
+            "layout": ("custom model" if prep.custom_model else
+                       "features" if plan.shares_data(st, prep.x) else "samples"),
+        })
+    return {"block_runs_per_device": prep.block, "programs": programs}
+
+
+# ------------------------------------------------------------------ reliability helpers
+
+
+def fingerprint(prep: Prepared, env: dict) -> dict:
+    """What a resumed sweep must share with the interrupted one: config, data, model, and the
+    software and backend, since another XLA may round differently and a resumed table must
+    equal an uninterrupted one bit for bit."""
+    v = env["versions"]
+    soft = {k: v.get(k) for k in ("trainscape", "jax", "jaxlib")}
+    return {**prep.fingerprint(), "software": {**soft, "backend": env["backend"]}}
+
+
+def chunk_layout_of(prep: Prepared, size: int) -> list[tuple]:
+    """(static, run-table rows) of every chunk, numbered as in `execute.run_chunks`."""
+    return plan.chunk_layout(prep.groups, size)
+
+
+def compute_chunk(prep: Prepared, index: int, static, rows: np.ndarray, dispatch: int):
+    """One chunk, `dispatch` runs at a time. On an allocation failure the dispatch is halved
+    (whole blocks, at least one) and the chunk retried; its number and rows never change, so
+    the chunks already saved stay valid. Returns the chunk and the dispatch size that worked."""
+    import sys
+
+    block = prep.block
+    group = block * len(plan.run_devices())
+    t0 = time.perf_counter()
+    while True:
+        try:
+            parts = [o.traj for o in execute.run_chunks(
+                [(static, np.arange(len(rows)))], prep.hparams(rows), prep.x, prep.y,
+                prep.init_params, dispatch)]
+            break
+        except Exception as e:  # noqa: BLE001 - only allocation failures are retried
+            if not memory.is_allocation_error(e):
+                raise
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            if dispatch <= group:
+                raise memory.OutOfMemory(
+                    f"chunk {index} ran out of memory even at {dispatch} runs at a time "
+                    f"({block} per device): {first}; reduce [data] n_samples, "
+                    "[model] hidden or the recorded steps ([train] record_every)") from None
+            dispatch = max(group, dispatch // group // 2 * group)
+            print(f"trainscape: out of memory in chunk {index} ({first}); retrying "
+                  f"{dispatch} runs at a time", file=sys.stderr)
+    traj = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    out = execute.ChunkOutput(index, int(rows[0]), int(rows[-1]) + 1, traj,
+                             time.perf_counter() - t0, rows=rows)
+    return out, dispatch
+
+
+def _chunk_size(prep: Prepared, chunk_size: int | None, budget: float | None):
+    """`plan.choose_chunk_size`, its timing probe run by the engine."""
+    return plan.choose_chunk_size(prep, chunk_size, budget,
+                                  probe=lambda: execute.probe_seconds_per_run_step(prep))

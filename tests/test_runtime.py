@@ -1,0 +1,118 @@
+"""Importing trainscape changes nothing global; `configure()` makes the CLI's settings on request.
+
+Each check runs in a fresh interpreter: the test process itself has long since imported
+trainscape and configured JAX (conftest.py), so only a new process shows what an import does.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+IMPORT_CHECK = r"""
+import json, os, sys
+env_before = dict(os.environ)
+import matplotlib
+backend_before = str(matplotlib.rcParams._get("backend"))
+import jax, jax.numpy as jnp
+x64_before = jax.config.jax_enable_x64
+import trainscape
+from jax._src import xla_bridge
+# no backend started by the import (XLA's clients are made on first use); asked before the
+# dtypes below start one
+started = bool(xla_bridge._backends)
+print(json.dumps({
+    "dtypes": [str(jnp.array(1.0).dtype), str(jnp.arange(3).dtype)],
+    "x64": [x64_before, jax.config.jax_enable_x64],
+    "backends_started": started,
+    "env_changed": sorted(k for k in set(os.environ) | set(env_before)
+                          if os.environ.get(k) != env_before.get(k)),
+    "mpl_backend": [backend_before, str(matplotlib.rcParams._get("backend"))],
+    "pyplot_loaded": "matplotlib.pyplot" in sys.modules,
+    "cache_dir": jax.config.jax_compilation_cache_dir,
+}))
+"""
+
+TINY64 = {"name": "tiny64", "data": {"name": "moons", "n_samples": 32},
+          "model": {"hidden": [4]}, "train": {"steps": 8, "dtype": "float64"},
+          "sweep": {"learning_rate": [0.1, 3.0], "seed": {"range": 2}}}
+
+SWEEP64 = r"""
+import json, sys, warnings
+import jax
+if sys.argv[2] == "on":
+    jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+import trainscape as ts
+with warnings.catch_warnings(record=True) as seen:
+    warnings.simplefilter("always")
+    res = ts.run(json.loads(sys.argv[1]), out=None, progress=False)
+    ts.run(json.loads(sys.argv[1]), out=None, progress=False)
+res.runs.to_parquet(sys.argv[3])
+res.curves.to_parquet(sys.argv[3] + ".curves")
+notes = [str(w.message) for w in seen if "CPU device" in str(w.message)]
+print(json.dumps({"after": str(jnp.array(1.0).dtype), "notes": notes}))
+"""
+
+
+def _python(code: str, *args: str, env: dict | None = None) -> str:
+    p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                       timeout=300, env=env)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip().splitlines()[-1]
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("JAX_ENABLE_X64", "ARROW_DEFAULT_MEMORY_POOL", "MPLBACKEND")}
+    return {**env, **extra}
+
+
+def test_importing_trainscape_changes_nothing_global():
+    got = json.loads(_python(IMPORT_CHECK, env=_env()))
+    assert got["dtypes"] == ["float32", "int32"]
+    assert got["x64"] == [False, False]
+    assert not got["backends_started"]
+    assert got["env_changed"] == []
+    assert got["mpl_backend"][0] == got["mpl_backend"][1]
+    assert not got["pyplot_loaded"]
+    assert got["cache_dir"] is None
+
+
+def test_float64_sweep_with_x64_off_equals_the_one_with_x64_on(tmp_path):
+    """A float64 sweep in a process whose JAX stays in float32 returns float64 tables, equal
+    bit for bit to the same sweep where the user turned x64 on for the whole process; the
+    process's own dtype is float32 after it. A multi-core CPU left with one JAX device is told
+    once how to use every core."""
+    cfg = json.dumps(TINY64)
+    off = json.loads(_python(SWEEP64, cfg, "off", str(tmp_path / "off"), env=_env()))
+    on = json.loads(_python(SWEEP64, cfg, "on", str(tmp_path / "on"), env=_env()))
+    assert off["after"] == "float32" and on["after"] == "float64"
+    a, b = pd.read_parquet(tmp_path / "off"), pd.read_parquet(tmp_path / "on")
+    assert a["final_loss"].dtype == "float64"
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "off.curves"),
+                                  pd.read_parquet(tmp_path / "on.curves"), check_exact=True)
+    if (os.cpu_count() or 1) > 1:
+        assert len(off["notes"]) == 1 and "trainscape.configure()" in off["notes"][0]
+
+
+CONFIGURE = r"""
+import json, jax, trainscape as ts
+done = ts.configure(cache_dir=__import__("sys").argv[1])
+print(json.dumps({"done": done, "devices": len(jax.devices()),
+                  "cache": jax.config.jax_compilation_cache_dir}))
+"""
+
+
+@pytest.mark.cpu_only("counts CPU devices")
+def test_configure_gives_every_core_a_device_and_the_cache(tmp_path):
+    got = json.loads(_python(CONFIGURE, str(tmp_path / "c"), env=_env()))
+    assert got["devices"] == (os.cpu_count() or 1)
+    assert got["cache"] == str(tmp_path / "c") == got["done"]["cache_dir"]
+    two = json.loads(_python(CONFIGURE, str(tmp_path / "c"),
+                             env=_env(TRAINSCAPE_CPU_DEVICES="1", TRAINSCAPE_NO_CACHE="1")))
+    assert two["devices"] == 1 and two["cache"] is None

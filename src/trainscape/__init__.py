@@ -49,6 +49,7 @@ from .config import Experiment, parse  # noqa: E402
 from .critical import critical_lr  # noqa: E402
 from .data import load_dataset  # noqa: E402
 from .errors import ConfigError, DataError, InputError  # noqa: E402
+from .explorer import explore  # noqa: E402
 from .gradcheck import gradcheck  # noqa: E402
 from .models import Model  # noqa: E402
 from .results import Results, load  # noqa: E402
@@ -57,6 +58,6 @@ __version__ = "0.10.0"
 
 __all__ = [
     "run", "load", "load_dataset", "Results", "Model", "Experiment", "parse", "gradcheck",
-    "divergence_table", "label_counts", "compare", "compare_dtypes", "critical_lr",
+    "divergence_table", "label_counts", "compare", "compare_dtypes", "critical_lr", "explore",
     "InputError", "ConfigError", "DataError",
 ]

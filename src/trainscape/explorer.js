@@ -251,9 +251,7 @@
     const lc = h("label", {class: "ctl"}, c, "colour ");
     const sc = h("select", {id: "color"}, lc);
     option(sc, "label", "majority label", st.color === "label");
-    LABELS.forEach((l, k) => {
-      if (META.label_totals[k]) option(sc, "p" + k, `P(${l})`, st.color === "p" + k);
-    });
+    LABELS.forEach((l, k) => option(sc, "p" + k, `P(${l})`, st.color === "p" + k));
     MET.forEach((m, j) => option(sc, "m" + j, `${m.name} (median)`, st.color === "m" + j));
     const byName = (v) => AX.findIndex((a) => a.name === v);
     sx.addEventListener("change", () => {
@@ -785,15 +783,14 @@
         : anchor === "end" ? 8 : 0), y: narrow && i % 2 ? mt - 22 : mt - 10,
       "text-anchor": anchor}, g, d.name);
       title.style.fontSize = narrow ? "11px" : "12px";
-      const lo = d.axis !== undefined ? fmt(AX[d.axis].values[0])
-        : fmt(metricValue(d.metric, 2));
-      const hiv = d.axis !== undefined ? fmt(AX[d.axis].values[d.max])
-        : fmt(metricValue(d.metric, d.max - 1));
-      s("text", {class: "tick", x: x + 4, y: mt + 4, "text-anchor": "start"}, g, hiv);
-      s("text", {class: "tick", x: x + 4, y: mt + PH, "text-anchor": "start"}, g, lo);
-      if (d.metric !== undefined) {
-        s("text", {class: "tick", x: x + 4, y: nanY + 3, "text-anchor": "start"}, g, "nan");
-      }
+      const ends = d.axis !== undefined ? [0, d.max] : [2, d.max - 1];
+      const name = (v) => fmt(d.axis !== undefined ? AX[d.axis].values[v]
+        : metricValue(d.metric, v));
+      const tick = (v, text) => s("text", {class: "tick", x: x + 4, y: yOf(d, v) + 4,
+        "text-anchor": "start"}, g, text);
+      tick(ends[1], name(ends[1]));
+      tick(ends[0], name(ends[0]));
+      if (d.metric !== undefined) tick(0, "nan");
       pcG.brushRects[d.key] = s("rect", {class: "brush", x: x - 7, width: 14,
         visibility: "hidden"}, g);
       const hit = s("rect", {class: "hit", x: x - 14, y: mt - 4, width: 28,
@@ -802,21 +799,25 @@
     });
     drawPC();
   }
-  function tOf(d, v) {  // a dimension's value (index or code) -> 0 (bottom) .. 1 (top)
+  function tOf(d, v) {  // a dimension's value (index or code) -> 0 (bottom) .. 1 (top), -1 NaN
     if (d.axis !== undefined) return d.max > 0 ? v / d.max : 0.5;
-    return v === 0 ? -1 : (v - 1) / (d.max - 1);
+    if (v === 0) return -1;
+    if (v === 1) return 0;  // -inf and +inf apart from the finite values
+    if (v === d.max) return 1;
+    return 0.04 + 0.92 * (v - 2) / Math.max(d.max - 3, 1);
   }
   function yOf(d, v) {
     const t = tOf(d, v);
     return t < 0 ? pcG.nanY : pcG.mt + (1 - t) * pcG.PH;
   }
   function rangeOf(d, y0, y1) {  // a dragged span of y -> the inclusive value range it covers
-    const t0 = 1 - (Math.max(y0, y1) - pcG.mt) / pcG.PH, t1 = 1 - (Math.min(y0, y1) - pcG.mt) / pcG.PH;
-    const span = d.axis !== undefined ? d.max : d.max - 1, off = d.axis !== undefined ? 0 : 1;
-    let lo = Math.ceil(Math.max(t0, 0) * span - 1e-9) + off;
-    const hi = Math.floor(Math.min(t1, 1) * span + 1e-9) + off;
-    if (d.metric !== undefined && Math.max(y0, y1) > pcG.mt + pcG.PH + 4) lo = 0;  // takes NaN
-    return [lo, hi];
+    const ya = Math.min(y0, y1), yb = Math.max(y0, y1);
+    let lo = Infinity, hi = -Infinity;
+    for (let v = 0; v <= d.max; v++) {
+      const y = yOf(d, v);
+      if (y >= ya && y <= yb) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    }
+    return lo <= hi ? [lo, hi] : [1, 0];  // an empty span passes nothing
   }
   function brushEvents(hit, d) {
     let y0 = null;
@@ -851,10 +852,8 @@
     for (const d of pcG.DIMS) {
       const r = pcG.brushRects[d.key], b = st.brush[d.key];
       if (!b) { r.setAttribute("visibility", "hidden"); continue; }
-      const ya = yOf(d, Math.max(b[0], d.axis !== undefined ? 0 : 1));
-      const yb = yOf(d, b[1]);
-      const top = Math.min(ya, yb) - 3, bot = Math.max(b[0] === 0 && d.metric !== undefined
-        ? pcG.nanY : ya, yb) + 3;
+      const ya = yOf(d, b[0]), yb = yOf(d, Math.max(b[1], b[0]));
+      const top = Math.min(ya, yb) - 3, bot = Math.max(ya, yb) + 3;
       r.setAttribute("visibility", "visible");
       r.setAttribute("y", top);
       r.setAttribute("height", Math.max(bot - top, 2));

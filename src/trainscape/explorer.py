@@ -44,7 +44,7 @@ from .results import RUNS_FILE, Results, load
 __all__ = ["explore", "cli", "MAX_CELLS", "SAMPLE_PER_LABEL", "MAX_POINTS", "METRICS"]
 
 FILE_NAME = "explorer.html"
-GENERATOR = "trainscape explore"  # in the page's <meta name="generator">: marks a file we may replace
+GENERATOR = "trainscape explore"  # in the page's <meta name="generator">: a file we may replace
 MAX_CELLS = 16_384  # bin cells of the curve sample; also the finest map the page draws
 SAMPLE_PER_LABEL = 2  # sampled curves per (bin cell, label)
 MAX_POINTS = 100  # recorded steps kept per sampled curve

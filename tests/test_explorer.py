@@ -135,6 +135,23 @@ def test_bin_widths_and_kept_steps():
     assert list(explorer.kept_steps(np.arange(11))) == list(range(11))
 
 
+def test_same_page_data_from_memory_and_from_row_groups(folder, tmp_path):
+    """The curves read one row group at a time (and skipped by their run_id statistics) are
+    the ones pandas reads whole, and an in-memory Results gives the same page."""
+    import pyarrow.parquet as pq
+
+    split = tmp_path / "split"
+    shutil.copytree(folder, split)
+    curves = pq.read_table(folder / "curves.parquet")
+    pq.write_table(curves, split / "curves.parquet", row_group_size=25)
+    assert pq.ParquetFile(split / "curves.parquet").metadata.num_row_groups > 10
+    res = ts.load(folder)
+    mem = ts.Results(runs=res.runs, curves=res.curves, config=res.config, meta=res.meta)
+    want = explorer.page_data(mem)
+    for got in (explorer.page_data(ts.load(split)), explorer.page_data(ts.load(folder))):
+        assert got[0] == want[0] and got[1] == want[1]
+
+
 def test_never_replaces_a_result_file(folder, page, tmp_path):
     before = (folder / "runs.parquet").read_bytes()
     with pytest.raises(InputError, match="not an earlier explorer"):

@@ -35,11 +35,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .classify import LABELS
 from .errors import InputError
-from .results import RUNS_FILE, Results, load
+from .results import CURVES_FILE, RUNS_FILE, Results, load
 
 __all__ = ["explore", "cli", "MAX_CELLS", "SAMPLE_PER_LABEL", "MAX_POINTS", "METRICS"]
 
@@ -168,16 +169,48 @@ def kept_steps(steps: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:
     return steps[np.unique(np.rint(np.linspace(0, len(steps) - 1, max_points)).astype(int))]
 
 
+def _read_curves(res: Results, run_ids: np.ndarray) -> tuple[np.ndarray, ...]:
+    """run_id, step and loss of the curve points of the sorted `run_ids`. From a folder: one
+    row group at a time, skipping those whose run_id statistics rule them out, so memory
+    holds one row group and the kept points, never the whole curves file."""
+    if res._curves is not None or res.path is None:
+        c = res.read_curves(run_ids, columns=["run_id", "step", "loss"])
+        return c["run_id"].to_numpy(), c["step"].to_numpy(), c["loss"].to_numpy(np.float64)
+    f = res.path / CURVES_FILE
+    try:
+        pf = pq.ParquetFile(f)
+        names = pf.schema_arrow.names
+        col = names.index("run_id")
+        parts = []
+        for g in range(pf.metadata.num_row_groups):
+            stats = pf.metadata.row_group(g).column(col).statistics
+            if stats is not None and stats.has_min_max:
+                if np.searchsorted(run_ids, stats.min, side="left") >= \
+                        np.searchsorted(run_ids, stats.max, side="right"):
+                    continue  # no sampled run in this row group
+            t = pf.read_row_group(g, columns=["run_id", "step", "loss"])
+            rid = t.column("run_id").to_numpy()
+            pos = np.searchsorted(run_ids, rid).clip(0, max(len(run_ids) - 1, 0))
+            keep = run_ids[pos] == rid if len(run_ids) else np.zeros(len(rid), bool)
+            if keep.any():
+                parts.append((rid[keep], t.column("step").to_numpy()[keep],
+                              t.column("loss").to_numpy().astype(np.float64)[keep]))
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(f"results file {str(f)!r} is damaged or unreadable ({e})") from None
+    if not parts:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    return tuple(np.concatenate(x) for x in zip(*parts, strict=True))
+
+
 def _curve_codes(res: Results, run_ids: np.ndarray, steps: np.ndarray) -> tuple[np.ndarray, dict]:
     """(runs x kept steps) log10-loss codes of the sampled runs (0: not recorded or not finite)."""
-    c = res.read_curves(run_ids, columns=["run_id", "step", "loss"])
-    rid, st = c["run_id"].to_numpy(), c["step"].to_numpy()
+    rid, st, loss_v = _read_curves(res, run_ids)
     row = np.searchsorted(run_ids, rid)
     col = np.searchsorted(steps, st).clip(0, max(len(steps) - 1, 0))
     keep = (row < len(run_ids)) & (len(steps) > 0)
     keep &= (run_ids[row.clip(0, len(run_ids) - 1)] == rid) & (steps[col] == st)
     loss = np.full((len(run_ids), len(steps)), np.nan)
-    loss[row[keep], col[keep]] = c["loss"].to_numpy(dtype=np.float64)[keep]
+    loss[row[keep], col[keep]] = loss_v[keep]
     ok = np.isfinite(loss) & (loss > 0)
     lg = np.where(ok, np.log10(np.where(ok, loss, 1.0)), np.nan)
     lo = float(np.nanmin(lg)) if ok.any() else 0.0
@@ -279,8 +312,8 @@ def _recorded_steps(res: Results) -> np.ndarray:
         first = c["run_id"].iloc[0] if len(c) else None
         return c.loc[c["run_id"] == first, "step"].to_numpy() if first is not None else \
             np.zeros(0, dtype=np.int64)
-    ids = res.read_runs(["run_id"])["run_id"].to_numpy()[:1]
-    return res.read_curves(ids, columns=["step"])["step"].to_numpy()
+    first = pq.ParquetFile(res.path / RUNS_FILE).read_row_group(0, columns=["run_id"])
+    return _read_curves(res, first.column("run_id").to_numpy()[:1])[1]
 
 
 def _label_colors() -> dict[str, str]:

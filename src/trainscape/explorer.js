@@ -225,7 +225,8 @@
     const pt = h("h2", {}, pp, "All axes: drag along an axis to brush, click it to clear ");
     const clear = h("button", {id: "clear-brush", type: "button"}, pt, "clear brushes");
     clear.addEventListener("click", () => { st.brush = {}; refresh(); });
-    ui.pcWrap = h("div", {id: "pc-wrap"}, pp);
+    ui.pcScroll = h("div", {id: "pc-scroll"}, pp);
+    ui.pcWrap = h("div", {id: "pc-wrap"}, ui.pcScroll);
     ui.pcCanvas = h("canvas", {id: "pc-canvas"}, ui.pcWrap);
     ui.pc = s("svg", {id: "pc"}, ui.pcWrap);
     ui.pcNote = h("p", {class: "note"}, pp);
@@ -590,7 +591,7 @@
     const c = cellCounts(cell);
     let n = 0;
     c.forEach((v) => { n += v; });
-    h("div", {}, t, `${n.toLocaleString("en")} runs`);
+    h("div", {}, t, `${n.toLocaleString("en")} run${n === 1 ? "" : "s"}`);
     LABELS.forEach((l, k) => {
       if (!c[k]) return;
       const row = h("div", {class: "chip"}, t);
@@ -711,7 +712,8 @@
     }
     const parts = LABELS.map((l, k) => (c[k] ? `${l} ${c[k].toLocaleString("en")}` : null))
       .filter(Boolean);
-    ui.curveNote.textContent = `${n.toLocaleString("en")} runs (${parts.join(", ") || "none"})` +
+    ui.curveNote.textContent = `${n.toLocaleString("en")} run${n === 1 ? "" : "s"} ` +
+      `(${parts.join(", ") || "none"})` +
       `; ${drawn.length} curve${drawn.length === 1 ? "" : "s"} drawn` +
       (members.length < n ? ` of a sample of ${members.length}` : "") +
       (drawn.length >= 3 ? "; bold black: their per-step median" : "") +
@@ -758,16 +760,20 @@
     const svg = ui.pc;
     svg.textContent = "";
     const DIMS = dims();
-    const W = Math.max(ui.pcWrap.clientWidth, 260);
-    const narrow = W < 560;
-    const H = narrow ? 230 : 250;
-    const mt = narrow ? 40 : 30, mb = 30, ml = 30, mr = 44;
-    const PH = H - mt - mb;
+    // at least 78 px per axis: a narrow window scrolls the view sideways instead of
+    // overlapping its axis names
+    const W = Math.max(ui.pcScroll.clientWidth, 78 * DIMS.length + 60, 260);
+    const ml = 30, mr = 44, mb = 30;
+    const gap = DIMS.length > 1 ? (W - ml - mr) / (DIMS.length - 1) : 0;
+    // names on two rows when they would run into each other (bold 13 px: ~7.5 px a letter)
+    const widest = Math.max(...DIMS.map((d) => d.name.length)) * 7.5;
+    const stagger = gap < 1.6 * widest;
+    const mt = stagger ? 46 : 30, H = mt + 220, PH = H - mt - mb;
     svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
     svg.setAttribute("width", W);
     svg.setAttribute("height", H);
     ui.pcWrap.style.height = H + "px";
-    const gap = DIMS.length > 1 ? (W - ml - mr) / (DIMS.length - 1) : 0;
+    ui.pcWrap.style.width = W + "px";
     Object.assign(pcG, {W, H, mt, PH, DIMS, xs: DIMS.map((d, i) => (DIMS.length > 1
       ? ml + i * gap : W / 2))});
     const nanY = mt + PH + 12;
@@ -780,9 +786,8 @@
       const anchor = i === 0 && DIMS.length > 1 ? "start"
         : i === DIMS.length - 1 && DIMS.length > 1 ? "end" : "middle";
       const title = s("text", {class: "axis-title", x: x + (anchor === "start" ? -8
-        : anchor === "end" ? 8 : 0), y: narrow && i % 2 ? mt - 22 : mt - 10,
+        : anchor === "end" ? 8 : 0), y: stagger && i % 2 ? mt - 26 : mt - 10,
       "text-anchor": anchor}, g, d.name);
-      title.style.fontSize = narrow ? "11px" : "12px";
       const ends = d.axis !== undefined ? [0, d.max] : [2, d.max - 1];
       const name = (v) => fmt(d.axis !== undefined ? AX[d.axis].values[v]
         : metricValue(d.metric, v));

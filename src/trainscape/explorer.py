@@ -15,9 +15,10 @@ loaded whole:
 * **a bounded sample of curves**: the axes are cut into contiguous bins whose product has at
   most :data:`MAX_CELLS` cells (an axis keeps all its values when the grid is that small), and
   within each bin cell at most :data:`SAMPLE_PER_LABEL` runs of each label are drawn at random
-  (fixed seed). Each sampled run's loss curve is kept at no more than :data:`MAX_POINTS`
-  recorded steps (evenly spaced, first and last included), with its exact metric values.
-  Curves are read with a filter on the sampled run ids only.
+  (fixed seed). Each sampled run's loss curve keeps evenly spaced recorded steps (first and
+  last included): :data:`MAX_CURVE_VALUES` over the sample, at least :data:`MIN_POINTS` and at
+  most :data:`MAX_POINTS` per curve; its exact metric values come with it. Curves are read a
+  row group at a time, keeping only the sampled runs' points.
 
 Each binary array is gzip-compressed and base64-encoded into its own ``<script>`` tag; the page
 decompresses it with the browser's built-in ``DecompressionStream``.
@@ -42,13 +43,16 @@ from .classify import LABELS
 from .errors import InputError
 from .results import CURVES_FILE, RUNS_FILE, Results, load
 
-__all__ = ["explore", "cli", "MAX_CELLS", "SAMPLE_PER_LABEL", "MAX_POINTS", "METRICS"]
+__all__ = ["explore", "cli", "MAX_CELLS", "SAMPLE_PER_LABEL", "MAX_CURVE_VALUES", "METRICS"]
 
 FILE_NAME = "explorer.html"
 GENERATOR = "trainscape explore"  # in the page's <meta name="generator">: a file we may replace
 MAX_CELLS = 16_384  # bin cells of the curve sample; also the finest map the page draws
 SAMPLE_PER_LABEL = 2  # sampled curves per (bin cell, label)
-MAX_POINTS = 100  # recorded steps kept per sampled curve
+# recorded steps kept per sampled curve: as many as MAX_CURVE_VALUES allows over the sample,
+# between MIN_POINTS and MAX_POINTS
+MAX_CURVE_VALUES = 2_000_000  # 4 MB before compression (2 bytes per value)
+MIN_POINTS, MAX_POINTS = 32, 400
 EXACT_RUNS = 100_000  # up to this many runs, metrics are quantized to 16 bits instead of 8
 SAMPLE_SEED = 0
 # numeric runs columns the page can colour, brush and tabulate (those a folder has);
@@ -276,7 +280,8 @@ def page_data(res: Results) -> tuple[dict, dict[str, tuple[str, str]]]:
     rows = sample_rows(cell, label)
     ids = runs["run_id"].to_numpy()[rows]
     steps_all = _recorded_steps(res)
-    steps = kept_steps(steps_all)
+    points = min(MAX_POINTS, max(MIN_POINTS, MAX_CURVE_VALUES // max(len(rows), 1)))
+    steps = kept_steps(steps_all, points)
     curves, curve_scale = _curve_codes(res, ids.astype(np.int64), steps)
     blobs["sample:row"] = ("u32", _blob(rows.astype(np.uint32)))
     blobs["sample:id"] = ("f64", _blob(ids.astype(np.float64)))

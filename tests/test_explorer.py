@@ -347,3 +347,24 @@ def test_phone_sized_window(driver, page, tmp_path):
     box = driver.find_element("id", "map").rect
     assert box["x"] >= 0 and box["x"] + box["width"] <= inner
     assert _errors(driver) == []
+
+
+@pytest.mark.parametrize("sweep", [{"learning_rate": [0.01, 0.1, 1.0]}, {}],
+                         ids=["one-axis", "no-axis"])
+def test_one_and_no_axis(driver, tmp_path, sweep):
+    exp = ts.parse({"name": "small", "data": {"name": "moons", "n_samples": 32},
+                    "model": {"hidden": [2]}, "train": {"steps": 3}, "sweep": sweep})
+    runs = grid.expand(exp)
+    runs["label"] = ["converged", "catapult", "diverged"][:len(runs)]
+    runs["final_loss"] = [0.1, 0.2, np.nan][:len(runs)]
+    curves = pd.DataFrame({"run_id": np.repeat(runs["run_id"], 4), "step": np.tile(range(4),
+                           len(runs)), "loss": 1.0})
+    page = ts.explore(ts.Results(runs=runs, curves=curves, config=exp), tmp_path / "p.html")
+    _open(driver, page)
+    want = {tuple(sorted({k: v for k, v in r.items() if k in sweep}.items())): {r["label"]: 1}
+            for r in runs.to_dict("records")}
+    assert _map(driver) == want
+    driver.find_elements("css selector", "#map rect.cell")[-1].click()
+    ids = json.loads(driver.find_element("id", "curves").get_attribute("data-run-ids"))
+    assert ids == [int(runs["run_id"].iloc[-1])]
+    assert _errors(driver) == []

@@ -44,6 +44,19 @@ el.dispatchEvent(new Event('change'));
 requestAnimationFrame(() => setTimeout(() => done(performance.now() - t0), 0));
 """
 
+BRUSH_JS = """
+const [dim, done] = arguments;
+const hit = document.querySelector(`#pc rect.hit[data-dim="${dim}"]`);
+const b = hit.getBoundingClientRect();
+const ev = (type, y) => new PointerEvent(type, {bubbles: true, pointerId: 1,
+  clientX: b.left + b.width / 2, clientY: y});
+const t0 = performance.now();
+hit.dispatchEvent(ev('pointerdown', b.top + 2));
+hit.dispatchEvent(ev('pointerup', b.top + b.height / 2));
+requestAnimationFrame(() => setTimeout(() => done([performance.now() - t0,
+  +document.getElementById('map').dataset.total]), 0));
+"""
+
 
 def browser(width=1280, height=1000):
     from selenium import webdriver
@@ -110,6 +123,7 @@ def main() -> int:
         out["click_pooled_ms"] = [c[1] for c in pooled]
         out["click_pooled_curves"] = [c[2] for c in pooled]
         out["color_change_ms"] = d.execute_async_script(CHANGE_JS, "color", "m0")
+        out["brush_ms"], out["brush_runs_left"] = d.execute_async_script(BRUSH_JS, "final_loss")
         out["errors"] = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
         out["chromium"] = d.capabilities.get("browserVersion")
     finally:
@@ -122,7 +136,8 @@ def main() -> int:
           f"{len(clicks)} cells of {n_cells:,}; pooled-seed map: y axis change "
           f"{out['axes_change_ms']:.0f} ms, click median {med(out['click_pooled_ms']):.0f} ms, "
           f"max {max(out['click_pooled_ms']):.0f} ms ({max(out['click_pooled_curves'])} curves "
-          f"drawn); colour by a metric {out['color_change_ms']:.0f} ms; "
+          f"drawn); colour by a metric {out['color_change_ms']:.0f} ms; brush on final_loss "
+          f"{out['brush_ms']:.0f} ms ({out['brush_runs_left']:,} runs left); "
           f"console errors: {len(out['errors'])}")
     if a.json:
         Path(a.json).write_text(json.dumps(out, indent=2) + "\n")

@@ -832,7 +832,7 @@
     };
     hit.addEventListener("pointerdown", (ev) => {
       y0 = pt(ev);
-      hit.setPointerCapture(ev.pointerId);
+      try { hit.setPointerCapture(ev.pointerId); } catch (e) { /* a synthetic pointer */ }
       ev.preventDefault();
     });
     hit.addEventListener("pointermove", (ev) => {

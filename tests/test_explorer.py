@@ -225,6 +225,11 @@ def _map(driver) -> dict[tuple, dict[str, int]]:
     return out
 
 
+def _cell(driver, want: dict):
+    return next(r for r in driver.find_elements("css selector", "#map rect.cell")
+                if json.loads(r.get_attribute("data-cell")) == want)
+
+
 def _expected(runs: pd.DataFrame, by: list[str]) -> dict[tuple, dict[str, int]]:
     out = {}
     for key, g in runs.groupby(by):
@@ -252,7 +257,8 @@ def test_loads_offline_without_errors(driver, page):
 
 def test_map_counts_pooled(driver, page, runs):
     _open(driver, page)
-    assert _map(driver) == _expected(runs, ["learning_rate", "seed"])  # init_scale pooled
+    # by default x is the learning rate, y the other axis that is not the seed; seeds pooled
+    assert _map(driver) == _expected(runs, ["learning_rate", "init_scale"])
     majority = {}
     for r in driver.find_elements("css selector", "#map rect.cell")[:4]:
         counts = json.loads(r.get_attribute("data-counts"))
@@ -265,12 +271,10 @@ def test_map_counts_pooled(driver, page, runs):
 
 def test_click_shows_exactly_the_cells_runs(driver, page, runs):
     _open(driver, page)
-    want = {"learning_rate": 1.0, "seed": 2}
-    cell = next(r for r in driver.find_elements("css selector", "#map rect.cell")
-                if json.loads(r.get_attribute("data-cell")) == want)
-    cell.click()
+    want = {"learning_rate": 1.0, "init_scale": 2.0}
+    _cell(driver, want).click()
     ids = json.loads(driver.find_element("id", "curves").get_attribute("data-run-ids"))
-    sel = runs.loc[(runs["learning_rate"] == 1.0) & (runs["seed"] == 2), "run_id"]
+    sel = runs.loc[(runs["learning_rate"] == 1.0) & (runs["init_scale"] == 2.0), "run_id"]
     assert sorted(ids) == sorted(sel.tolist())
     assert len(driver.find_elements("css selector", "#curves path.run")) == len(sel)
     assert len(driver.find_elements("css selector", "#runs-table tbody tr")) == len(sel)
@@ -292,9 +296,10 @@ def test_keyboard_selects(driver, page, runs):
     active.send_keys(Keys.ARROW_UP)
     driver.switch_to.active_element.send_keys(Keys.ENTER)
     svg = driver.find_element("id", "curves")
-    assert json.loads(svg.get_attribute("data-cell")) == {"learning_rate": 0.1, "seed": 1}
+    assert json.loads(svg.get_attribute("data-cell")) == {"learning_rate": 0.1,
+                                                          "init_scale": 1.0}
     ids = json.loads(svg.get_attribute("data-run-ids"))
-    sel = runs.loc[(runs["learning_rate"] == 0.1) & (runs["seed"] == 1), "run_id"]
+    sel = runs.loc[(runs["learning_rate"] == 0.1) & (runs["init_scale"] == 1.0), "run_id"]
     assert sorted(ids) == sorted(sel.tolist())
 
 
@@ -302,9 +307,12 @@ def test_menus_redraw_with_new_axes(driver, page, runs):
     from selenium.webdriver.support.ui import Select
 
     _open(driver, page)
-    Select(driver.find_element("id", "y-axis")).select_by_value("init_scale")
-    assert _map(driver) == _expected(runs, ["learning_rate", "init_scale"])
-    Select(driver.find_element("id", "x-axis")).select_by_value("seed")
+    Select(driver.find_element("id", "y-axis")).select_by_value("seed")
+    assert _map(driver) == _expected(runs, ["learning_rate", "seed"])
+    Select(driver.find_element("id", "x-axis")).select_by_value("init_scale")
+    assert _map(driver) == _expected(runs, ["seed", "init_scale"])
+    Select(driver.find_element("id", "x-axis")).select_by_value("seed")  # swaps x and y
+    assert driver.find_element("id", "y-axis").get_attribute("value") == "init_scale"
     assert _map(driver) == _expected(runs, ["seed", "init_scale"])
     # slice the now-free learning-rate axis at its third value (1.0) instead of pooling it
     Select(driver.find_element("id", "mode-learning_rate")).select_by_value("slice")
@@ -320,7 +328,7 @@ def test_brush_narrows_map_and_curves(driver, page, runs):
     from selenium.webdriver.common.action_chains import ActionChains
 
     _open(driver, page)
-    driver.find_elements("css selector", "#map rect.cell")[0].click()  # lr 0.01, seed 0
+    _cell(driver, {"learning_rate": 1.0, "init_scale": 0.5}).click()
     hit = driver.find_element("css selector", '#pc rect.hit[data-dim="final_loss"]')
     driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", hit)
     h = hit.size["height"]
@@ -331,10 +339,10 @@ def test_brush_narrows_map_and_curves(driver, page, runs):
     kept = runs.loc[runs["label"] != "converged"]
     assert int(driver.find_element("id", "map").get_attribute("data-total")) == len(kept)
     got = {k: v for k, v in _map(driver).items() if v}
-    assert got == _expected(kept, ["learning_rate", "seed"])
+    assert got == _expected(kept, ["learning_rate", "init_scale"])
     ids = json.loads(driver.find_element("id", "curves").get_attribute("data-run-ids"))
-    cell = kept.loc[(kept["learning_rate"] == 0.01) & (kept["seed"] == 0), "run_id"]
-    assert sorted(ids) == sorted(cell.tolist()) and 0 < len(ids) < SEEDS
+    cell = kept.loc[(kept["learning_rate"] == 1.0) & (kept["init_scale"] == 0.5), "run_id"]
+    assert sorted(ids) == sorted(cell.tolist()) and 0 < len(ids) < SEEDS  # one converged
     driver.find_element("id", "clear-brush").click()
     assert int(driver.find_element("id", "map").get_attribute("data-total")) == len(runs)
 

@@ -122,8 +122,8 @@
     const names = AX.map((a) => a.name);
     st.x = names.indexOf("learning_rate");
     if (st.x < 0) st.x = AX.length ? 0 : -1;
-    st.y = names.indexOf("seed");
-    if (st.y === st.x) st.y = -1;
+    // y: the first other axis that is not the seed (as the report's maps), pooling the seeds
+    st.y = names.findIndex((n, i) => i !== st.x && n !== "seed");
     if (st.y < 0) st.y = names.findIndex((n, i) => i !== st.x);
   }
   let agg = null;
@@ -263,7 +263,11 @@
     });
     sy.addEventListener("change", () => {
       const ny = sy.value === "" ? -1 : byName(sy.value);
-      if (ny === st.x) st.x = st.y >= 0 ? st.y : AX.findIndex((a, i) => i !== ny);
+      if (ny === st.x) {
+        const other = st.y >= 0 ? st.y : AX.findIndex((a, i) => i !== ny);
+        if (other < 0) { sy.value = ""; return; }  // a one-axis sweep: the map's x stays
+        st.x = other;
+      }
       st.y = ny;
       axesChanged();
     });

@@ -30,6 +30,8 @@ STEPS = 10
 FINAL = {"converged": 0.01, "oscillating": 0.1, "catapult": 0.3, "stalled": 0.69,
          "diverged": np.inf}
 
+LR_STAR = {0.5: 0.1, 1.0: 1.0, 2.0: 10 ** -1.5}
+
 
 def _label(lr_i: int, seed: int, scale_i: int) -> str:
     """A label pattern that differs between seeds and scales, so pooling and slicing matter."""
@@ -58,6 +60,9 @@ def folder(tmp_path_factory) -> Path:
     runs["min_loss"] = runs["final_loss"].clip(upper=0.7)
     runs["spike_ratio"] = np.where(runs["label"] == "catapult", 30.0, 1.0)
     runs["final_accuracy"] = 0.5 + 0.01 * runs["run_id"]
+    # sharpness at init puts 2/lambda at lr 0.1 (scale 0.5), 1 (scale 1) and halfway between
+    # 0.01 and 0.1 on the log axis (scale 2)
+    runs["sharpness_init"] = 2 / runs["init_scale"].map(LR_STAR)
     runs["diverged_step"] = pd.array(np.where(runs["label"] == "diverged", 5, -1), "Int64")
     step = np.arange(STEPS + 1)
     rows = []
@@ -376,3 +381,28 @@ def test_one_and_no_axis(driver, tmp_path, sweep):
     ids = json.loads(driver.find_element("id", "curves").get_attribute("data-run-ids"))
     assert ids == [int(runs["run_id"].iloc[-1])]
     assert _errors(driver) == []
+
+
+def test_hover_and_threshold_line(driver, page, runs):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    _open(driver, page)
+    cell = _cell(driver, {"learning_rate": 10.0, "init_scale": 1.0})
+    ActionChains(driver).move_to_element(cell).perform()
+    tip = driver.find_element("id", "tip")
+    sub = runs.loc[(runs["learning_rate"] == 10.0) & (runs["init_scale"] == 1.0), "label"]
+    assert tip.is_displayed()
+    assert "learning_rate = 10, init_scale = 1" in tip.text and f"{len(sub)} runs" in tip.text
+    for lab, n in sub.value_counts().items():
+        assert f"{lab}: {n} (" in tip.text
+    # the dashed 2/lambda line: in each init_scale row, at the log-interpolated position of
+    # 2 / sharpness_init among the learning rates, counted from the first cell's left edge
+    first = _cell(driver, {"learning_rate": LRS[0], "init_scale": 0.5})
+    second = _cell(driver, {"learning_rate": LRS[1], "init_scale": 0.5})
+    x0 = float(first.get_attribute("x"))
+    cw = float(second.get_attribute("x")) - x0
+    d = driver.find_element("css selector", "#map path.thr-in").get_attribute("d")
+    xs = {round(float(p.split(",")[0]), 1) for p in d.replace("M", " ").replace("L", " ").split()}
+    want = {round(x0 + (np.interp(np.log10(v), np.log10(LRS), range(len(LRS))) + 0.5) * cw, 1)
+            for v in LR_STAR.values()}
+    assert xs == want

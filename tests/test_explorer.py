@@ -67,7 +67,7 @@ def folder(tmp_path_factory) -> Path:
     step = np.arange(STEPS + 1)
     rows = []
     for r in runs.itertuples():
-        loss = 0.7 * np.exp(-0.1 * step * (1 + r.run_id % 5))
+        loss = 0.7 * (r.final_loss / 0.7) ** (step / STEPS)  # 0.7 down (or up) to its final
         if r.label == "diverged":
             loss = np.where(step < 5, 0.7 * 10.0 ** step, np.inf)
         rows.append(pd.DataFrame({"run_id": r.run_id, "step": step, "loss": loss}))
@@ -406,3 +406,37 @@ def test_hover_and_threshold_line(driver, page, runs):
     want = {round(x0 + (np.interp(np.log10(v), np.log10(LRS), range(len(LRS))) + 0.5) * cw, 1)
             for v in LR_STAR.values()}
     assert xs == want
+
+
+def test_median_weights_each_sampled_curve_by_the_runs_it_stands_for(driver, folder, runs,
+                                                                     tmp_path, monkeypatch):
+    """With fewer bin cells than grid points, a sampled curve stands for every run of its
+    (bin cell, label) group, and the bold median weighs it so."""
+    monkeypatch.setattr(explorer, "MAX_CELLS", 12)  # 4 x 3 x 3 values -> 2 x 2 x 3 bins
+    monkeypatch.setattr(explorer, "SAMPLE_PER_LABEL", 1)
+    page = ts.explore(folder, tmp_path / "sampled.html")
+    _open(driver, page)
+    _cell(driver, {"learning_rate": [1.0, 10.0], "init_scale": 1.0}).click()
+    ids = json.loads(driver.find_element("id", "curves").get_attribute("data-run-ids"))
+    sub = runs.loc[(runs["learning_rate"] >= 1.0) & (runs["init_scale"] == 1.0)]
+    group = pd.Series(list(zip(sub["seed"] // 2, sub["label"], strict=True)), index=sub.index)
+    sampled = sub.loc[sub["run_id"].isin(ids)]
+    assert len(ids) == len(sampled) and group[sampled.index].is_unique
+    assert set(group[sampled.index]) == set(group)  # one curve for each group in the cell
+    weight = group[sampled.index].map(group.value_counts()).to_numpy(float)
+    assert weight.max() > 1
+    curves = pd.read_parquet(folder / "curves.parquet").set_index(["run_id", "step"])["loss"]
+
+    def lower_median(v, w):
+        ok = np.isfinite(v)
+        order = np.argsort(v[ok], kind="stable")
+        cum = np.cumsum(w[ok][order])
+        return v[ok][order][np.searchsorted(cum, cum[-1] / 2)]
+
+    loss = np.array([[curves[(r, t)] for t in range(STEPS + 1)] for r in sampled["run_id"]])
+    want = [lower_median(loss[:, t], weight) for t in range(STEPS + 1)]
+    plain = [lower_median(loss[:, t], np.ones_like(weight)) for t in range(STEPS + 1)]
+    assert not np.allclose(want, plain)  # the weights change the answer on this cell
+    got = json.loads(driver.find_element("css selector", "#curves path.median")
+                     .get_attribute("data-median"))
+    np.testing.assert_allclose(got, want, rtol=1e-3)

@@ -644,12 +644,13 @@
     const c = cellCounts(cell);
     let n = 0;
     c.forEach((v) => { n += v; });
+    const weight = sampleWeights(cell, members, n);
     ui.curveTitle.textContent = cellText(cell);
     svg.setAttribute("data-run-ids", JSON.stringify(drawn.map((k) => SID[k])));
     const sc = META.sample.curve_log10;
     const lg = (code) => sc.lo + (code - 1) / 65534 * (sc.hi - sc.lo);
     let lo = Infinity, hi = -Infinity;
-    for (const k of drawn) {
+    for (const k of members) {
       for (let p = 0; p < NP; p++) {
         const code = SCURVE[k * NP + p];
         if (code) { const v = lg(code); lo = Math.min(lo, v); hi = Math.max(hi, v); }
@@ -702,17 +703,28 @@
             "data-run-id": String(SID[k])}, svg);
         }
       }
-      let d = "", pen = false;  // per-step median of the drawn curves (log loss)
+      // per step, the weighted (lower) median of the sampled curves: an estimate of the
+      // median of all the cell's runs; curves that left the finite range drop out
+      let d = "", pen = false;
+      const med = [];
       for (let p = 0; p < NP; p++) {
         const v = [];
-        for (const k of drawn) { const code = SCURVE[k * NP + p]; if (code) v.push(lg(code)); }
-        if (!v.length) { pen = false; continue; }
-        v.sort((a, b) => a - b);
-        const m = v.length % 2 ? v[(v.length - 1) / 2] : (v[v.length / 2 - 1] + v[v.length / 2]) / 2;
-        d += `${pen ? "L" : "M"}${X(STEPS[p]).toFixed(1)},${Y(m).toFixed(1)}`;
+        members.forEach((k, m) => {
+          const code = SCURVE[k * NP + p];
+          if (code) v.push([lg(code), weight[m]]);
+        });
+        if (!v.length) { pen = false; med.push(null); continue; }
+        v.sort((a, b) => a[0] - b[0]);
+        let half = 0, cum = 0, q = 0;
+        for (const [, w] of v) half += w / 2;
+        while (q < v.length - 1 && cum + v[q][1] < half) cum += v[q++][1];
+        med.push(+Math.pow(10, v[q][0]).toPrecision(6));
+        d += `${pen ? "L" : "M"}${X(STEPS[p]).toFixed(1)},${Y(v[q][0]).toFixed(1)}`;
         pen = true;
       }
-      if (d && drawn.length >= 3) s("path", {class: "median", d}, svg);
+      if (d && members.length >= 3) {
+        s("path", {class: "median", d, "data-median": JSON.stringify(med)}, svg);
+      }
     }
     const parts = LABELS.map((l, k) => (c[k] ? `${l} ${c[k].toLocaleString("en")}` : null))
       .filter(Boolean);
@@ -720,10 +732,38 @@
       `(${parts.join(", ") || "none"})` +
       `; ${drawn.length} curve${drawn.length === 1 ? "" : "s"} drawn` +
       (members.length < n ? ` of a sample of ${members.length}` : "") +
-      (drawn.length >= 3 ? "; bold black: their per-step median" : "") +
+      (members.length >= 3 ? (members.length < n
+        ? "; bold black: the per-step median of the cell's runs, estimated from the sample"
+        : "; bold black: the per-step median") : "") +
       (NP < META.sample.n_recorded_steps ? `; ${NP} of ${META.sample.n_recorded_steps} ` +
         "recorded steps kept" : "");
     table(drawn);
+  }
+  // how many of the cell's runs each sampled curve stands for: the runs of its (bin cell,
+  // label) group in the cell over the group's sampled runs in the cell (1 when every run of
+  // the cell is sampled)
+  function sampleWeights(cell, members, n) {
+    if (members.length >= n) return members.map(() => 1);
+    const group = (i) => {
+      let f = 0;
+      for (let a = 0; a < AX.length; a++) f = f * AX[a].bins + ((AXI[a][i] / AX[a].width) | 0);
+      return f * NL + LAB[i];
+    };
+    const sampled = new Map(), runs = new Map();
+    for (const k of members) {
+      const g = group(SROW[k]);
+      sampled.set(g, (sampled.get(g) || 0) + 1);
+    }
+    const cellOf = agg.cellOf;
+    for (let i = 0; i < N; i++) {
+      if (cellOf[i] !== cell) continue;
+      const g = group(i);
+      if (sampled.has(g)) runs.set(g, (runs.get(g) || 0) + 1);
+    }
+    return members.map((k) => {
+      const g = group(SROW[k]);
+      return runs.get(g) / sampled.get(g);
+    });
   }
   function table(drawn) {
     if (!drawn.length) return;

@@ -261,7 +261,7 @@ def page_data(res: Results) -> tuple[dict, dict[str, tuple[str, str]]]:
         idx.append(codes)
         blobs[f"axis:{a}"] = (np.dtype(dt).name.replace("uint", "u"), _blob(codes.astype(dt)))
         axis_meta.append({"name": a, "values": values})
-    widths = bin_widths([len(m["values"]) for m in axis_meta])
+    widths = bin_widths([len(m["values"]) for m in axis_meta], MAX_CELLS)
     cell = np.zeros(n, dtype=np.int64)
     for m, w, codes in zip(axis_meta, widths, idx, strict=True):
         m["width"] = w
@@ -277,7 +277,7 @@ def page_data(res: Results) -> tuple[dict, dict[str, tuple[str, str]]]:
         blobs[f"metric:{m}"] = (f"u{bits}", _blob(codes))
         metric_meta.append({"name": m, **scale})
         runs[m] = v
-    rows = sample_rows(cell, label)
+    rows = sample_rows(cell, label, SAMPLE_PER_LABEL)
     ids = runs["run_id"].to_numpy()[rows]
     steps_all = _recorded_steps(res)
     points = min(MAX_POINTS, max(MIN_POINTS, MAX_CURVE_VALUES // max(len(rows), 1)))

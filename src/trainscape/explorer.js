@@ -213,7 +213,8 @@
     ui.controls = h("section", {id: "controls", "aria-label": "map settings"}, main);
     const mp = h("section", {id: "map-panel"}, main);
     ui.mapTitle = h("h2", {}, mp, "Map");
-    ui.map = s("svg", {id: "map", role: "grid", "aria-label": "label map"}, mp);
+    ui.map = s("svg", {id: "map", role: "group",
+      "aria-label": "map: arrow keys move between cells, Enter shows a cell's runs"}, mp);
     ui.legend = h("div", {class: "legend", id: "legend"}, mp);
     ui.mapNote = h("p", {class: "note"}, mp);
     const cp = h("section", {id: "curve-panel"}, main);
@@ -343,12 +344,13 @@
         if (names[0] !== null) cell[names[0]] = binValue(st.x, cx);
         if (names[1] !== null) cell[names[1]] = binValue(st.y, cy);
         const r = s("rect", {class: "cell", x: ml + cx * cw, y: mt + (ny - 1 - cy) * ch,
-          width: cw + 0.02, height: ch + 0.02, tabindex: "-1", role: "gridcell",
+          width: cw + 0.02, height: ch + 0.02, tabindex: "-1",
           "data-cell": JSON.stringify(cell), "data-cx": cx, "data-cy": cy}, g);
         mapG.cells[cy * nx + cx] = r;
       }
     }
     mapG.cells[st.focus[1] * nx + st.focus[0]].setAttribute("tabindex", "0");
+    ariaLabel(st.focus[1] * nx + st.focus[0]);
     mapG.thr = s("g", {}, svg);
     mapG.focus = s("rect", {class: "focusring", visibility: "hidden"}, svg);
     mapG.sel = s("rect", {class: "sel", visibility: "hidden"}, svg);
@@ -540,7 +542,14 @@
     st.focus = [cx, cy];
     const r = mapG.cells[cy * agg.nx + cx];
     r.setAttribute("tabindex", "0");
+    ariaLabel(cy * agg.nx + cx);
     r.focus();
+  }
+  function ariaLabel(cell) {  // for screen readers, on the one cell that can take focus
+    const c = cellCounts(cell);
+    const counts = LABELS.map((l, k) => (c[k] ? `${l} ${c[k]}` : null)).filter(Boolean);
+    mapG.cells[cell].setAttribute("aria-label",
+      `${cellText(cell)}: ${counts.join(", ") || "no runs"}`);
   }
   function select(cx, cy) {
     st.sel = [cx, cy];

@@ -138,6 +138,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", help="report file or folder (default: RESULTS_DIR/report.<format>)")
     rp.set_defaults(func=cmd_report)
 
+    ex = sub.add_parser("explore", help="write an offline HTML explorer of a results folder",
+                        description="Write one self-contained HTML page (nothing fetched) with "
+                                    "a map of any two axes, the curves and runs of a clicked "
+                                    "cell, a brushable view of all axes, and the config.")
+    ex.add_argument("results_dir", metavar="RESULTS_DIR")
+    ex.add_argument("--out", help="page file or folder (default: RESULTS_DIR/explorer.html)")
+    ex.set_defaults(func=cmd_explore)
+
     cl = sub.add_parser(
         "critical-lr", help="smallest diverging learning rate per seed / axis value",
         description="Bisect in log lr (one batched program per round) for the smallest "
@@ -192,6 +200,12 @@ def cmd_report(args) -> int:
     from ..viz.report import cli
 
     return cli(args.results_dir, fmt=args.fmt, out=args.out)
+
+
+def cmd_explore(args) -> int:
+    from ..viz.explorer import cli
+
+    return cli(args.results_dir, out=args.out)
 
 
 def cmd_critical_lr(args) -> int:

@@ -68,6 +68,16 @@ class Results:
         self._curves = df
 
     @property
+    def runs_in_memory(self) -> bool:
+        """Whether `runs` is held in memory (else it is read from `path` on demand)."""
+        return self._runs is not None or self.path is None
+
+    @property
+    def curves_in_memory(self) -> bool:
+        """Whether `curves` is held in memory (else it is read from `path` on demand)."""
+        return self._curves is not None or self.path is None
+
+    @property
     def axes(self) -> tuple[str, ...]:
         return self.config.axes
 

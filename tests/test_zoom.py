@@ -129,3 +129,125 @@ def test_window_one_part_in_1e9(form):
     assert v.dtype == np.float64 and len(np.unique(v)) == len(v) == 1025
     assert (np.diff(v) > 0).all()
     np.testing.assert_allclose(v, np.linspace(a, b, 1025), rtol=1e-15, atol=0)
+
+
+# ---------------------------------------------------------------- a real zoom (tiny network)
+
+TINY = {"name": "tiny-zoom", "data": {"name": "moons", "n_samples": 32},
+        "model": {"hidden": [4]}, "loss": {"name": "bce"}, "train": {"steps": 8},
+        "sweep": {"learning_rate": {"geomspace": [0.3, 300.0], "num": 5},
+                  "init_scale": {"linspace": [0.5, 3.0], "num": 5}}}
+
+
+def _dense_run(levels):
+    """Every point of the finest lattice in one ordinary sweep of the same float64 values,
+    computed here from the raw spec (not through the zoom's own helpers)."""
+    import trainscape as ts
+
+    n = 2**levels * 4 + 1
+    lr = 0.3 * (300.0 / 0.3) ** (np.arange(n) / (n - 1))
+    sc = 0.5 + (3.0 - 0.5) * (np.arange(n) / (n - 1))
+    cfg = {**TINY, "sweep": {"learning_rate": lr.tolist(), "init_scale": sc.tolist()}}
+    res = ts.run(cfg, out=None, progress=False)
+    return res.runs["label"].to_numpy().reshape(n, n), lr, sc
+
+
+def test_real_zoom_matches_dense_and_resumes(tmp_path, monkeypatch):
+    import trainscape as ts
+    from trainscape import api
+
+    computed = []
+    real_chunk = api._compute_chunk
+
+    def counting(prep, index, static, rows, dispatch):
+        computed.append(len(rows))
+        return real_chunk(prep, index, static, rows, dispatch)
+
+    monkeypatch.setattr(api, "_compute_chunk", counting)
+    real_run = api.run
+
+    def killed_after_level0(*a, **kw):
+        if kw["table"]["level"].iloc[0] == 1:
+            raise KeyboardInterrupt
+        return real_run(*a, **kw)
+
+    out = tmp_path / "z"
+    monkeypatch.setattr(api, "run", killed_after_level0)
+    with pytest.raises(KeyboardInterrupt):
+        ts.zoom(TINY, 2, margin=1, out=out, progress=False)
+    assert sum(computed) == 25 and (out / "level-0" / "runs.parquet").is_file()
+    with pytest.raises(ts.InputError, match="already holds a zoom"):
+        ts.zoom(TINY, 2, margin=1, out=out, progress=False)
+    with pytest.raises(ts.InputError, match="margin"):
+        ts.zoom(TINY, 2, margin=2, out=out, resume=True, progress=False)
+    monkeypatch.setattr(api, "run", real_run)
+    computed.clear()
+    z = ts.zoom(TINY, 2, margin=1, out=out, resume=True, progress=False)
+    # only the points of levels 1 and 2 were trained (chunks hold whole runs, no padding)
+    assert sum(computed) == z.n_runs - 25 == len(z.runs) - 25
+    assert z.dense_runs == 17 * 17
+
+    labels, lr, sc = _dense_run(2)
+    runs = z.runs
+    assert runs["run_id"].is_unique and not runs[["i", "j"]].duplicated().any()
+    np.testing.assert_array_equal(runs["learning_rate"].to_numpy(), lr[runs["i"]])
+    np.testing.assert_array_equal(runs["init_scale"].to_numpy(), sc[runs["j"]])
+    # every computed point's outcome equals the dense grid's at that point
+    np.testing.assert_array_equal(runs["label"].to_numpy(), labels[runs["i"], runs["j"]])
+    div = (labels == "diverged").astype(int)
+    want = _dense_boundary(div)
+    got = {(int(a), int(b)) for a, b in zip(z.boundary["i"], z.boundary["j"], strict=True)}
+    assert got <= want and len(got) >= 0.9 * len(want)
+    img = z.image()
+    pts = runs[["i", "j"]].to_numpy()
+    np.testing.assert_array_equal(img[pts[:, 0], pts[:, 1]], div[pts[:, 0], pts[:, 1]])
+
+    back = ts.load(out)
+    assert isinstance(back, ts.Zoom) and back.n_runs == z.n_runs
+    assert back.dimension == z.dimension
+    pd_runs = back.runs.drop(columns="convergence_measure")
+    assert pd_runs.equals(runs.drop(columns="convergence_measure"))
+
+
+def test_convergence_measure_against_the_papers_formula():
+    from trainscape.zoom import convergence_measure
+
+    loss = np.array([[2.0, 1.0, 0.5, 0.5],  # trainable: -(1 + .5 + .25 + .25)
+                     [2.0, 3.0, np.inf, np.nan],  # blown up: sum 1/v, inf -> cap
+                     [1.0, 1e9, 2.0, 2.0]])  # above the cap for one step
+    got = convergence_measure(loss, tail=2)
+    cap = 1e6
+    want = [-(1 + 0.5 + 0.25 + 0.25),
+            1 + 1 / 1.5 + 2 / cap + 2 / cap,  # nonfinite -> cap before dividing by 2
+            1 + 1 / cap + 0.5 + 0.5]
+    np.testing.assert_allclose(got, want, rtol=1e-15)
+
+
+def test_zoom_config_errors():
+    import trainscape as ts
+
+    one = {**TINY, "sweep": {"learning_rate": {"geomspace": [0.3, 300.0], "num": 5}}}
+    with pytest.raises(ts.ConfigError, match="exactly two axes"):
+        ts.zoom(one, 1, out=None)
+    three = {**TINY, "sweep": {**TINY["sweep"], "seed": {"range": 2}}}
+    with pytest.raises(ts.ConfigError, match="sweep.seed"):
+        ts.zoom(three, 1, out=None)
+    with pytest.raises(ts.ConfigError, match="record_every"):
+        ts.zoom({**TINY, "train": {"steps": 8, "record_every": 2}}, 1, by="measure", out=None)
+    with pytest.raises(ts.InputError, match="by"):
+        ts.zoom(TINY, 1, by="loss", out=None)
+
+
+def test_window_one_part_in_1e9_through_the_config():
+    """The config parser rounds grids to 12 digits (which would merge these points); the
+    zoom reads the raw spec and runs the exact values."""
+    from trainscape.zoom import level_table, zoom_spec
+
+    cfg = {**TINY, "sweep": {"learning_rate": {"geomspace": [1.0, 1.000000001], "num": 33},
+                             "init_scale": {"linspace": [2.0, 2.000000002], "num": 33}}}
+    _, axes, exp = zoom_spec(cfg)
+    ij = zg.level0_points(33, 33, 3) + 1  # odd points: only on the finest level
+    t = level_table(exp, axes, ij, 3, 3)
+    for col in ("learning_rate", "init_scale"):
+        assert t[col].dtype == np.float64 and t[col].nunique() == 33
+    assert (np.diff(np.unique(t["learning_rate"])) > 0).all()

@@ -52,11 +52,12 @@ from .errors import ConfigError, DataError, InputError  # noqa: E402
 from .gradcheck import gradcheck  # noqa: E402
 from .models import Model  # noqa: E402
 from .results import Results, load  # noqa: E402
+from .zoom import Zoom, zoom  # noqa: E402
 
 __version__ = "0.10.0"
 
 __all__ = [
     "run", "load", "load_dataset", "Results", "Model", "Experiment", "parse", "gradcheck",
     "divergence_table", "label_counts", "compare", "compare_dtypes", "critical_lr",
-    "InputError", "ConfigError", "DataError",
+    "InputError", "ConfigError", "DataError", "zoom", "Zoom",
 ]

@@ -294,9 +294,10 @@ class Refinement:
         return fill_map(self.active, self.chosen, self.outcomes, self.shape, self.levels)
 
 
-def zoom_plan(n: int, m: int, levels: int, margin: int, evaluate) -> Refinement:
+def zoom_plan(n: int, m: int, levels: int, margin: int, evaluate, on_level=None) -> Refinement:
     """Run the refinement: `evaluate(k, ij)` returns the outcome codes of the finest-lattice
-    points `ij` (rows (i, j)) that level k computes (training them, or an oracle map)."""
+    points `ij` (rows (i, j)) that level k computes (training them, or an oracle map);
+    `on_level(k, refinement)`, if given, is called once level k's boundary is known."""
     ref = Refinement(n, m, levels, margin, [], [], [], [],
                      Outcomes(lattice_size(m, levels)))
     pts, active = level0_points(n, m, levels), level0_cells(n, m)
@@ -307,9 +308,11 @@ def zoom_plan(n: int, m: int, levels: int, margin: int, evaluate) -> Refinement:
         if k == levels:
             ref.boundary.append(boundary_cells(active, k, levels, ref.outcomes))
             ref.chosen.append(np.zeros((0, 2), np.int64))
-            break
-        nxt = next_level(active, k, levels, margin, ref.outcomes, (n, m))
-        ref.boundary.append(nxt["boundary"])
-        ref.chosen.append(nxt["chosen"])
-        pts, active = nxt["points"], nxt["active"]
+        else:
+            nxt = next_level(active, k, levels, margin, ref.outcomes, (n, m))
+            ref.boundary.append(nxt["boundary"])
+            ref.chosen.append(nxt["chosen"])
+            pts, active = nxt["points"], nxt["active"]
+        if on_level is not None:
+            on_level(k, ref)
     return ref

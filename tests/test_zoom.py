@@ -251,3 +251,22 @@ def test_window_one_part_in_1e9_through_the_config():
     for col in ("learning_rate", "init_scale"):
         assert t[col].dtype == np.float64 and t[col].nunique() == 33
     assert (np.diff(np.unique(t["learning_rate"])) > 0).all()
+
+
+def test_cli_zoom_and_report(tmp_path, capsys):
+    from trainscape.cli import main
+
+    toml = tmp_path / "z.toml"
+    toml.write_text(
+        'name = "tiny-zoom"\n[data]\nname = "moons"\nn_samples = 32\n[model]\nhidden = [4]\n'
+        '[train]\nsteps = 8\n[sweep]\nlearning_rate = {geomspace = [0.3, 300.0], num = 5}\n'
+        'init_scale = {linspace = [0.5, 3.0], num = 5}\n')
+    out = tmp_path / "out"
+    assert main(["zoom", str(toml), "--levels", "1", "--out", str(out), "--no-progress",
+                 "--margin", "0"]) == 0
+    said = capsys.readouterr().out
+    assert "dimension" in said and (out / "zoom-map.png").is_file()
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "Box-counting dimension" in text and (tmp_path / "rep" / "zoom-strip.png").is_file()
+    assert main(["zoom", str(toml), "--levels", "1", "--out", str(out)]) == 2  # exists

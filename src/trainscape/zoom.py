@@ -122,8 +122,6 @@ def zoom_spec(config, overrides: list[str] | None = None) -> tuple[dict, list[zg
         raise ConfigError(f"[sweep]: a zoom needs exactly two axes given as {{geomspace|"
                           f"linspace = [a, b], num = n}} with n >= 2, got {len(axes)} "
                           f"({', '.join(a.name for a in axes) or 'none'})")
-    if "dtype" in sweep or "batch_size" in sweep:
-        pass  # single values (checked above): one program for every level
     parsed = dict(raw)
     parsed["sweep"] = {k: ([a.start, a.stop] if (a := next(
         (x for x in axes if x.name == k), None)) else v) for k, v in sweep.items()}
@@ -313,11 +311,8 @@ def zoom(config, levels: int, *, margin: int = DEFAULT_MARGIN, by: str = "diverg
                       out=None if path is None else path / f"level-{k}",
                       resume=resume, progress=progress, table=table)
         results.append(res)
-        runs = _with_measure(res) if by == "measure" else res.runs
-        if not (np.array_equal(runs["i"].to_numpy(), ij[:, 0]) and
-                np.array_equal(runs["j"].to_numpy(), ij[:, 1])):
-            raise InputError(f"zoom level {k}: the stored runs are not this level's points")
-        return outcome_codes(runs, by)
+        return _level_codes(res, ij, by, f"zoom level {k}: the stored runs are not this "
+                                          "level's points")
 
     def on_level(k: int, ref: zg.Refinement) -> None:
         stats.append({"level": k, "runs": len(ref.points[k]),
@@ -340,6 +335,15 @@ def zoom(config, levels: int, *, margin: int = DEFAULT_MARGIN, by: str = "diverg
     if path is not None:
         _write_state(path, settings, stats, True, z)
     return z
+
+
+def _level_codes(res, ij: np.ndarray, by: str, mismatch: str) -> np.ndarray:
+    """Outcome codes of a level's runs, refused if they are not the points `ij` (in order)."""
+    runs = _with_measure(res) if by == "measure" else res.runs
+    if not (np.array_equal(runs["i"].to_numpy(), ij[:, 0]) and
+            np.array_equal(runs["j"].to_numpy(), ij[:, 1])):
+        raise InputError(mismatch)
+    return outcome_codes(runs, by)
 
 
 def _open_folder(path: Path, settings: dict, resume: bool) -> None:
@@ -404,12 +408,8 @@ def load(path: str | Path) -> Zoom:
             return np.zeros(0, np.int64)
         res = load_results(path / f"level-{k}")
         results.append(res)
-        runs = _with_measure(res) if by == "measure" else res.runs
-        if not (np.array_equal(runs["i"].to_numpy(), ij[:, 0]) and
-                np.array_equal(runs["j"].to_numpy(), ij[:, 1])):
-            raise InputError(f"zoom folder {str(path)!r}: level-{k} does not hold the points "
-                             "its refinement chose (damaged or edited)")
-        return outcome_codes(runs, by)
+        return _level_codes(res, ij, by, f"zoom folder {str(path)!r}: level-{k} does not hold "
+                                         "the points its refinement chose (damaged or edited)")
 
     ref = zg.zoom_plan(axes[0].num, axes[1].num, levels, state["margin"], evaluate)
     settings = {k: state[k] for k in ("format", "config", "axes", "levels", "margin", "by")}

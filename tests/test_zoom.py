@@ -270,3 +270,17 @@ def test_cli_zoom_and_report(tmp_path, capsys):
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "Box-counting dimension" in text and (tmp_path / "rep" / "zoom-strip.png").is_file()
     assert main(["zoom", str(toml), "--levels", "1", "--out", str(out)]) == 2  # exists
+
+
+def test_explicit_table_is_checked_before_anything_runs(tmp_path):
+    import pandas as pd
+
+    import trainscape as ts
+
+    cfg = {**TINY, "sweep": {"learning_rate": [0.3, 300.0], "init_scale": [0.5, 3.0]}}
+    good = pd.DataFrame({"run_id": [0, 1], "learning_rate": [0.3, 1.0], "init_scale": [1.0, 2.0]})
+    with pytest.raises(ts.InputError, match="run_id must be"):
+        ts.run(cfg, out=tmp_path / "a", table=good.assign(run_id=[1, 0]))
+    with pytest.raises(ts.InputError, match="init_scale"):
+        ts.run(cfg, out=tmp_path / "b", table=good.drop(columns="init_scale"))
+    assert not any(tmp_path.iterdir())

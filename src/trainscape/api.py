@@ -69,7 +69,7 @@ class Prepared:
     def __init__(self, exp: cfg.Experiment, data=None, model: Model | None = None,
                  init_params: Any = None, table: pd.DataFrame | None = None):
         """`table`: an explicit run table (run_id 0..n-1 and a column per sweep axis) to run
-        instead of the grid of `exp.sweep` (see `run_table`)."""
+        instead of the grid of `exp.sweep` (see `run`)."""
         self.exp = exp
         if table is not None:
             _check_table(exp, table)

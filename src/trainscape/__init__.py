@@ -15,11 +15,12 @@ from .nn.models import Model
 from .runtime import configure
 from .spec.schema import Experiment, parse
 from .sweep.runner import run
+from .sweep.zoom import Zoom, zoom
 from .version import __version__
 from .viz.explorer import explore
 
 __all__ = [
     "run", "load", "load_dataset", "Results", "Model", "Experiment", "parse", "gradcheck",
     "divergence_table", "label_counts", "compare", "compare_dtypes", "critical_lr",
-    "configure", "explore", "InputError", "ConfigError", "DataError", "__version__",
+    "configure", "explore", "zoom", "Zoom", "InputError", "ConfigError", "DataError", "__version__",
 ]

@@ -115,6 +115,32 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
     r.set_defaults(func=cmd_run)
 
+    z = sub.add_parser(
+        "zoom", help="map two axes at a fine resolution, computing only near the boundary",
+        description="Refine the config's two swept axes level by level: level 0 is its n x m "
+                    "grid; each level halves the cells and trains only the points of the "
+                    "cells whose corners' outcomes differ, plus a margin around them. Writes "
+                    "zoom.json, one results folder per level (level-0/, ...) and the "
+                    "figures; `trainscape report DIR` writes its report.")
+    z.add_argument("config", help="experiment TOML file; [sweep] has exactly two axes given "
+                                  "as {geomspace|linspace = [a, b], num = n}")
+    z.add_argument("--levels", type=int, required=True, metavar="K",
+                   help="levels after level 0 (finest lattice: 2^K (n-1) + 1 points per axis)")
+    z.add_argument("--margin", type=int, metavar="CELLS",
+                   help="cells around each boundary cell refined with it (default: 2)")
+    z.add_argument("--by", choices=("diverged", "label", "measure"), default="diverged",
+                   help="outcome compared at the corners: diverged or not (default), the five "
+                        "labels, or the sign of the convergence measure")
+    z.add_argument("--out", help="zoom folder (default: a new folder under ./results/)")
+    z.add_argument("--resume", action="store_true",
+                   help="continue an interrupted zoom in --out from its last finished chunk")
+    z.add_argument("--chunk-size", type=_positive_int, help="runs per compiled batch")
+    z.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.steps=100 (repeatable)")
+    z.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    z.add_argument("--no-plot", action="store_true", help="do not draw the figures")
+    z.set_defaults(func=cmd_zoom)
+
     g = sub.add_parser(
         "gradcheck", help="check hand-written gradients against a reference",
         description="Compare a module's hand-written gradients with jax.grad (JAX-traceable "
@@ -194,6 +220,32 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=_positive_int, default=3)
     b.set_defaults(func=cmd_bench)
     return p
+
+
+def cmd_zoom(args) -> int:
+    from ..sweep.zoom import zoom
+    from ..viz.zoom import report, summary_text
+
+    if args.resume and not args.out:
+        raise InputError("--resume needs --out DIR (the folder of the interrupted zoom)")
+    kw = {} if args.margin is None else {"margin": args.margin}
+    again = ["trainscape", "zoom", args.config, "--levels", str(args.levels),
+             *(["--margin", str(args.margin)] if args.margin is not None else []),
+             "--by", args.by, *[f"--set={o}" for o in args.overrides],
+             "--out", args.out or "DIR", "--resume"]
+    try:
+        z = zoom(args.config, args.levels, by=args.by, out=args.out or "auto",
+                      resume=args.resume, chunk_size=args.chunk_size,
+                      progress=not args.no_progress, overrides=args.overrides, **kw)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished chunks are saved; resume with:\n  {shlex.join(again)}",
+              file=sys.stderr)
+        return 130
+    print(summary_text(z))
+    print(f"\nzoom: {z.path}/ (zoom.json, level-0/ ... level-{args.levels}/)")
+    if not args.no_plot:
+        print(f"report: {report(z)}")
+    return 0
 
 
 def cmd_report(args) -> int:

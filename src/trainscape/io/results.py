@@ -209,9 +209,14 @@ def atomic_json(obj: dict, path: Path) -> None:
 
 
 def load(path: str | Path) -> Results:
-    """Read a results folder written by `ts.run` / `trainscape run`. A damaged or unreadable
-    file is refused here, naming it, so no command trips over it later."""
+    """Read a results folder written by `ts.run` / `trainscape run` (or, for a folder written
+    by `ts.zoom`, the `trainscape.sweep.zoom.Zoom` it holds). A damaged or unreadable file is
+    refused here, naming it, so no command trips over it later."""
     p = Path(path)
+    if (p / "zoom.json").is_file():
+        from ..sweep.zoom import load as load_zoom  # a zoom folder: one results folder a level
+
+        return load_zoom(p)
     missing = [f for f in (RUNS_FILE, CURVES_FILE, META_FILE) if not (p / f).is_file()]
     if p.is_file():
         raise InputError(f"results folder {str(p)!r} is a file; give the folder that holds "

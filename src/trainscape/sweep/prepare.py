@@ -47,8 +47,12 @@ class Prepared:
     """Everything a sweep needs, validated: experiment, arrays, model, static, hyperparams."""
 
     def __init__(self, exp: cfg.Experiment, data=None, model: Model | None = None,
-                 init_params: Any = None):
+                 init_params: Any = None, table: pd.DataFrame | None = None):
+        """`table`: an explicit run table (run_id 0..n-1 and a column per sweep axis) to run
+        instead of the grid of `exp.sweep` (see `runner.run`)."""
         self.exp = exp
+        if table is not None:
+            check_table(exp, table)
         if data is not None:
             if not isinstance(data, tuple | list) or len(data) != 2:
                 raise DataError("data=: expected a tuple (x, y) of arrays")
@@ -122,14 +126,20 @@ class Prepared:
             matmul_precision=exp.train.matmul_precision,
         )
         check_axes_used(exp)
-        self.n_runs = exp.n_runs
+        self.n_runs = exp.n_runs if table is None else len(table)
         # one compiled program per value of the static axes (dtype, batch size)
         self.groups = []
         for dt in dtypes:
             for bs in batch_sizes:
-                pos = np.intersect1d(grid.axis_positions(exp, "dtype", dt),
-                                     grid.axis_positions(exp, "batch_size", bs),
-                                     assume_unique=True)
+                if table is None:
+                    pos = np.intersect1d(grid.axis_positions(exp, "dtype", dt),
+                                         grid.axis_positions(exp, "batch_size", bs),
+                                         assume_unique=True)
+                else:
+                    pos = np.arange(len(table), dtype=np.int64)
+                    for axis, value in (("dtype", dt), ("batch_size", bs)):
+                        if axis in table.columns:
+                            pos = pos[table[axis].to_numpy()[pos] == value]
                 st = Static(model=models[dt], dtype=dt, batch_size=bs, **common)
                 self.groups.append((st, pos))
         self.static = self.groups[0][0]
@@ -137,6 +147,9 @@ class Prepared:
                          *[a for a in exp.sweep if a.startswith("learning_rate.")])
         self.hp_defaults = {"seed": exp.train.seed, **cfg.hparam_defaults(exp)}
         self._table = self._hp = None
+        self.explicit_table = table is not None
+        if table is not None:
+            self._table = table.reset_index(drop=True)
 
     @property
     def table(self) -> pd.DataFrame:
@@ -175,8 +188,25 @@ class Prepared:
         arrays = [self.x, self.y]
         if self.init_params is not None:
             arrays += [np.asarray(a) for a in jax.tree.leaves(self.init_params)]
-        return {"config": self.exp.to_dict(), "data": store.hash_arrays(*arrays),
-                "model": self.model_name}
+        fp = {"config": self.exp.to_dict(), "data": store.hash_arrays(*arrays),
+              "model": self.model_name}
+        if self.explicit_table:  # the runs are the table's, not the config's grid
+            t = self._table
+            fp["table"] = store.hash_arrays(*(t[c].to_numpy() for c in t.columns
+                                              if t[c].dtype != object))
+        return fp
+
+
+def check_table(exp: cfg.Experiment, table: pd.DataFrame) -> None:
+    """An explicit run table: run_id 0..n-1 (a run's position, as in a grid) and a column for
+    every sweep axis; other columns are carried into the runs table."""
+    if not isinstance(table, pd.DataFrame) or "run_id" not in table.columns or not len(table):
+        raise InputError("table=: expected a non-empty DataFrame with a run_id column")
+    if not np.array_equal(table["run_id"].to_numpy(), np.arange(len(table))):
+        raise InputError("table=: run_id must be 0, 1, ..., n-1 in order")
+    missing = [a for a in exp.sweep if a not in table.columns]
+    if missing:
+        raise InputError(f"table=: no column for the sweep axes {missing}")
 
 
 

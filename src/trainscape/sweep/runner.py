@@ -122,7 +122,8 @@ def drop_if_empty(path: Path) -> None:
 def run(config=None, *, data=None, model: Model | None = None, init_params=None,
         chunk_size: int | None = None, out: str | Path | None = "auto", resume: bool = False,
         memory_budget: float | None = None,
-        progress: bool = True, overrides: list[str] | None = None) -> Results:
+        progress: bool = True, overrides: list[str] | None = None,
+        table: pd.DataFrame | None = None) -> Results:
     """Train every run of the sweep described by `config` and return its :class:`Results`.
 
     config: a TOML path, a dict, an Experiment, or None for the built-in `seed-question`.
@@ -142,6 +143,10 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
         refused (naming the difference) if `out` was written for another config, other data or
         other software versions. A sweep that already finished is returned as it is on disk.
 
+    table: run these runs instead of the config's grid: a DataFrame with run_id 0..n-1 and a
+        column per sweep axis (values used as given; extra columns are kept in the runs
+        table). Chunks, store and resume are those of a grid (`sweep.zoom` uses it).
+
     Bad input, an unwritable `out` and a grid too large for the device are refused with an
     InputError before anything is compiled or written (see docs/reliability.md).
     """
@@ -158,7 +163,7 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
     if resume and (out is None or out == "auto"):
         raise InputError("resume=True needs the folder of the interrupted sweep (out=DIR)")
     try:
-        prep = Prepared(exp, data=data, model=model, init_params=init_params)
+        prep = Prepared(exp, data=data, model=model, init_params=init_params, table=table)
     except MemoryError as e:  # e.g. a generated dataset of 10**12 samples
         why = str(e) or "out of memory"
         raise InputError(f"the data or the grid does not fit in host memory ({why}); "

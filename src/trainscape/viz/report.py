@@ -919,7 +919,14 @@ def build(results_or_path, *, fmt: str | None = None, out=None) -> Path:
 
 def cli(results_dir, fmt: str | None = None, out=None) -> int:
     """`trainscape report RESULTS_DIR [--format html|md] [--out FILE]`: write the report and
-    print where it is. Bad input raises InputError (exit 2 in the CLI)."""
+    print where it is. Bad input raises InputError (exit 2 in the CLI). A zoom folder gets
+    the zoom's report (`zoom.report`: map, box counting, strip, dimension)."""
+    from ..sweep.zoom import is_zoom, load
+    from .zoom import report
+
+    if is_zoom(results_dir):
+        print(f"report: {report(load(results_dir), out)}")
+        return 0
     path = build(results_dir, fmt=fmt, out=out)
     print(f"report: {path}")
     return 0

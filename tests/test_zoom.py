@@ -1,0 +1,286 @@
+"""Boundary zoom: refinement on oracle maps with known boundaries (cheap, no training), the
+exactness of the level grids, and a small real zoom against dense `ts.run` of the same points."""
+
+import numpy as np
+import pytest
+
+from trainscape.sweep import zoom_grid as zg
+
+
+def _dense_boundary(codes):
+    """Independent reference: cells of a full map whose four corners are not all equal."""
+    out = set()
+    n, m = codes.shape
+    for a in range(n - 1):
+        for b in range(m - 1):
+            c = {codes[a, b], codes[a + 1, b], codes[a, b + 1], codes[a + 1, b + 1]}
+            if len(c) > 1:
+                out.add((a, b))
+    return out
+
+
+def _oracle(fn, n, m, levels):
+    """evaluate(k, ij) of a map given as fn(x, y) on [0, 1]^2 (linspace lattice)."""
+    nx, ny = zg.lattice_size(n, levels), zg.lattice_size(m, levels)
+
+    def evaluate(k, ij):
+        return fn(ij[:, 0] / (nx - 1), ij[:, 1] / (ny - 1)).astype(np.int64)
+
+    full = np.stack(np.meshgrid(np.arange(nx), np.arange(ny), indexing="ij"), -1).reshape(-1, 2)
+    return evaluate, evaluate(0, full).reshape(nx, ny)
+
+
+def _ols_slope(x, y):
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    return ((x - x.mean()) * (y - y.mean())).sum() / ((x - x.mean()) ** 2).sum()
+
+
+def line(x, y):
+    return x + 0.37 * y > 0.61
+
+
+def circle(x, y):
+    return (x - 0.45) ** 2 + (y - 0.52) ** 2 < 0.31**2
+
+
+def test_straight_line_every_boundary_cell_dimension_one_cost_linear():
+    runs = []
+    for levels in (2, 3, 4):
+        evaluate, dense = _oracle(line, 17, 17, levels)
+        ref = zg.zoom_plan(17, 17, levels, 0, evaluate)
+        want = _dense_boundary(dense)
+        got = {tuple(c) for c in ref.finest_boundary}
+        assert got == want  # a straight line crosses no cell without changing a corner
+        runs.append(ref.n_runs)
+        d = ref.dimension()
+        sizes = 2.0 ** np.arange(levels, -1, -1)
+        counts = [len({(a // s, b // s) for a, b in want}) for s in sizes.astype(int)]
+        assert d["counts"] == counts
+        assert d["estimate"] == pytest.approx(_ols_slope(np.log(1 / sizes), np.log(counts)))
+        assert abs(d["estimate"] - 1) < 0.06
+        assert d["ci_low"] <= d["estimate"] <= d["ci_high"]
+    # cost grows with the side (x 2 a level), not with the area (x 4)
+    assert 1.6 < runs[2] / runs[1] < 2.4 and 1.6 < runs[1] / runs[0] < 2.4
+
+
+def test_circle_found_with_margin_one():
+    evaluate, dense = _oracle(circle, 17, 17, 3)
+    want = _dense_boundary(dense)
+    ref = zg.zoom_plan(17, 17, 3, 1, evaluate)
+    assert {tuple(c) for c in ref.finest_boundary} == want
+    assert ref.n_runs < 0.35 * ref.dense_runs
+    assert abs(ref.dimension()["estimate"] - 1) < 0.1
+
+
+def test_island_inside_one_coarse_cell_is_missed():
+    """Documented miss: an island whose whole boundary lies inside one coarse cell, far from
+    the main boundary, changes no corner of any coarse cell and is never refined."""
+    def island(x, y):
+        c = 3.5 / 16  # centre of a level-0 cell; the disk touches none of its corners
+        return line(x, y) | ((x - c) ** 2 + (y - c) ** 2 < 0.02**2)
+
+    evaluate, dense = _oracle(island, 17, 17, 3)
+    ref = zg.zoom_plan(17, 17, 3, 1, evaluate)
+    _, dense_line = _oracle(line, 17, 17, 3)
+    missed = _dense_boundary(dense) - {tuple(c) for c in ref.finest_boundary}
+    assert missed and missed == _dense_boundary(dense) - _dense_boundary(dense_line)
+
+
+def test_margin_recovers_what_corners_miss():
+    """A thin wedge entering and leaving through one coarse edge: corner disagreement alone
+    misses part of it; the margin finds more, never less."""
+    def wiggly(x, y):
+        return y > 0.5 + 0.08 * np.sin(40 * x)
+
+    evaluate, dense = _oracle(wiggly, 9, 9, 3)
+    want = _dense_boundary(dense)
+    found = [len({tuple(c) for c in zg.zoom_plan(9, 9, 3, mg, evaluate).finest_boundary}
+                 & want) for mg in (0, 1, 2)]
+    assert found[0] <= found[1] <= found[2] == len(want)
+
+
+@pytest.mark.parametrize("form", ["geomspace", "linspace"])
+def test_level_points_equal_the_dense_grids(form):
+    a, b, n, levels = 1e-3, 1e6, 33, 3
+    ax = zg.Axis("learning_rate.0", form, a, b, n)
+    ref = zg.zoom_plan(n, n, levels, 2, _oracle(circle, n, n, levels)[0])
+    all_pts = np.concatenate(ref.points)
+    # nothing computed twice, and every level's new points are new
+    assert len({tuple(p) for p in all_pts}) == len(all_pts)
+    for k in range(levels + 1):
+        s = zg.stride(k, levels)
+        pts = ref.points[k]
+        assert (pts % s == 0).all()  # on level k's lattice
+        nk = zg.lattice_size(n, k)
+        got = ax.values(pts[:, 0], levels)
+        # the level's own dense grid by the same formula: the same floats
+        assert np.array_equal(got, ax.values(pts[:, 0] // s, k))
+        # numpy's dense grid of level k: within 1 ulp (its log/pow arithmetic differs)
+        dense = (np.geomspace if form == "geomspace" else np.linspace)(a, b, nk)
+        np.testing.assert_allclose(got, dense[pts[:, 0] // s], rtol=4.5e-16, atol=0)
+
+
+@pytest.mark.parametrize("form", ["geomspace", "linspace"])
+def test_window_one_part_in_1e9(form):
+    a = 0.37
+    b = a * (1 + 1e-9)
+    ax = zg.Axis("learning_rate", form, a, b, 33)
+    v = ax.values(np.arange(ax.size(5)), 5)
+    assert v.dtype == np.float64 and len(np.unique(v)) == len(v) == 1025
+    assert (np.diff(v) > 0).all()
+    np.testing.assert_allclose(v, np.linspace(a, b, 1025), rtol=1e-15, atol=0)
+
+
+# ---------------------------------------------------------------- a real zoom (tiny network)
+
+TINY = {"name": "tiny-zoom", "data": {"name": "moons", "n_samples": 32},
+        "model": {"hidden": [4]}, "loss": {"name": "bce"}, "train": {"steps": 8},
+        "sweep": {"learning_rate": {"geomspace": [0.3, 300.0], "num": 5},
+                  "init_scale": {"linspace": [0.5, 3.0], "num": 5}}}
+
+
+def _dense_run(levels):
+    """Every point of the finest lattice in one ordinary sweep of the same float64 values,
+    computed here from the raw spec (not through the zoom's own helpers)."""
+    import trainscape as ts
+
+    n = 2**levels * 4 + 1
+    lr = 0.3 * (300.0 / 0.3) ** (np.arange(n) / (n - 1))
+    sc = 0.5 + (3.0 - 0.5) * (np.arange(n) / (n - 1))
+    cfg = {**TINY, "sweep": {"learning_rate": lr.tolist(), "init_scale": sc.tolist()}}
+    res = ts.run(cfg, out=None, progress=False)
+    return res.runs["label"].to_numpy().reshape(n, n), lr, sc
+
+
+def test_real_zoom_matches_dense_and_resumes(tmp_path, monkeypatch):
+    import trainscape as ts
+    from trainscape.sweep import runner
+
+    computed = []
+    real_chunk = runner.compute_chunk
+
+    def counting(prep, index, static, rows, dispatch):
+        computed.append(len(rows))
+        return real_chunk(prep, index, static, rows, dispatch)
+
+    monkeypatch.setattr(runner, "compute_chunk", counting)
+    real_run = runner.run
+
+    def killed_after_level0(*a, **kw):
+        if kw["table"]["level"].iloc[0] == 1:
+            raise KeyboardInterrupt
+        return real_run(*a, **kw)
+
+    out = tmp_path / "z"
+    monkeypatch.setattr(runner, "run", killed_after_level0)
+    with pytest.raises(KeyboardInterrupt):
+        ts.zoom(TINY, 2, margin=1, out=out, progress=False)
+    assert sum(computed) == 25 and (out / "level-0" / "runs.parquet").is_file()
+    with pytest.raises(ts.InputError, match="already holds a zoom"):
+        ts.zoom(TINY, 2, margin=1, out=out, progress=False)
+    with pytest.raises(ts.InputError, match="margin"):
+        ts.zoom(TINY, 2, margin=2, out=out, resume=True, progress=False)
+    monkeypatch.setattr(runner, "run", real_run)
+    computed.clear()
+    z = ts.zoom(TINY, 2, margin=1, out=out, resume=True, progress=False)
+    # only the points of levels 1 and 2 were trained (chunks hold whole runs, no padding)
+    assert sum(computed) == z.n_runs - 25 == len(z.runs) - 25
+    assert z.dense_runs == 17 * 17
+
+    labels, lr, sc = _dense_run(2)
+    runs = z.runs
+    assert runs["run_id"].is_unique and not runs[["i", "j"]].duplicated().any()
+    np.testing.assert_array_equal(runs["learning_rate"].to_numpy(), lr[runs["i"]])
+    np.testing.assert_array_equal(runs["init_scale"].to_numpy(), sc[runs["j"]])
+    # every computed point's outcome equals the dense grid's at that point
+    np.testing.assert_array_equal(runs["label"].to_numpy(), labels[runs["i"], runs["j"]])
+    div = (labels == "diverged").astype(int)
+    want = _dense_boundary(div)
+    got = {(int(a), int(b)) for a, b in zip(z.boundary["i"], z.boundary["j"], strict=True)}
+    assert got <= want and len(got) >= 0.9 * len(want)
+    img = z.image()
+    pts = runs[["i", "j"]].to_numpy()
+    np.testing.assert_array_equal(img[pts[:, 0], pts[:, 1]], div[pts[:, 0], pts[:, 1]])
+
+    back = ts.load(out)
+    assert isinstance(back, ts.Zoom) and back.n_runs == z.n_runs
+    assert back.dimension == z.dimension
+    pd_runs = back.runs.drop(columns="convergence_measure")
+    assert pd_runs.equals(runs.drop(columns="convergence_measure"))
+
+
+def test_convergence_measure_against_the_papers_formula():
+    from trainscape.sweep.zoom import convergence_measure
+
+    loss = np.array([[2.0, 1.0, 0.5, 0.5],  # trainable: -(1 + .5 + .25 + .25)
+                     [2.0, 3.0, np.inf, np.nan],  # blown up: sum 1/v, inf -> cap
+                     [1.0, 1e9, 2.0, 2.0]])  # above the cap for one step
+    got = convergence_measure(loss, tail=2)
+    cap = 1e6
+    want = [-(1 + 0.5 + 0.25 + 0.25),
+            1 + 1 / 1.5 + 2 / cap + 2 / cap,  # nonfinite -> cap before dividing by 2
+            1 + 1 / cap + 0.5 + 0.5]
+    np.testing.assert_allclose(got, want, rtol=1e-15)
+
+
+def test_zoom_config_errors():
+    import trainscape as ts
+
+    one = {**TINY, "sweep": {"learning_rate": {"geomspace": [0.3, 300.0], "num": 5}}}
+    with pytest.raises(ts.ConfigError, match="exactly two axes"):
+        ts.zoom(one, 1, out=None)
+    three = {**TINY, "sweep": {**TINY["sweep"], "seed": {"range": 2}}}
+    with pytest.raises(ts.ConfigError, match="sweep.seed"):
+        ts.zoom(three, 1, out=None)
+    with pytest.raises(ts.ConfigError, match="record_every"):
+        ts.zoom({**TINY, "train": {"steps": 8, "record_every": 2}}, 1, by="measure", out=None)
+    with pytest.raises(ts.InputError, match="by"):
+        ts.zoom(TINY, 1, by="loss", out=None)
+
+
+def test_window_one_part_in_1e9_through_the_config():
+    """The config parser rounds grids to 12 digits (which would merge these points); the
+    zoom reads the raw spec and runs the exact values."""
+    from trainscape.sweep.zoom import level_table, zoom_spec
+
+    cfg = {**TINY, "sweep": {"learning_rate": {"geomspace": [1.0, 1.000000001], "num": 33},
+                             "init_scale": {"linspace": [2.0, 2.000000002], "num": 33}}}
+    _, axes, exp = zoom_spec(cfg)
+    ij = zg.level0_points(33, 33, 3) + 1  # odd points: only on the finest level
+    t = level_table(exp, axes, ij, 3, 3)
+    for col in ("learning_rate", "init_scale"):
+        assert t[col].dtype == np.float64 and t[col].nunique() == 33
+    assert (np.diff(np.unique(t["learning_rate"])) > 0).all()
+
+
+def test_cli_zoom_and_report(tmp_path, capsys):
+    from trainscape.cli.main import main
+
+    toml = tmp_path / "z.toml"
+    toml.write_text(
+        'name = "tiny-zoom"\n[data]\nname = "moons"\nn_samples = 32\n[model]\nhidden = [4]\n'
+        '[train]\nsteps = 8\n[sweep]\nlearning_rate = {geomspace = [0.3, 300.0], num = 5}\n'
+        'init_scale = {linspace = [0.5, 3.0], num = 5}\n')
+    out = tmp_path / "out"
+    assert main(["zoom", str(toml), "--levels", "1", "--out", str(out), "--no-progress",
+                 "--margin", "0"]) == 0
+    said = capsys.readouterr().out
+    assert "dimension" in said and (out / "zoom-map.png").is_file()
+    assert main(["report", str(out), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "Box-counting dimension" in text and (tmp_path / "rep" / "zoom-strip.png").is_file()
+    assert main(["zoom", str(toml), "--levels", "1", "--out", str(out)]) == 2  # exists
+
+
+def test_explicit_table_is_checked_before_anything_runs(tmp_path):
+    import pandas as pd
+
+    import trainscape as ts
+
+    cfg = {**TINY, "sweep": {"learning_rate": [0.3, 300.0], "init_scale": [0.5, 3.0]}}
+    good = pd.DataFrame({"run_id": [0, 1], "learning_rate": [0.3, 1.0], "init_scale": [1.0, 2.0]})
+    with pytest.raises(ts.InputError, match="run_id must be"):
+        ts.run(cfg, out=tmp_path / "a", table=good.assign(run_id=[1, 0]))
+    with pytest.raises(ts.InputError, match="init_scale"):
+        ts.run(cfg, out=tmp_path / "b", table=good.drop(columns="init_scale"))
+    assert not any(tmp_path.iterdir())

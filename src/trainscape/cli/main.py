@@ -21,17 +21,17 @@ class _Parser(argparse.ArgumentParser):
 
     def _suggest(self, message: str) -> str:
         """' (did you mean ...?)' for a mistyped sub-command or flag, else ''."""
-        from ..spec.schema import _did_you_mean
+        from ..spec.registry import did_you_mean
 
         choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
         if choice:
-            return _did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
+            return did_you_mean(choice.group(1), re.findall(r"'([^']*)'", choice.group(2)))
         unknown = re.match(r"unrecognized arguments: (.*)", message)
         if unknown:
             flags = _option_strings(self)
             for token in shlex.split(unknown.group(1)):
                 if token.startswith("-") and token.split("=")[0] not in flags:
-                    hint = _did_you_mean(token.split("=")[0], flags)
+                    hint = did_you_mean(token.split("=")[0], flags)
                     if hint:
                         return hint
         return ""

@@ -6,7 +6,6 @@ int64 for multi-class, float64 for regression); the engine casts them to the run
 
 from __future__ import annotations
 
-import difflib
 import functools
 import math
 import numbers
@@ -18,11 +17,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..spec import registry
 
 # Config section the spec comes from; prefixes keys in error messages.
 _SECTION = "data"
 
-BUILTINS = ("breast_cancer", "moons", "circles", "xor", "blobs", "teacher")
+BUILTINS = tuple(registry.DATASETS)
 FILE_SUFFIXES = (".csv", ".parquet", ".pq", ".npz")
 SPEC_KEYS = (
     "name",
@@ -38,31 +38,12 @@ SPEC_KEYS = (
     "n_outputs",
 )
 
-# Keys each source actually uses besides name/path/data_seed/standardize, which every source
-# accepts (data_seed is simply unused by breast_cancer and files, so a config that always sets
-# it stays valid).
-_USES = {
-    "breast_cancer": (),
-    "moons": ("n_samples", "noise"),
-    "circles": ("n_samples", "noise"),
-    "xor": ("n_samples", "noise", "n_features"),
-    "blobs": ("n_samples", "noise", "n_features", "n_classes"),
-    "teacher": ("n_samples", "noise", "n_features", "teacher_hidden", "n_outputs"),
-    "file": ("target",),
-}
-_COMMON = ("name", "path", "data_seed", "standardize")
-
-DEFAULTS = {
-    "n_samples": 256,
-    "noise": {"moons": 0.1, "circles": 0.1, "xor": 0.1, "blobs": 1.0, "teacher": 0.0},
-    "data_seed": 0,
-    "standardize": True,
-    "n_features": {"xor": 2, "blobs": 2, "teacher": 8},
-    "n_classes": 2,
-    "teacher_hidden": 32,
-    "n_outputs": 1,
-    "target": "y",
-}
+# Keys each source reads besides name/path/data_seed/standardize, which every source accepts
+# (data_seed is simply unused by breast_cancer and files, so a config that always sets it stays
+# valid), and what an unset key means: spec.registry.
+_USES = {**registry.DATASETS, "file": registry.DATA_FILE_KEYS}
+_COMMON = registry.DATA_COMMON
+DEFAULTS = registry.DATA_DEFAULTS
 
 _CIRCLES_INNER_RADIUS = 0.5
 _BLOBS_CENTER_BOX = 5.0
@@ -88,13 +69,6 @@ def _given(spec: Any) -> dict[str, Any]:
     return {k: v for k in SPEC_KEYS if (v := _get(spec, k)) is not None}
 
 
-def _nearest(word: str, options) -> str:
-    # Compare case-folded so 'X' is suggested for 'x' (difflib alone rates them unrelated).
-    by_folded = {str(o).casefold(): str(o) for o in options}
-    close = difflib.get_close_matches(str(word).casefold(), list(by_folded), n=1)
-    return f"did you mean '{by_folded[close[0]]}'? " if close else ""
-
-
 def _check_unknown_keys(spec: Any) -> None:
     # Only mappings can carry stray keys; a pydantic model already rejects them itself.
     if not isinstance(spec, Mapping):
@@ -102,8 +76,8 @@ def _check_unknown_keys(spec: Any) -> None:
     for k in spec:
         if k not in SPEC_KEYS:
             raise DataError(
-                f"{_key(str(k))}: unknown key; {_nearest(k, SPEC_KEYS)}"
-                f"allowed: {', '.join(SPEC_KEYS)}"
+                f"{_key(str(k))}: unknown key; allowed: {', '.join(SPEC_KEYS)}"
+                f"{registry.did_you_mean(k, SPEC_KEYS)}"
             )
 
 
@@ -159,8 +133,8 @@ def load_dataset(spec: Any = None) -> tuple[np.ndarray, np.ndarray]:
         name = given.get("name", "breast_cancer")
         if not isinstance(name, str) or name not in BUILTINS:
             raise DataError(
-                f"{_key('name')}: unknown dataset {name!r}; {_nearest(name, BUILTINS)}"
-                f"allowed: {', '.join(BUILTINS)}"
+                f"{_key('name')}: unknown dataset {name!r}; allowed: {', '.join(BUILTINS)}"
+                f"{registry.did_you_mean(name, BUILTINS)}"
             )
         _reject_unused(given, name, f"dataset '{name}'")
         x, y = _builtin(name, given, seed)
@@ -387,7 +361,7 @@ def _load_file(path: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
     if suffix not in FILE_SUFFIXES:
         raise DataError(
             f"{_key('path')}: '{p}' has unsupported extension '{p.suffix}'; "
-            f"{_nearest(suffix, FILE_SUFFIXES)}allowed: {', '.join(FILE_SUFFIXES)}"
+            f"allowed: {', '.join(FILE_SUFFIXES)}{registry.did_you_mean(suffix, FILE_SUFFIXES)}"
         )
     if not p.is_file():
         what = "is a directory, not a file" if p.is_dir() else "file not found"
@@ -409,8 +383,8 @@ def _load_table(p: Path, suffix: str, target: str, source: str):
     df.columns = columns
     if target not in columns:
         raise DataError(
-            f"{_key('target')}: column '{target}' not in {source}; "
-            f"{_nearest(target, columns)}available columns: {', '.join(columns)}"
+            f"{_key('target')}: column '{target}' not in {source}; available columns: "
+            f"{', '.join(columns)}{registry.did_you_mean(target, columns)}"
         )
     if len(columns) < 2:
         raise DataError(f"{source}: only the target column '{target}'; no feature columns")
@@ -427,8 +401,8 @@ def _load_npz(p: Path, target: str, source: str):
     for k, key in (("x", "path"), (target, "target")):
         if k not in arrays:
             raise DataError(
-                f"{_key(key)}: array '{k}' not in {source}; {_nearest(k, names)}"
-                f"available arrays: {', '.join(names) or 'none'}"
+                f"{_key(key)}: array '{k}' not in {source}; available arrays: "
+                f"{', '.join(names) or 'none'}{registry.did_you_mean(k, names)}"
             )
     return validate_arrays(arrays["x"], arrays[target], source)
 

@@ -15,15 +15,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-# which hyperparameters each optimizer reads (others on a sweep are a config error)
-_COMMON = ("learning_rate", "weight_decay", "l2", "grad_clip")
-USES = {
-    "sgd": _COMMON,
-    "momentum": (*_COMMON, "momentum"),
-    "nesterov": (*_COMMON, "momentum"),
-    "adam": (*_COMMON, "b1", "b2", "eps"),
-    "adamw": (*_COMMON, "b1", "b2", "eps"),
-    "rmsprop": (*_COMMON, "decay", "eps"),
+# each optimizer's direction (spec.registry names them and the hyperparameters they read)
+DIRECTIONS: dict[str, Callable[[Mapping], optax.GradientTransformation]] = {
+    "sgd": lambda hp: optax.identity(),
+    "momentum": lambda hp: optax.trace(decay=hp["momentum"], nesterov=False),
+    "nesterov": lambda hp: optax.trace(decay=hp["momentum"], nesterov=True),
+    "adam": lambda hp: optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"]),
+    "adamw": lambda hp: optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"]),
+    "rmsprop": lambda hp: optax.scale_by_rms(decay=hp["decay"], eps=hp["eps"]),
 }
 
 
@@ -70,16 +69,9 @@ def make_optimizer(name: str, hp: Mapping, n_entries: int,
     Order: clip the gradient's global norm (when `clip`), the optimizer's direction, decoupled
     weight decay (`+ weight_decay * p`, as optax's adamw), then `-learning_rate` per entry.
     """
-    if name == "sgd":
-        direction = optax.identity()
-    elif name in ("momentum", "nesterov"):
-        direction = optax.trace(decay=hp["momentum"], nesterov=name == "nesterov")
-    elif name in ("adam", "adamw"):
-        direction = optax.scale_by_adam(b1=hp["b1"], b2=hp["b2"], eps=hp["eps"])
-    elif name == "rmsprop":
-        direction = optax.scale_by_rms(decay=hp["decay"], eps=hp["eps"])
-    else:
+    if name not in DIRECTIONS:
         raise ValueError(f"unknown optimizer {name!r}")
+    direction = DIRECTIONS[name](hp)
     # grad_clip = 0 means "off" for that run; an infinite threshold never rescales
     limit = jnp.where(hp["grad_clip"] > 0, hp["grad_clip"], jnp.inf) if clip else None
     pre = [optax.clip_by_global_norm(limit)] if clip else []

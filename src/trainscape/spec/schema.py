@@ -9,7 +9,6 @@ names the key, what was given and what is allowed.
 from __future__ import annotations
 
 import copy
-import difflib
 import hashlib
 import json
 import math
@@ -17,19 +16,21 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..errors import ConfigError
+from . import registry
 
-ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "identity")
-INITS = ("seed", "normal", "lecun", "he", "glorot")
-LOSSES = ("bce", "cross_entropy", "mse")
-OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
-DTYPES = ("float32", "float64", "bfloat16")
-DATASETS = ("breast_cancer", "moons", "circles", "xor", "blobs", "teacher")
+ACTIVATIONS = registry.ACTIVATIONS
+INITS = registry.INITS
+LOSSES = registry.LOSSES
+OPTIMIZERS = tuple(registry.OPTIMIZERS)
+DTYPES = registry.DTYPES
+DATASETS = tuple(registry.DATASETS)
+PARAMETERIZATIONS = registry.PARAMETERIZATIONS
 
 # Axes a sweep may vary. Each is a traced scalar per run, so one compiled program serves every
 # value. `learning_rate.K` (K = 0, 1, ...) sets the learning rate of top-level parameter entry K.
@@ -38,7 +39,6 @@ HPARAM_AXES = ("learning_rate", "init_scale", "momentum", "weight_decay", "b1", 
 # Axes that change the compiled program's shapes or types: one program per value.
 STATIC_AXES = ("dtype", "batch_size")
 SWEEP_AXES = ("seed", *HPARAM_AXES, *STATIC_AXES)
-PARAMETERIZATIONS = ("standard", "ntk", "mean_field")
 # [lower, upper) bounds of each numeric axis (None: unbounded); learning rates are > 0
 _BOUNDS = {"init_scale": (0, None), "momentum": (0, 1), "weight_decay": (0, None),
            "b1": (0, 1), "b2": (0, 1), "decay": (0, 1), "l2": (0, None), "grad_clip": (0, None),
@@ -72,7 +72,7 @@ class DataConfig(_Section):
     @classmethod
     def _known_name(cls, v):
         if v is not None and v not in DATASETS:
-            raise ValueError(_allowed(v, DATASETS))
+            raise ValueError(registry.allowed(v, DATASETS))
         return v
 
 
@@ -217,12 +217,6 @@ _SECTIONS = {
 _TOP_KEYS = ("name", *_SECTIONS, "sweep")
 
 
-def _allowed(given, allowed) -> str:
-    near = difflib.get_close_matches(str(given), [str(a) for a in allowed], n=1)
-    hint = f" (did you mean {near[0]!r}?)" if near else ""
-    return f"got {given!r}; allowed: {', '.join(map(str, allowed))}{hint}"
-
-
 def load_toml(path: str | Path) -> dict:
     """Read a TOML config file into a dict; syntax errors name the file and line."""
     p = Path(path)
@@ -253,13 +247,8 @@ def _check_axis_name(name: str) -> None:
         return
     raise ConfigError(
         f"sweep: unknown axis {name!r}; allowed: {', '.join(SWEEP_AXES)}, learning_rate.K "
-        f"(K = 0, 1, ...){_did_you_mean(name, axis_names_allowed())}"
+        f"(K = 0, 1, ...){registry.did_you_mean(name, axis_names_allowed())}"
     )
-
-
-def _did_you_mean(given: str, allowed) -> str:
-    near = difflib.get_close_matches(given, list(allowed), n=1)
-    return f" (did you mean {near[0]!r}?)" if near else ""
 
 
 def _number(key: str, v, what="a number") -> float:
@@ -286,7 +275,7 @@ def expand_axis(name: str, spec) -> tuple:
                               f"\"float64\"], got {spec!r}")
         for v in spec:
             if v not in DTYPES:
-                raise ConfigError(f"{key}: {_allowed(v, DTYPES)}")
+                raise ConfigError(f"{key}: {registry.allowed(v, DTYPES)}")
         vals = tuple(spec)
         if len(set(vals)) != len(vals):
             raise ConfigError(f"{key}: duplicated values; each grid point must appear once")
@@ -406,7 +395,7 @@ def _from_dict(raw: dict) -> Experiment:
         if k not in _TOP_KEYS:
             raise ConfigError(
                 f"unknown section or key {k!r}; allowed: {', '.join(_TOP_KEYS)}"
-                f"{_did_you_mean(k, _TOP_KEYS)}"
+                f"{registry.did_you_mean(k, _TOP_KEYS)}"
             )
     if "name" in raw and not isinstance(raw["name"], str):
         raise ConfigError(f"name: expected a string, got {raw['name']!r}")
@@ -419,7 +408,7 @@ def _from_dict(raw: dict) -> Experiment:
             if k not in cls.model_fields:
                 raise ConfigError(
                     f"[{sec}]: unknown key {k!r}; allowed: {', '.join(cls.model_fields)}"
-                    f"{_did_you_mean(k, tuple(cls.model_fields))}"
+                    f"{registry.did_you_mean(k, tuple(cls.model_fields))}"
                 )
         try:
             sections[sec] = cls.model_validate(dict(body))
@@ -449,6 +438,10 @@ def _from_dict(raw: dict) -> Experiment:
     if n_runs > MAX_RUNS:
         raise ConfigError(f"[sweep]: {n_runs:,} runs; at most {MAX_RUNS:,} in one grid "
                           "(split it into several experiments)")
+    for axis in sweep:
+        why = registry.unused_optimizer_key(sections["optimizer"].name, axis)
+        if why:
+            raise ConfigError(f"sweep.{axis}: {why}")
     _check_in_run_dtype(sections, sweep)
     name = raw.get("name", "experiment")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
@@ -482,22 +475,6 @@ def _check_values(s: dict) -> None:
         )
 
 
-# optimizer keys that only some optimizers read (the others: learning_rate, weight_decay, l2,
-# grad_clip, which every optimizer reads; see optim.USES)
-OPTIMIZER_SPECIFIC = ("momentum", "b1", "b2", "eps", "decay")
-
-
-def _optimizer_key_unused(opt: str, key: str) -> str | None:
-    """Why optimizer `opt` does not take `key` (the sweep check's wording), or None if it does."""
-    from ..nn.optim import USES
-
-    if key not in OPTIMIZER_SPECIFIC or not isinstance(opt, str) or opt not in USES \
-            or key in USES[opt]:
-        return None
-    return (f"optimizer {opt!r} has no {key}; optimizers that use it: "
-            f"{', '.join(k for k, v in USES.items() if key in v)}")
-
-
 def _check_optimizer_keys(body: Mapping) -> None:
     """Refuse an [optimizer] key given for an optimizer that does not read it (it would be
     ignored, as `sweep.momentum` with `sgd` is refused). A section holding every key is a saved
@@ -507,7 +484,7 @@ def _check_optimizer_keys(body: Mapping) -> None:
         return
     opt = body.get("name", OptimizerConfig.model_fields["name"].default)
     for k in body:
-        why = _optimizer_key_unused(opt, k)
+        why = registry.unused_optimizer_key(opt, k)
         if why:
             raise ConfigError(f"[optimizer] {k}: got {body[k]!r}; {why}")
 
@@ -550,7 +527,7 @@ def _one_line(section: str, err: ValidationError, body: Mapping) -> str:
     if e["type"] == "literal_error":
         allowed = e.get("ctx", {}).get("expected", "")
         allowed = [a.strip(" '") for a in re.split(r",| or ", allowed) if a.strip(" '")]
-        return f"[{section}] {loc}: {_allowed(given, allowed)}"
+        return f"[{section}] {loc}: {registry.allowed(given, allowed)}"
     msg = re.sub(r"^Value error, ", "", msg)
     if msg.startswith("got "):  # the validator's message already shows the value
         return f"[{section}] {loc}: {msg}"
@@ -604,8 +581,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     opt = out.get("optimizer")
     if isinstance(opt, Mapping):
         name = opt.get("name", OptimizerConfig.model_fields["name"].default)
-        for k in OPTIMIZER_SPECIFIC:
-            why = f"optimizer.{k}" in given and _optimizer_key_unused(name, k)
+        for k in registry.OPTIMIZER_SPECIFIC:
+            why = f"optimizer.{k}" in given and registry.unused_optimizer_key(name, k)
             if why:
                 raise ConfigError(f"--set {given[f'optimizer.{k}']}: {why}")
     return out
@@ -637,8 +614,3 @@ def hparam_defaults(exp: Experiment) -> dict[str, float]:
         # 0 means "no clipping"; an infinite threshold makes the traced clip a no-op
         "grad_clip": o.grad_clip or math.inf, "dropout": exp.model.dropout,
     }
-
-
-def describe_defaults() -> dict[str, Any]:
-    """Every key with its default value (used by the README test to keep docs honest)."""
-    return {sec: cls().model_dump() for sec, cls in _SECTIONS.items()}

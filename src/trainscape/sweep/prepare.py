@@ -125,7 +125,6 @@ class Prepared:
             sharpness_iters=m.sharpness_iters, sharpness_which=m.sharpness_which,
             matmul_precision=exp.train.matmul_precision,
         )
-        check_axes_used(exp)
         self.n_runs = exp.n_runs if table is None else len(table)
         # one compiled program per value of the static axes (dtype, batch size)
         self.groups = []
@@ -237,18 +236,3 @@ def check_entry_axes(exp: cfg.Experiment, model: Model) -> None:
         if axis.startswith("learning_rate.") and int(axis.split(".")[1]) >= n:
             raise ConfigError(f"sweep.{axis}: the model's parameters have {n} top-level "
                               f"entries (learning_rate.0 .. learning_rate.{n - 1})")
-
-
-
-def check_axes_used(exp: cfg.Experiment) -> None:
-    from ..nn.optim import USES
-
-    used = USES[exp.optimizer.name]
-    optimizer_axes = {a for v in USES.values() for a in v} - {"learning_rate"}
-    for axis in exp.sweep:
-        if axis in optimizer_axes and axis not in used:
-            raise ConfigError(
-                f"sweep.{axis}: optimizer {exp.optimizer.name!r} has no {axis}; "
-                f"optimizers that use it: "
-                f"{', '.join(k for k, v in USES.items() if axis in v)}"
-            )

@@ -332,11 +332,16 @@ def test_targets_are_reported_on_cpu_only(monkeypatch, small_matmul):
     assert bench.bench_workload(named_small, ["numpy_loop"], 1, 1e9, stream=None)["targets"] == []
 
 
-def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path):
+def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path, monkeypatch):
     """experiments/engine_gap.py (a GPU diagnostic that reaches into the engine's internals):
-    on a tiny workload it runs, accounts for every run-step and writes what it printed."""
+    on a tiny workload it runs, accounts for every run-step and writes what it printed. Its
+    timer is replaced by one that still runs each timed call but reports fixed seconds (init 2,
+    train 4, ts.run 8, the step loop 0.5, the variant 5), so every figure is checked against
+    the value worked out by hand from them: TINY is 4 runs x 4 steps = 16 run-steps (the
+    vmapped step loop times all 4 runs on every backend: TINY sets no vmap_runs subset)."""
     import importlib.util
     from pathlib import Path
+    from types import SimpleNamespace
 
     path = Path(__file__).resolve().parents[1] / "experiments" / "engine_gap.py"
     spec = importlib.util.spec_from_file_location("engine_gap", path)
@@ -344,6 +349,18 @@ def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path):
     spec.loader.exec_module(gap)
     from trainscape import engine, models, train
 
+    # the timer itself: the best (least) of the repeats, each timed around its call alone
+    clock, calls = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0]), []
+    with monkeypatch.context() as m:
+        m.setattr(gap, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+        assert gap._best(lambda: calls.append(1), 3) == 1.0 and calls == [1, 1, 1]
+    seconds = iter([2.0, 4.0, 8.0, 0.5, 5.0])  # init, train, run, step loop, variant
+
+    def fixed(call, repeats):
+        call()
+        return next(seconds)
+
+    monkeypatch.setattr(gap, "_best", fixed)
     originals = (models.feature_major, engine.shares_data, train._update_stats)
     traced = train.TRACE_COUNT["train_one"]
     r = gap.measure(TINY, repeats=1, steps=4, variants=("samples_shared",))
@@ -351,17 +368,17 @@ def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path):
     assert train.TRACE_COUNT["train_one"] > traced
     assert (models.feature_major, engine.shares_data, train._update_stats) == originals
     v = r["variants"]["samples_shared"]
-    assert v["vs_train"] == pytest.approx(r["seconds"]["train"] / v["seconds"])
+    assert v == {"seconds": 5.0, "run_steps_per_second": 3.2, "vs_train": 0.8}
     with pytest.raises(ValueError, match="variant"), gap.variant("no_such"):
         pass
     n_runs = TINY.n_runs
-    assert (r["runs"], r["steps"]) == (n_runs, 4)
+    assert n_runs == 4 and TINY.vmap_runs is None
+    assert (r["runs"], r["steps"], r["step_loop_runs"]) == (4, 4, 4)
     assert r["dispatches"] == -(-n_runs // r["runs_per_dispatch"])
-    for k in ("train", "init", "run", "step_loop"):
-        runs = r["step_loop_runs"] if k == "step_loop" else n_runs
-        assert r["run_steps_per_second"][k] == pytest.approx(runs * 4 / r["seconds"][k])
-    assert r["host_and_idle_seconds"] == pytest.approx(
-        r["seconds"]["run"] - r["seconds"]["train"] - r["seconds"]["init"])
+    assert r["seconds"] == {"init": 2.0, "train": 4.0, "run": 8.0, "step_loop": 0.5}
+    assert r["run_steps_per_second"] == {"init": 8.0, "train": 4.0, "run": 2.0,
+                                         "step_loop": 32.0}
+    assert r["host_and_idle_seconds"] == 2.0  # 8 - 4 - 2
     with pytest.raises(SystemExit) as bad:
         gap.main(["--workload", "small", "--steps", "0"])
     assert bad.value.code == 2

@@ -303,11 +303,28 @@ def test_coordinator_address_checked_before_joining(address, tiny, monkeypatch, 
     assert "--coordinator" in err and repr(address) in err and "1..65535" in err
 
 
-def test_coordinator_address_forms_that_pass():
+@pytest.mark.parametrize("address", ["node0:1234", "10.0.0.1:65535", "[::1]:8476",
+                                     "host.example.org:1"])
+def test_coordinator_address_forms_that_pass(address, monkeypatch):
+    """A well-formed HOST:PORT is not refused and reaches jax.distributed as given, with the
+    process count and id in their places."""
+    import jax
+
     from trainscape import parallel
 
-    for address in ("node0:1234", "10.0.0.1:65535", "[::1]:8476", "host.example.org:1"):
-        parallel._check_address(address)
+    class Joined(Exception):
+        pass
+
+    seen = []
+
+    def join(**kw):
+        seen.append(kw)
+        raise Joined
+
+    monkeypatch.setattr(jax.distributed, "initialize", join)
+    with pytest.raises(Joined):
+        parallel.initialize(address, 3, 2)
+    assert seen == [{"coordinator_address": address, "num_processes": 3, "process_id": 2}]
 
 
 def test_default_out_folders_of_the_same_second_never_collide(tmp_path, monkeypatch):

@@ -39,6 +39,18 @@ def test_loss_and_gradients_match_numpy_backprop(cancer, sizes, layout):
             np.testing.assert_allclose(np.asarray(gl[k]), rl[k], rtol=1e-9, atol=1e-12)
 
 
+def _sweep_lrs(x, y, params, hidden, lrs, steps, dtype):
+    """The engine's runs of `lrs` from `params` (every run the same weights): the results and
+    their curves, one row per run, one column per step."""
+    res = ts.run(
+        {"model": {"hidden": hidden}, "train": {"steps": steps, "dtype": dtype},
+         "sweep": {"learning_rate": list(lrs)}},
+        data=(x, y), init_params=params, out=None, progress=False,
+    )
+    assert sorted(res.runs["learning_rate"]) == sorted(lrs)
+    return res, res.curves.pivot(index="run_id", columns="step", values="loss")
+
+
 # Every compiled program trains a whole block of runs (padded), so the learning rates of one
 # network share one sweep: three cost what one does.
 @pytest.mark.parametrize("lrs, hidden", [((0.01, 0.3, 1.0), [128, 64]), ((0.3, 1.0), [16, 16]),
@@ -51,13 +63,7 @@ def test_training_curves_match_numpy_gradient_descent(cancer, lrs, hidden):
     x, y = x[:200], y[:200]
     params = seed_init(np.random.default_rng(1), (30, *hidden, 1))
     steps = 40
-    res = ts.run(
-        {"model": {"hidden": hidden}, "train": {"steps": steps, "dtype": "float64"},
-         "sweep": {"learning_rate": list(lrs)}},
-        data=(x, y), init_params=params, out=None, progress=False,
-    )
-    assert sorted(res.runs["learning_rate"]) == sorted(lrs)
-    curves = res.curves.pivot(index="run_id", columns="step", values="loss")
+    res, curves = _sweep_lrs(x, y, params, hidden, lrs, steps, "float64")
     for _, row in res.runs.iterrows():
         ref = gd_curve(params, x, y, row["learning_rate"], steps)
         got = curves.loc[row["run_id"]].to_numpy()
@@ -163,13 +169,7 @@ def test_float32_training_tracks_the_float64_reference(cancer, n, hidden, featur
     steps = 40
     params = seed_init(np.random.default_rng(1), (30, *hidden, 1))
     assert feature_major(params, x) == features
-    res = ts.run(
-        {"model": {"hidden": hidden}, "train": {"steps": steps, "dtype": "float32"},
-         "sweep": {"learning_rate": list(lrs)}},
-        data=(x, y), init_params=params, out=None, progress=False,
-    )
-    assert sorted(res.runs["learning_rate"]) == sorted(lrs)
-    curves = res.curves.pivot(index="run_id", columns="step", values="loss")
+    res, curves = _sweep_lrs(x, y, params, hidden, lrs, steps, "float32")
     p32 = [{k: _rounded32(v) for k, v in layer.items()} for layer in params]
     x32 = _rounded32(x)
     rng = np.random.default_rng(0)

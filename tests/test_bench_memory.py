@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -33,3 +35,69 @@ def test_a_sweep_runs_in_its_own_process_with_the_given_compile_cache(tmp_path):
     assert any(cache.rglob("*")), "the child wrote nothing to its compile cache"
     assert not (tmp_path / "out-100").exists()  # the sweep's folder is removed after
     json.dumps(row)  # what main() writes to memory.json
+
+
+META = '{"timings": {"chunk_size": 192, "n_chunks": 3, "run_steps_per_second": 1234.5}}'
+FAKE_RUN = """
+import sys
+from pathlib import Path
+
+args = sys.argv[1:]
+assert args[:3] == ["-m", "trainscape", "run"] and "--no-progress" in args, args
+out = Path(args[args.index("--out") + 1])
+out.mkdir()
+held = bytearray({mib} * 2**20)
+for i in range(0, len(held), 4096):  # zero pages cost no memory until written
+    held[i] = 1
+(out / "meta.json").write_text({meta!r})
+(out / "runs.parquet").write_bytes(b"r" * 1000)
+(out / "curves.parquet").write_bytes(b"c" * 3000)
+"""
+
+
+DRIVER = """
+import importlib.util, json, sys
+from pathlib import Path
+
+# bench_memory by its file: importing the trainscape package would load JAX into this process
+spec = importlib.util.spec_from_file_location("bench_memory", sys.argv[1])
+bm = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bm)
+rows = {}
+for mib, exe in (("0", sys.argv[3]), ("300", sys.argv[4])):
+    bm.sys.executable = exe
+    rows[mib] = bm.measure(100, Path(sys.argv[2]))
+print(json.dumps(rows))
+"""
+
+
+def test_measure_reports_the_childs_own_peak_and_its_files(tmp_path):
+    """`measure` against a stand-in for `trainscape run` whose numbers are known: a Python child
+    that holds 0 or 300 MiB (every page touched) and writes a meta.json and two files of 1000
+    and 3000 bytes. The two peaks differ by the 300 MiB, in bytes, to 2 MiB (a KiB taken for
+    1000 bytes would be 7 MiB off); the chunk figures are the child's meta.json's; the file
+    sizes are the files'; the folder is removed after.
+
+    `measure` runs in a small process of its own here: on Linux a child's ru_maxrss starts from
+    the RSS high-water mark of the process it was spawned from (measured: 263 MiB for a child
+    holding nothing, spawned from this JAX-loaded test process), so a large parent sets a
+    floor under every figure."""
+    exes = []
+    for mib in (0, 300):
+        script = tmp_path / f"fake_run_{mib}.py"
+        script.write_text(FAKE_RUN.format(mib=mib, meta=META))
+        exe = tmp_path / f"python_{mib}"
+        exe.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{script}" "$@"\n')
+        exe.chmod(0o755)
+        exes.append(str(exe))
+    out = subprocess.run([sys.executable, "-c", DRIVER, bench_memory.__file__, str(tmp_path),
+                          *exes], capture_output=True, text=True, timeout=120, check=True)
+    rows = json.loads(out.stdout)
+    grew = rows["300"]["peak_rss_bytes"] - rows["0"]["peak_rss_bytes"]
+    assert abs(grew - 300 * 2**20) <= 2 * 2**20, {k: r["peak_rss_bytes"] / 2**20
+                                                  for k, r in rows.items()}
+    row = rows["300"]
+    assert (row["chunk_size"], row["n_chunks"], row["run_steps_per_second"]) == (192, 3, 1234.5)
+    assert row["file_bytes"] == {"meta.json": len(META), "runs.parquet": 1000,
+                                 "curves.parquet": 3000}
+    assert row["runs"] == 100 and not (tmp_path / "out-100").exists()

@@ -108,3 +108,96 @@ def test_edge_of_stability_relabels_converged_only():
     got = classify.edge_of_stability(codes, sharp, lr)
     assert [classify.LABELS[c] for c in got] == ["converged", "oscillating", "catapult",
                                                  "diverged"]
+
+
+# ------------------------------------------------------------------ every threshold's edge
+# Each threshold gets a curve just below and just above its edge; the expected labels are
+# written by hand from the module docstring's rule (diverged, stalled, catapult, oscillating,
+# converged, in that order), not computed by `classify`. The curves start at loss 1 and are
+# scaled by `SCALE` (every rule is relative to the initial loss), then padded to one length by
+# repeating the last value (no rise, no new minimum: the summaries do not change), so that the
+# engine's online fold over them compiles once.
+EDGES = [
+    # BLOWUP_FACTOR = 1e3: 999 x initial is a spike (999 / 0.5), 1001 x initial is a blow-up
+    ("blowup below", [1.0, 0.5, 999.0, 0.5, 0.1], "catapult"),
+    ("blowup above", [1.0, 0.5, 1001.0, 0.5, 0.1], "diverged"),
+    # STALL_TOL = 0.05, upper end: 1.048 stays in the band, 1.052 left it
+    ("stall top below", [1.0, 1.02, 1.048], "stalled"),
+    ("stall top above", [1.0, 1.02, 1.052], "diverged"),
+    # STALL_TOL, lower end: 0.952 is still in the band, 0.948 fell out of it (monotone)
+    ("stall bottom inside", [1.0, 0.98, 0.952], "stalled"),
+    ("stall bottom outside", [1.0, 0.98, 0.948], "converged"),
+    # SPIKE_FACTOR = 2 after a fall: 0.4 -> 0.784 is 1.96x (a rebound of 0.384 > 0.02: an
+    # oscillation), 0.4 -> 0.816 is 2.04x (a catapult); both rises are far above 0.05
+    ("spike factor below", [1.0, 0.4, 0.784, 0.3, 0.2], "oscillating"),
+    ("spike factor above", [1.0, 0.4, 0.816, 0.3, 0.2], "catapult"),
+    # SPIKE_FACTOR above the initial loss: 1.96x and 2.04x the initial loss at step 1
+    ("spike from start below", [1.0, 1.96, 0.5, 0.3], "oscillating"),
+    ("spike from start above", [1.0, 2.04, 0.5, 0.3], "catapult"),
+    # SPIKE_MIN_RISE = 0.05: 0.02 -> 0.065 (3.25x, a rise of 0.045 < 0.05: no spike, but a
+    # rebound of 0.045 > 0.02) and 0.02 -> 0.075 (3.75x, a rise of 0.055: a spike)
+    ("spike rise below", [1.0, 0.02, 0.065, 0.01], "oscillating"),
+    ("spike rise above", [1.0, 0.02, 0.075, 0.01], "catapult"),
+    # REBOUND_TOL = 0.02: rebounds of 0.019 and 0.021 above the running minimum 0.5 (1.04x
+    # and 1.04x: no spike; rises under SPIKE_MIN_RISE anyway)
+    ("rebound below", [1.0, 0.5, 0.519, 0.3], "converged"),
+    ("rebound above", [1.0, 0.5, 0.521, 0.3], "oscillating"),
+    # the catapult must end below the stall band: a 2.5x spike ending at 0.96 is stalled,
+    # ending at 0.94 a catapult
+    ("catapult end inside band", [1.0, 0.4, 1.0, 0.96], "stalled"),
+    ("catapult end below band", [1.0, 0.4, 1.0, 0.94], "catapult"),
+]
+SCALES = [1.0, 2.5]
+PAD = 6
+
+
+def _edge_curve(points, scale):
+    c = np.asarray(points, np.float64) * scale
+    return np.r_[c, np.full(PAD - len(c), c[-1])]
+
+
+@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("name, points, expected", EDGES, ids=[e[0] for e in EDGES])
+def test_threshold_edges_summarize_curve(name, points, expected, scale):
+    assert label_curve(_edge_curve(points, scale)) == expected
+    assert label_curve(np.asarray(points) * scale) == expected  # unpadded: the same
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_threshold_edges_engine_online_summaries(scale):
+    """The engine's online fold (`loop._update_stats`, float32 as in a default run) over the
+    same curves, step by step in one jitted scan, gives the hand-written labels too."""
+    import jax
+    import jax.numpy as jnp
+
+    from trainscape.train import loop
+
+    loss_BxT = jnp.asarray(np.stack([_edge_curve(p, scale) for _, p, _ in EDGES]),
+                           jnp.float32)
+
+    @jax.jit
+    @jax.vmap
+    def fold(loss_T):
+        def body(s, xs):
+            loss, t = xs
+            s, *_ = loop._update_stats(s, loss, jnp.zeros((), jnp.float32), t)
+            return s, None
+        steps = jnp.arange(loss_T.shape[0], dtype=jnp.int32)
+        return jax.lax.scan(body, loop._init_stats(jnp.float32), (loss_T, steps))[0]
+
+    s = jax.device_get(fold(loss_BxT))
+    names = [e[0] for e in EDGES]
+    got = classify.labels(s.initial, s.final, s.spike, s.rebound, s.diverged_step)
+    assert dict(zip(names, got, strict=True)) == {e[0]: e[2] for e in EDGES}
+    # the blow-up is recorded at the step it happened, and only there
+    div = dict(zip(names, s.diverged_step.tolist(), strict=True))
+    assert div.pop("blowup above") == 2 and set(div.values()) == {-1}
+
+
+@pytest.mark.parametrize("factor, expected", [(1.04, "converged"), (1.06, "oscillating")])
+def test_edge_of_stability_factor_edge(factor, expected):
+    """EOS_FACTOR = 1.05: a converged plain-GD run ending at 1.04 x 2/lr stays converged, at
+    1.06 x 2/lr it is oscillating (lr 0.5: 2/lr = 4)."""
+    lr = np.array([0.5])
+    got = classify.edge_of_stability(np.array([0]), np.array([factor * 4.0]), lr)
+    assert classify.LABELS[got[0]] == expected

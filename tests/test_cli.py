@@ -14,6 +14,7 @@ import pytest
 
 import trainscape as ts
 from trainscape.cli.main import main
+from trainscape.train import classify
 
 # the network, data and steps of test_report's TINY: the two files share one compiled program
 TINY_TOML = """
@@ -152,20 +153,35 @@ def test_mistyped_command_or_flag_gets_a_suggestion(argv, hint, capsys, tmp_path
 
 
 def test_seed_question_lr_001_converges_lr_1_catapults(tmp_path):
-    """The default experiment restricted to the two rates of the question (all 16 seeds), and
-    two rows of the README's table between them (a block of runs is padded to 32 per device
-    anyway, so they cost nothing). Catapult counts move by a seed or two with the CPU's last
-    bits (README), hence the margins."""
+    """The default experiment at the question's two rates (all 16 seeds), and two rates between
+    them (a block of runs is padded to 32 per device anyway, so they cost nothing).
+
+    What the science fixes, on both sides. The curvature at initialization (top Hessian
+    eigenvalue) of the 16 seeds lies between 3.1 and 161 (`metrics.sharpness = true`, 50
+    iterations, version 0.10.0, float32, 2-core AMD EPYC), so 2/curvature lies between 0.0124
+    and 0.64. At lr 0.01 every seed's step is below its 2/curvature: gradient descent descends
+    every direction, so all 16 runs converge, none does anything else. At lr 1 every seed's
+    step is above it: the loss overshoots along the sharpest direction and cannot fall
+    monotonically, so none is `converged`; the overshoot drives the network to a flatter
+    region (final curvature 1.1-3.9, median 1.8, against 2/lr = 2) where it recovers, the
+    catapult: catapults are the majority, the rest oscillate, none diverges and every run ends
+    below its initial loss. In between, a larger step is above 2/curvature for at least as
+    many seeds, so the number of converged seeds cannot grow with the rate. (How many of lr 1's
+    seeds catapult rather than oscillate moves by a seed or two with the CPU's last bits,
+    README: 13 of 16; no count from the README is asserted.)"""
     res = ts.run(None, out=None, progress=False,
                  overrides=["sweep.learning_rate=[0.01, 0.1, 0.631, 1.0]"])
-    counts = res.runs.groupby("learning_rate")["label"].value_counts().unstack(fill_value=0)
-    assert counts.loc[0.01].get("converged", 0) == 16
-    assert counts.loc[0.1].get("converged", 0) >= 14  # README: 15 converged, 1 catapult
-    assert counts.loc[0.631].get("catapult", 0) >= 9  # README: 1, 11 catapult, 4
-    assert counts.loc[1.0].get("catapult", 0) >= 12
-    assert set(res.runs["label"]) <= {"converged", "catapult", "oscillating"}  # none diverged
-    at1 = res.runs[res.runs.learning_rate == 1.0]
-    assert (at1["final_loss"] < at1["initial_loss"]).all()
+    counts = (res.runs.groupby("learning_rate")["label"].value_counts().unstack(fill_value=0)
+              .reindex(columns=list(classify.LABELS), fill_value=0))
+    assert (counts.sum(axis=1) == 16).all()
+    assert counts.loc[0.01, "converged"] == 16
+    at1 = counts.loc[1.0]
+    assert at1["converged"] == 0 and at1["diverged"] == 0 and at1["stalled"] == 0
+    assert 2 * at1["catapult"] > 16 and at1["catapult"] + at1["oscillating"] == 16
+    assert counts["converged"].is_monotonic_decreasing  # non-increasing in the rate
+    assert counts["diverged"].sum() == 0
+    runs1 = res.runs[res.runs.learning_rate == 1.0]
+    assert (runs1["final_loss"] < runs1["initial_loss"]).all()
     # "loss falls steadily" at lr 0.01: every seed's curve is non-increasing after step 0
     c = res.curves.merge(res.runs[["run_id", "learning_rate"]], on="run_id")
     slow = c[c.learning_rate == 0.01].pivot(index="run_id", columns="step", values="loss")
@@ -287,11 +303,28 @@ def test_coordinator_address_checked_before_joining(address, tiny, monkeypatch, 
     assert "--coordinator" in err and repr(address) in err and "1..65535" in err
 
 
-def test_coordinator_address_forms_that_pass():
+@pytest.mark.parametrize("address", ["node0:1234", "10.0.0.1:65535", "[::1]:8476",
+                                     "host.example.org:1"])
+def test_coordinator_address_forms_that_pass(address, monkeypatch):
+    """A well-formed HOST:PORT is not refused and reaches jax.distributed as given, with the
+    process count and id in their places."""
+    import jax
+
     from trainscape.sweep import distributed as parallel
 
-    for address in ("node0:1234", "10.0.0.1:65535", "[::1]:8476", "host.example.org:1"):
-        parallel._check_address(address)
+    class Joined(Exception):
+        pass
+
+    seen = []
+
+    def join(**kw):
+        seen.append(kw)
+        raise Joined
+
+    monkeypatch.setattr(jax.distributed, "initialize", join)
+    with pytest.raises(Joined):
+        parallel.initialize(address, 3, 2)
+    assert seen == [{"coordinator_address": address, "num_processes": 3, "process_id": 2}]
 
 
 def test_default_out_folders_of_the_same_second_never_collide(tmp_path, monkeypatch):

@@ -293,16 +293,28 @@ def test_sharded_sharpness_equals_one_device(tmp_path):
 
 
 def test_auto_chunk_size_respects_memory_budget():
+    """The chunk is halved from the requested 100 blocks (100, 50, 25, 12, 6, 3, 1) until the
+    estimated need fits the budget: with a budget between the need of 3 and of 6 blocks it is
+    3 blocks, not one; a budget that fits 100 keeps 100, and one under the need of a single
+    block still runs one (the grid check refuses those before this)."""
+    from trainscape.engine import plan
+    from trainscape.io import memory
+    from trainscape.sweep import prepare
+    from trainscape.train import loop
 
     prep = prepare.Prepared(ts.parse(TINY))
-    step = plan.BLOCK * 2
-    big = plan.fit_budget(prep, 100 * step, 2, None)
-    need_one = plan.memory_need(prep, step)
-    budget = 3.5 * need_one
-    size = plan.fit_budget(prep, 100 * step, 2, budget)
-    assert size % step == 0 and size >= step
-    assert plan.memory_need(prep, size) <= budget or size == step
-    assert size < 100 * step and big >= size
+    step = prep.block * 2
+    recorded = len(loop.record_steps(prep.static.steps, prep.static.record_every))
+
+    def need(runs):  # device estimate and the host tables, as the fit counts them
+        return plan.memory_need(prep, runs) + memory.host_results_bytes(runs, recorded)
+
+    assert need(3 * step) < need(6 * step)
+    budget = (need(3 * step) + need(6 * step)) / 2
+    assert plan.fit_budget(prep, 100 * step, 2, budget) == 3 * step
+    assert plan.fit_budget(prep, 100 * step, 2, need(100 * step)) == 100 * step
+    assert plan.fit_budget(prep, 100 * step, 2, need(step) / 2) == step
+    assert plan.fit_budget(prep, 100 * step, 2, None) == 100 * step  # unknown: fits anything
 
 
 def _block_program(cfg):

@@ -42,6 +42,18 @@ def test_loss_and_gradients_match_numpy_backprop(cancer, sizes, layout):
             np.testing.assert_allclose(np.asarray(gl[k]), rl[k], rtol=1e-9, atol=1e-12)
 
 
+def _sweep_lrs(x, y, params, hidden, lrs, steps, dtype):
+    """The engine's runs of `lrs` from `params` (every run the same weights): the results and
+    their curves, one row per run, one column per step."""
+    res = ts.run(
+        {"model": {"hidden": hidden}, "train": {"steps": steps, "dtype": dtype},
+         "sweep": {"learning_rate": list(lrs)}},
+        data=(x, y), init_params=params, out=None, progress=False,
+    )
+    assert sorted(res.runs["learning_rate"]) == sorted(lrs)
+    return res, res.curves.pivot(index="run_id", columns="step", values="loss")
+
+
 # Every compiled program trains a whole block of runs (padded), so the learning rates of one
 # network share one sweep: three cost what one does.
 @pytest.mark.parametrize("lrs, hidden", [((0.01, 0.3, 1.0), [128, 64]), ((0.3, 1.0), [16, 16]),
@@ -54,13 +66,7 @@ def test_training_curves_match_numpy_gradient_descent(cancer, lrs, hidden):
     x, y = x[:200], y[:200]
     params = seed_init(np.random.default_rng(1), (30, *hidden, 1))
     steps = 40
-    res = ts.run(
-        {"model": {"hidden": hidden}, "train": {"steps": steps, "dtype": "float64"},
-         "sweep": {"learning_rate": list(lrs)}},
-        data=(x, y), init_params=params, out=None, progress=False,
-    )
-    assert sorted(res.runs["learning_rate"]) == sorted(lrs)
-    curves = res.curves.pivot(index="run_id", columns="step", values="loss")
+    res, curves = _sweep_lrs(x, y, params, hidden, lrs, steps, "float64")
     for _, row in res.runs.iterrows():
         ref = gd_curve(params, x, y, row["learning_rate"], steps)
         got = curves.loc[row["run_id"]].to_numpy()
@@ -128,3 +134,60 @@ def test_hessian_of_both_layouts_matches_numpy_finite_differences(layout):
         cols.append((np.asarray(gp) - np.asarray(gm)) / (2 * h))
     ref = np.stack(cols, axis=1)
     np.testing.assert_allclose(hess, 0.5 * (ref + ref.T), rtol=1e-6, atol=1e-8)
+
+
+U32 = 2.0**-24  # float32 unit roundoff
+K_STEP = 16  # relative float32 error one step adds to the loss, in units of U32 (see below)
+
+
+def _rounded32(a):
+    return np.asarray(a, np.float32).astype(np.float64)
+
+
+@pytest.mark.parametrize("n, hidden, features", [(200, [128, 64], True), (200, [16, 16], True),
+                                                 (100, [128, 64], False)])
+def test_float32_training_tracks_the_float64_reference(cancer, n, hidden, features):
+    """Default-dtype (float32) runs against the float64 NumPy reference, every learning rate,
+    every step, in both layouts the engine picks on CPU (feature-major: hidden layers narrower
+    than the samples; sample-major: the seed network on 100 samples).
+
+    The reference starts from the float32-rounded weights and data the engine starts from, so
+    what differs is float32 rounding along the run. Each step rounds every weight of the update
+    to float32 (a relative perturbation of at most u = 2^-24 per weight) and computes the loss
+    and gradient with a few roundings per operation. A(t) is how much a perturbation of one
+    unit in every weight at step 0 has moved the loss by step t, measured on the reference
+    itself: the running maximum of |loss'_t - loss_t| / (u loss_t) over two random-sign
+    perturbations, at least 1. The t + 1 steps' roundings are independent in sign, so they add
+    like a random walk, each carried at most A(t) far: |loss32_t - loss64_t| <=
+    K_STEP u sqrt(t + 1) A(t) loss64_t, with K_STEP = 16 units per step for the loss's and
+    gradient's own roundings on top of the weights'. Where training is stable (lr 0.01: A(40)
+    is 4-6) the bound is about 600 units (4e-5 relative) at step 40; after a catapult (lr 1 on
+    the seed network) A reaches 1e7 and the late steps are bounded only by the reference's own
+    sensitivity."""
+    from trainscape.nn.models import feature_major
+
+    x, y = cancer
+    x, y = x[:n], y[:n]
+    lrs = (0.01, 0.3, 1.0)
+    steps = 40
+    params = seed_init(np.random.default_rng(1), (30, *hidden, 1))
+    assert feature_major(params, x) == features
+    res, curves = _sweep_lrs(x, y, params, hidden, lrs, steps, "float32")
+    p32 = [{k: _rounded32(v) for k, v in layer.items()} for layer in params]
+    x32 = _rounded32(x)
+    rng = np.random.default_rng(0)
+    t = np.arange(steps + 1)
+    for _, row in res.runs.iterrows():
+        lr = row["learning_rate"]
+        ref = gd_curve(p32, x32, y, lr, steps)
+        growth = np.ones(steps + 1)
+        for _ in range(2):
+            nudged = [{k: v * (1 + U32 * rng.choice([-1.0, 1.0], v.shape))
+                       for k, v in layer.items()} for layer in p32]
+            apart = np.abs(gd_curve(nudged, x32, y, lr, steps) - ref) / (U32 * ref)
+            growth = np.maximum(growth, np.maximum.accumulate(apart))
+        tol = K_STEP * U32 * np.sqrt(t + 1) * growth
+        got = curves.loc[row["run_id"]].to_numpy()
+        err = np.abs(got - ref) / ref
+        assert np.all(err <= tol), (lr, int(np.argmax(err / tol)), (err / tol).max())
+        assert row["initial_loss"] == pytest.approx(ref[0], rel=K_STEP * U32)

@@ -386,3 +386,58 @@ def test_edge_of_stability_relabels_only_plain_gradient_descent(opt, relabels, m
     np.testing.assert_array_equal(after["sharpness_final"], before["sharpness_final"])
     expect = before["label"].where(~conv, "oscillating") if relabels else before["label"]
     assert after["label"].tolist() == expect.tolist(), (opt, before["label"].tolist())
+
+
+def _numpy_sharpness(params, x, y):
+    """Top eigenvalue of the loss's Hessian: central differences of the NumPy backprop
+    gradient (h = 1e-5, symmetrized), then numpy.linalg.eigvalsh."""
+    from jax.flatten_util import ravel_pytree
+
+    flat, unravel = ravel_pytree(params)
+    flat = np.asarray(flat, np.float64)
+
+    def grad(f):
+        p = jax.tree.map(np.asarray, unravel(f))
+        return np.asarray(ravel_pytree(loss_and_grads(p, x, y)[1])[0], np.float64)
+
+    h, cols = 1e-5, []
+    for j in range(flat.size):
+        e = np.zeros(flat.size)
+        e[j] = h
+        cols.append((grad(flat + e) - grad(flat - e)) / (2 * h))
+    hess = np.stack(cols, axis=1)
+    return float(np.linalg.eigvalsh(0.5 * (hess + hess.T))[-1])
+
+
+@pytest.mark.cpu_only("needs two host CPU devices")
+def test_sharpness_on_both_devices_of_a_sharded_sweep_matches_numpy(moons, x64):
+    """The sharpness program sharded over this process's two host CPU devices: 36 runs fill the
+    first device's block of 32 and spill onto the second, learning rates 0.01, 0.1, 0.5, 2 at
+    positions 0-3 and, times 1 + 2^-40 (a grid point appears once), at 32-35, the same place
+    in each device's block. Runs on both devices match the NumPy reference: the top
+    eigenvalue of a finite-difference Hessian at the initial weights and at the weights after
+    30 steps of NumPy gradient descent; each twin on the second device equals the first
+    device's run to 1e-9. The config is the edge-of-stability test's (plain SGD), so this
+    reuses its compiled program."""
+    assert len(jax.local_devices()) == 2
+    x, y = moons
+    params = random_params(np.random.default_rng(4), (2, 8, 1))
+    lrs = [0.01, 0.1, 0.5, 2.0]
+    sweep = lrs + list(np.linspace(0.02, 0.09, 28)) + [lr * (1 + 2.0**-40) for lr in lrs]
+    cfg = {"model": {"hidden": [8]}, "train": {"steps": 30, "dtype": "float64"},
+           "metrics": {"sharpness": True}, "sweep": {"learning_rate": sweep},
+           "optimizer": {"name": "sgd"}}
+    runs = run(cfg, (x, y), params).runs.set_index("run_id")
+    assert (runs["label"] != "diverged").all()
+    np.testing.assert_array_equal(runs["learning_rate"], sweep)  # the grid's own order
+    cols = ["learning_rate", "sharpness_init", "sharpness_final", "final_loss"]
+    first, second = runs.loc[:3, cols], runs.loc[32:35, cols]
+    np.testing.assert_allclose(second.to_numpy(), first.to_numpy(), rtol=1e-9, atol=0)
+    assert runs.loc[32:35, "label"].tolist() == runs.loc[:3, "label"].tolist()
+    lam0 = _numpy_sharpness(params, x, y)
+    for i, lr in enumerate(lrs):
+        _, history = gd_trajectory(params, x, y, lr, 30)
+        for rid in (i, 32 + i):
+            assert runs.loc[rid, "sharpness_init"] == pytest.approx(lam0, rel=1e-6)
+            assert runs.loc[rid, "sharpness_final"] == pytest.approx(
+                _numpy_sharpness(history[-1], x, y), rel=1e-6), (rid, lr)

@@ -151,6 +151,74 @@ def test_facts_match_the_tables(tiny):
     assert facts["grid.all_converged_up_to"] == pytest.approx(table.index[k - 1])
 
 
+def _g(x, digits=2) -> str:
+    """A number as the answer is documented to print it: `digits` significant digits (2, and 3
+    for learning rates), no trailing zeros; written here, not taken from `report`."""
+    return f"{float(x):.{digits}g}"
+
+
+def _sentences(text: str) -> list[list[str]]:
+    """The numbers of each sentence, in order (a sentence ends at a period before a space or
+    the end; "2/curvature" and "3/3" give their numbers too)."""
+    return [NUMBER.findall(s) for s in re.split(r"(?<=\.)\s+", text.strip()) if s]
+
+
+def test_answer_sentences_match_numbers_recomputed_from_the_runs(tiny):
+    """Every sentence of the tiny sweep's answer, its numbers in order, against values computed
+    here from the runs table (pandas on the columns, the labelling rules of the module
+    docstring), not from `report.answer`'s facts: swapped or misattributed numbers fail."""
+    runs = tiny.runs
+    text, _ = report.answer(tiny)
+    lrs = np.sort(runs["learning_rate"].unique())
+    at = {lr: runs.loc[runs["learning_rate"] == lr] for lr in lrs}
+    count = {lr: at[lr]["label"].value_counts() for lr in lrs}
+
+    def n_of(lr, lab):
+        return str(int(count[lr].get(lab, 0)))
+
+    steps = TINY["train"]["steps"]
+    expected = [[str(len(runs)), str(len(lrs)), str(runs["seed"].nunique()), str(steps)]]
+    for lr in (0.01, 1.0):  # the question's two learning rates, both all converged here
+        sel = at[lr]
+        assert (sel["label"] == "converged").all()
+        expected.append([_g(lr, 3), n_of(lr, "converged"), str(len(sel)),
+                         _g(sel["initial_loss"].median()), _g(sel["final_loss"].median()),
+                         str(steps)])
+    # lr 1 is not where this grid catapults: the lr with the most catapults gets a sentence
+    cat_lr = max(lrs, key=lambda lr: (int(count[lr].get("catapult", 0)), -lr))
+    sel = at[cat_lr].loc[at[cat_lr]["label"] == "catapult"]
+    took = (sel["spike_recover_step"] - sel["spike_step"]).dropna()
+    expected.append([_g(cat_lr, 3), _g(sel["spike_step"].median()),
+                     _g(sel["spike_ratio"].median()), n_of(cat_lr, "catapult"),
+                     str(len(at[cat_lr])), str(len(took)), _g(took.median()),
+                     _g(sel["final_loss"].median())])
+    lam = runs.groupby("seed")["sharpness_init"].first()
+    expected.append([str(len(lam)), _g(lam.median()), "2", _g(2 / lam.median())])
+    own = 2 / runs["sharpness_init"]
+    below, above = runs["learning_rate"] < own, runs["learning_rate"] > own
+    conv = runs["label"] == "converged"
+    expected.append([str((below & conv).sum()), str(below.sum()), "2",
+                     str((above & conv).sum()), str(above.sum())])
+    fin = runs.loc[runs["learning_rate"] == cat_lr, "sharpness_final"].median()
+    assert fin < 2 / cat_lr  # "below 2/lr"
+    expected.append([_g(cat_lr, 3), _g(fin), "2", _g(2 / cat_lr)])
+    all_conv = [lr for lr in lrs if (at[lr]["label"] == "converged").all()]
+    k = len(all_conv)
+    assert all_conv == list(lrs[:k])  # a contiguous band from the smallest lr
+    expected.append([_g(lrs[k - 1], 3), _g(lrs[k], 3),
+                     str(int((at[lrs[k]]["label"] != "converged").sum())), str(len(at[lrs[k]]))])
+    first_cat = next(lr for lr in lrs if count[lr].get("catapult", 0) > 0)
+    major = [lr for lr in lrs if 2 * count[lr].get("catapult", 0) > len(at[lr])]
+    assert len(major) == 1
+    expected.append([_g(first_cat, 3), n_of(first_cat, "catapult"), str(len(at[first_cat])),
+                     _g(major[0], 3)])
+    first_div = next(lr for lr in lrs if count[lr].get("diverged", 0) > 0)
+    most_div = next(lr for lr in lrs if 2 * count[lr].get("diverged", 0) > len(at[lr]))
+    expected.append([_g(first_div, 3), n_of(first_div, "diverged"), str(len(at[first_div])),
+                     _g(most_div, 3), n_of(most_div, "diverged"), str(len(at[most_div]))])
+    assert _sentences(text) == expected, text
+
+
 def test_catapult_facts_match_runs():
     # a spike at step 5 to 4x the running minimum, then recovery
     def curve(cell):

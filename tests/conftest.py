@@ -45,3 +45,20 @@ def x64():
 
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture
+def traces(monkeypatch):
+    """How many times the training program was traced since the test began (a recompile
+    traces it again): a counting wrapper around the one function the engine compiles."""
+    from trainscape.engine import compile as engine_compile
+
+    count = [0]
+    real = engine_compile.train_one
+
+    def counting(*args, **kwargs):
+        count[0] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_compile, "train_one", counting)
+    return lambda: count[0]

@@ -332,7 +332,7 @@ def test_targets_are_reported_on_cpu_only(monkeypatch, small_matmul):
     assert bench.bench_workload(named_small, ["numpy_loop"], 1, 1e9, stream=None)["targets"] == []
 
 
-def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path, monkeypatch):
+def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path, monkeypatch, traces):
     """experiments/engine_gap.py (a GPU diagnostic that reaches into the engine's internals):
     on a tiny workload it runs, accounts for every run-step and writes what it printed. Its
     timer is replaced by one that still runs each timed call but reports fixed seconds (init 2,
@@ -364,10 +364,10 @@ def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path, monkeypatch):
 
     monkeypatch.setattr(gap, "_best", fixed)
     originals = (models.feature_major, plan.shares_data, loop._update_stats)
-    traced = loop.TRACE_COUNT["train_one"]
+    traced = traces()
     r = gap.measure(TINY, repeats=1, steps=4, variants=("samples_shared",))
     # the variant's program was traced anew, and the engine is left as it was
-    assert loop.TRACE_COUNT["train_one"] > traced
+    assert traces() > traced
     assert (models.feature_major, plan.shares_data, loop._update_stats) == originals
     v = r["variants"]["samples_shared"]
     assert v == {"seconds": 5.0, "run_steps_per_second": 3.2, "vs_train": 0.8}

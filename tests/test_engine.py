@@ -67,12 +67,12 @@ def test_vmapped_sweep_equals_runs_one_at_a_time(base):
         assert r["label"] == row["label"]
 
 
-def test_second_sweep_of_same_shapes_does_not_retrace(base):
-    before = loop.TRACE_COUNT["train_one"]
+def test_second_sweep_of_same_shapes_does_not_retrace(base, traces):
+    before = traces()
     cfg = dict(TINY, sweep={"learning_rate": [0.5, 0.7, 0.9], "seed": [10, 11, 12, 13, 14, 15]},
                optimizer={"learning_rate": 0.2})
     _run(cfg, chunk_size=18)  # same static config, same chunk size as `base`: no new trace
-    assert loop.TRACE_COUNT["train_one"] == before
+    assert traces() == before
 
 
 def test_online_summaries_match_numpy_summaries_of_the_curve(base):

@@ -27,7 +27,6 @@ from trainscape.engine import compile as engine_compile
 from trainscape.engine import execute, plan
 from trainscape.io import memory, store
 from trainscape.sweep import prepare
-from trainscape.train import loop
 
 STATIC = """
 [data]
@@ -697,20 +696,20 @@ BAD = {
 
 @pytest.mark.parametrize("name", list(BAD))
 def test_bad_input_exit_2_one_line_nothing_written_nothing_compiled(name, tmp_path,
-                                                                    monkeypatch, capsys):
+                                                                    monkeypatch, capsys, traces):
     if name == "out read-only" and os.geteuid() == 0:
         pytest.skip("root writes into read-only folders")
     make, msg = BAD[name]
     monkeypatch.chdir(tmp_path)
     argv = ["run", *make(tmp_path), "--no-progress"]
-    before, traced = _tree(tmp_path), loop.TRACE_COUNT["train_one"]
+    before, traced = _tree(tmp_path), traces()
     rc = main(argv)
     err = capsys.readouterr().err
     assert rc == 2, err
     assert len(err.strip().splitlines()) == 1 and err.startswith("trainscape: error: "), err
     assert msg in err, err
     assert _tree(tmp_path) == before and not (tmp_path / "results").exists()
-    assert loop.TRACE_COUNT["train_one"] == traced  # refused before compiling
+    assert traces() == traced  # refused before compiling
 
 
 def test_bad_input_in_a_real_process_prints_one_line(tmp_path):
@@ -792,12 +791,12 @@ def test_memory_estimate_and_device_memory():
     assert plan.fit_runs(need, 256, 64, 1000) == 0
 
 
-def test_grid_larger_than_device_refused_before_anything(tmp_path, monkeypatch):
+def test_grid_larger_than_device_refused_before_anything(tmp_path, monkeypatch, traces):
     monkeypatch.setattr(memory, "device_memory_bytes", lambda device=None: 10_000)
-    traced = loop.TRACE_COUNT["train_one"]
+    traced = traces()
     with pytest.raises(ts.InputError, match=r"needs about .* but 9\.8 KiB is available"):
         ts.run(STATIC_DICT, out=tmp_path / "out", progress=False)
-    assert not (tmp_path / "out").exists() and loop.TRACE_COUNT["train_one"] == traced
+    assert not (tmp_path / "out").exists() and traces() == traced
 
 
 STATIC_DICT = {"data": {"name": "moons", "n_samples": 128}, "model": {"hidden": [16]},

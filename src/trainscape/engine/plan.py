@@ -153,7 +153,7 @@ def shares_data(static: Static, x) -> bool:
     """Whether the runs of one compiled block read a single shared copy of the data `x` (n, d)
     rather than one broadcast copy each: for models that read it transposed (the built-in MLP
     when `models.feature_major`; see `compiled_sweep`)."""
-    wants_t = getattr(static.model.apply, "transposed_input", None)
+    wants_t = static.model.transposed_input
     if wants_t is None:
         return False
     return bool(wants_t(param_shapes(static), x))

@@ -18,13 +18,28 @@ from jax import lax
 
 
 class Model(NamedTuple):
-    """A custom model: `init(key) -> params` (any pytree) and `apply(params, x) -> outputs`.
+    """The interface of a model trainscape trains: two pure functions, and optional capabilities
+    as fields (None: the model does not have it).
 
-    Outputs are logits for `bce`/`cross_entropy` and predictions for `mse`, shape (n, k).
+    init(key) -> params: any pytree; each run calls it with its own key.
+    apply(params, x_NxD) -> outputs_NxK: logits for `bce`/`cross_entropy`, predictions for
+        `mse`; checked once against the loss and the targets before anything is compiled.
+    apply_dropout(params, x_NxD, key, rate) -> outputs_NxK: the forward pass with dropout at
+        `rate` (a traced scalar), used for training steps when `[model] dropout` is set or
+        swept; a model without it refuses dropout.
+    transposed_input(params, x_NxD) -> bool: True when `apply` reads the data as x.T (the
+        built-in MLP's feature-major layout, `feature_major`): the training loop then stores x
+        transposed once, outside the step loop, and a block's runs share one copy of it.
+
+    Every field must be hashable and compare equal across calls with the same meaning (plain
+    functions, or frozen dataclasses as the built-in MLP's are): compiled programs are cached
+    by it, so a second sweep of the same model does not compile again.
     """
 
     init: Callable[[jax.Array], Any]
     apply: Callable[[Any, jax.Array], jax.Array]
+    apply_dropout: Callable[[Any, jax.Array, jax.Array, Any], jax.Array] | None = None
+    transposed_input: Callable[[Any, jax.Array], bool] | None = None
 
 
 # XLA:CPU's float32 tanh, written out as JAX operations: tanh(x) = x for |x| < 0.0004, else an
@@ -300,9 +315,12 @@ def mlp_apply(params: list[dict], x_NxD, activation: str = "tanh",
 def builtin_mlp(sizes: tuple[int, ...], *, activation: str, init: str, bias: bool,
                 dtype, parameterization: str = "standard") -> Model:
     """The built-in MLP as a :class:`Model` (hashable pieces, so compiled programs are reused)."""
+    mults = multipliers(tuple(sizes), parameterization)
     return Model(
         init=_MlpInit(tuple(sizes), init, bias, jnp.dtype(dtype).name, parameterization),
-        apply=_MlpApply(activation, multipliers(tuple(sizes), parameterization)),
+        apply=_MlpApply(activation, mults),
+        apply_dropout=_MlpDropout(activation, mults),
+        transposed_input=feature_major,
     )
 
 
@@ -327,10 +345,11 @@ class _MlpApply:
     def __call__(self, params, x):
         return mlp_apply(params, x, self.activation, self.mults or None)
 
-    def transposed_input(self, params, x) -> bool:
-        """True when the forward pass reads the data as x.T (`feature_major`): the training
-        loop then stores x transposed once, outside the step loop."""
-        return feature_major(params, x)
 
-    def with_dropout(self, params, x, key, rate):
+@dataclass(frozen=True)
+class _MlpDropout:
+    activation: str
+    mults: tuple[float, ...] = ()
+
+    def __call__(self, params, x, key, rate):
         return mlp_apply(params, x, self.activation, self.mults or None, key, rate)

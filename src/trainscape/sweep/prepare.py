@@ -101,9 +101,9 @@ class Prepared:
         elif accuracy and loss == "mse":
             raise ConfigError("[metrics] accuracy: not defined for loss 'mse'")
         dropout = exp.model.dropout > 0 or "dropout" in exp.sweep
-        if dropout and not hasattr(self.model.apply, "with_dropout"):
-            raise ConfigError("[model] dropout: a custom model applies its own dropout; give "
-                              "its apply a with_dropout(params, x, key, rate) method")
+        if dropout and self.model.apply_dropout is None:
+            raise ConfigError("[model] dropout: this model has no dropout; give ts.Model an "
+                              "apply_dropout(params, x, key, rate)")
         m = exp.metrics
         sharp = m.sharpness or m.sharpness_every > 0
         if m.sharpness_every % exp.train.record_every:

@@ -21,8 +21,6 @@ from ..nn import curvature, losses, optim
 from ..nn.models import Model
 from ..train.classify import BLOWUP_FACTOR, SPIKE_MIN_RISE
 
-TRACE_COUNT = {"train_one": 0}  # incremented at trace time: tests use it to detect recompiles
-
 
 class Static(NamedTuple):
     """Everything that fixes the compiled program (hashable); swept values are NOT here."""
@@ -39,7 +37,7 @@ class Static(NamedTuple):
     # in a separate program (engine.compiled_init) and passes in with a leading run axis
     custom_init: bool
     batch_size: int | None = None  # None: full batch
-    dropout: bool = False  # model.apply.with_dropout(params, x, key, rate) in training steps
+    dropout: bool = False  # model.apply_dropout(params, x, key, rate) in training steps
     l2: bool = False  # add l2/2 ||params||^2 to the objective
     grad_clip: bool = False  # clip the gradient's global norm to hp["grad_clip"]
     sharpness: bool = False
@@ -172,7 +170,6 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
 
     `init_params`: the run's starting weights (the caller's shared ones, or its own draw made
     by the engine's init program); None draws them here from the seed, the same weights."""
-    TRACE_COUNT["train_one"] += 1
     dt = jnp.dtype(static.dtype)
     sdt = stat_dtype(static.dtype)
     _, k_batch, k_drop, k_sharp = run_keys(hp["seed"])
@@ -200,7 +197,7 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
     # materialized here, once: XLA then folds the model's own x.T away. Otherwise the (n, d)
     # array in the loop made the first layer's weight gradient a slow transposed-operand
     # matmul (measured: 1.25x run-steps/s on the `small` bench workload from this alone).
-    wants_t = getattr(static.model.apply, "transposed_input", None)
+    wants_t = static.model.transposed_input
     x_DxN = x_NxD.T if wants_t is not None and wants_t(params, x_NxD) else None
 
     def objective(p, xb=x_NxD, yb=y, drop_key=None):
@@ -210,7 +207,7 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
         if drop_key is None:
             out = static.model.apply(p, xb)
         else:
-            out = static.model.apply.with_dropout(p, xb, drop_key, hpt["dropout"])
+            out = static.model.apply_dropout(p, xb, drop_key, hpt["dropout"])
         return loss_of(out, yb) + penalty(p), out
 
     def full_loss(p):

@@ -39,7 +39,7 @@ def _size(path: Path) -> int:
 
 def make(name: str, overrides: list[str], reports_only: bool) -> Path | None:
     import trainscape as ts
-    from trainscape import report, summary
+    from trainscape.viz import report, summary
 
     config = ROOT / "experiments" / f"{name}.toml"
     out = OUT / name

@@ -84,6 +84,6 @@ def example(n_rows: int = 64, seed: int = 0):
 
 
 if __name__ == "__main__":
-    from trainscape.gradcheck import cli
+    from trainscape.cli.main import main
 
-    raise SystemExit(cli(__file__))
+    raise SystemExit(main(["gradcheck", __file__]))

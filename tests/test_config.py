@@ -220,11 +220,10 @@ def test_set_data_source_replaces_the_inherited_one(tmp_path):
     giving both a name and a path."""
     from trainscape.io import data
     from trainscape.spec import schema as cfg
-    from trainscape.sweep import prepare
 
     f = tmp_path / "my.csv"
     f.write_text("a,b,label\n1,2,0\n3,4,1\n5,6,0\n7,8,1\n")
-    e = prepare.resolve_config(None, [f"data.path={str(f)!r}", "data.target=label"])
+    e = cfg.resolve_config(None, [f"data.path={str(f)!r}", "data.target=label"])
     assert (e.data.name, e.data.path, e.data.target) == (None, str(f), "label")
     assert e.data.standardize is True  # other inherited keys stay
     x, y = data.load_dataset(e.data)
@@ -243,12 +242,12 @@ def test_set_data_source_replaces_the_inherited_one(tmp_path):
     assert raw["data"] == {"path": "x.csv", "noise": 0.1, "data_seed": 3}
     # an Experiment's own dict (every key, unset ones None) switches the same way
     moons = cfg.parse(base)
-    assert prepare.resolve_config(moons, ["data.path=x.csv"]).data.n_samples is None
+    assert cfg.resolve_config(moons, ["data.path=x.csv"]).data.n_samples is None
     # both set by the user: still refused
     with pytest.raises(ConfigError, match="give either name .* or path .*, not both"):
-        prepare.resolve_config(None, ["data.path=x.csv", "data.name=moons"])
+        cfg.resolve_config(None, ["data.path=x.csv", "data.name=moons"])
     with pytest.raises(ConfigError, match="not both"):
-        prepare.resolve_config(None, ["data.name=moons", "data.path=x.csv"])
+        cfg.resolve_config(None, ["data.name=moons", "data.path=x.csv"])
 
 
 @pytest.mark.parametrize("item", ["=5", " =5", "train.=5", ".steps=5", "train..steps=5",

@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from trainscape.analysis import critical
+from trainscape.cli import commands
 from trainscape.engine import execute, plan
 from trainscape.errors import InputError
 
@@ -232,10 +233,10 @@ def test_cli_prints_table_and_writes_csv(monkeypatch, tmp_path):
     cfg.write_text('[data]\nname = "moons"\nn_samples = 16\n[model]\nhidden = [4]\n'
                    '[sweep]\nseed = {range = 4}\n')
     out, stream = tmp_path / "crit.csv", io.StringIO()
-    assert critical.cli(str(cfg), ["train.steps=5"], out_csv=out, stream=stream) == 0
+    assert commands.critical_lr(str(cfg), ["train.steps=5"], out_csv=out, stream=stream) == 0
     text = stream.getvalue()
     assert "critical_lr" in text and "bracket_ok = False" in text and "non_monotone" in text
     back = pd.read_csv(out)
     assert len(back) == 4 and list(back.columns) == ["seed", *critical.RESULT_COLUMNS]
     with pytest.raises(InputError, match="does not exist"):
-        critical.cli(str(cfg), [], out_csv=tmp_path / "nope" / "x.csv", stream=stream)
+        commands.critical_lr(str(cfg), [], out_csv=tmp_path / "nope" / "x.csv", stream=stream)

@@ -104,6 +104,7 @@ def test_bad_distributed_flags(cfg, tmp_path, args, needle, capsys, monkeypatch)
 
 
 def test_two_processes_resume_a_one_process_sweep(cfg, tmp_path, monkeypatch):
+    from trainscape.cli import signals
     from trainscape.io import store
     from trainscape.sweep import runner
 
@@ -112,11 +113,11 @@ def test_two_processes_resume_a_one_process_sweep(cfg, tmp_path, monkeypatch):
     def stop_at_third(*a, **k):
         calls.append(1)
         if len(calls) == 3:
-            raise store.Interrupted(2)
+            raise signals.Interrupted(2)
         return real(*a, **k)
 
     monkeypatch.setattr(runner, "compute_chunk", stop_at_third)
-    with pytest.raises(store.Interrupted):
+    with pytest.raises(signals.Interrupted):
         ts.run(str(cfg), out=tmp_path / "r", chunk_size=64, progress=False)
     monkeypatch.undo()
     assert store.folder_state(tmp_path / "r") == "interrupted"

@@ -13,7 +13,8 @@ import pytest
 from numpy_mlp import loss_and_grads
 
 import trainscape as ts
-from trainscape.analysis.compare import cli, compare, compare_dtypes, format_summary
+from trainscape.analysis.compare import compare, compare_dtypes, format_summary
+from trainscape.cli.commands import compare_precision
 from trainscape.nn.models import mlp_init
 
 N, D = 8, 3
@@ -368,7 +369,7 @@ def test_compare_lists_runs_whose_label_differs(tmp_path):
     a.save(tmp_path / "a")
     b.save(tmp_path / "b")
     out = io.StringIO()
-    assert cli(tmp_path / "a", tmp_path / "b", stream=out) == 0
+    assert compare_precision(tmp_path / "a", tmp_path / "b", stream=out) == 0
     text = out.getvalue()
     assert "2 of 6 cells (33.3%)" in text and "oscillating" in text
     assert df.attrs["config_differences"] == [] and "note:" not in text
@@ -417,16 +418,16 @@ def test_compare_precision_picks_two_of_three_dtypes(tmp_path):
                                    "converged", "diverged"]})
     ts.Results(runs=runs, curves=pd.DataFrame(), config=exp).save(tmp_path / "r")
     out = io.StringIO()
-    assert cli(tmp_path / "r", dtypes="float32,bfloat16", stream=out) == 0
+    assert compare_precision(tmp_path / "r", dtypes="float32,bfloat16", stream=out) == 0
     assert "float32 vs bfloat16" in out.getvalue() and "1 of 2 cells" in out.getvalue()
     with pytest.raises(ts.InputError, match="--dtypes A,B"):
-        cli(tmp_path / "r", stream=out)
+        compare_precision(tmp_path / "r", stream=out)
     with pytest.raises(ts.InputError, match="--dtypes: got"):
-        cli(tmp_path / "r", dtypes="float32", stream=out)
+        compare_precision(tmp_path / "r", dtypes="float32", stream=out)
     with pytest.raises(ts.InputError, match="'float16' is not in the sweep"):
-        cli(tmp_path / "r", dtypes="float32,float16", stream=out)
+        compare_precision(tmp_path / "r", dtypes="float32,float16", stream=out)
     with pytest.raises(ts.InputError, match="leave it out"):
-        cli(tmp_path / "r", tmp_path / "r", dtypes="float32,float64", stream=out)
+        compare_precision(tmp_path / "r", tmp_path / "r", dtypes="float32,float64", stream=out)
 
 
 def test_compare_refuses_grids_that_do_not_match():

@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from trainscape.cli import commands
 from trainscape.errors import InputError
-from trainscape.gradcheck import cli, finite_difference_grad, gradcheck
+from trainscape.gradcheck import finite_difference_grad, gradcheck
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "experiments" / "numpy_seed_net.py"
 
@@ -237,7 +238,7 @@ def test_bad_inputs_raise_input_error():
 
 def test_cli_flags_buggy_example_and_passes_fixed():
     out = io.StringIO()
-    assert cli(str(EXAMPLE), stream=out) == 1
+    assert commands.gradcheck(str(EXAMPLE), stream=out) == 1
     text = out.getvalue()
     assert "finite differences" in text
     failing = [line for line in text.splitlines() if " FAIL " in line]
@@ -245,7 +246,7 @@ def test_cli_flags_buggy_example_and_passes_fixed():
     assert "constant across units" in failing[0]
 
     out = io.StringIO()
-    assert cli(f"{EXAMPLE}:loss,grads_fixed,example", stream=out) == 0
+    assert commands.gradcheck(f"{EXAMPLE}:loss,grads_fixed,example", stream=out) == 0
     assert "FAIL" not in out.getvalue() and "6/6 arrays ok" in out.getvalue()
 
 
@@ -263,9 +264,9 @@ def test_cli_dotted_module_and_partial_names(tmp_path, monkeypatch):
             return {"w": rng.standard_normal(3)}, rng.standard_normal((5, 3)), np.ones(5)
     """))
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert cli("my_gc_mod:,right", stream=io.StringIO()) == 0
+    assert commands.gradcheck("my_gc_mod:,right", stream=io.StringIO()) == 0
     out = io.StringIO()
-    assert cli("my_gc_mod:loss,wrong,example", stream=out) == 1
+    assert commands.gradcheck("my_gc_mod:loss,wrong,example", stream=out) == 1
     assert "constant factor c=0.5" in out.getvalue()
 
 
@@ -279,7 +280,7 @@ def test_cli_dotted_module_and_partial_names(tmp_path, monkeypatch):
 ])
 def test_cli_bad_spec(spec, match):
     with pytest.raises(InputError, match=match) as err:
-        cli(spec, stream=io.StringIO())
+        commands.gradcheck(spec, stream=io.StringIO())
     assert "\n" not in str(err.value)
 
 
@@ -293,7 +294,7 @@ def test_tolerances_must_be_finite_and_non_negative(tol, value):
                   **{tol: value})
     assert "\n" not in str(err.value)
     with pytest.raises(InputError, match=f"gradcheck --{tol}: got"):
-        cli(str(EXAMPLE), stream=io.StringIO(), **{tol: value})
+        commands.gradcheck(str(EXAMPLE), stream=io.StringIO(), **{tol: value})
 
 
 def test_bad_tolerance_on_the_command_line_exits_2(capsys):

@@ -22,10 +22,12 @@ import pytest
 import trainscape as ts
 import trainscape.version
 from trainscape.analysis.divergence import label_counts
+from trainscape.cli import signals
 from trainscape.cli.main import main
 from trainscape.engine import compile as engine_compile
 from trainscape.engine import execute, plan
 from trainscape.io import memory, store
+from trainscape.spec import schema
 from trainscape.sweep import prepare
 
 STATIC = """
@@ -260,7 +262,7 @@ def _check_stopped_at_once(proc, err: str, out: Path) -> None:
 def test_ctrl_c_is_heard_mid_chunk_and_a_second_one_stops_at_once(cli_env, tmp_path):
     """One chunk that would compute for many minutes: the first Ctrl+C is acknowledged while
     XLA is still running it (on a CPU by the main thread's handler, JAX handing control back
-    while it waits; where it does not, by store.hear_signals_while_busy); the second ends the
+    while it waits; where it does not, by signals.hear_signals_while_busy); the second ends the
     process at once (exit 130; a normal exit would wait in JAX's teardown for the chunk) with
     the lock released, nothing half-saved and the resume command printed."""
     cfg = _write(tmp_path / "long.toml", 'name = "long"\n' + STATIC.replace(
@@ -375,7 +377,7 @@ def test_ctrl_c_heard_during_a_stall_still_saves_the_chunk(cli_env, tmp_path):
 
 
 def test_signal_thread_acknowledges_for_a_stuck_main_thread_in_process(monkeypatch, capsys):
-    """store.hear_signals_while_busy in this process, around interrupts_deferred: a Ctrl+C
+    """signals.hear_signals_while_busy in this process, around interrupts_deferred: a Ctrl+C
     that arrives while the main thread is held in a C call for 1.5 s is acknowledged by the
     thread during the hold, once, even though earlier sweeps of the process had their own
     signals heard (the count it compares with is this sweep's); the deferred handler then
@@ -385,7 +387,7 @@ def test_signal_thread_acknowledges_for_a_stuck_main_thread_in_process(monkeypat
     if threading.current_thread() is not threading.main_thread() \
             or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         pytest.skip("needs the main thread and Python's own SIGINT handler")
-    monkeypatch.setattr(store._DEFERRAL, "heard", 5)  # signals of earlier sweeps
+    monkeypatch.setattr(signals._DEFERRAL, "heard", 5)  # signals of earlier sweeps
     libc = ctypes.CDLL(None)
 
     class Timespec(ctypes.Structure):
@@ -395,12 +397,13 @@ def test_signal_thread_acknowledges_for_a_stuck_main_thread_in_process(monkeypat
     libc.pthread_mutex_init(mutex, None)
     libc.pthread_mutex_lock(mutex)
     acks: list[tuple[str, float]] = []  # (thread, time) of every acknowledgement asked for
-    real_ack = store._acknowledge
-    monkeypatch.setattr(store, "_acknowledge", lambda: (
+    real_ack = signals._acknowledge
+    monkeypatch.setattr(signals, "_acknowledge", lambda: (
         acks.append((threading.current_thread().name, time.monotonic())), real_ack()))
     stops: list[int] = []
-    with pytest.raises(store.Interrupted):
-        with store.hear_signals_while_busy(stops.append, grace=0.2), store.interrupts_deferred():
+    with pytest.raises(signals.Interrupted):
+        with signals.hear_signals_while_busy(stops.append, grace=0.2), \
+                signals.interrupts_deferred():
             # sent while the main thread is held (sent from here, Python would run the
             # handler before the hold even began)
             threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT)).start()
@@ -804,7 +807,7 @@ STATIC_DICT = {"data": {"name": "moons", "n_samples": 128}, "model": {"hidden": 
 
 
 def test_dispatch_shrinks_to_what_the_estimate_says_fits(monkeypatch):
-    prep = prepare.Prepared(prepare.resolve_config(STATIC_DICT))
+    prep = prepare.Prepared(schema.resolve_config(STATIC_DICT))
     group = plan.BLOCK * len(plan.run_devices())
     one_block = plan.memory_need(prep, group)
     monkeypatch.setattr(memory, "device_memory_bytes", lambda device=None: one_block + 1)

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import trainscape as ts
+from trainscape.cli import commands
 from trainscape.errors import InputError
 from trainscape.io.results import Results
 from trainscape.train import classify
@@ -492,10 +493,10 @@ def test_paths_cli_and_errors(tiny, tmp_path, capsys):
     with pytest.raises(InputError, match="does not exist"):
         report.build(tiny, out=tmp_path / "missing" / "r.html")
     with pytest.raises(InputError, match="does not exist"):
-        report.cli(tmp_path / "no-such-results")
+        commands.report(tmp_path / "no-such-results")
     folder = tmp_path / "res"
     _hand_made([0.1, 1.0], 2, _converge).save(folder)
-    assert report.cli(folder) == 0
+    assert commands.report(folder) == 0
     assert (folder / "report.html").is_file()
     assert str(folder / "report.html") in capsys.readouterr().out
     assert report.build(folder, out=tmp_path / "x.md").suffix == ".md"  # format from suffix
@@ -525,7 +526,7 @@ def test_report_never_replaces_a_results_file_or_another_file(tmp_path, capsys):
         report.build(folder, out=folder / "runs.parquet", fmt="html")
     assert _files(tmp_path) == before
     # the default output replaces its own earlier report
-    assert report.cli(folder) == 0 and report.cli(folder) == 0
+    assert commands.report(folder) == 0 and commands.report(folder) == 0
     assert (folder / "report.html").is_file()
     assert {k: v for k, v in _files(tmp_path).items() if k != "res/report.html"} == before
 
@@ -541,7 +542,7 @@ def test_report_refuses_an_unwritable_folder_before_drawing(tmp_path, monkeypatc
                         False if str(p) == str(folder) else real(p, mode, **kw))
     monkeypatch.setattr(report, "_figures", lambda *a: pytest.fail("drew the figures"))
     with pytest.raises(InputError, match="is not writable"):
-        report.cli(folder)
+        commands.report(folder)
     assert not (folder / "report.html").exists()
 
 
@@ -552,4 +553,4 @@ def test_report_paths_that_are_files_say_so(tmp_path):
     with pytest.raises(InputError, match="afile' is a file, not a folder"):
         report.build(folder, out=afile / "rep.md")
     with pytest.raises(InputError, match="is a file; give the folder"):
-        report.cli(afile)
+        commands.report(afile)

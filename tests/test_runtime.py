@@ -116,3 +116,25 @@ def test_configure_gives_every_core_a_device_and_the_cache(tmp_path):
     two = json.loads(_python(CONFIGURE, str(tmp_path / "c"),
                              env=_env(TRAINSCAPE_CPU_DEVICES="1", TRAINSCAPE_NO_CACHE="1")))
     assert two["devices"] == 1 and two["cache"] is None
+
+
+def test_the_library_installs_no_signal_handler(monkeypatch):
+    """ts.run leaves signal handling to its caller (the command line defers Ctrl+C to the end
+    of the chunk in progress through `chunk_guard`): during a chunk the handlers are Python's."""
+    import signal
+
+    import trainscape as ts
+    from trainscape.sweep import runner
+
+    seen = []
+    real = runner.compute_chunk
+
+    def spy(*a, **k):
+        seen.append((signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)))
+        return real(*a, **k)
+
+    monkeypatch.setattr(runner, "compute_chunk", spy)
+    ts.run({"data": {"name": "moons", "n_samples": 32}, "model": {"hidden": [4]},
+            "train": {"steps": 8}, "sweep": {"learning_rate": [0.1, 3.0], "seed": {"range": 2}}},
+           out=None, progress=False)
+    assert seen == [(signal.default_int_handler, signal.SIG_DFL)]

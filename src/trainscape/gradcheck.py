@@ -7,14 +7,9 @@ per parameter array. `cli` runs it on a module that exposes `loss`, `grads` and 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import math
-import os
-import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +37,6 @@ _DEFAULT_TOLS = {8: (1e-5, 1e-8), 4: (1e-3, 1e-5), 2: (3e-2, 1e-2)}
 _FIT_TOL_MIN = 1e-2
 _FACTOR_TOL = 0.05
 _TINY = np.finfo(np.float64).tiny
-_DEFAULT_NAMES = ("loss", "grads", "example")
 
 
 @runtime.x64
@@ -74,8 +68,8 @@ def gradcheck(
     and (finite differences) the loss output: float64 rtol=1e-5, atol=1e-8; float32 rtol=1e-3,
     atol=1e-5; 16-bit rtol=3e-2, atol=1e-2. `m` in hints is len(x), the number of samples.
     """
-    _check_tol("rtol", rtol)
-    _check_tol("atol", atol)
+    check_tol("rtol", rtol)
+    check_tol("atol", atol)
     if max_entries_per_array is not None and int(max_entries_per_array) < 1:
         raise InputError(
             f"gradcheck max_entries_per_array: got {max_entries_per_array}; allowed: >= 1 or None"
@@ -393,37 +387,6 @@ def _scale_hint(c: float, m: int | None) -> str:
 # ---------------------------------------------------------------------------- CLI
 
 
-def cli(
-    spec: str,
-    *,
-    rtol: float | None = None,
-    atol: float | None = None,
-    stream: TextIO | None = None,
-) -> int:
-    """Run gradcheck on `SPEC = module_or_path[:LOSS,GRADS,EXAMPLE]`; print a table.
-
-    The module (dotted name importable from the current directory/sys.path, or a path to a .py
-    file) must expose `loss(params, x, y)`, `grads(params, x, y)` and `example()` returning
-    (params, x, y). The optional part after ':' renames them, in that order, comma separated;
-    fewer or empty names keep the defaults (`mod.py:,grads_fixed` = loss, grads_fixed, example).
-    Returns 1 when any array fails, else 0.
-    """
-    out = sys.stdout if stream is None else stream
-    _check_tol("--rtol", rtol)
-    _check_tol("--atol", atol)
-    target, names = _parse_spec(spec)
-    module = _import_target(spec, target)
-    loss_fn, grad_fn, example = (_get_callable(spec, module, target, n) for n in names)
-    ex = example()
-    if not isinstance(ex, (tuple, list)) or len(ex) != 3:
-        raise InputError(
-            f"gradcheck {spec!r}: {names[2]}() returned {type(ex).__name__}; "
-            "must return (params, x, y)"
-        )
-    params, x, y = ex
-    table = gradcheck(loss_fn, grad_fn, params, x, y, rtol=rtol, atol=atol)
-    out.write(format_table(table, title=f"gradcheck {target}: {names[1]} vs {names[0]}"))
-    return 0 if bool(table["ok"].all()) else 1
 
 
 def format_table(table: pd.DataFrame, *, title: str = "gradcheck") -> str:
@@ -453,78 +416,8 @@ def format_table(table: pd.DataFrame, *, title: str = "gradcheck") -> str:
     return "\n".join(lines) + "\n"
 
 
-def _check_tol(name: str, v) -> None:
+def check_tol(name: str, v) -> None:
     # an infinite (or NaN, or negative) tolerance would pass a wrong gradient, or none at all
     if v is not None and (isinstance(v, bool) or not isinstance(v, int | float | np.floating)
                           or not (math.isfinite(v) and v >= 0)):
         raise InputError(f"gradcheck {name}: got {v!r}; must be a finite number >= 0")
-
-
-def _parse_spec(spec: str) -> tuple[str, tuple[str, str, str]]:
-    if not isinstance(spec, str) or not spec.strip():
-        raise InputError(
-            f"gradcheck spec: got {spec!r}; expected module_or_path[:loss,grads,example]"
-        )
-    target, sep, tail = spec.rpartition(":")
-    # A colon inside a path (e.g. a Windows drive) is part of the target, not a name list.
-    if not sep or os.sep in tail or "/" in tail or os.path.exists(spec):
-        target, tail = spec, ""
-    parts = [p.strip() for p in tail.split(",")] if tail else []
-    if len(parts) > 3 or not target:
-        raise InputError(
-            f"gradcheck spec {spec!r}: expected module_or_path[:loss,grads,example] "
-            "with at most three comma-separated names"
-        )
-    names = tuple(p or d for p, d in zip((parts + [""] * 3)[:3], _DEFAULT_NAMES, strict=True))
-    for n in names:
-        if not n.isidentifier():
-            raise InputError(f"gradcheck spec {spec!r}: {n!r} is not a Python identifier")
-    return target, names  # type: ignore[return-value]
-
-
-def _import_target(spec: str, target: str):
-    is_path = target.endswith(".py") or os.sep in target or "/" in target
-    try:
-        if is_path:
-            path = Path(target)
-            if not path.is_file():
-                raise InputError(f"gradcheck spec {spec!r}: no such file {target!r}")
-            return _import_path(path.resolve())
-        return importlib.import_module(target)
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001 - any import failure is the user's module to fix
-        msg = " ".join(str(e).split())
-        raise InputError(
-            f"gradcheck spec {spec!r}: cannot import {target!r} ({type(e).__name__}: {msg}); "
-            "give an importable module name or a path to a .py file"
-        ) from e
-
-
-def _import_path(path: Path):
-    name = f"_trainscape_gradcheck_{path.stem}"
-    mod_spec = importlib.util.spec_from_file_location(name, path)
-    if mod_spec is None or mod_spec.loader is None:
-        raise InputError(f"gradcheck: cannot load {str(path)!r} as a Python module")
-    module = importlib.util.module_from_spec(mod_spec)
-    # Registered and with its folder on sys.path so the file can import its sibling modules.
-    sys.modules[name] = module
-    sys.path.insert(0, str(path.parent))
-    try:
-        mod_spec.loader.exec_module(module)
-    except BaseException:
-        sys.modules.pop(name, None)
-        raise
-    finally:
-        sys.path.remove(str(path.parent))
-    return module
-
-
-def _get_callable(spec: str, module, target: str, name: str):
-    fn = getattr(module, name, None)
-    if not callable(fn):
-        raise InputError(
-            f"gradcheck spec {spec!r}: {target!r} has no function {name!r}; it must define "
-            "loss(params, x, y), grads(params, x, y) and example() (or name them after ':')"
-        )
-    return fn

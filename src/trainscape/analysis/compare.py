@@ -7,30 +7,16 @@ map is precision-sensitive before trusting its boundary.
 
 from __future__ import annotations
 
-import shlex
-import sys
-from pathlib import Path
-from typing import TextIO
-
 import pandas as pd
 
 from ..errors import InputError
-from ..io.results import Results, load
+from ..io.results import Results, as_results
 
 # the axis that is compared across, never joined on
 PRECISION_AXIS = "dtype"
 # the other half of a sweep's precision: the float32 matmuls' (e.g. "highest" against TF32)
 MATMUL_PRECISION_KEY = "train.matmul_precision"
 MAX_ROWS_PRINTED = 40
-
-
-def _as_results(obj, which: str) -> Results:
-    if isinstance(obj, Results):
-        return obj
-    if isinstance(obj, str | Path):
-        return load(obj)
-    raise InputError(f"compare: {which} must be Results or a results folder, "
-                     f"got {type(obj).__name__}")
 
 
 def _dtype_of(res: Results) -> str | None:
@@ -41,7 +27,7 @@ def _dtype_of(res: Results) -> str | None:
     return res.config.train.dtype
 
 
-def _refuse_several_dtypes(named, message) -> None:
+def refuse_several_dtypes(named, message) -> None:
     """Refuse the first of the (results, name) pairs whose sweep has a dtype axis: a folder
     compared with another must hold one precision. `message(name, swept dtypes)` words it."""
     for res, name in named:
@@ -61,8 +47,8 @@ def compare(a, b) -> pd.DataFrame:
     :func:`config_differences`; `train.matmul_precision` counts as precision) and `notes`
     (what `format_summary` prints about them, and about two sweeps of the same precision).
     """
-    ra, rb = _as_results(a, "a"), _as_results(b, "b")
-    _refuse_several_dtypes(((ra, "a"), (rb, "b")), lambda which, swept: (
+    ra, rb = as_results(a, "compare: a"), as_results(b, "compare: b")
+    refuse_several_dtypes(((ra, "a"), (rb, "b")), lambda which, swept: (
         f"compare: {which} sweeps several dtypes {swept}; compare two of them within it with "
         f"compare_dtypes(results, a={swept[0]!r}, b={swept[1]!r})"))
     axes_a = [x for x in ra.axes if x != PRECISION_AXIS]
@@ -107,7 +93,7 @@ def config_differences(a: Results, b: Results) -> list[str]:
 
 def compare_dtypes(results, a: str = "float32", b: str = "float64") -> pd.DataFrame:
     """`compare` within one sweep whose `dtype` axis holds both `a` and `b`."""
-    res = _as_results(results, "results")
+    res = as_results(results, "compare_dtypes")
     swept = tuple(res.config.sweep.get(PRECISION_AXIS, ()))
     for name in (a, b):
         if name not in swept:
@@ -185,43 +171,6 @@ def format_summary(df: pd.DataFrame, max_rows: int = MAX_ROWS_PRINTED) -> str:
     return "\n".join(lines)
 
 
-def cli(path_a, path_b=None, stream: TextIO | None = None, dtypes: str | None = None) -> int:
-    """`trainscape compare-precision A [B] [--dtypes A,B]`: print which runs change label
-    between two results folders (or, with one folder, between two values of its dtype axis:
-    the only two, or the two named by `dtypes`). Returns the exit status (0); bad input raises
-    InputError for the CLI to report."""
-    stream = stream if stream is not None else sys.stdout
-    if path_b is not None and dtypes is not None:
-        raise InputError("compare-precision: --dtypes picks two dtypes within one folder; "
-                         "with two folders, leave it out")
-    if path_b is None:
-        res = _as_results(path_a, "a")
-        swept = list(res.config.sweep.get(PRECISION_AXIS, ()))
-        if dtypes is not None:
-            pair = [d.strip() for d in dtypes.split(",")]
-            if len(pair) != 2:
-                raise InputError(f"--dtypes: got {dtypes!r}; give two dtypes of the axis "
-                                 f"{swept or '(none)'} separated by a comma, e.g. "
-                                 "float32,float64")
-            swept = pair  # compare_dtypes checks both are on the axis
-        elif len(swept) != 2:
-            raise InputError(f"compare-precision: {path_a} alone needs a dtype axis with two "
-                             f"values, it has {swept or 'none'}; give two results folders, or "
-                             "two of its dtypes with --dtypes A,B")
-        df = compare_dtypes(res, *swept)
-        head = f"{path_a}: {swept[0]} vs {swept[1]}"
-    else:
-        ra, rb = _as_results(path_a, "a"), _as_results(path_b, "b")
-        # the CLI's own wording first (compare() names the Python call)
-        _refuse_several_dtypes(((ra, path_a), (rb, path_b)), lambda path, swept: (
-            f"compare-precision: {path} sweeps several dtypes ({', '.join(swept)}); compare "
-            f"two of them within it: trainscape compare-precision {shlex.quote(str(path))} "
-            f"--dtypes {swept[0]},{swept[1]}"))
-        df = compare(ra, rb)
-        head = f"a = {path_a}\nb = {path_b}"
-    print(head, file=stream)
-    print(format_summary(df), file=stream)
-    return 0
 
 
-__all__ = ["compare", "compare_dtypes", "config_differences", "format_summary", "cli"]
+__all__ = ["compare", "compare_dtypes", "config_differences", "format_summary"]

@@ -9,10 +9,6 @@ jits or vmaps, and no Python loop runs over rows.
 from __future__ import annotations
 
 import math
-import os
-import sys
-from pathlib import Path
-from typing import TextIO
 
 import numpy as np
 import pandas as pd
@@ -21,7 +17,8 @@ from ..engine import execute, plan
 from ..errors import InputError
 from ..runtime import x64
 from ..spec import schema as cfg
-from ..sweep.prepare import Prepared, resolve_config
+from ..spec.schema import resolve_config
+from ..sweep.prepare import Prepared
 from ..train import classify
 
 DEFAULT_BRACKET = (1e-4, 1e2)  # used when the config does not sweep learning_rate
@@ -78,12 +75,12 @@ def critical_lr(config, data=None, init_params=None, model=None, low: float | No
     (the final bracket), `n_rounds` (bisection rounds), `non_monotone`, `bracket_ok`.
     """
     exp = resolve_config(config, overrides)
-    rtol = _check_rtol(rtol)
+    rtol = check_rtol(rtol)
     if chunk_size is not None and (isinstance(chunk_size, bool) or
                                    not isinstance(chunk_size, int | np.integer) or
                                    chunk_size < 1):
         raise InputError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
-    low, high = _bracket(exp, low, high)
+    low, high = bracket(exp, low, high)
     raw = exp.to_dict()
     raw["sweep"].pop("learning_rate", None)
     prep = Prepared(cfg.parse(raw), data=data, model=model, init_params=init_params)
@@ -204,7 +201,7 @@ def _diverges(prep, groups, group_of_row, row_K, lr_K, chunk_size):
     return div_K, sharp_K
 
 
-def _check_rtol(rtol) -> float:
+def check_rtol(rtol) -> float:
     if isinstance(rtol, bool) or not isinstance(rtol, int | float | np.floating) or \
             not (math.isfinite(rtol) and rtol >= MIN_RTOL):
         raise InputError(f"rtol: expected a finite number >= {MIN_RTOL:g} such as 1e-3, got "
@@ -212,7 +209,7 @@ def _check_rtol(rtol) -> float:
     return float(rtol)
 
 
-def _bracket(exp, low, high) -> tuple[float, float]:
+def bracket(exp, low, high) -> tuple[float, float]:
     swept = exp.sweep.get("learning_rate")
     d_low, d_high = (min(swept), max(swept)) if swept else DEFAULT_BRACKET
     where = "the swept learning_rate" if swept else "the default"
@@ -294,48 +291,3 @@ def format_table(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def cli(config_path, overrides: list[str] | None = None, out_csv: str | os.PathLike | None = None,
-        stream: TextIO | None = None, *, low: float | None = None, high: float | None = None,
-        rtol: float = 1e-3, chunk_size: int | None = None, progress: bool = False) -> int:
-    """`trainscape critical-lr CONFIG`: print the :func:`critical_lr` table (and write it as CSV
-    to `out_csv`). Returns 0; bad input raises InputError before anything runs."""
-    stream = sys.stdout if stream is None else stream
-    exp = resolve_config(config_path, overrides)
-    try:  # the checks critical_lr makes first, worded for the command line
-        _check_rtol(rtol)
-        _bracket(exp, low, high)
-    except InputError as e:
-        msg = str(e).replace("pass low= and high=", "pass --low and --high")
-        raise InputError(msg if msg.startswith("bracket") else f"--{msg}") from None
-    target = None
-    if out_csv is not None:  # refused before the search, which can take minutes
-        target = Path(out_csv)
-        where = f"--out {str(target)!r}"
-        if target.is_dir():
-            raise InputError(f"{where}: is a folder; give a file name such as critical_lr.csv")
-        if target.exists() or target.is_symlink():
-            raise InputError(f"{where}: already exists; give a new file name (an existing "
-                             "file is never replaced)")
-        if target.parent.exists() and not target.parent.is_dir():
-            raise InputError(f"{where}: {str(target.parent)!r} is a file, not a folder")
-        if not target.parent.is_dir():
-            raise InputError(f"{where}: folder {str(target.parent)!r} does not exist")
-        if not os.access(target.parent, os.W_OK | os.X_OK):
-            raise InputError(f"{where}: folder {str(target.parent)!r} is not writable")
-    table = critical_lr(exp, low=low, high=high, rtol=rtol, chunk_size=chunk_size,
-                        progress=progress)
-    stream.write(format_table(table))
-    if target is not None:
-        tmp = target.with_name(f".{target.name}.tmp")
-        table.to_csv(tmp, index=False)
-        try:  # a link, unlike a rename, never replaces a file made during the search
-            os.link(tmp, target)
-        except FileExistsError:
-            raise InputError(f"--out {str(target)!r}: was created by someone else during "
-                             f"the search; the table is in {str(tmp)!r}") from None
-        except OSError:  # a file system without hard links
-            os.replace(tmp, target)
-        else:
-            tmp.unlink()
-        stream.write(f"\ntable: {target}\n")
-    return 0

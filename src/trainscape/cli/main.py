@@ -249,28 +249,29 @@ def cmd_zoom(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from ..viz.report import cli
+    from . import commands
 
-    return cli(args.results_dir, fmt=args.fmt, out=args.out)
+    return commands.report(args.results_dir, fmt=args.fmt, out=args.out)
 
 
 def cmd_explore(args) -> int:
-    from ..viz.explorer import cli
+    from . import commands
 
-    return cli(args.results_dir, out=args.out)
+    return commands.explore(args.results_dir, out=args.out)
 
 
 def cmd_critical_lr(args) -> int:
-    from ..analysis.critical import cli
+    from . import commands
 
-    return cli(args.config, args.overrides, out_csv=args.out, low=args.low, high=args.high,
-               rtol=args.rtol, chunk_size=args.chunk_size, progress=not args.no_progress)
+    return commands.critical_lr(args.config, args.overrides, out_csv=args.out, low=args.low,
+                                high=args.high, rtol=args.rtol, chunk_size=args.chunk_size,
+                                progress=not args.no_progress)
 
 
 def cmd_compare(args) -> int:
-    from ..analysis.compare import cli
+    from . import commands
 
-    return cli(args.results_a, args.results_b, dtypes=args.dtypes)
+    return commands.compare_precision(args.results_a, args.results_b, dtypes=args.dtypes)
 
 
 def cmd_bench(args) -> int:
@@ -284,9 +285,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_gradcheck(args) -> int:
-    from ..gradcheck import cli
+    from . import commands
 
-    return cli(args.spec, rtol=args.rtol, atol=args.atol)
+    return commands.gradcheck(args.spec, rtol=args.rtol, atol=args.atol)
 
 
 def cmd_run(args) -> int:
@@ -294,8 +295,10 @@ def cmd_run(args) -> int:
     import threading
 
     from ..io import memory, store
+    from ..spec.schema import resolve_config
     from ..sweep import runner as api
     from ..viz import summary
+    from . import signals
 
     distributed = args.distributed or any(
         v is not None for v in (args.coordinator, args.num_processes, args.process_id))
@@ -304,7 +307,7 @@ def cmd_run(args) -> int:
         from ..sweep import distributed as parallel
 
         rank, _ = parallel.initialize(args.coordinator, args.num_processes, args.process_id)
-    exp = api.resolve_config(args.config, args.overrides)
+    exp = resolve_config(args.config, args.overrides)
     if args.resume and not args.out:
         raise InputError("--resume needs --out DIR (the folder of the interrupted sweep)")
     # a distributed sweep without --out gets its folder name from process 0; otherwise the
@@ -335,7 +338,7 @@ def cmd_run(args) -> int:
 
     def stop_now(signum: int) -> None:
         """A second Ctrl+C (or a signal outside a chunk) that the main thread, busy inside
-        XLA, could not act on (store.hear_signals_while_busy): leave at once, as below."""
+        XLA, could not act on (signals.hear_signals_while_busy): leave at once, as below."""
         if not stopping.acquire(blocking=False):
             return  # the main thread is already leaving
         store.release_locks()
@@ -346,19 +349,20 @@ def cmd_run(args) -> int:
 
     try:
         try:
-            with store.hear_signals_while_busy(stop_now):
+            with signals.hear_signals_while_busy(stop_now):
                 res = api.run(exp, chunk_size=args.chunk_size,
                               memory_budget=args.memory_budget, out=out, resume=args.resume,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress,
+                              chunk_guard=signals.interrupts_deferred)
         except BaseException:
             if made is not None:  # refused or stopped before writing: leave nothing behind
                 api.drop_if_empty(made)
             raise
-    except KeyboardInterrupt as e:  # Ctrl+C, or SIGTERM during a chunk (store.Interrupted)
+    except KeyboardInterrupt as e:  # Ctrl+C, or SIGTERM during a chunk (signals.Interrupted)
         stopping.acquire()  # waits forever if stop_now is already ending the process
         say_interrupted()
         code = 128 + int(getattr(e, "signum", signal.SIGINT))
-        if not isinstance(e, store.Interrupted):
+        if not isinstance(e, signals.Interrupted):
             # A second Ctrl+C stopped a chunk still computing: a normal exit would wait in
             # JAX's teardown for XLA to finish it. Everything worth keeping is on disk and
             # the lock was released on the way out, so leave at once.

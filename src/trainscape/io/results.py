@@ -252,3 +252,13 @@ def _damaged(f: Path, e: Exception) -> InputError:
     why = e.strerror if isinstance(e, OSError) and e.strerror else \
         (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
     return InputError(f"results file {str(f)!r} is damaged or unreadable ({why})")
+
+
+def as_results(obj, what: str = "results") -> Results:
+    """`obj` as Results: itself, or the results folder it names (read lazily)."""
+    if isinstance(obj, Results):
+        return obj
+    if isinstance(obj, str | Path):
+        return load(obj)
+    raise InputError(f"{what}: expected a Results or a results folder, got "
+                     f"{type(obj).__name__}")

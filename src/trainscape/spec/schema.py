@@ -614,3 +614,24 @@ def hparam_defaults(exp: Experiment) -> dict[str, float]:
         # 0 means "no clipping"; an infinite threshold makes the traced clip a no-op
         "grad_clip": o.grad_clip or math.inf, "dropout": exp.model.dropout,
     }
+
+
+def resolve_config(config, overrides: list[str] | None = None) -> Experiment:
+    """Parse `config` (None = built-in default, TOML path, dict, Experiment) with overrides."""
+    if config is None:
+        from ..spec.defaults import SEED_QUESTION
+
+        raw = SEED_QUESTION
+    elif isinstance(config, Experiment):
+        raw = config.to_dict()
+    elif isinstance(config, str | Path):
+        raw = load_toml(config)
+    elif isinstance(config, Mapping):
+        raw = dict(config)
+    else:
+        raise ConfigError(
+            f"config: expected a TOML path, a dict or an Experiment, got {type(config).__name__}"
+        )
+    if overrides:
+        raw = apply_overrides(raw, overrides)
+    return parse(raw)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -19,28 +17,6 @@ from ..nn.models import Model, builtin_mlp
 from ..spec import grid
 from ..spec import schema as cfg
 from ..train.loop import Static
-
-
-def resolve_config(config, overrides: list[str] | None = None) -> cfg.Experiment:
-    """Parse `config` (None = built-in default, TOML path, dict, Experiment) with overrides."""
-    if config is None:
-        from ..spec.defaults import SEED_QUESTION
-
-        raw = SEED_QUESTION
-    elif isinstance(config, cfg.Experiment):
-        raw = config.to_dict()
-    elif isinstance(config, str | Path):
-        raw = cfg.load_toml(config)
-    elif isinstance(config, Mapping):
-        raw = dict(config)
-    else:
-        raise ConfigError(
-            f"config: expected a TOML path, a dict or an Experiment, got {type(config).__name__}"
-        )
-    if overrides:
-        raw = cfg.apply_overrides(raw, overrides)
-    return cfg.parse(raw)
-
 
 
 class Prepared:

@@ -5,6 +5,7 @@ Everything that can be wrong with the input is checked before anything is compil
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import functools
 import platform
@@ -24,8 +25,9 @@ from ..io import memory, store
 from ..io.results import META_FILE, Results, atomic_json, load
 from ..nn.models import Model
 from ..runtime import note_cpu_devices, x64
+from ..spec.schema import resolve_config
 from . import distributed as parallel
-from .prepare import Prepared, resolve_config
+from .prepare import Prepared
 from .tables import chunk_tables
 
 DEFAULT_RESULTS_ROOT = Path("results")
@@ -123,7 +125,7 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
         chunk_size: int | None = None, out: str | Path | None = "auto", resume: bool = False,
         memory_budget: float | None = None,
         progress: bool = True, overrides: list[str] | None = None,
-        table: pd.DataFrame | None = None) -> Results:
+        table: pd.DataFrame | None = None, chunk_guard=None) -> Results:
     """Train every run of the sweep described by `config` and return its :class:`Results`.
 
     config: a TOML path, a dict, an Experiment, or None for the built-in `seed-question`.
@@ -143,6 +145,9 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
         refused (naming the difference) if `out` was written for another config, other data or
         other software versions. A sweep that already finished is returned as it is on disk.
 
+    chunk_guard: a context manager factory entered around each chunk's computation and save
+        (default: none). The command line passes `cli.signals.interrupts_deferred`, so that
+        Ctrl+C waits for the chunk in progress; the library installs no signal handler.
     table: run these runs instead of the config's grid: a DataFrame with run_id 0..n-1 and a
         column per sweep axis (values used as given; extra columns are kept in the runs
         table). Chunks, store and resume are those of a grid (`sweep.zoom` uses it).
@@ -151,6 +156,7 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
     InputError before anything is compiled or written (see docs/reliability.md).
     """
     t_start = time.perf_counter()
+    guard = chunk_guard or contextlib.nullcontext
     if memory_budget is not None and not (isinstance(memory_budget, int | float) and
                                           memory_budget > 0):
         raise InputError(f"memory_budget: expected a positive number of bytes, got "
@@ -179,13 +185,13 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
 
     if out is None:
         size, probe = _chunk_size(prep, chunk_size, memory_budget)
-        parts, timing = _sweep(prep, size, None, progress)
+        parts, timing = _sweep(prep, size, None, progress, chunk_guard=guard)
         return _finish(prep, parts, env, {**timing, **probe}, t_start, None)
 
     rank, n_proc = parallel.process()
     if n_proc > 1:
         return _run_distributed(prep, env, path, out, chunk_size, memory_budget, resume,
-                                progress, t_start, rank, n_proc)
+                                progress, t_start, rank, n_proc, guard)
     if out == "auto":
         path = default_out(exp.name)
     try:
@@ -197,7 +203,7 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
             if st.finished:  # resuming a sweep that already finished: nothing left to compute
                 st.finish()
                 return load(path)
-            _, timing = _sweep(prep, st.chunk_size, st, progress)
+            _, timing = _sweep(prep, st.chunk_size, st, progress, chunk_guard=guard)
             res = _finish(prep, None, env, {**timing, **probe}, t_start, path)
             _write_final(prep, st, res)
     except BaseException:
@@ -218,7 +224,7 @@ _DISTRIBUTED_SWEEPS = [0]  # sweeps run so far by this process: keys of the coor
 
 
 def _run_distributed(prep, env, path, out, chunk_size, memory_budget, resume, progress,
-                     t_start, rank, n_proc) -> Results:
+                     t_start, rank, n_proc, guard) -> Results:
     """One process's part of a sweep shared by `n_proc` processes (see parallel.py)."""
     _DISTRIBUTED_SWEEPS[0] += 1
     key = f"sweep{_DISTRIBUTED_SWEEPS[0]}"
@@ -247,7 +253,8 @@ def _run_distributed(prep, env, path, out, chunk_size, memory_budget, resume, pr
         st.__enter__()
     try:
         if not st.finished:
-            _, timing = _sweep(prep, st.chunk_size, st, progress, share=(rank, n_proc))
+            _, timing = _sweep(prep, st.chunk_size, st, progress, share=(rank, n_proc),
+                               chunk_guard=guard)
             parallel.barrier(f"{key}/swept")
             if rank == 0:
                 missing = set(range(len(chunk_layout_of(prep, st.chunk_size)))) - st.done_chunks()
@@ -272,7 +279,7 @@ RELEASE_EVERY_SECONDS = 10.0
 
 
 def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
-           share: tuple[int, int] = (0, 1)):
+           share: tuple[int, int] = (0, 1), chunk_guard=contextlib.nullcontext):
     """Train every chunk not already saved. In memory (`st` None) every chunk's tables are
     kept and returned; with a store each chunk goes to disk as soon as it is done and only its
     timing stays in memory, so host memory does not grow with the grid. `share` (k, m): only
@@ -301,7 +308,7 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
         for index, (static, rows) in enumerate(layout):
             if index in saved or index not in mine:
                 continue
-            with store.interrupts_deferred():
+            with chunk_guard():
                 out, dispatch = compute_chunk(prep, index, static, rows, dispatch)
                 runs, curves = chunk_tables(prep, out)
                 if st is not None:

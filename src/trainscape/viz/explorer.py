@@ -43,7 +43,7 @@ from ..errors import InputError
 from ..io.results import CURVES_FILE, RUNS_FILE, Results, load
 from ..train.classify import LABELS
 
-__all__ = ["explore", "cli", "MAX_CELLS", "SAMPLE_PER_LABEL", "MAX_CURVE_VALUES", "METRICS"]
+__all__ = ["explore", "MAX_CELLS", "SAMPLE_PER_LABEL", "MAX_CURVE_VALUES", "METRICS"]
 
 FILE_NAME = "explorer.html"
 GENERATOR = "trainscape explore"  # in the page's <meta name="generator">: a file we may replace
@@ -416,8 +416,3 @@ def explore(results: Results | str | os.PathLike, path: str | os.PathLike | None
     return p
 
 
-def cli(results_dir, out=None) -> int:
-    """`trainscape explore RESULTS_DIR [--out FILE]`: write the page and print where it is."""
-    p = explore(results_dir, out)
-    print(f"explorer: {p} ({p.stat().st_size / 1e6:.1f} MB)")
-    return 0

@@ -26,10 +26,10 @@ import pandas as pd
 from ..analysis.divergence import divergence_table
 from ..errors import InputError
 from ..io import store
-from ..io.results import CURVES_FILE, META_FILE, RUNS_FILE, Results, load
+from ..io.results import CURVES_FILE, META_FILE, RUNS_FILE, Results, as_results
 from ..train.classify import EOS_FACTOR, LABELS, SPIKE_MIN_RISE
 
-__all__ = ["FORMATS", "answer", "build", "cli", "fmt_number"]
+__all__ = ["FORMATS", "answer", "build", "fmt_number"]
 
 FORMATS = ("html", "md")
 DPI = 120  # 10 pt text is ~17 px: readable in a browser at 100% without blurry upscaling
@@ -109,14 +109,8 @@ class _Facts:
 # inputs
 
 
-def _as_results(results_or_path) -> Results:
-    if isinstance(results_or_path, Results):
-        res = results_or_path
-    elif isinstance(results_or_path, (str, Path)):
-        res = load(results_or_path)
-    else:
-        raise InputError(f"expected a Results or a results folder, got "
-                         f"{type(results_or_path).__name__}")
+def _with_runs(results_or_path) -> Results:
+    res = as_results(results_or_path)
     if len(res.runs) == 0:
         raise InputError("the results hold no runs: nothing to report")
     return res
@@ -418,7 +412,7 @@ def answer(results_or_path) -> tuple[str, dict]:
     uses, by name. Every number in the text is ``fmt_number(facts[k])`` (2 significant digits,
     3 for learning rates and axis values, more where two compared numbers would otherwise
     print the same) for some key k; an axis value that is a name (a dtype) is the string."""
-    res = _as_results(results_or_path)
+    res = _with_runs(results_or_path)
     runs = _runs_with_lr(res)
     curves = res.curves
     f = _Facts()
@@ -898,7 +892,7 @@ def build(results_or_path, *, fmt: str | None = None, out=None) -> Path:
     out: the report file, or a folder to write ``report.<fmt>`` into. None: ``report.<fmt>``
     inside the results folder (in-memory results need `out`).
     """
-    res = _as_results(results_or_path)
+    res = _with_runs(results_or_path)
     path, fmt = _target(res, fmt, out)
     text, facts = answer(res)
     figs = _figures(res, facts)
@@ -917,16 +911,3 @@ def build(results_or_path, *, fmt: str | None = None, out=None) -> Path:
     return path
 
 
-def cli(results_dir, fmt: str | None = None, out=None) -> int:
-    """`trainscape report RESULTS_DIR [--format html|md] [--out FILE]`: write the report and
-    print where it is. Bad input raises InputError (exit 2 in the CLI). A zoom folder gets
-    the zoom's report (`zoom.report`: map, box counting, strip, dimension)."""
-    from ..sweep.zoom import is_zoom, load
-    from .zoom import report
-
-    if is_zoom(results_dir):
-        print(f"report: {report(load(results_dir), out)}")
-        return 0
-    path = build(results_dir, fmt=fmt, out=out)
-    print(f"report: {path}")
-    return 0

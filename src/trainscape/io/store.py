@@ -97,10 +97,6 @@ def _pid_alive(pid: int) -> bool:
         return True
 
 
-def holds_results(path: Path) -> bool:
-    return folder_state(Path(path)) in ("interrupted", "finished")
-
-
 def folder_state(path: Path) -> str:
     """'new' (absent or empty), 'interrupted', 'finished', 'foreign' (other files) or 'file'."""
     if not path.exists():

@@ -57,6 +57,10 @@ class Prepared:
             if not isinstance(data, tuple | list) or len(data) != 2:
                 raise DataError("data=: expected a tuple (x, y) of arrays")
             x, y = data_mod.validate_arrays(data[0], data[1], "data=(x, y)")
+            # [data] standardize means the same for the caller's arrays as for a named
+            # dataset, so the recorded config says what was done to them
+            if exp.data.standardize:
+                x = data_mod.standardize_features(x)
             self.data_source = "caller arrays"
         else:
             x, y = data_mod.load_dataset(exp.data)

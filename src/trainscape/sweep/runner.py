@@ -333,7 +333,8 @@ def _finish(prep, parts, env, timing, t_start, path) -> Results:
         **env,
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "data": {"source": prep.data_source, "n_samples": int(prep.x.shape[0]),
-                 "n_features": int(prep.x.shape[1]), "task": prep.task},
+                 "n_features": int(prep.x.shape[1]), "task": prep.task,
+                 "standardized": bool(prep.exp.data.standardize)},
         "model": prep.model_name,
         # what the compiled matmuls used: the config's choice, else JAX's global setting
         "matmul_precision": (prep.exp.train.matmul_precision

@@ -50,3 +50,37 @@ def test_caller_arrays_are_standardized_as_the_config_says(raw_data):
     rows = dict(report._environment_rows(on))
     assert "standardized" in rows["data"] and "caller arrays" in rows["data"]
     assert "as given" in dict(report._environment_rows(off))["data"]
+
+
+def _dense_model(d_out):
+    import jax
+    import jax.numpy as jnp
+
+    def init(key):
+        return {"w": jax.random.normal(key, (3, d_out), jnp.float64)}
+
+    def apply(params, x):
+        return x @ params["w"]
+
+    return ts.Model(init=init, apply=apply)
+
+
+@pytest.mark.parametrize("loss, d_out, want", [
+    ("bce", 3, "(40, 1) or (40,)"), ("mse", 2, "(40, 1) or (40,)"),
+    ("cross_entropy", 1, "K >= 2")])
+def test_custom_model_output_shape_is_checked_before_compiling(raw_data, loss, d_out, want):
+    x, y = raw_data
+    if loss == "cross_entropy":
+        y = y.astype(np.int64)
+    cfg = _with(TINY, loss={"name": loss})
+    with pytest.raises(ts.InputError) as err:
+        ts.run(cfg, data=(x, y), model=_dense_model(d_out), out=None, progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("model=") and want in msg
+    assert f"(40, {d_out})" in msg
+
+
+def test_custom_model_of_the_right_shape_passes_the_check(raw_data):
+    x, y = raw_data
+    res = ts.run(TINY, data=(x, y), model=_dense_model(1), out=None, progress=False)
+    assert len(res.runs) == 1

@@ -95,6 +95,8 @@ class Prepared:
             sizes, activation=exp.model.activation, init=exp.model.init, bias=exp.model.bias,
             dtype=dt, parameterization=exp.model.parameterization) for dt in dtypes}
         self.model = models[dtypes[0]]
+        if model is not None:
+            check_output_shape(model, x.shape, self.y, loss, dtypes[0])
         if init_params is not None:
             check_init_params(self.model, init_params)
         self.init_params = init_params
@@ -230,6 +232,37 @@ def check_init_params(model: Model, init_params) -> None:
         if not np.all(np.isfinite(np.asarray(g, dtype=np.float64))):
             raise InputError(f"init_params=: {jax.tree_util.keystr(path_leaf[0])} has NaN/inf")
 
+
+
+def check_output_shape(model: Model, x_shape: tuple, y: np.ndarray, loss: str,
+                       dtype: str) -> None:
+    """The outputs a custom model gives for the whole data set, checked against the loss and
+    the targets by shape alone (nothing is computed or compiled), so a mismatch is one line
+    here instead of a reshape error inside the compiled program."""
+    n = x_shape[0]
+    if loss == "cross_entropy":
+        k = int(y.max()) + 1
+        ok = lambda s: len(s) == 2 and s[0] == n and s[1] >= k  # noqa: E731
+        want = f"(n, K) = ({n}, K) with K >= {k} classes (logits)"
+    elif y.ndim == 2:
+        ok = lambda s: tuple(s) == y.shape  # noqa: E731
+        want = f"{y.shape}, the shape of the targets"
+    else:
+        ok = lambda s: tuple(s) in ((n,), (n, 1))  # noqa: E731
+        want = f"({n}, 1) or ({n},): one {'logit' if loss == 'bce' else 'output'} per sample"
+    x = jax.ShapeDtypeStruct(tuple(x_shape), np.dtype(dtype))
+    try:
+        out = jax.eval_shape(lambda key, x: model.apply(model.init(key), x),
+                             jax.random.PRNGKey(0), x)
+    except Exception as e:  # noqa: BLE001 - whatever the model raises, said in one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise InputError(f"model=: apply(init(key), x) fails for x of shape {tuple(x_shape)}: "
+                         f"{type(e).__name__}: {first}") from None
+    shape = getattr(out, "shape", None)
+    if shape is None or not ok(shape):
+        got = f"shape {tuple(shape)}" if shape is not None else type(out).__name__
+        raise InputError(f"model=: apply(params, x) gives {got} for x of shape "
+                         f"{tuple(x_shape)}; loss '{loss}' needs {want}")
 
 
 def check_entry_axes(exp: cfg.Experiment, model: Model) -> None:

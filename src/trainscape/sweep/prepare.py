@@ -87,7 +87,9 @@ class Prepared:
         self.d_out = d_out
         self.custom_model = model is not None
         if model is not None and not isinstance(model, Model):
-            raise InputError("model=: expected ts.Model(init=..., apply=...)")
+            raise InputError(f"model=: expected ts.Model(init=..., apply=...), got "
+                             f"{type(model).__name__} (Flax and Equinox modules: "
+                             "ts.Model.from_flax(module, x), ts.Model.from_equinox(module))")
         sizes = (x.shape[1], *exp.model.hidden, d_out)
         self.model_name = "custom" if model is not None else "mlp " + "-".join(map(str, sizes))
         dtypes = exp.sweep.get("dtype", (exp.train.dtype,))
@@ -100,7 +102,7 @@ class Prepared:
         if init_params is not None:
             check_init_params(self.model, init_params)
         self.init_params = init_params
-        check_entry_axes(exp, self.model)
+        self.entry_names = check_entry_axes(exp, self.model)
         accuracy = exp.metrics.accuracy
         if accuracy is None:
             accuracy = loss in ("bce", "cross_entropy")
@@ -265,11 +267,39 @@ def check_output_shape(model: Model, x_shape: tuple, y: np.ndarray, loss: str,
                          f"{tuple(x_shape)}; loss '{loss}' needs {want}")
 
 
-def check_entry_axes(exp: cfg.Experiment, model: Model) -> None:
-    from ..nn.optim import n_top_level
+def entry_names(model: Model) -> list[str]:
+    """What `learning_rate.K` addresses, for people: entry K's name (`Model.layer_names`, else
+    its dict key or list position, in `optim.top_level_map`'s order) and its arrays' shapes."""
+    from ..nn.optim import top_level_map
 
-    n = n_top_level(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+    tree = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    keys = (sorted(tree) if isinstance(tree, Mapping) else
+            [f"layer {k}" for k in range(len(tree))] if isinstance(tree, list | tuple)
+            else ["params"])
+    names = list(model.layer_names) if model.layer_names is not None else [str(k) for k in keys]
+
+    def describe(k, sub):
+        parts = []
+        for path, leaf in jax.tree_util.tree_flatten_with_path(sub)[0]:
+            where = ".".join(str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", ""))))
+                             for p in path)
+            shape = "x".join(map(str, leaf.shape)) or "scalar"
+            parts.append(f"{where} {shape}" if where else shape)
+        return f"{names[k]} ({', '.join(parts)})"
+
+    out = top_level_map(describe, tree)
+    return list(out.values()) if isinstance(out, Mapping) else \
+        list(out) if isinstance(out, list | tuple) else [out]
+
+
+def check_entry_axes(exp: cfg.Experiment, model: Model) -> list[str]:
+    """The entries `learning_rate.K` can address (`entry_names`); an axis past them is a
+    config error naming them."""
+    names = entry_names(model)
+    n = len(names)
     for axis in exp.sweep:
         if axis.startswith("learning_rate.") and int(axis.split(".")[1]) >= n:
+            listed = ", ".join(f"learning_rate.{k} = {name}" for k, name in enumerate(names))
             raise ConfigError(f"sweep.{axis}: the model's parameters have {n} top-level "
-                              f"entries (learning_rate.0 .. learning_rate.{n - 1})")
+                              f"entries: {listed}")
+    return names

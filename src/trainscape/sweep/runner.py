@@ -336,6 +336,9 @@ def _finish(prep, parts, env, timing, t_start, path) -> Results:
                  "n_features": int(prep.x.shape[1]), "task": prep.task,
                  "standardized": bool(prep.exp.data.standardize)},
         "model": prep.model_name,
+        # the parameters learning_rate.K (K = 0, 1, ...) trains, by name and shape
+        "learning_rate_entries": {f"learning_rate.{k}": name
+                                  for k, name in enumerate(prep.entry_names)},
         # what the compiled matmuls used: the config's choice, else JAX's global setting
         "matmul_precision": (prep.exp.train.matmul_precision
                              if prep.exp.train.matmul_precision != "default"

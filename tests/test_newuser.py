@@ -173,3 +173,20 @@ def test_equinox_model_arrays_trained_rest_static_per_layer_rates(raw_data):
                    progress=False)
     first = seeds.curves[seeds.curves.step == 0].sort_values("run_id")["loss"].to_numpy()
     assert first[0] != first[1]  # each run's weights from its own seed
+
+
+def test_relative_data_path_is_read_from_the_config_files_folder(tmp_path, monkeypatch):
+    """`[data] path = "d.csv"` in sub/exp.toml reads sub/d.csv whatever the current folder."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 2))
+    lines = ["a,b,y"] + [f"{float(a)!r},{float(b)!r},{i % 2}" for i, (a, b) in enumerate(x)]
+    (sub / "d.csv").write_text("\n".join(lines) + "\n")
+    (sub / "exp.toml").write_text('[data]\npath = "d.csv"\nstandardize = false\n')
+    monkeypatch.chdir(tmp_path)  # d.csv is not here
+    exp = ts.parse("sub/exp.toml")
+    assert exp.data.path == str(sub / "d.csv")
+    got_x, got_y = ts.load_dataset(exp.data)
+    np.testing.assert_array_equal(got_x, x)
+    np.testing.assert_array_equal(got_y, np.arange(6) % 2)

@@ -190,3 +190,59 @@ def test_relative_data_path_is_read_from_the_config_files_folder(tmp_path, monke
     got_x, got_y = ts.load_dataset(exp.data)
     np.testing.assert_array_equal(got_x, x)
     np.testing.assert_array_equal(got_y, np.arange(6) % 2)
+
+
+def test_gradcheck_imports_a_module_from_the_current_folder(tmp_path, monkeypatch, capsys):
+    """`trainscape gradcheck mynet` where mynet.py is: the console script's sys.path does not
+    hold the current folder, so it must be added for the import (as python -m does)."""
+    import sys
+
+    from trainscape.cli.main import main
+
+    (tmp_path / "nu_mynet.py").write_text(
+        "import numpy as np\n"
+        "def loss(p, x, y):\n    return float(np.sum((x @ p['w'] - y) ** 2))\n"
+        "def grads(p, x, y):\n    return {'w': 2 * x.T @ (x @ p['w'] - y)}\n"
+        "def example():\n    rng = np.random.default_rng(0)\n"
+        "    return {'w': rng.standard_normal(3)}, rng.standard_normal((5, 3)), np.ones(5)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "nu_mynet", raising=False)
+    assert main(["gradcheck", "nu_mynet"]) == 0, capsys.readouterr().err
+    assert str(tmp_path) not in sys.path  # put back as it was
+
+
+def test_version_flag(capsys):
+    from trainscape.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"trainscape {ts.__version__}"
+
+
+def test_resume_says_how_many_runs_were_reused_and_computed(tmp_path, monkeypatch, capsys):
+    """Stopped after 1 of 2 chunks (as Ctrl+C would), `--resume` says 64 runs were saved and
+    64 remain before computing, and 64 reused / 64 computed at the end."""
+    from trainscape.cli.main import main
+    from trainscape.io import store
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('name = "nu"\n[data]\nname = "moons"\nn_samples = 16\n[model]\nhidden = [2]\n'
+                   '[train]\nsteps = 2\n[sweep]\nseed = {range = 128}\n')
+    out = tmp_path / "out"
+    real = store.Store.save_chunk
+
+    def save_then_stop(self, *a, **k):
+        real(self, *a, **k)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(store.Store, "save_chunk", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            ts.run(str(cfg), out=out, chunk_size=64, progress=False)
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--out", str(out), "--resume", "--no-plot"]) == 0
+    got = capsys.readouterr()
+    assert "resuming: 64 of 128 runs are saved (1 chunks), 64 to compute" in got.err
+    assert "resumed: 64 runs reused from the saved chunks, 64 computed now" in got.out

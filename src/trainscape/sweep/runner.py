@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as _dt
 import functools
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -293,6 +294,9 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
     dispatch = fit_dispatch(prep, size)
     timing = {"chunk_size": size, "dispatch_size": dispatch, "chunk_seconds": [],
               "first_chunk_seconds": None, "resumed_runs": already, "computed_runs": 0}
+    if saved and progress:
+        print(f"resuming: {already} of {n} runs are saved ({len(saved)} chunks), "
+              f"{n - already} to compute", file=sys.stderr)
     desc = prep.exp.name + (f" [process {share[0]}/{share[1]}]" if share[1] > 1 else "")
     released = time.perf_counter()
     bar = tqdm(total=n, initial=already, unit="run", desc=desc, disable=not progress,
@@ -400,8 +404,6 @@ def compute_chunk(prep: Prepared, index: int, static, rows: np.ndarray, dispatch
     """One chunk, `dispatch` runs at a time. On an allocation failure the dispatch is halved
     (whole blocks, at least one) and the chunk retried; its number and rows never change, so
     the chunks already saved stay valid. Returns the chunk and the dispatch size that worked."""
-    import sys
-
     block = prep.block
     group = block * len(plan.run_devices())
     t0 = time.perf_counter()

@@ -2,6 +2,8 @@
 Flax and Equinox models, output-shape checks, config-relative paths, the CLI's small facts.
 Networks are tiny and steps few: every distinct config costs a compile."""
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -246,3 +248,109 @@ def test_resume_says_how_many_runs_were_reused_and_computed(tmp_path, monkeypatc
     got = capsys.readouterr()
     assert "resuming: 64 of 128 runs are saved (1 chunks), 64 to compute" in got.err
     assert "resumed: 64 runs reused from the saved chunks, 64 computed now" in got.out
+
+
+# ------------------------------------------------------------------------ heatmaps
+
+
+def _lr_scale_seed_runs(lrs, scales=(0.5, 1.0, 2.0, 4.0), seeds=range(4)):
+    """One oscillating (init_scale, lr) pair among converged runs: the pooled map's trap."""
+    import pandas as pd
+
+    rows = []
+    for i, lr in enumerate(lrs):
+        for scale in scales:
+            for s in seeds:
+                odd = scale == 1.0 and i == len(lrs) - 2
+                rows.append(dict(learning_rate=float(lr), init_scale=scale, seed=s,
+                                 label="oscillating" if odd else "converged"))
+    return pd.DataFrame(rows)
+
+
+def test_summary_heatmap_title_says_how_cells_pool_and_shows_disagreement(tmp_path):
+    """`trainscape run`'s heatmap of lr x init_scale x seed: init_scale on y (seeds pooled),
+    a title naming the pooling, and a cell whose runs disagree marked."""
+    import matplotlib.pyplot as plt
+
+    from trainscape.viz import plots, summary
+
+    runs = _lr_scale_seed_runs(np.geomspace(1e-3, 10, 6))
+    # a cell of lr x seed pooling init_scale holds 3 converged and 1 oscillating run
+    ax = plots.label_heatmap(runs, "learning_rate", "seed", pooled=["init_scale"])
+    assert ax.get_title() == "majority label of 4 runs per cell, pooled over init_scale"
+    dots = [ln for ln in ax.get_lines() if ln.get_gid() == "disagree"]
+    assert len(dots) == 1 and len(dots[0].get_xdata()) == 4  # lr 3.98, every seed
+    np.testing.assert_allclose(dots[0].get_xdata(), np.geomspace(1e-3, 10, 6)[4])
+    assert "runs disagree" in [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close("all")
+    # cells that agree get no dot
+    ax = plots.label_heatmap(runs, "learning_rate", "init_scale", pooled=["seed"])
+    assert not [ln for ln in ax.get_lines() if ln.get_gid() == "disagree"]
+    plt.close("all")
+
+    res = ts.run({"name": "pool", "data": {"name": "moons", "n_samples": 16},
+                  "model": {"hidden": [2]}, "train": {"steps": 2},
+                  "sweep": {"learning_rate": [0.1, 1.0], "init_scale": [0.5, 1.0],
+                            "seed": {"range": 2}}}, out=None, progress=False)
+    seen = {}
+    real = plots.label_heatmap
+
+    def spy(counts, **kw):
+        ax = real(counts, **kw)
+        seen.update(kw, ax=ax)
+        return ax
+
+    plots.label_heatmap = spy
+    try:
+        summary.write_figures(res, tmp_path)
+    finally:
+        plots.label_heatmap = real
+    assert (seen["x"], seen["y"], list(seen["pooled"])) == ("learning_rate", "init_scale",
+                                                            ["seed"])
+    assert seen["ax"].get_title() == "pool: majority label of 2 runs per cell, pooled over seed"
+
+
+@pytest.mark.parametrize("num, figsize", [(12, (7.5, 4.5)), (12, (3.5, 2.5)), (9, (7, 4))])
+def test_log_axis_labels_decades_and_both_ends(num, figsize):
+    """geomspace [1e-3, 10] of 12 was labelled 1e-3, 0.0285, 0.811: neither 10 nor a decade.
+    Now: the ends always, powers of ten between them (thinned only when labels would
+    overlap), and unlabelled minor ticks at 2..9 x 10^k."""
+    import matplotlib.pyplot as plt
+
+    from trainscape.viz import plots
+
+    lo, hi = (1e-3, 10.0) if num == 12 else (3e-3, 30.0)
+    lrs = np.geomspace(lo, hi, num)
+    runs = _lr_scale_seed_runs(lrs, scales=(1.0,))
+    fig, ax = plt.subplots(figsize=figsize, dpi=150, layout="constrained")
+    plots.label_heatmap(runs, "learning_rate", "seed", ax=ax)
+    fig.canvas.draw()
+    ticks = ax.get_xticks()
+    shown = ticks[(ticks >= lrs[0] * (1 - 1e-9)) & (ticks <= lrs[-1] * (1 + 1e-9))]
+    assert shown[0] == pytest.approx(lo) and shown[-1] == pytest.approx(hi)
+    inner = shown[1:-1]
+    np.testing.assert_allclose(np.log10(inner), np.round(np.log10(inner)), atol=1e-12)
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels[0] == plots._fmt(lo) and labels[-1] == plots._fmt(hi)
+    assert len(labels) >= 3
+    if figsize == (7.5, 4.5):
+        assert labels == ["1e-3", "0.01", "0.1", "1", "10"]
+    boxes = sorted((b.x0, b.x1) for b in (t.get_window_extent() for t in ax.get_xticklabels()
+                                          if t.get_text()))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(boxes))  # no overlap
+    minor = ax.xaxis.get_minorticklocs()
+    assert np.any(np.isclose(minor, 2.0)) and np.any(np.isclose(minor, 0.005))
+    assert not any(t.get_text() for t in ax.xaxis.get_minorticklabels())
+
+
+def test_linear_grid_axis_labels_both_ends():
+    import matplotlib.pyplot as plt
+
+    from trainscape.viz import plots
+
+    runs = _lr_scale_seed_runs([0.1, 1.0], scales=(1.0,), seeds=range(16))
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=150, layout="constrained")
+    plots.label_heatmap(runs, "learning_rate", "seed", ax=ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert labels[0] == "0" and labels[-1] == "15"

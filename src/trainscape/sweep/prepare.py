@@ -259,7 +259,7 @@ def check_output_shape(model: Model, x_shape: tuple, y: np.ndarray, loss: str,
     except Exception as e:  # noqa: BLE001 - whatever the model raises, said in one line
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise InputError(f"model=: apply(init(key), x) fails for x of shape {tuple(x_shape)}: "
-                         f"{type(e).__name__}: {first}") from None
+                         f"{type(e).__name__}: {first}") from e  # its traceback kept
     shape = getattr(out, "shape", None)
     if shape is None or not ok(shape):
         got = f"shape {tuple(shape)}" if shape is not None else type(out).__name__

@@ -354,3 +354,11 @@ def test_linear_grid_axis_labels_both_ends():
     fig.canvas.draw()
     labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
     assert labels[0] == "0" and labels[-1] == "15"
+
+
+def test_a_module_passed_as_model_names_the_adapters(raw_data):
+    class Module:  # what a Flax or Equinox module passed as it is looks like to trainscape
+        pass
+
+    with pytest.raises(ts.InputError, match=r"got Module .*ts.Model.from_equinox\(module\)"):
+        ts.run(TINY, data=raw_data, model=Module(), out=None, progress=False)

@@ -48,6 +48,7 @@ LAM = EIGVALS[-1]
 def lsq_config(scales) -> dict:
     # one static configuration for every test here, so its two programs compile once
     return {
+        "data": {"standardize": False},  # the problem's own x, not rescaled
         "model": {"hidden": [], "bias": False},
         "loss": {"name": "mse"},
         "train": {"steps": STEPS, "dtype": "float64", "record_every": STEPS},

@@ -562,7 +562,8 @@ def test_runs_trained_in_groups_match_numpy_gradient_descent(group, monkeypatch)
     engine_compile.compiled_sweep.cache_clear()
     params = seed_init(np.random.default_rng(3), sizes)
     lrs = [0.003, 0.03, 0.1, 0.3, 1.0, 2.0]
-    cfg = {"model": {"hidden": list(sizes[1:-1])}, "train": {"steps": 25, "dtype": "float64"},
+    cfg = {"data": {"standardize": False},
+           "model": {"hidden": list(sizes[1:-1])}, "train": {"steps": 25, "dtype": "float64"},
            "sweep": {"learning_rate": lrs}}
     prep = prepare.Prepared(ts.parse(cfg), data=(x, y), init_params=params)
     assert plan.sub_batch(prep.static, prep.x, "cpu") == group

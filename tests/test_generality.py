@@ -40,7 +40,8 @@ def mlp_params(rng, sizes, bias=True):
 
 
 def sweep(cfg, data, init_params=None, model=None):
-    base = {"loss": {"name": "mse"}, "train": {"dtype": "float64"}}
+    base = {"data": {"standardize": False}, "loss": {"name": "mse"},
+            "train": {"dtype": "float64"}}
     for k, v in cfg.items():
         base[k] = {**base.get(k, {}), **v} if isinstance(v, dict) and k != "sweep" else v
     return ts.run(base, data=data, init_params=init_params, model=model, out=None,

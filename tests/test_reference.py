@@ -46,7 +46,8 @@ def _sweep_lrs(x, y, params, hidden, lrs, steps, dtype):
     """The engine's runs of `lrs` from `params` (every run the same weights): the results and
     their curves, one row per run, one column per step."""
     res = ts.run(
-        {"model": {"hidden": hidden}, "train": {"steps": steps, "dtype": dtype},
+        {"data": {"standardize": False}, "model": {"hidden": hidden},
+         "train": {"steps": steps, "dtype": dtype},
          "sweep": {"learning_rate": list(lrs)}},
         data=(x, y), init_params=params, out=None, progress=False,
     )

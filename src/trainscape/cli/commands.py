@@ -186,7 +186,7 @@ def _import_target(spec: str, target: str):
             if not path.is_file():
                 raise InputError(f"gradcheck spec {spec!r}: no such file {target!r}")
             return _import_path(path.resolve())
-        return importlib.import_module(target)
+        return _import_from_cwd(target)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - any import failure is the user's module to fix
@@ -196,6 +196,19 @@ def _import_target(spec: str, target: str):
             "give an importable module name or a path to a .py file"
         ) from e
 
+
+def _import_from_cwd(name: str):
+    """A module name is found in the current folder too, as `python -m` finds it (the
+    `trainscape` console script's sys.path starts at its own bin folder instead)."""
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(name)
+    finally:
+        if added:
+            sys.path.remove(cwd)
 
 
 def _import_path(path: Path):

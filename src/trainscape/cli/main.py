@@ -79,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Map where training converges, spikes, oscillates, stalls or diverges "
                     "across hyperparameter grids (thousands of runs vmapped in JAX).",
     )
+    from ..version import __version__
+
+    p.add_argument("--version", action="version", version=f"trainscape {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -380,6 +383,10 @@ def cmd_run(args) -> int:
     if already:
         print(f"{res.path}/ holds a sweep that had already finished: nothing was computed "
               "(its timings are in meta.json)")
+    t = (res.meta or {}).get("timings") or {}
+    if args.resume and not already and t.get("resumed_runs") is not None:
+        print(f"resumed: {t['resumed_runs']} runs reused from the saved chunks, "
+              f"{t.get('computed_runs')} computed now")
     print(summary.text_summary(res, timings=not already))
     print(f"\nresults: {res.path}/ (runs.parquet, curves.parquet, meta.json)")
     if not args.no_plot:

@@ -30,6 +30,8 @@ class Model(NamedTuple):
     transposed_input(params, x_NxD) -> bool: True when `apply` reads the data as x.T (the
         built-in MLP's feature-major layout, `feature_major`): the training loop then stores x
         transposed once, outside the step loop, and a block's runs share one copy of it.
+    layer_names: the name of each top-level entry of the params, in order (the layer that
+        `learning_rate.K` addresses is `layer_names[K]`); None: named from the params pytree.
 
     Every field must be hashable and compare equal across calls with the same meaning (plain
     functions, or frozen dataclasses as the built-in MLP's are): compiled programs are cached
@@ -40,6 +42,28 @@ class Model(NamedTuple):
     apply: Callable[[Any, jax.Array], jax.Array]
     apply_dropout: Callable[[Any, jax.Array, jax.Array, Any], jax.Array] | None = None
     transposed_input: Callable[[Any, jax.Array], bool] | None = None
+    layer_names: tuple[str, ...] | None = None
+
+    @staticmethod
+    def from_flax(module, example_x) -> Model:
+        """A `flax.linen.Module` (called as `module(x)` on a batch x (n, d)); `example_x`
+        gives the input's shape for `module.init`. Params: a list of the layers' parameter
+        dicts in the order the layers were created (`layer_names`: their Flax names).
+        Needs the `flax` extra."""
+        from .adapters import from_flax
+
+        return from_flax(module, example_x)
+
+    @staticmethod
+    def from_equinox(module) -> Model:
+        """An `equinox.Module` acting on one example (vmapped over the batch), or a function
+        key -> Module (each run's weights drawn from its own seed; a module itself starts
+        every run from its own weights). Its arrays are the params, everything else is kept
+        static; one entry per top-level field, a tuple/list field one entry per element (the
+        layers of `eqx.nn.MLP`). Needs the `equinox` extra."""
+        from .adapters import from_equinox
+
+        return from_equinox(module)
 
 
 # XLA:CPU's float32 tanh, written out as JAX operations: tanh(x) = x for |x| < 0.0004, else an

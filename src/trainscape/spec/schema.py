@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -226,13 +227,27 @@ def load_toml(path: str | Path) -> dict:
         raise ConfigError(f"config file {str(p)!r} does not exist")
     try:
         # utf-8-sig: a byte-order mark, as some Windows editors write, is not TOML
-        return tomllib.loads(p.read_bytes().decode("utf-8-sig"))
+        raw = tomllib.loads(p.read_bytes().decode("utf-8-sig"))
     except OSError as e:  # unreadable (permissions), or a special file
         raise ConfigError(f"config file {str(p)!r} cannot be read: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"config file {str(p)!r}: TOML syntax error: {e}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"config file {str(p)!r} is not UTF-8 text: {e}") from None
+    return _resolve_data_path(raw, p)
+
+
+def _resolve_data_path(raw: dict, config_file: Path) -> dict:
+    """A relative `[data] path` in a config file names a file next to the config file, not
+    in the folder the command happens to run in; it is recorded as the absolute path read
+    (so a stored config.toml runs from anywhere). A path given with --set stays relative to
+    the current folder, as command-line paths are."""
+    data = raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str):
+        path = Path(data["path"]).expanduser()
+        if not path.is_absolute():
+            data["path"] = os.path.normpath(config_file.absolute().parent / path)
+    return raw
 
 
 # ---------------------------------------------------------------- sweep axes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -33,6 +34,10 @@ class Prepared:
             if not isinstance(data, tuple | list) or len(data) != 2:
                 raise DataError("data=: expected a tuple (x, y) of arrays")
             x, y = data_mod.validate_arrays(data[0], data[1], "data=(x, y)")
+            # [data] standardize means the same for the caller's arrays as for a named
+            # dataset, so the recorded config says what was done to them
+            if exp.data.standardize:
+                x = data_mod.standardize_features(x)
             self.data_source = "caller arrays"
         else:
             x, y = data_mod.load_dataset(exp.data)
@@ -59,7 +64,9 @@ class Prepared:
         self.d_out = d_out
         self.custom_model = model is not None
         if model is not None and not isinstance(model, Model):
-            raise InputError("model=: expected ts.Model(init=..., apply=...)")
+            raise InputError(f"model=: expected ts.Model(init=..., apply=...), got "
+                             f"{type(model).__name__} (Flax and Equinox modules: "
+                             "ts.Model.from_flax(module, x), ts.Model.from_equinox(module))")
         sizes = (x.shape[1], *exp.model.hidden, d_out)
         self.model_name = "custom" if model is not None else "mlp " + "-".join(map(str, sizes))
         dtypes = exp.sweep.get("dtype", (exp.train.dtype,))
@@ -67,10 +74,12 @@ class Prepared:
             sizes, activation=exp.model.activation, init=exp.model.init, bias=exp.model.bias,
             dtype=dt, parameterization=exp.model.parameterization) for dt in dtypes}
         self.model = models[dtypes[0]]
+        if model is not None:
+            check_output_shape(model, x.shape, self.y, loss, dtypes[0])
         if init_params is not None:
             check_init_params(self.model, init_params)
         self.init_params = init_params
-        check_entry_axes(exp, self.model)
+        self.entry_names = check_entry_axes(exp, self.model)
         accuracy = exp.metrics.accuracy
         if accuracy is None:
             accuracy = loss in ("bce", "cross_entropy")
@@ -204,11 +213,70 @@ def check_init_params(model: Model, init_params) -> None:
 
 
 
-def check_entry_axes(exp: cfg.Experiment, model: Model) -> None:
-    from ..nn.optim import n_top_level
+def check_output_shape(model: Model, x_shape: tuple, y: np.ndarray, loss: str,
+                       dtype: str) -> None:
+    """The outputs a custom model gives for the whole data set, checked against the loss and
+    the targets by shape alone (nothing is computed or compiled), so a mismatch is one line
+    here instead of a reshape error inside the compiled program."""
+    n = x_shape[0]
+    if loss == "cross_entropy":
+        k = int(y.max()) + 1
+        ok = lambda s: len(s) == 2 and s[0] == n and s[1] >= k  # noqa: E731
+        want = f"(n, K) = ({n}, K) with K >= {k} classes (logits)"
+    elif y.ndim == 2:
+        ok = lambda s: tuple(s) == y.shape  # noqa: E731
+        want = f"{y.shape}, the shape of the targets"
+    else:
+        ok = lambda s: tuple(s) in ((n,), (n, 1))  # noqa: E731
+        want = f"({n}, 1) or ({n},): one {'logit' if loss == 'bce' else 'output'} per sample"
+    x = jax.ShapeDtypeStruct(tuple(x_shape), np.dtype(dtype))
+    try:
+        out = jax.eval_shape(lambda key, x: model.apply(model.init(key), x),
+                             jax.random.PRNGKey(0), x)
+    except Exception as e:  # noqa: BLE001 - whatever the model raises, said in one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise InputError(f"model=: apply(init(key), x) fails for x of shape {tuple(x_shape)}: "
+                         f"{type(e).__name__}: {first}") from e  # its traceback kept
+    shape = getattr(out, "shape", None)
+    if shape is None or not ok(shape):
+        got = f"shape {tuple(shape)}" if shape is not None else type(out).__name__
+        raise InputError(f"model=: apply(params, x) gives {got} for x of shape "
+                         f"{tuple(x_shape)}; loss '{loss}' needs {want}")
 
-    n = n_top_level(jax.eval_shape(model.init, jax.random.PRNGKey(0)))
+
+def entry_names(model: Model) -> list[str]:
+    """What `learning_rate.K` addresses, for people: entry K's name (`Model.layer_names`, else
+    its dict key or list position, in `optim.top_level_map`'s order) and its arrays' shapes."""
+    from ..nn.optim import top_level_map
+
+    tree = jax.eval_shape(model.init, jax.random.PRNGKey(0))
+    keys = (sorted(tree) if isinstance(tree, Mapping) else
+            [f"layer {k}" for k in range(len(tree))] if isinstance(tree, list | tuple)
+            else ["params"])
+    names = list(model.layer_names) if model.layer_names is not None else [str(k) for k in keys]
+
+    def describe(k, sub):
+        parts = []
+        for path, leaf in jax.tree_util.tree_flatten_with_path(sub)[0]:
+            where = ".".join(str(getattr(p, "key", getattr(p, "name", getattr(p, "idx", ""))))
+                             for p in path)
+            shape = "x".join(map(str, leaf.shape)) or "scalar"
+            parts.append(f"{where} {shape}" if where else shape)
+        return f"{names[k]} ({', '.join(parts)})"
+
+    out = top_level_map(describe, tree)
+    return list(out.values()) if isinstance(out, Mapping) else \
+        list(out) if isinstance(out, list | tuple) else [out]
+
+
+def check_entry_axes(exp: cfg.Experiment, model: Model) -> list[str]:
+    """The entries `learning_rate.K` can address (`entry_names`); an axis past them is a
+    config error naming them."""
+    names = entry_names(model)
+    n = len(names)
     for axis in exp.sweep:
         if axis.startswith("learning_rate.") and int(axis.split(".")[1]) >= n:
+            listed = ", ".join(f"learning_rate.{k} = {name}" for k, name in enumerate(names))
             raise ConfigError(f"sweep.{axis}: the model's parameters have {n} top-level "
-                              f"entries (learning_rate.0 .. learning_rate.{n - 1})")
+                              f"entries: {listed}")
+    return names

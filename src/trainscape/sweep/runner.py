@@ -9,6 +9,7 @@ import contextlib
 import datetime as _dt
 import functools
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -300,6 +301,9 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
     dispatch = fit_dispatch(prep, size)
     timing = {"chunk_size": size, "dispatch_size": dispatch, "chunk_seconds": [],
               "first_chunk_seconds": None, "resumed_runs": already, "computed_runs": 0}
+    if saved and progress:
+        print(f"resuming: {already} of {n} runs are saved ({len(saved)} chunks), "
+              f"{n - already} to compute", file=sys.stderr)
     desc = prep.exp.name + (f" [process {share[0]}/{share[1]}]" if share[1] > 1 else "")
     released = time.perf_counter()
     bar = tqdm(total=n, initial=already, unit="run", desc=desc, disable=not progress,
@@ -340,8 +344,12 @@ def _finish(prep, parts, env, timing, t_start, path) -> Results:
         **env,
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "data": {"source": prep.data_source, "n_samples": int(prep.x.shape[0]),
-                 "n_features": int(prep.x.shape[1]), "task": prep.task},
+                 "n_features": int(prep.x.shape[1]), "task": prep.task,
+                 "standardized": bool(prep.exp.data.standardize)},
         "model": prep.model_name,
+        # the parameters learning_rate.K (K = 0, 1, ...) trains, by name and shape
+        "learning_rate_entries": {f"learning_rate.{k}": name
+                                  for k, name in enumerate(prep.entry_names)},
         # what the compiled matmuls used: the config's choice, else JAX's global setting
         "matmul_precision": (prep.exp.train.matmul_precision
                              if prep.exp.train.matmul_precision != "default"
@@ -403,8 +411,6 @@ def compute_chunk(prep: Prepared, index: int, static, rows: np.ndarray, dispatch
     """One chunk, `dispatch` runs at a time. On an allocation failure the dispatch is halved
     (whole blocks, at least one) and the chunk retried; its number and rows never change, so
     the chunks already saved stay valid. Returns the chunk and the dispatch size that worked."""
-    import sys
-
     block = prep.block
     group = block * len(plan.run_devices())
     t0 = time.perf_counter()

@@ -284,7 +284,17 @@ class _GridTicks(ticker.Locator):
                 if best is None or score < best[0]:
                     best = (score, sel)
         sel = best[1] if best is not None else np.array([0])
-        return self._pos[keep[sel]]
+        return self._pos[keep[self._with_ends(sel, len(keep), pix, need)]]
+
+    @staticmethod
+    def _with_ends(sel: np.ndarray, n: int, pix: np.ndarray, need: float) -> np.ndarray:
+        """The chosen ticks plus the first and last grid value (the largest learning rate is
+        the one a reader looks for), dropping chosen ticks that would overlap them."""
+        ends = np.array([0, n - 1])
+        if abs(pix[-1] - pix[0]) < need:  # no room for both ends' labels
+            return sel
+        near = np.min(np.abs(pix[sel][:, None] - pix[ends][None, :]), axis=1) < need
+        return np.union1d(sel[~near], ends)
 
     MAX_OFFSETS = 64  # offsets tried per stride (a stride of 500 seeds tries 0..63)
     MANY = 200  # above this many grid values, only 1-2-2.5-5 strides are tried
@@ -344,6 +354,33 @@ class _GridTicks(ticker.Locator):
         return 1.7 * size_pt * px_per_pt
 
 
+class _LogGridTicks(_GridTicks):
+    """A log grid axis: the powers of ten inside the grid (every second or third when labels
+    would overlap) and always its two ends; a grid within one decade gets `_GridTicks`."""
+
+    def tick_values(self, vmin, vmax):
+        first, last = (float(self._pos[0]), float(self._pos[-1])) if len(self._pos) else (0, 0)
+        if self.axis is None or first <= 0 or last <= first:
+            return super().tick_values(vmin, vmax)
+        k = np.arange(math.ceil(math.log10(first) - 1e-9), math.floor(math.log10(last) + 1e-9)
+                      + 1)
+        if len(k) < 2:
+            return super().tick_values(vmin, vmax)
+        lo, hi = sorted((vmin, vmax))
+        ends = np.array([first, last])
+        need = self._label_extent([_fmt(v) for v in (first, last, *(10.0 ** k))])
+        end_pix = self._pixels(ends, lo, hi)
+        for stride in range(1, len(k) + 1):
+            decades = 10.0 ** k[k % stride == 0]
+            pix = self._pixels(decades, lo, hi)
+            # a decade on (or too near) an end gives way to the end, which is a grid value
+            decades = decades[np.min(np.abs(pix[:, None] - end_pix[None, :]), axis=1) >= need]
+            ticks = np.sort(np.concatenate([ends, decades]))
+            if np.all(np.diff(self._pixels(ticks, lo, hi)) >= need):
+                return ticks
+        return ends
+
+
 def _style_axis(axis, grid: _GridAxis) -> None:
     lookup = dict(zip(grid.positions.tolist(), grid.ticklabels, strict=True))
     positions = grid.positions
@@ -357,10 +394,15 @@ def _style_axis(axis, grid: _GridAxis) -> None:
                 return grid.ticklabels[i]
         return _fmt(v)
 
-    axis.set_major_locator(_GridTicks(grid.positions, grid.ticklabels))
+    log = grid.log and len(positions) and positions[0] > 0
+    axis.set_major_locator((_LogGridTicks if log else _GridTicks)(grid.positions,
+                                                                 grid.ticklabels))
     axis.set_major_formatter(ticker.FuncFormatter(fmt))
-    # log scales label minor ticks on short ranges; minor ticks add nothing to a cell grid
-    axis.set_minor_locator(ticker.NullLocator())
+    # a log axis reads between its labels by the minor ticks (2..9 x 10^k), never labelled;
+    # on a linear cell grid they add nothing
+    axis.set_minor_locator(ticker.LogLocator(subs=np.arange(2, 10), numticks=1000) if log
+                           else ticker.NullLocator())
+    axis.set_minor_formatter(ticker.NullFormatter())
     axis.set_label_text(grid.name or "")
 
 
@@ -435,15 +477,19 @@ def label_heatmap(
     log_y: bool | None = None,
     weights: str | None = None,
     title: str | None = None,
+    pooled: Sequence[str] = (),
 ):
     """Grid of cells coloured by training outcome.
 
-    Runs that share a cell (axes other than ``x`` and ``y`` vary) are aggregated:
+    Runs that share a cell (axes other than ``x`` and ``y`` vary; name them in ``pooled`` for
+    the title) are aggregated:
 
     * ``"majority"``: the most common label. Ties go to the label that comes later in
       ``LABELS`` (so ``diverged`` wins any tie it is part of: a cell only looks safe when most of
-      its runs are). The legend lists the labels that colour at least one cell, in ``LABELS``
-      order. QuadMesh values are indices into ``LABELS``; empty cells are masked.
+      its runs are). A cell whose runs do not all share its label gets a dot (gid
+      ``disagree``), so a minority outcome cannot vanish. The legend lists the labels that
+      colour at least one cell, in ``LABELS`` order, and the dot when drawn. QuadMesh values
+      are indices into ``LABELS``; empty cells are masked.
     * ``"p_diverge"`` (or ``"p_<label>"`` for any label): the fraction of runs with that label,
       drawn on a 0..1 colour scale with a colorbar.
 
@@ -471,8 +517,19 @@ def label_heatmap(
         norm = mcolors.BoundaryNorm(np.arange(len(LABELS) + 1) - 0.5, len(LABELS))
         _mesh(ax, gx, gy, z, cmap, norm)
         present = [lab for i, lab in enumerate(LABELS) if np.any(winner[n > 0] == i)]
-        _legend(ax, [Patch(facecolor=LABEL_COLORS[lab], label=lab) for lab in present], present)
-        default_title = f"majority label of {per_cell} runs per cell" if n.max() > 1 else ""
+        handles = [Patch(facecolor=LABEL_COLORS[lab], label=lab) for lab in present]
+        split = (n > 0) & (counts.max(axis=1) < n)
+        if split.any():
+            iy, ix = np.divmod(np.flatnonzero(split), gx.size)
+            ax.plot(gx.positions[ix], gy.positions[iy], ls="none", marker="o", ms=3,
+                    mfc="white", mec="black", mew=0.6, gid="disagree")
+            handles.append(Line2D([], [], ls="none", marker="o", ms=4, mfc="white",
+                                  mec="black", mew=0.6, label="runs disagree"))
+        _legend(ax, handles, [h.get_label() for h in handles])
+        default_title = ""
+        if n.max() > 1:
+            default_title = f"majority label of {per_cell} runs per cell" + (
+                f", pooled over {', '.join(pooled)}" if pooled else "")
     else:
         name = _label_name(aggregate)
         if name is None:
@@ -489,7 +546,8 @@ def label_heatmap(
         ).with_extremes(bad="none")
         mesh = _mesh(ax, gx, gy, z, cmap, mcolors.Normalize(0.0, 1.0))
         ax.get_figure().colorbar(mesh, ax=ax, label=f"P({name})")
-        default_title = f"fraction {name} of {per_cell} runs per cell"
+        default_title = f"fraction {name} of {per_cell} runs per cell" + (
+            f", pooled over {', '.join(pooled)}" if pooled else "")
     ax.set_title(default_title if title is None else title)
     return ax
 

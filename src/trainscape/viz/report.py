@@ -693,8 +693,10 @@ def _environment_rows(res: Results) -> list[tuple[str, str]]:
         rows.append(("devices", ", ".join(map(str, m["devices"]))))
     data = m.get("data") or {}
     if data:
+        how = {True: ", features standardized", False: ", features as given"}.get(
+            data.get("standardized"), "")
         rows.append(("data", f"{data.get('source')}: {data.get('n_samples')} x "
-                             f"{data.get('n_features')} ({data.get('task')})"))
+                             f"{data.get('n_features')} ({data.get('task')}{how})"))
     if m.get("model"):
         rows.append(("model", str(m["model"])))
     t = m.get("timings") or {}

@@ -72,15 +72,19 @@ def write_figures(res: Results, folder: Path) -> list[Path]:
     if axes:
         x = "learning_rate" if "learning_rate" in axes else axes[0]
         others = [a for a in axes if a != x]
-        y = "seed" if "seed" in others else (others[0] if others else None)
+        # seeds are what a cell pools best (repeats of one setting); an axis such as
+        # init_scale pooled into a majority would hide its effect
+        y = next((a for a in others if a != "seed"), "seed" if others else None)
         if y is not None and len(res.config.sweep[y]) > MAX_HEATMAP_ROWS:
             y = None  # more rows than the figure has pixels: one strip, runs aggregated
         fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
         # one row per (cell, label), counted a row group at a time: a million-run folder
         # draws its map without loading its runs
         counts = res.cell_counts([c for c in (x, y) if c is not None])
-        plots.label_heatmap(counts, x=x, y=y, ax=ax, weights="runs")
-        ax.set_title(f"{res.config.name}: label per run")
+        plots.label_heatmap(counts, x=x, y=y, ax=ax, weights="runs",
+                            pooled=[a for a in axes if a not in (x, y)])
+        # the plot's own title says how each cell aggregates its runs
+        ax.set_title(f"{res.config.name}: {ax.get_title() or 'label per run'}")
         f = folder / "heatmap.png"
         fig.savefig(f, dpi=150)
         plt.close(fig)

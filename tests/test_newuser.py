@@ -1,0 +1,364 @@
+"""What a new user meets first: caller arrays and [data] standardize, heatmap titles and ticks,
+Flax and Equinox models, output-shape checks, config-relative paths, the CLI's small facts.
+Networks are tiny and steps few: every distinct config costs a compile."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+import trainscape as ts
+from trainscape.viz import report
+
+TINY = {"model": {"hidden": [4]}, "loss": {"name": "bce"},
+        "train": {"steps": 5, "dtype": "float64"}, "sweep": {"learning_rate": [0.5]}}
+
+
+@pytest.fixture(scope="module")
+def raw_data():
+    rng = np.random.default_rng(0)
+    x = 100.0 * rng.standard_normal((40, 3)) + 7.0
+    y = (x[:, 0] > 7.0).astype(np.float64)
+    return x, y
+
+
+def _with(cfg, **sections):
+    out = dict(cfg)
+    for k, v in sections.items():
+        out[k] = {**cfg.get(k, {}), **v}
+    return out
+
+
+def _losses(res):
+    return res.curves.sort_values(["run_id", "step"])["loss"].to_numpy()
+
+
+def test_caller_arrays_are_standardized_as_the_config_says(raw_data):
+    """`[data] standardize` applies to `data=(x, y)`: the run on raw x equals the run on x
+    standardized by hand (NumPy, population std) with standardize off, and the meta and the
+    report's data row say which was done."""
+    x, y = raw_data
+    on = ts.run(TINY, data=(x, y), out=None, progress=False)
+    off = ts.run(_with(TINY, data={"standardize": False}), data=(x, y), out=None,
+                 progress=False)
+    z = (x - x.mean(axis=0)) / x.std(axis=0)
+    by_hand = ts.run(_with(TINY, data={"standardize": False}), data=(z, y), out=None,
+                     progress=False)
+    np.testing.assert_allclose(_losses(on), _losses(by_hand), rtol=1e-12)
+    assert not np.allclose(_losses(on), _losses(off))
+    assert on.config.data.standardize is True and off.config.data.standardize is False
+    assert on.meta["data"]["standardized"] is True
+    assert off.meta["data"]["standardized"] is False
+    rows = dict(report._environment_rows(on))
+    assert "standardized" in rows["data"] and "caller arrays" in rows["data"]
+    assert "as given" in dict(report._environment_rows(off))["data"]
+
+
+def _dense_model(d_out):
+    import jax
+    import jax.numpy as jnp
+
+    def init(key):
+        return {"w": jax.random.normal(key, (3, d_out), jnp.float64)}
+
+    def apply(params, x):
+        return x @ params["w"]
+
+    return ts.Model(init=init, apply=apply)
+
+
+@pytest.mark.parametrize("loss, d_out, want", [
+    ("bce", 3, "(40, 1) or (40,)"), ("mse", 2, "(40, 1) or (40,)"),
+    ("cross_entropy", 1, "K >= 2")])
+def test_custom_model_output_shape_is_checked_before_compiling(raw_data, loss, d_out, want):
+    x, y = raw_data
+    if loss == "cross_entropy":
+        y = y.astype(np.int64)
+    cfg = _with(TINY, loss={"name": loss})
+    with pytest.raises(ts.InputError) as err:
+        ts.run(cfg, data=(x, y), model=_dense_model(d_out), out=None, progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("model=") and want in msg
+    assert f"(40, {d_out})" in msg
+
+
+def test_custom_model_of_the_right_shape_passes_the_check(raw_data):
+    x, y = raw_data
+    res = ts.run(TINY, data=(x, y), model=_dense_model(1), out=None, progress=False)
+    assert len(res.runs) == 1
+
+
+def _gd_per_layer(params, x, y, lrs, steps, loss):
+    """NumPy full-batch gradient descent with one learning rate per layer: losses 0..steps."""
+    from numpy_mlp import loss_and_grads
+
+    p = [{k: np.array(v, dtype=np.float64) for k, v in layer.items()} for layer in params]
+    curve = []
+    for _ in range(steps):
+        value, g = loss_and_grads(p, x, y, loss, "tanh")
+        curve.append(value)
+        for layer, gl, lr in zip(p, g, lrs, strict=True):
+            for k in layer:
+                layer[k] -= lr * gl[k]
+    curve.append(loss_and_grads(p, x, y, loss, "tanh")[0])
+    return np.array(curve)
+
+
+def _per_layer_sweep(model, init_params, np_params, raw_data):
+    x, y = raw_data
+    x = (x - x.mean(axis=0)) / x.std(axis=0)
+    cfg = _with(TINY, data={"standardize": False},
+                sweep={"learning_rate.0": [0.05, 2.0], "learning_rate.1": [0.3]})
+    res = ts.run(cfg, data=(x, y), model=model, init_params=init_params, out=None,
+                 progress=False)
+    for _, run in res.runs.iterrows():
+        lrs = (run["learning_rate.0"], run["learning_rate.1"])
+        got = res.curves[res.curves.run_id == run["run_id"]].sort_values("step")["loss"]
+        np.testing.assert_allclose(got.to_numpy(), _gd_per_layer(np_params, x, y, lrs, 5, "bce"),
+                                   rtol=1e-10)
+    return res
+
+
+def test_flax_model_layers_in_creation_order_with_per_layer_learning_rates(raw_data):
+    """learning_rate.K trains the K-th layer the module creates (names chosen so that sorted
+    order differs), each run equal to NumPy gradient descent with those per-layer rates."""
+    jnp = pytest.importorskip("jax.numpy")
+    nn = pytest.importorskip("flax.linen")
+    import jax
+
+    class Net(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            h = jnp.tanh(nn.Dense(4, name="z_in", param_dtype=jnp.float64)(x))
+            return nn.Dense(1, name="a_out", param_dtype=jnp.float64)(h)
+
+    model = ts.Model.from_flax(Net(), raw_data[0])
+    assert model == ts.Model.from_flax(Net(), raw_data[0])  # compiled programs are reused
+    assert model.layer_names == ("z_in", "a_out")
+    with jax.enable_x64(True):
+        params = model.init(jax.random.PRNGKey(3))
+    np_params = [{"w": np.asarray(p["kernel"]), "b": np.asarray(p["bias"])} for p in params]
+    assert np_params[0]["w"].shape == (3, 4)
+    res = _per_layer_sweep(model, params, np_params, raw_data)
+    assert res.meta["learning_rate_entries"] == {"learning_rate.0": "z_in (bias 4, kernel 3x4)",
+                                                 "learning_rate.1": "a_out (bias 1, kernel 4x1)"}
+    cfg = _with(TINY, sweep={"learning_rate.2": [0.1]})
+    with pytest.raises(ts.ConfigError, match=r"learning_rate.1 = a_out \(bias 1, kernel 4x1\)"):
+        ts.run(cfg, data=raw_data, model=model, out=None, progress=False)
+
+
+def test_equinox_model_arrays_trained_rest_static_per_layer_rates(raw_data):
+    """An eqx.nn.MLP (activation and sizes static, a layer per element of .layers): per-layer
+    runs equal NumPy gradient descent; a function key -> module draws each seed's weights."""
+    eqx = pytest.importorskip("equinox")
+    import jax
+    import jax.numpy as jnp
+
+    def make(key):
+        return eqx.nn.MLP(3, "scalar", 4, 1, activation=jnp.tanh, dtype=jnp.float64, key=key)
+
+    with jax.enable_x64(True):
+        mlp = make(jax.random.PRNGKey(5))
+    fixed = ts.Model.from_equinox(mlp)
+    assert fixed.layer_names == ("layers[0]", "layers[1]")
+    np_params = [{"w": np.asarray(layer.weight).T, "b": np.asarray(layer.bias)}
+                 for layer in mlp.layers]
+    res = _per_layer_sweep(fixed, None, np_params, raw_data)
+    assert res.meta["learning_rate_entries"] == {
+        "learning_rate.0": "layers[0] (weight 4x3, bias 4)",
+        "learning_rate.1": "layers[1] (weight 1x4, bias 1)"}
+
+    drawn = ts.Model.from_equinox(make)
+    assert drawn == ts.Model.from_equinox(make)
+    x, y = raw_data
+    seeds = ts.run(_with(TINY, sweep={"seed": [0, 1]}), data=(x, y), model=drawn, out=None,
+                   progress=False)
+    first = seeds.curves[seeds.curves.step == 0].sort_values("run_id")["loss"].to_numpy()
+    assert first[0] != first[1]  # each run's weights from its own seed
+
+
+def test_relative_data_path_is_read_from_the_config_files_folder(tmp_path, monkeypatch):
+    """`[data] path = "d.csv"` in sub/exp.toml reads sub/d.csv whatever the current folder."""
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 2))
+    lines = ["a,b,y"] + [f"{float(a)!r},{float(b)!r},{i % 2}" for i, (a, b) in enumerate(x)]
+    (sub / "d.csv").write_text("\n".join(lines) + "\n")
+    (sub / "exp.toml").write_text('[data]\npath = "d.csv"\nstandardize = false\n')
+    monkeypatch.chdir(tmp_path)  # d.csv is not here
+    exp = ts.parse("sub/exp.toml")
+    assert exp.data.path == str(sub / "d.csv")
+    got_x, got_y = ts.load_dataset(exp.data)
+    np.testing.assert_array_equal(got_x, x)
+    np.testing.assert_array_equal(got_y, np.arange(6) % 2)
+
+
+def test_gradcheck_imports_a_module_from_the_current_folder(tmp_path, monkeypatch, capsys):
+    """`trainscape gradcheck mynet` where mynet.py is: the console script's sys.path does not
+    hold the current folder, so it must be added for the import (as python -m does)."""
+    import sys
+
+    from trainscape.cli.main import main
+
+    (tmp_path / "nu_mynet.py").write_text(
+        "import numpy as np\n"
+        "def loss(p, x, y):\n    return float(np.sum((x @ p['w'] - y) ** 2))\n"
+        "def grads(p, x, y):\n    return {'w': 2 * x.T @ (x @ p['w'] - y)}\n"
+        "def example():\n    rng = np.random.default_rng(0)\n"
+        "    return {'w': rng.standard_normal(3)}, rng.standard_normal((5, 3)), np.ones(5)\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "nu_mynet", raising=False)
+    assert main(["gradcheck", "nu_mynet"]) == 0, capsys.readouterr().err
+    assert str(tmp_path) not in sys.path  # put back as it was
+
+
+def test_version_flag(capsys):
+    from trainscape.cli.main import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    assert capsys.readouterr().out.strip() == f"trainscape {ts.__version__}"
+
+
+def test_resume_says_how_many_runs_were_reused_and_computed(tmp_path, monkeypatch, capsys):
+    """Stopped after 1 of 2 chunks (as Ctrl+C would), `--resume` says 64 runs were saved and
+    64 remain before computing, and 64 reused / 64 computed at the end."""
+    from trainscape.cli.main import main
+    from trainscape.io import store
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('name = "nu"\n[data]\nname = "moons"\nn_samples = 16\n[model]\nhidden = [2]\n'
+                   '[train]\nsteps = 2\n[sweep]\nseed = {range = 128}\n')
+    out = tmp_path / "out"
+    real = store.Store.save_chunk
+
+    def save_then_stop(self, *a, **k):
+        real(self, *a, **k)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(store.Store, "save_chunk", save_then_stop)
+        with pytest.raises(KeyboardInterrupt):
+            ts.run(str(cfg), out=out, chunk_size=64, progress=False)
+    capsys.readouterr()
+    assert main(["run", str(cfg), "--out", str(out), "--resume", "--no-plot"]) == 0
+    got = capsys.readouterr()
+    assert "resuming: 64 of 128 runs are saved (1 chunks), 64 to compute" in got.err
+    assert "resumed: 64 runs reused from the saved chunks, 64 computed now" in got.out
+
+
+# ------------------------------------------------------------------------ heatmaps
+
+
+def _lr_scale_seed_runs(lrs, scales=(0.5, 1.0, 2.0, 4.0), seeds=range(4)):
+    """One oscillating (init_scale, lr) pair among converged runs: the pooled map's trap."""
+    import pandas as pd
+
+    rows = []
+    for i, lr in enumerate(lrs):
+        for scale in scales:
+            for s in seeds:
+                odd = scale == 1.0 and i == len(lrs) - 2
+                rows.append(dict(learning_rate=float(lr), init_scale=scale, seed=s,
+                                 label="oscillating" if odd else "converged"))
+    return pd.DataFrame(rows)
+
+
+def test_summary_heatmap_title_says_how_cells_pool_and_shows_disagreement(tmp_path):
+    """`trainscape run`'s heatmap of lr x init_scale x seed: init_scale on y (seeds pooled),
+    a title naming the pooling, and a cell whose runs disagree marked."""
+    import matplotlib.pyplot as plt
+
+    from trainscape.viz import plots, summary
+
+    runs = _lr_scale_seed_runs(np.geomspace(1e-3, 10, 6))
+    # a cell of lr x seed pooling init_scale holds 3 converged and 1 oscillating run
+    ax = plots.label_heatmap(runs, "learning_rate", "seed", pooled=["init_scale"])
+    assert ax.get_title() == "majority label of 4 runs per cell, pooled over init_scale"
+    dots = [ln for ln in ax.get_lines() if ln.get_gid() == "disagree"]
+    assert len(dots) == 1 and len(dots[0].get_xdata()) == 4  # lr 3.98, every seed
+    np.testing.assert_allclose(dots[0].get_xdata(), np.geomspace(1e-3, 10, 6)[4])
+    assert "runs disagree" in [t.get_text() for t in ax.get_legend().get_texts()]
+    plt.close("all")
+    # cells that agree get no dot
+    ax = plots.label_heatmap(runs, "learning_rate", "init_scale", pooled=["seed"])
+    assert not [ln for ln in ax.get_lines() if ln.get_gid() == "disagree"]
+    plt.close("all")
+
+    res = ts.run({"name": "pool", "data": {"name": "moons", "n_samples": 16},
+                  "model": {"hidden": [2]}, "train": {"steps": 2},
+                  "sweep": {"learning_rate": [0.1, 1.0], "init_scale": [0.5, 1.0],
+                            "seed": {"range": 2}}}, out=None, progress=False)
+    seen = {}
+    real = plots.label_heatmap
+
+    def spy(counts, **kw):
+        ax = real(counts, **kw)
+        seen.update(kw, ax=ax)
+        return ax
+
+    plots.label_heatmap = spy
+    try:
+        summary.write_figures(res, tmp_path)
+    finally:
+        plots.label_heatmap = real
+    assert (seen["x"], seen["y"], list(seen["pooled"])) == ("learning_rate", "init_scale",
+                                                            ["seed"])
+    assert seen["ax"].get_title() == "pool: majority label of 2 runs per cell, pooled over seed"
+
+
+@pytest.mark.parametrize("num, figsize", [(12, (7.5, 4.5)), (12, (3.5, 2.5)), (9, (7, 4))])
+def test_log_axis_labels_decades_and_both_ends(num, figsize):
+    """geomspace [1e-3, 10] of 12 was labelled 1e-3, 0.0285, 0.811: neither 10 nor a decade.
+    Now: the ends always, powers of ten between them (thinned only when labels would
+    overlap), and unlabelled minor ticks at 2..9 x 10^k."""
+    import matplotlib.pyplot as plt
+
+    from trainscape.viz import plots
+
+    lo, hi = (1e-3, 10.0) if num == 12 else (3e-3, 30.0)
+    lrs = np.geomspace(lo, hi, num)
+    runs = _lr_scale_seed_runs(lrs, scales=(1.0,))
+    fig, ax = plt.subplots(figsize=figsize, dpi=150, layout="constrained")
+    plots.label_heatmap(runs, "learning_rate", "seed", ax=ax)
+    fig.canvas.draw()
+    ticks = ax.get_xticks()
+    shown = ticks[(ticks >= lrs[0] * (1 - 1e-9)) & (ticks <= lrs[-1] * (1 + 1e-9))]
+    assert shown[0] == pytest.approx(lo) and shown[-1] == pytest.approx(hi)
+    inner = shown[1:-1]
+    np.testing.assert_allclose(np.log10(inner), np.round(np.log10(inner)), atol=1e-12)
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert labels[0] == plots._fmt(lo) and labels[-1] == plots._fmt(hi)
+    assert len(labels) >= 3
+    if figsize == (7.5, 4.5):
+        assert labels == ["1e-3", "0.01", "0.1", "1", "10"]
+    boxes = sorted((b.x0, b.x1) for b in (t.get_window_extent() for t in ax.get_xticklabels()
+                                          if t.get_text()))
+    assert all(a[1] <= b[0] for a, b in itertools.pairwise(boxes))  # no overlap
+    minor = ax.xaxis.get_minorticklocs()
+    assert np.any(np.isclose(minor, 2.0)) and np.any(np.isclose(minor, 0.005))
+    assert not any(t.get_text() for t in ax.xaxis.get_minorticklabels())
+
+
+def test_linear_grid_axis_labels_both_ends():
+    import matplotlib.pyplot as plt
+
+    from trainscape.viz import plots
+
+    runs = _lr_scale_seed_runs([0.1, 1.0], scales=(1.0,), seeds=range(16))
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=150, layout="constrained")
+    plots.label_heatmap(runs, "learning_rate", "seed", ax=ax)
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_yticklabels() if t.get_text()]
+    assert labels[0] == "0" and labels[-1] == "15"
+
+
+def test_a_module_passed_as_model_names_the_adapters(raw_data):
+    class Module:  # what a Flax or Equinox module passed as it is looks like to trainscape
+        pass
+
+    with pytest.raises(ts.InputError, match=r"got Module .*ts.Model.from_equinox\(module\)"):
+        ts.run(TINY, data=raw_data, model=Module(), out=None, progress=False)

@@ -139,7 +139,7 @@ class Prepared:
             grad_clip=exp.optimizer.grad_clip > 0 or "grad_clip" in exp.sweep,
             sharpness=sharp, sharpness_every=m.sharpness_every,
             sharpness_iters=m.sharpness_iters, sharpness_which=m.sharpness_which,
-            matmul_precision=exp.train.matmul_precision,
+            matmul_precision=exp.train.matmul_precision, early_exit=exp.train.early_exit,
         )
         _check_axes_used(exp)
         self.n_runs = exp.n_runs
@@ -532,7 +532,8 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
     already = sum(len(layout[i][1]) for i in saved)
     dispatch = _fit_dispatch(prep, size)
     timing = {"chunk_size": size, "dispatch_size": dispatch, "chunk_seconds": [],
-              "first_chunk_seconds": None, "resumed_runs": already, "computed_runs": 0}
+              "first_chunk_seconds": None, "resumed_runs": already, "computed_runs": 0,
+              "run_steps_skipped": 0}
     desc = prep.exp.name + (f" [process {share[0]}/{share[1]}]" if share[1] > 1 else "")
     released = time.perf_counter()
     bar = tqdm(total=n, initial=already, unit="run", desc=desc, disable=not progress,
@@ -555,12 +556,20 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
                 timing["first_chunk_seconds"] = out.seconds
             timing["chunk_seconds"].append(out.seconds)
             timing["computed_runs"] += len(rows)
+            timing["run_steps_skipped"] += skipped_run_steps(out.traj, static.steps)
             del out, runs, curves  # a stored chunk lives on disk only
             bar.update(len(rows))
     finally:
         bar.close()
     timing["chunk_size_settled"] = dispatch
     return parts, timing
+
+
+def skipped_run_steps(traj: dict[str, np.ndarray], steps: int) -> int:
+    """Run-steps early exit did not compute in a chunk's trajectories: of the `steps` + 1
+    evaluations each run's loop makes (the one at `steps` included), those its group skipped
+    once all its runs were frozen."""
+    return int(np.sum(steps + 1 - traj["steps_computed"].astype(np.int64)))
 
 
 def _finish(prep, parts, env, timing, t_start, path) -> Results:
@@ -612,7 +621,9 @@ def _engine_facts(prep: Prepared) -> dict:
             "layout": ("custom model" if prep.custom_model else
                        "features" if engine.shares_data(st, prep.x) else "samples"),
         })
-    return {"block_runs_per_device": prep.block, "programs": programs}
+    return {"block_runs_per_device": prep.block, "programs": programs,
+            # whether a group of runs stops computing once all are frozen ([train] early_exit)
+            "early_exit": prep.exp.train.early_exit}
 
 
 # ------------------------------------------------------------------ reliability helpers

@@ -119,10 +119,17 @@ class ChunkOutput:
     rows: np.ndarray | None = None
 
 
+# The name of the vmapped axis of the runs trained together (a group, `sub_batch`): with early
+# exit, `train_one` asks over it whether any run of its group is still alive.
+GROUP_AXIS = "group"
+
+
 @functools.lru_cache(maxsize=64)
-def compiled_sweep(static: Static, devices: tuple = ()):
+def compiled_sweep(static: Static, devices: tuple = (), layout: str | None = None):
     """`jit(shard_map(vmap(train_one)))` for one static configuration; cached so jit's own
-    cache (keyed on shapes and dtypes) is reused across sweeps.
+    cache (keyed on shapes and dtypes) is reused across sweeps. `layout`: the platform whose
+    grouping of runs the program uses (default: the devices'; "gpu" on CPU devices builds the
+    accelerator's program, whole blocks vmapped, for tests).
 
     `shard_map` over a 1-D mesh of `devices` gives each device its own block of runs and its own
     copy of the data, with no communication at all. (Letting the partitioner shard a plain
@@ -130,13 +137,13 @@ def compiled_sweep(static: Static, devices: tuple = ()):
     code. The hangs seen with the sharpness on CPU came from jaxlib's batched eigh itself;
     see `curvature._eigh`.)"""
 
-    def one(hp, x, y, init_params):
+    def one(hp, x, y, init_params, group=None):
         # the precision of every matmul is fixed when the program is traced ("default" leaves
         # JAX's own setting, which on GPUs is TF32 for float32)
         if static.matmul_precision == "default":
-            return train_one(hp, x, y, static, init_params)
+            return train_one(hp, x, y, static, init_params, group)
         with jax.default_matmul_precision(static.matmul_precision):
-            return train_one(hp, x, y, static, init_params)
+            return train_one(hp, x, y, static, init_params, group)
 
     # How the runs of a block see the data. Sample-major networks give every run its own
     # (broadcast) copy: with a shared x, vmap folds the run axis into the first layer's matmul
@@ -151,9 +158,10 @@ def compiled_sweep(static: Static, devices: tuple = ()):
     # 1.21x on a 30-16-16-1 network on breast cancer; results/bench/README.md).
     # init params: the caller's, shared by every run (None), or each run's own draw (0)
     ip_axis = None if static.custom_init else 0
-    per_run = jax.vmap(one, in_axes=(0, 0, None, ip_axis))
-    shared = jax.vmap(one, in_axes=(0, None, None, ip_axis))
-    platform = devices[0].platform if devices else None
+    in_group = functools.partial(one, group=GROUP_AXIS)
+    per_run = jax.vmap(in_group, in_axes=(0, 0, None, ip_axis), axis_name=GROUP_AXIS)
+    shared = jax.vmap(in_group, in_axes=(0, None, None, ip_axis), axis_name=GROUP_AXIS)
+    platform = layout or (devices[0].platform if devices else None)
 
     def vmapped(hp, x, y, init_params):
         if shares_data(static, x):
@@ -193,7 +201,7 @@ def compiled_sweep(static: Static, devices: tuple = ()):
         out = lax.map(group, groups)
         return jax.tree.map(lambda a: a.reshape(runs, *a.shape[2:]), out)
 
-    options = compiler_options(platform)
+    options = compiler_options(devices[0].platform if devices else None)
     jit = functools.partial(jax.jit, compiler_options=options or None)
     if len(devices) <= 1:
         return jit(batched)
@@ -348,13 +356,14 @@ def chunk_layout(groups: list, size: int) -> list[tuple]:
 
 def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
                chunk_size: int | None = None, skip: set[int] | frozenset = frozenset(),
-               ) -> Iterator[ChunkOutput]:
+               layout: str | None = None) -> Iterator[ChunkOutput]:
     """Train every run described by the hyperparameter arrays `hp`, chunk by chunk.
 
     `static` is one :class:`Static`, or a list of `(Static, rows)` groups when static axes
     (dtype, batch size) split the grid into several programs; chunks never straddle groups and
     are numbered across all groups in order. Yields one :class:`ChunkOutput` per chunk as soon
     as it is on the host. Chunks whose index is in `skip` (already saved) are not computed.
+    `layout`: see `compiled_sweep` (None: the devices' platform).
     """
     if not isinstance(static, list):
         n = max((len(v) for v in hp.values() if np.ndim(v)), default=1)
@@ -362,7 +371,8 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
     groups = static
     n = sum(len(rows) for _, rows in groups)
     devices = run_devices()
-    block = groups_block(groups, x, devices[0].platform)
+    platform = layout or devices[0].platform
+    block = groups_block(groups, x, platform)
     group_runs = block * len(devices)
     size = -(-(chunk_size or default_chunk_size(n, block)) // group_runs) * group_runs
     placed: dict = {}  # per static: its devices, shardings, compiled program and data
@@ -370,15 +380,17 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
         if index in skip:
             continue
         if st not in placed:
-            placed[st] = _place(st, devices, x, y, init_params)
+            placed[st] = _place(st, devices, x, y, init_params, platform)
         fn, init_fn, by_run, xd, yd, ip, group_runs, order = placed[st]
         to_layout = np.argsort(order)
+        by_lr = exit_order(hp, rows) if st.early_exit else np.arange(len(rows))
         hdt = np.float32 if st.dtype == "bfloat16" else jnp.dtype(st.dtype)
         t0 = time.perf_counter()
         pending: list = []  # dispatched blocks not yet copied to the host, oldest first
         parts = []
         for g0 in range(0, len(rows), group_runs):  # dispatched asynchronously
-            batch, real = dispatch_inputs(hp, rows, g0, group_runs, to_layout, hdt, by_run)
+            batch, real = dispatch_inputs(hp, rows[by_lr], g0, group_runs, to_layout, hdt,
+                                          by_run)
             # each run's own starting weights, from the init program (see compiled_init)
             traj: Trajectory = fn(batch, xd, yd, init_fn(batch["seed"]) if ip is None else ip,
                                   real)
@@ -387,9 +399,23 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
                 parts.append(_to_host(*pending.pop(0), order))
         parts += [_to_host(m, t, order) for m, t in pending]
         del pending
-        host = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        back = np.argsort(by_lr)
+        host = {k: np.concatenate([p[k] for p in parts])[back] for k in parts[0]}
         yield ChunkOutput(index, int(rows[0]), int(rows[0]) + len(rows), host,
                           time.perf_counter() - t0, rows=rows)
+
+
+def exit_order(hp: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """The order in which a chunk's runs `rows` are dispatched with early exit: by learning
+    rate (stable, so grid order among equal rates). Runs of close learning rates tend to blow
+    up at about the same step, so blocks of them are frozen all together and stop early,
+    whichever axis the grid lists first. Results do not depend on a run's place in a block
+    (each run's randomness comes from its own seed, and blocks have a fixed size); the tables
+    keep the grid's order."""
+    lr = hp.get("learning_rate")
+    if lr is None or np.ndim(lr) == 0:
+        return np.arange(len(rows))
+    return np.argsort(lr[rows], kind="stable")
 
 
 def dispatch_inputs(hp: dict[str, np.ndarray], rows: np.ndarray, g0: int, group_runs: int,
@@ -433,8 +459,9 @@ def device_order(block: int, n_devices: int, sub: int) -> np.ndarray:
     return (group % n_devices) * block + (group // n_devices) * sub + j % sub
 
 
-def _place(st: Static, devices: list, x, y, init_params):
-    """Compiled program, shardings and device copies of the data for one static config."""
+def _place(st: Static, devices: list, x, y, init_params, platform: str | None = None):
+    """Compiled program, shardings and device copies of the data for one static config
+    (`platform`: the grouping of runs the program uses, see `compiled_sweep`)."""
     devs = group_devices(st, devices)
     # runs are independent, so sharding the run axis needs no communication; data and the
     # caller's init params are replicated on every device
@@ -448,10 +475,12 @@ def _place(st: Static, devices: list, x, y, init_params):
     ip = None
     if init_params is not None:
         ip = jax.device_put(jax.tree.map(lambda p: jnp.asarray(p, dt), init_params), replicated)
-    block = block_of(st, x, devs[0].platform)
-    order = device_order(block, len(devs), min(block, sub_batch(st, x, devs[0].platform)))
-    return (compiled_sweep(st, tuple(devs)), compiled_init(st.model, tuple(devs)), by_run, xd,
-            yd, ip, block * len(devs), order)
+    platform = platform or devs[0].platform
+    block = block_of(st, x, platform)
+    order = device_order(block, len(devs), min(block, sub_batch(st, x, platform)))
+    layout = platform if platform != devs[0].platform else None
+    return (compiled_sweep(st, tuple(devs), layout), compiled_init(st.model, tuple(devs)),
+            by_run, xd, yd, ip, block * len(devs), order)
 
 
 def n_chunks(n_runs: int, chunk_size: int) -> int:

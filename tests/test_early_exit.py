@@ -82,6 +82,15 @@ def test_early_exit_is_exact_and_skips_exactly_the_frozen_groups():
     assert (by_lr[3000.0] >= 0).all() and len(set(by_lr[3000.0])) >= 3
     # the freeze step read off the curve is the engine's divergence step
     np.testing.assert_array_equal(frozen, on.runs["diverged_step"].fillna(-1).to_numpy())
+    # the engine's whole output too, arrays no table holds (every recorded sharpness) included
+    traj = {}
+    for early in (True, False):
+        prep = api.Prepared(ts.parse(_with(GRID, train={"early_exit": early})))
+        (out,) = engine.run_chunks(prep.groups, prep.hp, prep.x, prep.y)
+        traj[early] = out.traj
+    for k, v in traj[False].items():
+        if k != "steps_computed":
+            np.testing.assert_array_equal(traj[True][k], v, err_msg=k)
     want = _expected_skipped(lr, frozen, engine.BLOCK, T)
     assert want == 32 * (T - 1 - by_lr[3000.0].max()) + 32 * (T - 2)
     assert on.meta["timings"]["run_steps_skipped"] == want

@@ -312,10 +312,12 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
         xs = (starts, np.diff(starts, append=T + 1).astype(np.int32))
     carry = (params, opt_state, _init_stats(sdt))
     if static.early_exit:
-        lengths = np.diff(starts, append=T + 1).astype(np.int32)
-        (_, _, stats), (rec_R, acc_R, sh_R), stop, computed = _until_frozen(
-            block, carry, xs, lengths, group)
-        if static.sharpness and every:
+        (_, _, stats), (rec_R, acc_R, sh_R), stop = _until_frozen(block, carry, xs, group)
+        # steps 0 .. starts[stop] - 1, then the evaluation at T
+        computed = jnp.asarray(np.append(starts, T))[stop] + 1
+        if not static.sharpness:
+            sh_R = jnp.zeros_like(sh_R)  # what the scan records (the loop's copy is dropped)
+        elif every:
             # the skipped recorded steps where the sharpness was due: a frozen run's weights
             # no longer change, so it is the value measured at the end (as the full loop has)
             due_R = np.array([t0 == T or t0 % every == 0 for t0 in starts])
@@ -354,14 +356,13 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
     )
 
 
-def _until_frozen(block, carry, xs, lengths: np.ndarray, group: str | None):
+def _until_frozen(block, carry, xs, group: str | None):
     """`lax.scan(block, carry, xs)` over the recorded blocks, except that once every run of
     `group` is frozen the blocks left are skipped up to the last one (the end, `steps`), which
     still runs: it is where the full loop measures the final sharpness, and it keeps the step's
-    code in one place. Returns (carry, outputs, stop, steps): `stop` is the first skipped block
-    (the number of blocks if none was), `steps` the sum of `lengths` (steps per block) over the
-    blocks that ran, and the skipped blocks' outputs are NaN, which is what a frozen run
-    records.
+    code in one place. Returns (carry, outputs, stop): `stop` is the first skipped block (the
+    number of blocks if none was; counted from the iterations the loop ran), and the skipped
+    blocks' outputs are NaN, which is what a frozen run records.
 
     Exact: a frozen run's weights, optimizer state and summaries no longer change and its
     recorded values are NaN, so skipping its steps changes none of its results; a group with a
@@ -373,18 +374,15 @@ def _until_frozen(block, carry, xs, lengths: np.ndarray, group: str | None):
     shapes = jax.eval_shape(block, carry, jax.tree.map(lambda a: a[0], xs))[1]
     ys = jax.tree.map(lambda s: jnp.full((n, *s.shape), jnp.nan, s.dtype), shapes)
 
-    lengths = jnp.asarray(lengths)
-
     def body(c):
-        i, carry, ys, stop, steps = c
+        i, carry, ys, ran = c
         carry, y = block(carry, jax.tree.map(lambda a: a[i], xs))
         ys = jax.tree.map(lambda buf, v: buf.at[i].set(v), ys, y)
         alive = carry[2].alive
         anyone = alive if group is None else lax.psum(alive.astype(jnp.int32), group) > 0
-        nxt = jnp.where(anyone, i + 1, jnp.maximum(i + 1, n - 1))
-        return nxt, carry, ys, jnp.where(nxt > i + 1, i + 1, stop), steps + lengths[i]
+        return jnp.where(anyone, i + 1, jnp.maximum(i + 1, n - 1)), carry, ys, ran + 1
 
     zero = jnp.zeros((), jnp.int32)
-    _, carry, ys, stop, steps = lax.while_loop(lambda c: c[0] < n, body,
-                                               (zero, carry, ys, zero + n, zero))
-    return carry, ys, stop, steps
+    _, carry, ys, ran = lax.while_loop(lambda c: c[0] < n, body, (zero, carry, ys, zero))
+    # the loop ran blocks 0 .. stop - 1 and then the last one
+    return carry, ys, jnp.where(ran < n, ran - 1, n)

@@ -179,3 +179,20 @@ def test_the_accelerator_layout_forced_on_the_cpu_gives_the_cpu_labels():
     for a, b in zip(tables[True], tables[False], strict=True):
         pd.testing.assert_frame_equal(a, b, check_exact=True)
     pd.testing.assert_series_equal(tables[True][0]["label"], cpu.runs["label"])
+
+
+def test_the_chunk_size_probe_times_every_step(monkeypatch, tmp_path):
+    """The probe that sizes chunks by time computes every step: with early exit, runs that
+    blow up at once would make the probe, and so a chunk, look free."""
+    from trainscape import tuning
+
+    seen = []
+
+    def fake_run_chunks(groups, *args, **kwargs):
+        seen.extend(st for st, _ in groups)
+        return iter(())
+
+    monkeypatch.setattr(engine, "run_chunks", fake_run_chunks)
+    monkeypatch.setattr(tuning, "cache_file", lambda: tmp_path / "probe.json")
+    tuning.probe_seconds_per_run_step(api.Prepared(ts.parse(GRID)))
+    assert seen and all(not st.early_exit for st in seen)

@@ -99,7 +99,8 @@ def probe_seconds_per_run_step(prep) -> tuple[float, bool]:
     """(seconds per run-step on all devices, whether it came from the cache). Times one block
     of runs on every device (the first runs of the first program group; other groups differ
     only in dtype or batch size) for PROBE_STEPS steps, best of two calls after a warm-up
-    call, without sharpness (a fixed per-run cost that longer chunks only amortize)."""
+    call, without sharpness (a fixed per-run cost that longer chunks only amortize) and without
+    early exit (runs that blow up at once would make every step look free)."""
     key, f = shape_key(prep), cache_file()
     if key is not None:
         hit = _read(f).get(key)
@@ -107,7 +108,8 @@ def probe_seconds_per_run_step(prep) -> tuple[float, bool]:
             return float(hit), True
     st, rows = prep.groups[0]
     steps = min(st.steps, PROBE_STEPS)
-    probe = st._replace(steps=steps, record_every=steps, sharpness=False, sharpness_every=0)
+    probe = st._replace(steps=steps, record_every=steps, sharpness=False, sharpness_every=0,
+                        early_exit=False)
     group = prep.block * len(engine.run_devices())
     rows = np.resize(rows, group)  # a grid smaller than one block repeats its runs
 

@@ -99,6 +99,8 @@ class Workload:
         return lr.ravel().astype(np.float32), seed.ravel().astype(np.int64)
 
 
+MOONS_256 = {"name": "moons", "n_samples": 256, "noise": 0.1, "data_seed": 0, "standardize": True}
+
 WORKLOADS: dict[str, Workload] = {
     "seed": Workload(
         name="seed",
@@ -115,7 +117,7 @@ WORKLOADS: dict[str, Workload] = {
     ),
     "small": Workload(
         name="small",
-        data={"name": "moons", "n_samples": 256, "noise": 0.1, "data_seed": 0, "standardize": True},
+        data=MOONS_256,
         hidden=(16, 16),
         init="normal",
         steps=300,
@@ -130,7 +132,7 @@ WORKLOADS: dict[str, Workload] = {
     # first steps, and the engine stops computing a block once all its runs are frozen.
     "diverging": Workload(
         name="diverging",
-        data={"name": "moons", "n_samples": 256, "noise": 0.1, "data_seed": 0, "standardize": True},
+        data=MOONS_256,
         hidden=(32, 32),
         init="normal",
         steps=300,

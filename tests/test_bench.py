@@ -390,3 +390,43 @@ def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path, monkeypatch, 
     text = gap.format_gap(r)
     assert f"{n_runs} runs x 4 steps" in text and "train / step_loop" in text
     assert "train, samples_shared" in text
+
+
+def test_diverging_workload_matches_the_design():
+    cfg = bench.workload_config("diverging")
+    assert cfg["data"] == bench.workload_config("small")["data"]  # moons, 256 samples
+    assert cfg["model"] == {"hidden": [32, 32], "activation": "tanh", "init": "normal"}
+    assert cfg["loss"] == {"name": "bce"} and cfg["optimizer"] == {"name": "sgd"}
+    assert cfg["train"]["steps"] == 300
+    assert cfg["sweep"] == {"learning_rate": {"geomspace": [1.0, 1e4], "num": 16},
+                            "seed": {"range": 64}}
+    assert bench.WORKLOADS["diverging"].n_runs == 1024
+
+
+def test_early_exit_is_timed_against_the_engine_without_it(small_matmul):
+    """Both engines in the same rounds: the ratio of their best times and of each round's,
+    and the run-steps skipped (none here: no run of TINY blows up)."""
+    res = bench.run_bench([TINY], peers=["engine", "engine_no_early_exit"], repeats=2,
+                          stream=None)
+    w = res["workloads"]["tiny"]
+    on, off = w["peers"]["engine"], w["peers"]["engine_no_early_exit"]
+    ee = w["early_exit"]
+    assert ee["time_ratio_on_over_off"] == on["best_seconds"] / off["best_seconds"]
+    rounds = zip(on["seconds"], off["seconds"], strict=True)
+    assert ee["time_ratio_per_round"] == [a / b for a, b in rounds]
+    assert ee["run_steps_skipped"] == on["run_steps_skipped"] == 0
+    assert off["run_steps_skipped"] == 0 and ee["run_steps_total"] == 4 * 7
+    assert "[train] early_exit = false" in off["note"]
+    assert "Early exit: on/off time ratio" in bench.format_table("tiny", w)
+
+
+def test_the_early_exit_target_is_met_at_or_below_its_ratio():
+    def peers(on, off):
+        return {"engine": {"best_seconds": on}, "engine_no_early_exit": {"best_seconds": off}}
+
+    (met,) = bench.check_targets("diverging", peers(5.5, 10.0))
+    (missed,) = bench.check_targets("diverging", peers(5.6, 10.0))
+    assert met["met"] is True and missed["met"] is False
+    assert missed["measured"] == pytest.approx(0.56) and missed["goal"] == 0.55
+    (unknown,) = bench.check_targets("diverging", {"engine": {"best_seconds": 1.0}})
+    assert unknown["met"] is None

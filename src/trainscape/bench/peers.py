@@ -48,7 +48,11 @@ from jax import lax
 
 from ..errors import ConfigError
 
-PEERS = ("numpy_loop", "torch_eager", "torch_vmap", "jax_step_loop", "engine")
+# engine_no_early_exit: the engine with [train] early_exit = false (every step computed), so
+# every workload times early exit on against off in the same process
+PEERS = ("numpy_loop", "torch_eager", "torch_vmap", "jax_step_loop", "engine",
+         "engine_no_early_exit")
+ENGINES = ("engine", "engine_no_early_exit")
 # Peers that train one run at a time: timed on a subset and extrapolated per run-step.
 ONE_AT_A_TIME = ("numpy_loop", "torch_eager")
 TORCH_PEERS = ("torch_eager", "torch_vmap")
@@ -61,6 +65,9 @@ TARGETS: dict[str, dict[str, float]] = {
              "jax_step_loop": 1.5},
     "small": {"utilization": 0.25, "numpy_loop": 8.0, "torch_eager": 20.0, "torch_vmap": 4.0,
               "jax_step_loop": 1.5},
+    # the early-exit issue's: the engine's time with early exit at most this fraction of its
+    # time without (best of the rounds each)
+    "diverging": {"early_exit_time_ratio": 0.55},
 }
 
 
@@ -92,6 +99,8 @@ class Workload:
         return lr.ravel().astype(np.float32), seed.ravel().astype(np.int64)
 
 
+MOONS_256 = {"name": "moons", "n_samples": 256, "noise": 0.1, "data_seed": 0, "standardize": True}
+
 WORKLOADS: dict[str, Workload] = {
     "seed": Workload(
         name="seed",
@@ -108,7 +117,7 @@ WORKLOADS: dict[str, Workload] = {
     ),
     "small": Workload(
         name="small",
-        data={"name": "moons", "n_samples": 256, "noise": 0.1, "data_seed": 0, "standardize": True},
+        data=MOONS_256,
         hidden=(16, 16),
         init="normal",
         steps=300,
@@ -118,6 +127,19 @@ WORKLOADS: dict[str, Workload] = {
         # 1024 of the 4096 runs per vmapped peer (every lr bucket), so that one repeat stays
         # near half a minute on 2 cores; what is compared is the per-run-step rate.
         vmap_runs=1024,
+    ),
+    # Early exit's workload: most runs above a learning rate of about 10 blow up within the
+    # first steps, and the engine stops computing a block once all its runs are frozen.
+    "diverging": Workload(
+        name="diverging",
+        data=MOONS_256,
+        hidden=(32, 32),
+        init="normal",
+        steps=300,
+        lr_range=(1.0, 1e4),
+        n_lr=16,
+        n_seeds=64,
+        vmap_runs=256,
     ),
 }
 
@@ -651,9 +673,10 @@ def _setup_peer(peer: str, w: Workload, X, y) -> Setup:
     return info, once
 
 
-def _setup_engine(w: Workload) -> Setup:
+def _setup_engine(w: Workload, early_exit: bool = True) -> Setup:
     """The engine through the public call, after one warm-up sweep of the same shapes (so the
-    timed sweeps hit the compilation cache)."""
+    timed sweeps hit the compilation cache); `early_exit` False: with [train] early_exit =
+    false."""
     import trainscape as ts
 
     run = getattr(ts, "run", None)
@@ -661,13 +684,19 @@ def _setup_engine(w: Workload) -> Setup:
         return {"status": "skipped",
                 "note": "engine not available (trainscape.run not defined)"}, None
     config = workload_config(w)
+    if not early_exit:
+        config["train"]["early_exit"] = False
 
     def once() -> None:
-        jax.block_until_ready(run(config, out=None, progress=False))
+        res = jax.block_until_ready(run(config, out=None, progress=False))
+        meta = getattr(res, "meta", None)
+        if meta is not None:
+            info["run_steps_skipped"] = meta["timings"].get("run_steps_skipped")
 
     info = {"status": "ok", "runs_timed": w.n_runs, "steps": w.steps,
             "run_steps_timed": w.n_runs * w.steps,
-            "note": f"ts.run end to end, all {w.n_runs} runs, after one warm-up sweep"}
+            "note": f"ts.run end to end, all {w.n_runs} runs, after one warm-up sweep"
+                    + ("" if early_exit else ", [train] early_exit = false")}
     try:
         once()
     except Exception as e:  # noqa: BLE001 - one failing peer must not hide the others' numbers
@@ -742,8 +771,8 @@ def bench_workload(
     for peer in peers:
         if stream is not None:
             print(f"  [{w.name}] setting up {peer} ...", file=stream, flush=True)
-        if peer == "engine":
-            setups[peer] = _setup_engine(w)
+        if peer in ENGINES:
+            setups[peer] = _setup_engine(w, early_exit=peer == "engine")
         elif peer in TORCH_PEERS and torch_missing:
             setups[peer] = {"status": "skipped", "note": torch_missing}, None
         else:
@@ -783,9 +812,24 @@ def bench_workload(
         "peers": results,
         "matmul_bound": bound,
         "agreement": agreement,
+        "early_exit": early_exit_figures(results, w),
         # the issue's targets are for a 2-core CPU; on a GPU or TPU they would mislead
         "targets": check_targets(w.name, results) if jax.default_backend() == "cpu" else [],
     }
+
+
+def early_exit_figures(peers: dict[str, dict], w: Workload) -> dict | None:
+    """The engine with early exit against itself without (both peers timed in the same
+    rounds): the ratio of their best times, of each round's times, and the run-steps early exit
+    skipped of the runs x (steps + 1) evaluations. None unless both engines ran."""
+    on, off = peers.get("engine", {}), peers.get("engine_no_early_exit", {})
+    if not on.get("seconds") or not off.get("seconds"):
+        return None
+    return {"time_ratio_on_over_off": on["best_seconds"] / off["best_seconds"],
+            "time_ratio_per_round": [a / b for a, b in zip(on["seconds"], off["seconds"],
+                                                           strict=True)],
+            "run_steps_skipped": on.get("run_steps_skipped"),
+            "run_steps_total": w.n_runs * (w.steps + 1)}
 
 
 def check_targets(name: str, peers: dict[str, dict]) -> list[dict]:
@@ -798,6 +842,13 @@ def check_targets(name: str, peers: dict[str, dict]) -> list[dict]:
     out = []
     engine_util = peers.get("engine", {}).get("utilization")
     for key, goal in TARGETS.get(name, {}).items():
+        if key == "early_exit_time_ratio":  # at most the goal
+            on, off = (peers.get(p, {}).get("best_seconds") for p in ENGINES)
+            ratio = on / off if on and off else None
+            out.append({"target": "early exit time on/off", "goal": goal, "measured": ratio,
+                        "met": None if ratio is None else ratio <= goal,
+                        "needs_utilization": None})
+            continue
         if key == "utilization":
             out.append({"target": "utilization", "goal": goal, "measured": engine_util,
                         "met": None if engine_util is None else engine_util >= goal,
@@ -960,6 +1011,18 @@ def format_table(name: str, wres: dict) -> str:
             f"{_fmt_rate(mb['run_steps_per_s'])} run-steps/s, {mb['utilization']:.1%} "
             "utilization"
             + ("" if frac is None else f"; the engine reaches {frac:.1%} of that") + ".",
+        ]
+    ee = wres.get("early_exit")
+    if ee:
+        skipped = ee["run_steps_skipped"]
+        rounds = ", ".join(f"{r:.3f}" for r in ee["time_ratio_per_round"])
+        lines += [
+            "",
+            f"Early exit: on/off time ratio {ee['time_ratio_on_over_off']:.3f} (best of each; "
+            f"per round {rounds}); "
+            + ("run-steps skipped unknown" if skipped is None else
+               f"{skipped:,} of {ee['run_steps_total']:,} run-step evaluations skipped "
+               f"({skipped / ee['run_steps_total']:.1%})") + ".",
         ]
     ag = wres["agreement"]
     diffs = ", ".join(f"{p} {d:.1e}" for p, d in ag["max_rel_diff"].items()) or "none compared"

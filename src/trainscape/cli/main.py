@@ -211,10 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
         "bench", help="time the engine against its peers on the benchmark workloads",
         description="Time trainscape (through ts.run, after a warm-up sweep) and its peers "
                     "(NumPy loop, PyTorch eager, torch.func.vmap, a jitted JAX step driven "
-                    "from Python) on the workloads described in results/bench/README.md, in one "
+                    "from Python, and the engine with [train] early_exit = false) on the "
+                    "workloads described in results/bench/README.md, in one "
                     "process; prints run-steps/s, ratios and utilization against the dense "
                     "float32 matmul rate. PyTorch peers need the `bench` extra.")
-    b.add_argument("--workload", choices=("seed", "small", "all", "memory"), default="all",
+    b.add_argument("--workload", choices=("seed", "small", "diverging", "all", "memory"),
+                   default="all",
                    help="'memory': peak host memory of a 10,000-run and a 1,000,000-run sweep "
                         "of a tiny network, each in its own process, with a cold and then a "
                         "warm compile cache (about 2 minutes on 2 cores); not part of 'all'")

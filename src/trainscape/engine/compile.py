@@ -47,10 +47,17 @@ def compiler_options(platform: str | None = None) -> dict:
 
 
 
+# The name of the vmapped axis of the runs trained together (a group, `plan.sub_batch`): with
+# early exit, `train_one` asks over it whether any run of its group is still alive.
+GROUP_AXIS = "group"
+
+
 @functools.lru_cache(maxsize=64)
-def compiled_sweep(static: Static, devices: tuple = ()):
+def compiled_sweep(static: Static, devices: tuple = (), layout: str | None = None):
     """`jit(shard_map(vmap(train_one)))` for one static configuration; cached so jit's own
-    cache (keyed on shapes and dtypes) is reused across sweeps.
+    cache (keyed on shapes and dtypes) is reused across sweeps. `layout`: the platform whose
+    grouping of runs the program uses (default: the devices'; "gpu" on CPU devices builds the
+    accelerator's program, whole blocks vmapped, for tests).
 
     `shard_map` over a 1-D mesh of `devices` gives each device its own block of runs and its own
     copy of the data, with no communication at all. (Letting the partitioner shard a plain
@@ -58,13 +65,13 @@ def compiled_sweep(static: Static, devices: tuple = ()):
     code. The hangs seen with the sharpness on CPU came from jaxlib's batched eigh itself;
     see `curvature._eigh`.)"""
 
-    def one(hp, x, y, init_params):
+    def one(hp, x, y, init_params, group=None):
         # the precision of every matmul is fixed when the program is traced ("default" leaves
         # JAX's own setting, which on GPUs is TF32 for float32)
         if static.matmul_precision == "default":
-            return train_one(hp, x, y, static, init_params)
+            return train_one(hp, x, y, static, init_params, group)
         with jax.default_matmul_precision(static.matmul_precision):
-            return train_one(hp, x, y, static, init_params)
+            return train_one(hp, x, y, static, init_params, group)
 
     # How the runs of a block see the data. Sample-major networks give every run its own
     # (broadcast) copy: with a shared x, vmap folds the run axis into the first layer's matmul
@@ -79,9 +86,10 @@ def compiled_sweep(static: Static, devices: tuple = ()):
     # 1.21x on a 30-16-16-1 network on breast cancer; results/bench/README.md).
     # init params: the caller's, shared by every run (None), or each run's own draw (0)
     ip_axis = None if static.custom_init else 0
-    per_run = jax.vmap(one, in_axes=(0, 0, None, ip_axis))
-    shared = jax.vmap(one, in_axes=(0, None, None, ip_axis))
-    platform = devices[0].platform if devices else None
+    in_group = functools.partial(one, group=GROUP_AXIS)
+    per_run = jax.vmap(in_group, in_axes=(0, 0, None, ip_axis), axis_name=GROUP_AXIS)
+    shared = jax.vmap(in_group, in_axes=(0, None, None, ip_axis), axis_name=GROUP_AXIS)
+    platform = layout or (devices[0].platform if devices else None)
 
     def vmapped(hp, x, y, init_params):
         if plan.shares_data(static, x):
@@ -121,7 +129,7 @@ def compiled_sweep(static: Static, devices: tuple = ()):
         out = lax.map(group, groups)
         return jax.tree.map(lambda a: a.reshape(runs, *a.shape[2:]), out)
 
-    options = compiler_options(platform)
+    options = compiler_options(devices[0].platform if devices else None)
     jit = functools.partial(jax.jit, compiler_options=options or None)
     if len(devices) <= 1:
         return jit(batched)

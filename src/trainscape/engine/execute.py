@@ -52,13 +52,14 @@ def take(hp: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
 
 def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
                chunk_size: int | None = None, skip: set[int] | frozenset = frozenset(),
-               ) -> Iterator[ChunkOutput]:
+               layout: str | None = None) -> Iterator[ChunkOutput]:
     """Train every run described by the hyperparameter arrays `hp`, chunk by chunk.
 
     `static` is one :class:`Static`, or a list of `(Static, rows)` groups when static axes
     (dtype, batch size) split the grid into several programs; chunks never straddle groups and
     are numbered across all groups in order. Yields one :class:`ChunkOutput` per chunk as soon
     as it is on the host. Chunks whose index is in `skip` (already saved) are not computed.
+    `layout`: see `compile.compiled_sweep` (None: the devices' platform).
     """
     if not isinstance(static, list):
         n = max((len(v) for v in hp.values() if np.ndim(v)), default=1)
@@ -66,7 +67,8 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
     groups = static
     n = sum(len(rows) for _, rows in groups)
     devices = plan.run_devices()
-    block = plan.groups_block(groups, x, devices[0].platform)
+    platform = layout or devices[0].platform
+    block = plan.groups_block(groups, x, platform)
     group_runs = block * len(devices)
     size = -(-(chunk_size or plan.default_chunk_size(n, block)) // group_runs) * group_runs
     placed: dict[Static, Placed] = {}
@@ -74,15 +76,16 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
         if index in skip:
             continue
         if st not in placed:
-            placed[st] = place(st, devices, x, y, init_params)
+            placed[st] = place(st, devices, x, y, init_params, platform)
         p = placed[st]
         to_layout = np.argsort(p.order)
+        by_lr = exit_order(hp, rows) if st.early_exit else np.arange(len(rows))
         hdt = np.float32 if st.dtype == "bfloat16" else jnp.dtype(st.dtype)
         t0 = time.perf_counter()
         pending: list = []  # dispatched blocks not yet copied to the host, oldest first
         parts = []
         for g0 in range(0, len(rows), p.dispatch_runs):  # dispatched asynchronously
-            batch, real = dispatch_inputs(hp, rows, g0, p.dispatch_runs, to_layout, hdt,
+            batch, real = dispatch_inputs(hp, rows[by_lr], g0, p.dispatch_runs, to_layout, hdt,
                                           p.by_run)
             # each run's own starting weights, from the init program (see compiled_init)
             ip = p.init(batch["seed"]) if p.init_params is None else p.init_params
@@ -92,9 +95,23 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
                 parts.append(_to_host(*pending.pop(0), p.order))
         parts += [_to_host(m, t, p.order) for m, t in pending]
         del pending
-        host = {k: np.concatenate([q[k] for q in parts]) for k in parts[0]}
+        back = np.argsort(by_lr)
+        host = {k: np.concatenate([q[k] for q in parts])[back] for k in parts[0]}
         yield ChunkOutput(index, int(rows[0]), int(rows[0]) + len(rows), host,
                           time.perf_counter() - t0, rows=rows)
+
+
+def exit_order(hp: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """The order in which a chunk's runs `rows` are dispatched with early exit: by learning
+    rate (stable, so grid order among equal rates). Runs of close learning rates tend to blow
+    up at about the same step, so blocks of them are frozen all together and stop early,
+    whichever axis the grid lists first. Results do not depend on a run's place in a block
+    (each run's randomness comes from its own seed, and blocks have a fixed size); the tables
+    keep the grid's order."""
+    lr = hp.get("learning_rate")
+    if lr is None or np.ndim(lr) == 0:
+        return np.arange(len(rows))
+    return np.argsort(lr[rows], kind="stable")
 
 
 def dispatch_inputs(hp: dict[str, np.ndarray], rows: np.ndarray, g0: int, group_runs: int,
@@ -138,8 +155,9 @@ class Placed(NamedTuple):
     order: np.ndarray  # plan.device_order of a dispatch
 
 
-def place(st: Static, devices: list, x, y, init_params) -> Placed:
-    """Compiled program, shardings and device copies of the data for one static config."""
+def place(st: Static, devices: list, x, y, init_params, platform: str | None = None) -> Placed:
+    """Compiled program, shardings and device copies of the data for one static config
+    (`platform`: the grouping of runs the program uses, see `compile.compiled_sweep`)."""
     # runs are independent, so sharding the run axis needs no communication; data and the
     # caller's init params are replicated on every device
     mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
@@ -152,18 +170,21 @@ def place(st: Static, devices: list, x, y, init_params) -> Placed:
     ip = None
     if init_params is not None:
         ip = jax.device_put(jax.tree.map(lambda p: jnp.asarray(p, dt), init_params), replicated)
-    platform = devices[0].platform
+    platform = platform or devices[0].platform
     block = plan.block_of(st, x, platform)
     order = plan.device_order(block, len(devices), min(block, plan.sub_batch(st, x, platform)))
-    return Placed(compiled_sweep(st, tuple(devices)), compiled_init(st.model, tuple(devices)),
-                  by_run, xd, yd, ip, block * len(devices), order)
+    layout = platform if platform != devices[0].platform else None
+    return Placed(compiled_sweep(st, tuple(devices), layout),
+                  compiled_init(st.model, tuple(devices)), by_run, xd, yd, ip,
+                  block * len(devices), order)
 
 
 def probe_seconds_per_run_step(prep) -> tuple[float, bool]:
     """(seconds per run-step on all devices, whether it came from the cache). Times one block
     of runs on every device (the first runs of the first program group; other groups differ
     only in dtype or batch size) for plan.PROBE_STEPS steps, best of two calls after a warm-up
-    call, without sharpness (a fixed per-run cost that longer chunks only amortize)."""
+    call, without sharpness (a fixed per-run cost that longer chunks only amortize) and without
+    early exit (runs that blow up at once would make every step look free)."""
     key, f = plan.shape_key(prep), plan.cache_file()
     if key is not None:
         hit = plan.read_probes(f).get(key)
@@ -171,7 +192,8 @@ def probe_seconds_per_run_step(prep) -> tuple[float, bool]:
             return float(hit), True
     st, rows = prep.groups[0]
     steps = min(st.steps, plan.PROBE_STEPS)
-    probe = st._replace(steps=steps, record_every=steps, sharpness=False, sharpness_every=0)
+    probe = st._replace(steps=steps, record_every=steps, sharpness=False, sharpness_every=0,
+                        early_exit=False)
     group = prep.block * len(plan.run_devices())
     rows = np.resize(rows, group)  # a grid smaller than one block repeats its runs
 

@@ -134,6 +134,8 @@ class TrainConfig(_Section):
     # float32 matmuls at full float32 precision by default: on GPUs "default" means TF32
     # (10-bit mantissa), which moves divergence boundaries; CPUs compute float32 either way
     matmul_precision: Literal["highest", "high", "default"] = "highest"
+    # stop computing a group of runs once all are frozen (same results; False: every step)
+    early_exit: bool = True
 
     @field_validator("steps", "record_every", "batch_size")
     @classmethod

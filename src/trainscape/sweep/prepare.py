@@ -108,7 +108,7 @@ class Prepared:
             grad_clip=exp.optimizer.grad_clip > 0 or "grad_clip" in exp.sweep,
             sharpness=sharp, sharpness_every=m.sharpness_every,
             sharpness_iters=m.sharpness_iters, sharpness_which=m.sharpness_which,
-            matmul_precision=exp.train.matmul_precision,
+            matmul_precision=exp.train.matmul_precision, early_exit=exp.train.early_exit,
         )
         self.n_runs = exp.n_runs if table is None else len(table)
         # one compiled program per value of the static axes (dtype, batch size)

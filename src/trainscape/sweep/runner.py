@@ -300,7 +300,8 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
     already = sum(len(layout[i][1]) for i in saved)
     dispatch = fit_dispatch(prep, size)
     timing = {"chunk_size": size, "dispatch_size": dispatch, "chunk_seconds": [],
-              "first_chunk_seconds": None, "resumed_runs": already, "computed_runs": 0}
+              "first_chunk_seconds": None, "resumed_runs": already, "computed_runs": 0,
+              "run_steps_skipped": 0}
     if saved and progress:
         print(f"resuming: {already} of {n} runs are saved ({len(saved)} chunks), "
               f"{n - already} to compute", file=sys.stderr)
@@ -326,12 +327,20 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
                 timing["first_chunk_seconds"] = out.seconds
             timing["chunk_seconds"].append(out.seconds)
             timing["computed_runs"] += len(rows)
+            timing["run_steps_skipped"] += skipped_run_steps(out.traj, static.steps)
             del out, runs, curves  # a stored chunk lives on disk only
             bar.update(len(rows))
     finally:
         bar.close()
     timing["chunk_size_settled"] = dispatch
     return parts, timing
+
+
+def skipped_run_steps(traj: dict[str, np.ndarray], steps: int) -> int:
+    """Run-steps early exit did not compute in a chunk's trajectories: of the `steps` + 1
+    evaluations each run's loop makes (the one at `steps` included), those its group skipped
+    once all its runs were frozen."""
+    return int(np.sum(steps + 1 - traj["steps_computed"].astype(np.int64)))
 
 
 def _finish(prep, parts, env, timing, t_start, path) -> Results:
@@ -387,7 +396,9 @@ def engine_facts(prep: Prepared) -> dict:
             "layout": ("custom model" if prep.custom_model else
                        "features" if plan.shares_data(st, prep.x) else "samples"),
         })
-    return {"block_runs_per_device": prep.block, "programs": programs}
+    return {"block_runs_per_device": prep.block, "programs": programs,
+            # whether a group of runs stops computing once all are frozen ([train] early_exit)
+            "early_exit": prep.exp.train.early_exit}
 
 
 # ------------------------------------------------------------------ reliability helpers

@@ -45,6 +45,9 @@ class Static(NamedTuple):
     sharpness_iters: int = 20
     sharpness_which: str = "largest"
     matmul_precision: str = "highest"  # jax.default_matmul_precision while tracing
+    # True: the loop over steps ends once every run trained together is frozen (`_until_frozen`);
+    # False: every step is computed (the same results, bit for bit)
+    early_exit: bool = True
 
 
 class Stats(NamedTuple):
@@ -87,6 +90,9 @@ class Trajectory(NamedTuple):
     final_accuracy: jax.Array
     sharpness_init: jax.Array
     sharpness_final: jax.Array
+    # steps computed for the run's group, the evaluation at `steps` included: steps + 1, less
+    # the steps early exit skipped once every run of the group was frozen
+    steps_computed: jax.Array
 
 
 def record_steps(steps: int, every: int) -> list[int]:
@@ -165,11 +171,13 @@ def init_params_of(model: Model, seed):
 
 
 def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
-              init_params: Any = None) -> Trajectory:
+              init_params: Any = None, group: str | None = None) -> Trajectory:
     """Train one run with hyperparameters `hp` (scalars: `seed`, `learning_rate`, ...).
 
     `init_params`: the run's starting weights (the caller's shared ones, or its own draw made
-    by the engine's init program); None draws them here from the seed, the same weights."""
+    by the engine's init program); None draws them here from the seed, the same weights.
+    `group`: the name of the vmapped axis of the runs trained together with this one (None:
+    it is trained alone); with `static.early_exit` their loop ends once all are frozen."""
     dt = jnp.dtype(static.dtype)
     sdt = stat_dtype(static.dtype)
     _, k_batch, k_drop, k_sharp = run_keys(hp["seed"])
@@ -300,7 +308,22 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
             return carry, (rec, acc, sharp)
         xs = (starts, np.diff(starts, append=T + 1).astype(np.int32))
     carry = (params, opt_state, _init_stats(sdt))
-    (_, _, stats), (rec_R, acc_R, sh_R) = lax.scan(block, carry, xs)
+    if static.early_exit:
+        (_, _, stats), (rec_R, acc_R, sh_R), stop = _until_frozen(block, carry, xs, group)
+        # steps 0 .. starts[stop] - 1, then the evaluation at T
+        computed = jnp.asarray(np.append(starts, T))[stop] + 1
+        if not static.sharpness:
+            sh_R = jnp.zeros_like(sh_R)  # what the scan records (the loop's copy is dropped)
+        elif every:
+            # the skipped recorded steps where the sharpness was due: a frozen run's weights
+            # no longer change, so it is the value measured at the end (as the full loop has)
+            due_R = np.array([t0 == T or t0 % every == 0 for t0 in starts])
+            r = np.arange(len(starts))
+            skipped = (r >= stop) & (r < len(starts) - 1)
+            sh_R = jnp.where(skipped & due_R, sh_R[-1], sh_R)
+    else:
+        (_, _, stats), (rec_R, acc_R, sh_R) = lax.scan(block, carry, xs)
+        computed = T + 1
     sharp_init, sharp_final = sh_R[0], sh_R[-1]
     if static.sharpness and not every:
         sh_R = sh_R.at[0].set(jnp.nan)  # measured at the start, recorded only at the end
@@ -326,4 +349,37 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
         final_accuracy=stats.final_acc,
         sharpness_init=sharp_init,
         sharpness_final=sharp_final,
+        steps_computed=jnp.asarray(computed, jnp.int32),
     )
+
+
+def _until_frozen(block, carry, xs, group: str | None):
+    """`lax.scan(block, carry, xs)` over the recorded blocks, except that once every run of
+    `group` is frozen the blocks left are skipped up to the last one (the end, `steps`), which
+    still runs: it is where the full loop measures the final sharpness, and it keeps the step's
+    code in one place. Returns (carry, outputs, stop): `stop` is the first skipped block (the
+    number of blocks if none was; counted from the iterations the loop ran), and the skipped
+    blocks' outputs are NaN, which is what a frozen run records.
+
+    Exact: a frozen run's weights, optimizer state and summaries no longer change and its
+    recorded values are NaN, so skipping its steps changes none of its results; a group with a
+    live run computes every block for all its runs, as the scan does. `group` names the vmapped
+    axis (a `psum` over it tells each run whether any of the group is alive, one value for the
+    group, so the loop index and the sharpness's `cond` stay unbatched); None: the run alone."""
+    n = len(jax.tree.leaves(xs)[0])
+    xs = jax.tree.map(jnp.asarray, xs)
+    shapes = jax.eval_shape(block, carry, jax.tree.map(lambda a: a[0], xs))[1]
+    ys = jax.tree.map(lambda s: jnp.full((n, *s.shape), jnp.nan, s.dtype), shapes)
+
+    def body(c):
+        i, carry, ys, ran = c
+        carry, y = block(carry, jax.tree.map(lambda a: a[i], xs))
+        ys = jax.tree.map(lambda buf, v: buf.at[i].set(v), ys, y)
+        alive = carry[2].alive
+        anyone = alive if group is None else lax.psum(alive.astype(jnp.int32), group) > 0
+        return jnp.where(anyone, i + 1, jnp.maximum(i + 1, n - 1)), carry, ys, ran + 1
+
+    zero = jnp.zeros((), jnp.int32)
+    _, carry, ys, ran = lax.while_loop(lambda c: c[0] < n, body, (zero, carry, ys, zero))
+    # the loop ran blocks 0 .. stop - 1 and then the last one
+    return carry, ys, jnp.where(ran < n, ran - 1, n)

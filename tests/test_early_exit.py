@@ -1,0 +1,200 @@
+"""Early exit ([train] early_exit): a group of runs trained together stops computing once all
+its runs are frozen, with results bit-identical to computing every step."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import trainscape as ts
+from trainscape.engine import compile as engine_compile
+from trainscape.engine import execute, plan
+from trainscape.sweep import prepare
+from trainscape.sweep import tables as sweep_tables
+from trainscape.train.classify import BLOWUP_FACTOR
+
+T = 40
+# Seed listed first, so the grid puts the learning rate innermost and a block of the grid's
+# order would mix all three rates; early exit dispatches by learning rate instead. In blocks
+# of 32 runs of one rate: at 0.1 no run dies, at 3000 the runs blow up at steps from 1 to
+# about 14, at 1e6 every run at step 1.
+LRS = [0.1, 3000.0, 1e6]
+GRID = {
+    "name": "early",
+    "data": {"name": "moons", "n_samples": 64},
+    "model": {"hidden": [8, 8], "activation": "tanh", "init": "normal"},
+    "train": {"steps": T},
+    "sweep": {"seed": {"range": 32}, "learning_rate": LRS},
+}
+
+
+def _with(cfg, **sections):
+    out = dict(cfg)
+    for sec, kv in sections.items():
+        out[sec] = {**cfg.get(sec, {}), **kv}
+    return out
+
+
+def _both(cfg):
+    """The results of `cfg` with early exit on and off."""
+    on = ts.run(_with(cfg, train={"early_exit": True}), out=None, progress=False)
+    off = ts.run(_with(cfg, train={"early_exit": False}), out=None, progress=False)
+    return on, off
+
+
+def _frozen_at(curves: pd.DataFrame) -> np.ndarray:
+    """Each run's freeze step read from its curve (every step recorded): the first step whose
+    loss is not finite or above BLOWUP_FACTOR x the initial one; -1 if none. In run_id order."""
+    loss = curves.pivot(index="run_id", columns="step", values="loss").to_numpy()
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(loss) & (loss <= BLOWUP_FACTOR * loss[:, :1]))
+    return np.where(bad.any(axis=1), np.argmax(bad, axis=1), -1)
+
+
+def _expected_skipped(lr: np.ndarray, frozen: np.ndarray, group: int, steps: int) -> int:
+    """Run-steps a group skips, from first principles: runs dispatched by learning rate
+    (stable), in consecutive groups of `group`; a group whose runs all froze, the last at
+    step d, computes steps 0..d and the evaluation at `steps`, and skips the rest of the
+    steps + 1 evaluations; padding repeats the last run."""
+    order = np.argsort(lr, kind="stable")
+    f = frozen[order]
+    pad = -len(f) % group
+    f = np.concatenate([f, np.repeat(f[-1:], pad)])[: len(f) + pad].reshape(-1, group)
+    per_group = np.where((f >= 0).all(axis=1), steps - 1 - f.max(axis=1), 0)
+    real = np.minimum(group, len(frozen) - group * np.arange(len(per_group)))
+    return int(np.sum(per_group * real))
+
+
+def _assert_same(on, off):
+    pd.testing.assert_frame_equal(on.runs, off.runs, check_exact=True)
+    pd.testing.assert_frame_equal(on.curves, off.curves, check_exact=True)
+    assert on.meta["engine"]["early_exit"] is True and off.meta["engine"]["early_exit"] is False
+    assert off.meta["timings"]["run_steps_skipped"] == 0
+
+
+def test_early_exit_is_exact_and_skips_exactly_the_frozen_groups():
+    """Blocks where no run dies, where runs die at different steps, and where every run dies
+    at step 1: every column of both tables bit-identical to early_exit = false, and the
+    run-steps skipped those of the blocks whose runs all froze."""
+    on, off = _both(GRID)
+    _assert_same(on, off)
+    frozen = _frozen_at(on.curves)
+    lr = on.runs["learning_rate"].to_numpy()
+    by_lr = {v: frozen[lr == v] for v in LRS}
+    assert (by_lr[0.1] < 0).all()
+    assert (by_lr[1e6] == 1).all()
+    assert (by_lr[3000.0] >= 0).all() and len(set(by_lr[3000.0])) >= 3
+    # the freeze step read off the curve is the engine's divergence step
+    np.testing.assert_array_equal(frozen, on.runs["diverged_step"].fillna(-1).to_numpy())
+    # the engine's whole output too, arrays no table holds (every recorded sharpness) included
+    traj = {}
+    for early in (True, False):
+        prep = prepare.Prepared(ts.parse(_with(GRID, train={"early_exit": early})))
+        (out,) = execute.run_chunks(prep.groups, prep.hp, prep.x, prep.y)
+        traj[early] = out.traj
+    for k, v in traj[False].items():
+        if k != "steps_computed":
+            np.testing.assert_array_equal(traj[True][k], v, err_msg=k)
+    want = _expected_skipped(lr, frozen, plan.BLOCK, T)
+    assert want == 32 * (T - 1 - by_lr[3000.0].max()) + 32 * (T - 2)
+    assert on.meta["timings"]["run_steps_skipped"] == want
+
+
+@pytest.mark.parametrize("sub", [1, 4])
+def test_groups_smaller_than_a_block_stop_on_their_own(monkeypatch, sub):
+    """On CPU a block's runs are trained in groups (`sub_batch`), one after the other; each
+    group stops once its own runs are frozen (a group of one run is not vmapped at all)."""
+    flops = plan.run_step_flops(prepare.Prepared(ts.parse(GRID)).static,
+                                  np.zeros((64, 2)))
+    monkeypatch.setattr(plan, "SUB_BATCH_FLOPS", sub * flops)
+    # programs are cached per Static, not per group size
+    engine_compile.compiled_sweep.cache_clear()
+    try:
+        on, off = _both(GRID)
+    finally:
+        engine_compile.compiled_sweep.cache_clear()
+    _assert_same(on, off)
+    frozen = _frozen_at(on.curves)
+    want = _expected_skipped(on.runs["learning_rate"].to_numpy(), frozen, sub, T)
+    assert on.meta["timings"]["run_steps_skipped"] == want > 0
+
+
+STOCHASTIC = _with(GRID, train={"batch_size": 16}, model={"dropout": 0.1})
+
+
+def test_early_exit_is_exact_with_mini_batches_and_dropout():
+    on, off = _both(STOCHASTIC)
+    _assert_same(on, off)
+    assert on.meta["timings"]["run_steps_skipped"] > 0
+
+
+@pytest.mark.cpu_only("LAPACK's eigh")
+@pytest.mark.parametrize("metrics, record_every", [
+    ({"sharpness": True}, 1), ({"sharpness_every": 10}, 5)], ids=["at-ends", "every-10th"])
+def test_early_exit_is_exact_with_the_sharpness_and_sparse_records(metrics, record_every):
+    """The sharpness at the end of a frozen run is that of its frozen weights, and so are
+    the skipped recorded steps where it was due: the same numbers (and NaNs) as the full
+    loop, which measures them there. With record_every > 1 a group stops at the end of a
+    recorded block."""
+    cfg = _with(GRID, train={"record_every": record_every, "steps": 30}, metrics=metrics)
+    cfg["sweep"] = {"seed": {"range": 32}, "learning_rate": [3000.0, 1e6]}
+    on, off = _both(cfg)
+    _assert_same(on, off)
+    assert on.meta["timings"]["run_steps_skipped"] > 0
+    assert np.isfinite(on.runs["sharpness_final"]).all()
+    if "sharpness" in on.curves:
+        assert on.curves["sharpness"].notna().sum() == 64 * 4  # steps 0, 10, 20, 30
+
+
+def test_the_compiled_loop_ends_when_every_run_is_frozen():
+    """The program counts the steps its loop executed: runs that all blow up at step 1 of
+    10,000 compute steps 0 and 1 and the evaluation at the end, and nothing else; with
+    early_exit = false every step runs."""
+    cfg = _with(GRID, train={"steps": 10_000})
+    cfg["sweep"] = {"seed": {"range": 4}, "learning_rate": [1e6]}
+    for early, want in [(True, 3), (False, 10_001)]:
+        prep = prepare.Prepared(ts.parse(_with(cfg, train={"early_exit": early})))
+        (out,) = execute.run_chunks(prep.groups, prep.hp, prep.x, prep.y)
+        np.testing.assert_array_equal(out.traj["steps_computed"], want)
+        np.testing.assert_array_equal(out.traj["diverged_step"], 1)
+
+
+def test_dispatch_order_is_by_learning_rate_and_tables_keep_the_grid_order():
+    hp = {"learning_rate": np.array([3.0, 1.0, 2.0, 1.0, 3.0]), "seed": np.arange(5)}
+    rows = np.array([4, 0, 1, 3])  # learning rates 3, 3, 1, 1
+    np.testing.assert_array_equal(execute.exit_order(hp, rows), [2, 3, 0, 1])
+    fixed = {"learning_rate": np.asarray(0.1), "seed": np.arange(5)}
+    np.testing.assert_array_equal(execute.exit_order(fixed, rows), [0, 1, 2, 3])
+
+
+def test_the_accelerator_layout_forced_on_the_cpu_gives_the_cpu_labels():
+    """The program an accelerator runs (whole blocks of `block_runs` vmapped, here 4096 runs
+    of this tiny network) built for the CPU devices: the labels of the CPU's program, and
+    early exit exact there too (the grid is one group there, kept going by its live runs)."""
+    cfg = _with(GRID, train={"steps": 30})
+    cpu = ts.run(cfg, out=None, progress=False)
+    prep = prepare.Prepared(ts.parse(cfg))
+    assert plan.block_of(prep.static, prep.x, "gpu") > plan.BLOCK
+    tables = {}
+    for early in (True, False):
+        p = prepare.Prepared(ts.parse(_with(cfg, train={"early_exit": early})))
+        (out,) = execute.run_chunks(p.groups, p.hp, p.x, p.y, layout="gpu")
+        tables[early] = sweep_tables.chunk_tables(p, out)
+        np.testing.assert_array_equal(out.traj["steps_computed"], 31)
+    for a, b in zip(tables[True], tables[False], strict=True):
+        pd.testing.assert_frame_equal(a, b, check_exact=True)
+    pd.testing.assert_series_equal(tables[True][0]["label"], cpu.runs["label"])
+
+
+def test_the_chunk_size_probe_times_every_step(monkeypatch, tmp_path):
+    """The probe that sizes chunks by time computes every step: with early exit, runs that
+    blow up at once would make the probe, and so a chunk, look free."""
+    seen = []
+
+    def fake_run_chunks(groups, *args, **kwargs):
+        seen.extend(st for st, _ in groups)
+        return iter(())
+
+    monkeypatch.setattr(execute, "run_chunks", fake_run_chunks)
+    monkeypatch.setattr(plan, "cache_file", lambda: tmp_path / "probe.json")
+    execute.probe_seconds_per_run_step(prepare.Prepared(ts.parse(GRID)))
+    assert seen and all(not st.early_exit for st in seen)

@@ -16,7 +16,7 @@ from ..errors import ConfigError, DataError, InputError
 from ..io import data as data_mod
 from ..io import store
 from ..nn.models import Model, builtin_mlp
-from ..spec import grid
+from ..spec import grid, registry
 from ..spec import schema as cfg
 from ..train.loop import Static
 
@@ -123,7 +123,7 @@ class Prepared:
             grad_clip=exp.optimizer.grad_clip > 0 or "grad_clip" in exp.sweep,
             sharpness=sharp, sharpness_every=m.sharpness_every,
             sharpness_iters=m.sharpness_iters, sharpness_which=m.sharpness_which,
-            matmul_precision=exp.train.matmul_precision,
+            matmul_precision=exp.train.matmul_precision, schedule=exp.optimizer.schedule,
         )
         self.n_runs = exp.n_runs if table is None else len(table)
         # one compiled program per value of the static axes (dtype, batch size)
@@ -142,7 +142,10 @@ class Prepared:
                 st = Static(model=models[dt], dtype=dt, batch_size=bs, **common)
                 self.groups.append((st, pos))
         self.static = self.groups[0][0]
-        self.hp_names = ("seed", *cfg.HPARAM_AXES,
+        # a schedule's keys reach the program only when the schedule reads them
+        reads = registry.SCHEDULES[exp.optimizer.schedule]
+        self.hp_names = ("seed", *[a for a in cfg.HPARAM_AXES
+                                   if a not in registry.SCHEDULE_KEYS or a in reads],
                          *[a for a in exp.sweep if a.startswith("learning_rate.")])
         self.hp_defaults = {"seed": exp.train.seed, **cfg.hparam_defaults(exp)}
         self._table = self._hp = None

@@ -68,6 +68,15 @@ class DataConfig(_Section):
     n_classes: int | None = None
     teacher_hidden: int | None = None
     n_outputs: int | None = None
+    # the fraction of the rows held out (never trained on; io.holdout), 0: none
+    holdout: float = 0.0
+
+    @field_validator("holdout")
+    @classmethod
+    def _fraction(cls, v):
+        if not 0 <= v < 1:
+            raise ValueError(f"got {v!r}; must be in [0, 1) (the fraction of rows held out)")
+        return v
 
     @field_validator("name")
     @classmethod

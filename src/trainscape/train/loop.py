@@ -48,6 +48,7 @@ class Static(NamedTuple):
     sharpness_which: str = "largest"
     matmul_precision: str = "highest"  # jax.default_matmul_precision while tracing
     schedule: str = "constant"  # the learning rate's schedule over the steps (nn.schedules)
+    test: bool = False  # evaluate held-out data (train_one's `test`) at the recorded steps
 
 
 class Stats(NamedTuple):
@@ -90,6 +91,10 @@ class Trajectory(NamedTuple):
     final_accuracy: jax.Array
     sharpness_init: jax.Array
     sharpness_final: jax.Array
+    # held-out loss and accuracy at the recorded steps, with the parameters of `loss_R`, NaN
+    # where it is; None (no output at all) without held-out data
+    test_loss_R: jax.Array | None = None
+    test_acc_R: jax.Array | None = None
 
 
 def record_steps(steps: int, every: int) -> list[int]:
@@ -168,11 +173,12 @@ def init_params_of(model: Model, seed):
 
 
 def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
-              init_params: Any = None) -> Trajectory:
+              init_params: Any = None, test: tuple = ()) -> Trajectory:
     """Train one run with hyperparameters `hp` (scalars: `seed`, `learning_rate`, ...).
 
     `init_params`: the run's starting weights (the caller's shared ones, or its own draw made
-    by the engine's init program); None draws them here from the seed, the same weights."""
+    by the engine's init program); None draws them here from the seed, the same weights.
+    `test`: held-out `(x, y)`, never trained on, evaluated when `static.test`."""
     TRACE_COUNT["train_one"] += 1
     dt = jnp.dtype(static.dtype)
     sdt = stat_dtype(static.dtype)
@@ -266,6 +272,19 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
         opt_state = jax.tree.map(lambda a, b: jnp.where(live, a, b), new_state, opt_state)
         return (params, opt_state, stats), (rec, rec_acc)
 
+    def held_out(carry):
+        """Held-out loss and accuracy (no l2 penalty, no dropout) at a recorded step, with the
+        parameters the recorded training loss is computed from; NaN where that loss is (the
+        run was frozen at an earlier step). Nothing at all without held-out data."""
+        if not static.test:
+            return ()
+        p, _, stats = carry
+        out = static.model.apply(p, test[0])
+        loss = loss_of(out, test[1]).astype(sdt)
+        acc = (losses.accuracy(out, test[1], static.loss).astype(sdt) if static.accuracy
+               else jnp.zeros((), sdt))
+        return jnp.where(stats.alive, loss, jnp.nan), jnp.where(stats.alive, acc, jnp.nan)
+
     every = static.sharpness_every
 
     def sharpness_at(t0, p):
@@ -288,13 +307,15 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
     if k == 1:  # every step recorded: no inner loop (XLA would keep a while loop of one trip)
         def block(carry, t0):
             sharp = sharpness_at(t0, carry[0])
+            held = held_out(carry)
             carry, (rec, acc) = step(carry, t0)
-            return carry, (rec, acc, sharp)
+            return carry, (rec, acc, sharp, held)
         xs = starts
     else:
         def block(carry, xs):
             t0, length = xs
             sharp = sharpness_at(t0, carry[0])
+            held = held_out(carry)
 
             def one(i, c):  # the block's steps; the first one's loss is the recorded one
                 c, rec, acc = c
@@ -302,10 +323,10 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
                 return c, jnp.where(i == 0, r, rec), jnp.where(i == 0, a, acc)
             nan = jnp.full((), jnp.nan, sdt)
             carry, rec, acc = lax.fori_loop(0, length, one, (carry, nan, nan))
-            return carry, (rec, acc, sharp)
+            return carry, (rec, acc, sharp, held)
         xs = (starts, np.diff(starts, append=T + 1).astype(np.int32))
     carry = (params, opt_state, _init_stats(sdt))
-    (_, _, stats), (rec_R, acc_R, sh_R) = lax.scan(block, carry, xs)
+    (_, _, stats), (rec_R, acc_R, sh_R, held_R) = lax.scan(block, carry, xs)
     sharp_init, sharp_final = sh_R[0], sh_R[-1]
     if static.sharpness and not every:
         sh_R = sh_R.at[0].set(jnp.nan)  # measured at the start, recorded only at the end
@@ -331,4 +352,5 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
         final_accuracy=stats.final_acc,
         sharpness_init=sharp_init,
         sharpness_final=sharp_final,
+        **(dict(zip(("test_loss_R", "test_acc_R"), held_R, strict=True)) if static.test else {}),
     )

@@ -30,6 +30,9 @@ STUDIES: dict[str, list[str]] = {
     "lr_x_init_scale": [],
     "lr_x_seed": ["train.record_every=4"],
     "edge_of_stability": ["train.record_every=5"],
+    # held-out loss by label, and the critical learning rate with and without warmup
+    "seed_question_holdout": ["train.record_every=4"],
+    "warmup": ["train.record_every=10"],
 }
 
 
@@ -39,7 +42,7 @@ def _size(path: Path) -> int:
 
 def make(name: str, overrides: list[str], reports_only: bool) -> Path | None:
     import trainscape as ts
-    from trainscape import report, summary
+    from trainscape.viz import report, summary
 
     config = ROOT / "experiments" / f"{name}.toml"
     out = OUT / name

@@ -81,7 +81,7 @@ def schedule(name: str, peak, steps: int, warmup_steps=0, end_factor=0.0) -> Cal
 
 
 def lr_at_step(name: str, learning_rate: float, steps: int, warmup_steps: int = 0,
-               end_factor: float = 0.0, step=None) -> np.ndarray:
+               end_factor: float = 0.0, step=None) -> np.ndarray:  # ts.lr_at_step
     """The learning rate each update of a run used (float64): at `step` (an int or array), or
     at every update 0 .. steps - 1 when `step` is None. The same functions the training program
     evaluates, here in float64 on the host, for reports and plots."""

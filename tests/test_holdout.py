@@ -129,3 +129,28 @@ def test_cli_refuses_an_empty_class_with_exit_2(tmp_path):
     lines = [ln for ln in p.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "holdout" in lines[0] and "class" in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_no_held_out_work_without_held_out_data():
+    """Without held-out data the program has no test outputs and no held-out input."""
+    import jax
+
+    from trainscape.sweep.prepare import Prepared
+    from trainscape.train.loop import train_one
+
+    prep = Prepared(ts.parse({"data": {"name": "moons", "n_samples": 16},
+                              "model": {"hidden": [2]}, "train": {"steps": 3}}))
+    assert not prep.static.test and prep.test == ()
+    hp = {k: np.asarray(v[0] if np.ndim(v) else v) for k, v in
+          prep.hparams(np.arange(1)).items()}
+    out = jax.eval_shape(lambda h: train_one(h, prep.x.astype(np.float32),
+                                             prep.y.astype(np.float32), prep.static), hp)
+    assert out.test_loss_R is None and out.test_acc_R is None
+    held = Prepared(ts.parse({"data": {"name": "moons", "n_samples": 16, "holdout": 0.25},
+                              "model": {"hidden": [2]}, "train": {"steps": 3}}))
+    assert held.static.test and len(held.x_test) == 4
+    out = jax.eval_shape(lambda h: train_one(h, held.x.astype(np.float32),
+                                             held.y.astype(np.float32), held.static,
+                                             test=(held.x_test.astype(np.float32),
+                                                   held.y_test.astype(np.float32))), hp)
+    assert out.test_loss_R.shape == out.loss_R.shape == (4,)

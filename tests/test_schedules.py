@@ -111,3 +111,13 @@ def test_schedule_keys_are_checked():
         schema.parse({"optimizer": {"schedule": "cosine", "end_factor": 1.5}})
     with pytest.raises(schema.ConfigError, match="did you mean 'cosine'"):
         schema.parse({"optimizer": {"schedule": "cosin"}})
+
+
+def test_a_config_saved_before_schedules_still_reads():
+    """meta.json of older results holds every [optimizer] key of its time (momentum with sgd
+    included) and no schedule keys."""
+    saved = schema.OptimizerConfig().model_dump()
+    for k in ("schedule", *registry.SCHEDULE_KEYS):
+        del saved[k]
+    exp = schema.parse({"optimizer": saved})
+    assert exp.optimizer.schedule == "constant" and exp.optimizer.momentum == 0.9

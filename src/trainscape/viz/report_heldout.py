@@ -97,6 +97,9 @@ def warmup_text(f, res, runs: pd.DataFrame) -> str:
     if not (eff["warmup_steps"] == 0).any():
         return ""
     base = eff[eff["warmup_steps"] == 0].iloc[0]
+    if base.n == 0:
+        return ("Warmup: no run without warmup diverged on the grid, so the grid does not place "
+                "the critical learning rate to compare warmups with; widen the learning rates.")
     per = ", ".join(a for a in axes if a != "warmup_steps") or "run"
     without = _ci(f, "warmup.0", base.critical_lr, base.critical_lr_lo, base.critical_lr_hi)
     text = (f"Warmup: the smallest swept learning rate that diverges (per {per}; median with "

@@ -30,7 +30,25 @@ STUDIES: dict[str, list[str]] = {
     "lr_x_init_scale": [],
     "lr_x_seed": ["train.record_every=4"],
     "edge_of_stability": ["train.record_every=5"],
+    # held-out loss by label, and the critical learning rate with and without warmup
+    "seed_question_holdout": ["train.record_every=4"],
+    "warmup": ["train.record_every=10"],
 }
+
+
+def _critical_lr_table(config: Path, out: Path) -> None:
+    """The bisected critical learning rate of every (warmup_steps, seed) row, next to the
+    grid: critical_lr.csv and warmup_effect.csv (analysis.heldout.warmup_effect)."""
+    import trainscape as ts
+    from trainscape.analysis import heldout
+
+    table = ts.critical_lr(config, low=1.0, high=1000.0, rtol=0.01)
+    table.to_csv(out / "critical_lr.csv", index=False)
+    heldout.warmup_effect(table).to_csv(out / "warmup_effect.csv", index=False)
+
+
+# studies with a table of their own besides the sweep: name -> fn(config, out folder)
+EXTRA = {"warmup": _critical_lr_table}
 
 
 def _size(path: Path) -> int:
@@ -57,6 +75,10 @@ def make(name: str, overrides: list[str], reports_only: bool) -> Path | None:
         t0 = time.perf_counter()
         res = ts.run(config, out=out, overrides=overrides, progress=True)
         print(f"{name}: {len(res.runs)} runs in {time.perf_counter() - t0:.0f} s")
+        if name in EXTRA:
+            t0 = time.perf_counter()
+            EXTRA[name](config, out)
+            print(f"{name}: extra tables in {time.perf_counter() - t0:.0f} s")
     for old in out.glob("report*"):
         old.unlink()
     (out / "summary.txt").write_text(summary.text_summary(res) + "\n")

@@ -4,7 +4,7 @@ import jax
 import pytest
 
 from trainscape.io import data
-from trainscape.nn import losses, models, optim
+from trainscape.nn import losses, models, optim, schedules
 from trainscape.spec import registry, schema
 
 
@@ -13,6 +13,8 @@ def test_builders_know_exactly_the_registered_names():
     assert set(losses.LOSSES) == set(registry.LOSSES)
     assert set(models.ACTIVATIONS) == set(registry.ACTIVATIONS)
     assert set(data.BUILTINS) == set(registry.DATASETS)
+    assert set(schedules.BUILDERS) == set(registry.SCHEDULES)
+    assert set(schema.HPARAM_AXES) >= set(registry.SCHEDULE_KEYS)
 
 
 @pytest.mark.parametrize("init", registry.INITS)

@@ -821,11 +821,12 @@ class FakeXlaError(RuntimeError):
 def _oom_engine(monkeypatch, fail_times: int, message: str):
     real, calls = execute.run_chunks, []
 
-    def run_chunks(static, hp, x, y, init_params=None, chunk_size=None, skip=frozenset()):
+    def run_chunks(static, hp, x, y, init_params=None, chunk_size=None, skip=frozenset(),
+                   test=()):
         calls.append(chunk_size)
         if len(calls) <= fail_times:
             raise FakeXlaError(message)
-        yield from real(static, hp, x, y, init_params, chunk_size, skip)
+        yield from real(static, hp, x, y, init_params, chunk_size, skip, test)
 
     monkeypatch.setattr(execute, "run_chunks", run_chunks)
     return calls

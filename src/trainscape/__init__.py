@@ -12,6 +12,7 @@ from .gradcheck import gradcheck
 from .io.data import load_dataset
 from .io.results import Results, load
 from .nn.models import Model
+from .nn.schedules import lr_at_step
 from .runtime import configure
 from .spec.schema import Experiment, parse
 from .sweep.runner import run
@@ -22,5 +23,6 @@ from .viz.explorer import explore
 __all__ = [
     "run", "load", "load_dataset", "Results", "Model", "Experiment", "parse", "gradcheck",
     "divergence_table", "label_counts", "compare", "compare_dtypes", "critical_lr",
-    "configure", "explore", "zoom", "Zoom", "InputError", "ConfigError", "DataError", "__version__",
+    "configure", "explore", "zoom", "Zoom", "lr_at_step", "InputError", "ConfigError",
+    "DataError", "__version__",
 ]

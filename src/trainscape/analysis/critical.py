@@ -87,9 +87,12 @@ def critical_lr(config, data=None, init_params=None, model=None, low: float | No
     plan.check_memory(prep)  # before anything is compiled
 
     # the search programs train exactly as `ts.run` does, minus curvature they do not need;
-    # the bracket round adds sharpness at init (measured once per row, at both ends)
-    plain = [(st._replace(sharpness=False, sharpness_every=0), rows) for st, rows in prep.groups]
-    sharp = [(st._replace(sharpness=True, sharpness_every=0), rows) for st, rows in prep.groups]
+    # the bracket round adds sharpness at init (measured once per row, at both ends); labels
+    # only, so no held-out evaluation
+    plain = [(st._replace(sharpness=False, sharpness_every=0, test=False), rows)
+             for st, rows in prep.groups]
+    sharp = [(st._replace(sharpness=True, sharpness_every=0, test=False), rows)
+             for st, rows in prep.groups]
     group_of_row = np.empty(len(prep.table), np.int64)
     for g, (_, rows) in enumerate(prep.groups):
         group_of_row[rows] = g

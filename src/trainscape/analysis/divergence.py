@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..train.classify import LABELS
+from . import heldout
 
 
 def label_counts(runs: pd.DataFrame, by: str | list[str] = "learning_rate") -> pd.DataFrame:
@@ -71,6 +72,11 @@ def divergence_table(results_or_runs, by: str | list[str] = ("learning_rate",)) 
       steps from the top of the spike back down to where the loss was before it; NaN when
       none recovered. Results written before version 0.8.0 have no spike columns: there
       `n_recovered` is missing (NA) and this is NaN.
+    - with held-out data (`final_test_loss` in the runs), for every label in LABELS order:
+      `test_loss_<label>`, the median final held-out loss of the runs with that label, and
+      its distribution-free 95% interval `test_loss_<label>_lo`, `_hi`
+      (`analysis.heldout.median_interval`; NaN below 6 runs); the same for
+      `test_accuracy_<label>` when classifying.
     """
     from ..errors import InputError
 
@@ -119,4 +125,7 @@ def divergence_table(results_or_runs, by: str | list[str] = ("learning_rate",)) 
     else:
         out["n_recovered"] = pd.array([pd.NA] * len(out), dtype="Int64")
         out["median_recover_steps"] = np.nan
+    held = heldout.wide_by_label(runs, by)
+    if held is not None:
+        out = out.join(held)
     return out.reset_index()

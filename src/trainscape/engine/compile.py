@@ -65,13 +65,13 @@ def compiled_sweep(static: Static, devices: tuple = (), layout: str | None = Non
     code. The hangs seen with the sharpness on CPU came from jaxlib's batched eigh itself;
     see `curvature._eigh`.)"""
 
-    def one(hp, x, y, init_params, group=None):
+    def one(hp, x, y, init_params, test=(), group=None):
         # the precision of every matmul is fixed when the program is traced ("default" leaves
         # JAX's own setting, which on GPUs is TF32 for float32)
         if static.matmul_precision == "default":
-            return train_one(hp, x, y, static, init_params, group)
+            return train_one(hp, x, y, static, init_params, group, test)
         with jax.default_matmul_precision(static.matmul_precision):
-            return train_one(hp, x, y, static, init_params, group)
+            return train_one(hp, x, y, static, init_params, group, test)
 
     # How the runs of a block see the data. Sample-major networks give every run its own
     # (broadcast) copy: with a shared x, vmap folds the run axis into the first layer's matmul
@@ -86,18 +86,19 @@ def compiled_sweep(static: Static, devices: tuple = (), layout: str | None = Non
     # 1.21x on a 30-16-16-1 network on breast cancer; results/bench/README.md).
     # init params: the caller's, shared by every run (None), or each run's own draw (0)
     ip_axis = None if static.custom_init else 0
+    # held-out data (`test`, () without it) is shared by every run
     in_group = functools.partial(one, group=GROUP_AXIS)
-    per_run = jax.vmap(in_group, in_axes=(0, 0, None, ip_axis), axis_name=GROUP_AXIS)
-    shared = jax.vmap(in_group, in_axes=(0, None, None, ip_axis), axis_name=GROUP_AXIS)
+    per_run = jax.vmap(in_group, in_axes=(0, 0, None, ip_axis, None), axis_name=GROUP_AXIS)
+    shared = jax.vmap(in_group, in_axes=(0, None, None, ip_axis, None), axis_name=GROUP_AXIS)
     platform = layout or (devices[0].platform if devices else None)
 
-    def vmapped(hp, x, y, init_params):
+    def vmapped(hp, x, y, init_params, test):
         if plan.shares_data(static, x):
-            return shared(hp, x, y, init_params)
+            return shared(hp, x, y, init_params, test)
         runs = jax.tree.leaves(hp)[0].shape[0]
-        return per_run(hp, jnp.broadcast_to(x, (runs, *x.shape)), y, init_params)
+        return per_run(hp, jnp.broadcast_to(x, (runs, *x.shape)), y, init_params, test)
 
-    def batched(hp, x, y, init_params, real):
+    def batched(hp, x, y, init_params, real, test=()):
         # The block's runs are trained `sub` at a time, one group after the other (see
         # `sub_batch`): a loop over groups, each a vmap over its runs. `real` marks the runs
         # that are not padding: a group of padding only is skipped (its outputs are zeros,
@@ -105,7 +106,7 @@ def compiled_sweep(static: Static, devices: tuple = (), layout: str | None = Non
         runs = jax.tree.leaves(hp)[0].shape[0]
         sub = plan.sub_batch(static, x, platform)
         if sub >= runs or runs % sub:
-            return vmapped(hp, x, y, init_params)
+            return vmapped(hp, x, y, init_params, test)
         own = {} if static.custom_init else {"init": init_params}
 
         def params_of(h):
@@ -114,8 +115,8 @@ def compiled_sweep(static: Static, devices: tuple = (), layout: str | None = Non
         def group(h):
             def train():
                 if sub == 1:
-                    return one(h["hp"], x, y, params_of(h))
-                return vmapped(h["hp"], x, y, params_of(h))
+                    return one(h["hp"], x, y, params_of(h), test)
+                return vmapped(h["hp"], x, y, params_of(h), test)
 
             def skip():
                 return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(train))
@@ -137,7 +138,7 @@ def compiled_sweep(static: Static, devices: tuple = (), layout: str | None = Non
     P = jax.sharding.PartitionSpec
     ip_spec = P() if static.custom_init else P("runs")
     return jit(jax.shard_map(batched, mesh=mesh,
-                             in_specs=(P("runs"), P(), P(), ip_spec, P("runs")),
+                             in_specs=(P("runs"), P(), P(), ip_spec, P("runs"), P()),
                              out_specs=P("runs"), check_vma=False))
 
 

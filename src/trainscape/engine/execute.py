@@ -52,12 +52,13 @@ def take(hp: dict[str, np.ndarray], idx: np.ndarray) -> dict[str, np.ndarray]:
 
 def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
                chunk_size: int | None = None, skip: set[int] | frozenset = frozenset(),
-               layout: str | None = None) -> Iterator[ChunkOutput]:
+               layout: str | None = None, test: tuple = ()) -> Iterator[ChunkOutput]:
     """Train every run described by the hyperparameter arrays `hp`, chunk by chunk.
 
     `static` is one :class:`Static`, or a list of `(Static, rows)` groups when static axes
     (dtype, batch size) split the grid into several programs; chunks never straddle groups and
-    are numbered across all groups in order. Yields one :class:`ChunkOutput` per chunk as soon
+    are numbered across all groups in order. `test`: held-out `(x, y)` for programs whose
+    static has `test` set (`train_one`). Yields one :class:`ChunkOutput` per chunk as soon
     as it is on the host. Chunks whose index is in `skip` (already saved) are not computed.
     `layout`: see `compile.compiled_sweep` (None: the devices' platform).
     """
@@ -76,7 +77,7 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
         if index in skip:
             continue
         if st not in placed:
-            placed[st] = place(st, devices, x, y, init_params, platform)
+            placed[st] = place(st, devices, x, y, init_params, platform, test)
         p = placed[st]
         to_layout = np.argsort(p.order)
         by_lr = exit_order(hp, rows) if st.early_exit else np.arange(len(rows))
@@ -89,7 +90,7 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
                                           p.by_run)
             # each run's own starting weights, from the init program (see compiled_init)
             ip = p.init(batch["seed"]) if p.init_params is None else p.init_params
-            traj: Trajectory = p.train(batch, p.x, p.y, ip, real)
+            traj: Trajectory = p.train(batch, p.x, p.y, ip, real, p.test)
             pending.append((min(g0 + p.dispatch_runs, len(rows)) - g0, traj))
             if len(pending) > MAX_IN_FLIGHT:
                 parts.append(_to_host(*pending.pop(0), p.order))
@@ -139,7 +140,8 @@ MAX_IN_FLIGHT = 8
 def _to_host(m: int, traj: Trajectory, order: np.ndarray) -> dict[str, np.ndarray]:
     """A dispatched block's outputs on the host, back in run order (`plan.device_order`), its
     first `m` runs (the rest are padding)."""
-    return {k: v[order][:m] for k, v in jax.device_get(traj._asdict()).items()}
+    return {k: v[order][:m] for k, v in jax.device_get(traj._asdict()).items()
+            if v is not None}
 
 
 class Placed(NamedTuple):
@@ -153,11 +155,14 @@ class Placed(NamedTuple):
     init_params: Any  # the caller's, replicated; None: each run draws its own
     dispatch_runs: int  # runs per dispatch: one block on every device
     order: np.ndarray  # plan.device_order of a dispatch
+    test: tuple = ()  # held-out (x, y) on the devices, replicated; () without
 
 
-def place(st: Static, devices: list, x, y, init_params, platform: str | None = None) -> Placed:
-    """Compiled program, shardings and device copies of the data for one static config
-    (`platform`: the grouping of runs the program uses, see `compile.compiled_sweep`)."""
+def place(st: Static, devices: list, x, y, init_params, platform: str | None = None,
+          test: tuple = ()) -> Placed:
+    """Compiled program, shardings and device copies of the data (and of the held-out
+    `test`) for one static config (`platform`: the grouping of runs the program uses, see
+    `compile.compiled_sweep`)."""
     # runs are independent, so sharding the run axis needs no communication; data and the
     # caller's init params are replicated on every device
     mesh = jax.sharding.Mesh(np.array(devices), ("runs",))
@@ -167,6 +172,10 @@ def place(st: Static, devices: list, x, y, init_params, platform: str | None = N
     xd = jax.device_put(jnp.asarray(x, dt), replicated)
     yd = jax.device_put(jnp.asarray(y, jnp.int32 if st.loss == "cross_entropy" else dt),
                         replicated)
+    held = ()
+    if st.test:  # labels in the training labels' dtype
+        held = jax.device_put((jnp.asarray(test[0], dt), jnp.asarray(test[1], yd.dtype)),
+                              replicated)
     ip = None
     if init_params is not None:
         ip = jax.device_put(jax.tree.map(lambda p: jnp.asarray(p, dt), init_params), replicated)
@@ -176,7 +185,7 @@ def place(st: Static, devices: list, x, y, init_params, platform: str | None = N
     layout = platform if platform != devices[0].platform else None
     return Placed(compiled_sweep(st, tuple(devices), layout),
                   compiled_init(st.model, tuple(devices)), by_run, xd, yd, ip,
-                  block * len(devices), order)
+                  block * len(devices), order, held)
 
 
 def probe_seconds_per_run_step(prep) -> tuple[float, bool]:
@@ -193,7 +202,7 @@ def probe_seconds_per_run_step(prep) -> tuple[float, bool]:
     st, rows = prep.groups[0]
     steps = min(st.steps, plan.PROBE_STEPS)
     probe = st._replace(steps=steps, record_every=steps, sharpness=False, sharpness_every=0,
-                        early_exit=False)
+                        early_exit=False, test=False)
     group = prep.block * len(plan.run_devices())
     rows = np.resize(rows, group)  # a grid smaller than one block repeats its runs
 

@@ -214,8 +214,10 @@ def memory_need(prep: Prepared, runs: int) -> int:
         # vmapped whole; counted whole, as before)
         active = (sub_batch(static, prep.x, devices[0].platform) * len(devices)
                   if cpu else None)
+        # held-out rows: their forward pass and their copy of the data, counted as samples
+        held = len(prep.x_test) if static.test else 0
         need = max(need, memory.estimate_bytes(
-            n_params(static), prep.x.shape[0], prep.x.shape[1], widths,
+            n_params(static), prep.x.shape[0] + held, prep.x.shape[1], widths,
             n_recorded(static), per_pool, static.dtype,
             extra_param_copies=extra, active_runs=active))
     return need

@@ -147,13 +147,20 @@ def load_dataset(spec: Any = None) -> tuple[np.ndarray, np.ndarray]:
 def standardize_features(x: np.ndarray) -> np.ndarray:
     """Per-column zero mean, unit variance in float64; constant columns are only centred."""
     x = np.asarray(x, dtype=np.float64)
-    centred = x - x.mean(axis=0)
-    std = np.sqrt(np.mean(centred**2, axis=0))
+    mean, scale = standardizer(x)
+    return (x - mean) / scale
+
+
+def standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, scale) of each column of `x` in float64: `(x - mean) / scale` standardizes it."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=0)
+    std = np.sqrt(np.mean((x - mean)**2, axis=0))
     # A constant column's computed std is rounding noise, not zero; dividing by it would blow
     # the noise up to O(1) values, so treat anything at rounding level as constant.
     scale_ref = np.max(np.abs(x), axis=0, initial=0.0)
     constant = std <= 1e-12 * np.maximum(scale_ref, np.finfo(np.float64).tiny)
-    return centred / np.where(constant, 1.0, std)
+    return mean, np.where(constant, 1.0, std)
 
 
 def task_of(x: np.ndarray, y: np.ndarray) -> str:

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from . import schedules
+
 # each optimizer's direction (spec.registry names them and the hyperparameters they read)
 DIRECTIONS: dict[str, Callable[[Mapping], optax.GradientTransformation]] = {
     "sgd": lambda hp: optax.identity(),
@@ -62,12 +64,38 @@ def scale_by_entry_lr(lrs: list) -> optax.GradientTransformation:
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def make_optimizer(name: str, hp: Mapping, n_entries: int,
-                   clip: bool = False) -> optax.GradientTransformation:
+def scale_by_entry_schedule(lrs: list, schedule: str, steps: int,
+                            hp: Mapping) -> optax.GradientTransformation:
+    """Multiply the updates of top-level entry K by minus the learning rate of `schedule` with
+    peak lrs[K] at the update count (0 for the first update), which the state counts as
+    optax's `scale_by_schedule` does. Every entry follows the same schedule, each scaled to its
+    own peak."""
+    fns = [schedules.schedule(schedule, lr, steps, hp.get("warmup_steps", 0),
+                              hp.get("end_factor", 0.0)) for lr in lrs]
+
+    def init_fn(params):
+        del params
+        return optax.ScaleByScheduleState(count=jnp.zeros([], jnp.int32))
+
+    def update_fn(updates, state, params=None):
+        del params
+        # the rate in the peak's dtype (float32 for bfloat16 runs, as the constant rate)
+        rate = [fn(state.count.astype(jnp.result_type(lr))) for fn, lr in zip(fns, lrs,
+                                                                               strict=True)]
+        out = top_level_map(lambda k, u: jax.tree.map(lambda g: -rate[k] * g, u), updates)
+        return out, optax.ScaleByScheduleState(count=optax.safe_int32_increment(state.count))
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
+def make_optimizer(name: str, hp: Mapping, n_entries: int, clip: bool = False,
+                   schedule: str = "constant", steps: int = 0) -> optax.GradientTransformation:
     """The optimizer `name` with hyperparameters taken from `hp` (scalars, possibly traced).
 
     Order: clip the gradient's global norm (when `clip`), the optimizer's direction, decoupled
-    weight decay (`+ weight_decay * p`, as optax's adamw), then `-learning_rate` per entry.
+    weight decay (`+ weight_decay * p`, as optax's adamw), then `-learning_rate` per entry,
+    following `schedule` over a run of `steps` updates (nn.schedules; "constant" keeps the
+    stateless step, so runs without a schedule compute what they always did).
     """
     if name not in DIRECTIONS:
         raise ValueError(f"unknown optimizer {name!r}")
@@ -79,5 +107,6 @@ def make_optimizer(name: str, hp: Mapping, n_entries: int,
         *pre,
         direction,
         optax.add_decayed_weights(hp["weight_decay"]),
-        scale_by_entry_lr(entry_learning_rates(hp, n_entries)),
+        scale_by_entry_lr(entry_learning_rates(hp, n_entries)) if schedule == "constant"
+        else scale_by_entry_schedule(entry_learning_rates(hp, n_entries), schedule, steps, hp),
     )

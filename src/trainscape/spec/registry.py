@@ -1,5 +1,5 @@
-"""The one table of names: every optimizer, loss, activation, init, parameterization, dataset and
-dtype trainscape knows, with the keys each one reads.
+"""The one table of names: every optimizer, learning-rate schedule, loss, activation, init,
+parameterization, dataset and dtype trainscape knows, with the keys each one reads.
 
 Validation (`spec.schema`) and the builders (`nn.optim`, `nn.losses`, `nn.models`, `io.data`)
 read these tables; a builder keeps its implementations in a dict keyed by the same names, and
@@ -22,6 +22,16 @@ OPTIMIZERS: dict[str, tuple[str, ...]] = {
 }
 # keys only some optimizers read
 OPTIMIZER_SPECIFIC = tuple(dict.fromkeys(k for keys in OPTIMIZERS.values() for k in keys))
+
+# learning-rate schedule -> the [optimizer] keys it reads (nn.schedules builds them)
+SCHEDULE_KEYS = ("warmup_steps", "end_factor")
+SCHEDULES: dict[str, tuple[str, ...]] = {
+    "constant": (),
+    "warmup_constant": ("warmup_steps",),
+    "warmup_cosine": ("warmup_steps", "end_factor"),
+    "cosine": ("end_factor",),
+    "warmup_linear": ("warmup_steps", "end_factor"),
+}
 
 LOSSES = ("bce", "cross_entropy", "mse")
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "identity")
@@ -66,6 +76,15 @@ def unused_optimizer_key(optimizer, key: str) -> str | None:
         return None
     users = ", ".join(k for k, v in OPTIMIZERS.items() if key in v)
     return f"optimizer {optimizer!r} has no {key}; optimizers that use it: {users}"
+
+
+def unused_schedule_key(schedule, key: str) -> str | None:
+    """Why `schedule` does not read `key` (config keys and sweep axes), or None if it does or
+    the question does not apply."""
+    if key not in SCHEDULE_KEYS or schedule not in SCHEDULES or key in SCHEDULES[schedule]:
+        return None
+    users = ", ".join(k for k, v in SCHEDULES.items() if key in v)
+    return f"schedule {schedule!r} has no {key}; schedules that use it: {users}"
 
 
 def did_you_mean(given, allowed) -> str:

@@ -36,14 +36,15 @@ PARAMETERIZATIONS = registry.PARAMETERIZATIONS
 # Axes a sweep may vary. Each is a traced scalar per run, so one compiled program serves every
 # value. `learning_rate.K` (K = 0, 1, ...) sets the learning rate of top-level parameter entry K.
 HPARAM_AXES = ("learning_rate", "init_scale", "momentum", "weight_decay", "b1", "b2", "eps",
-               "decay", "l2", "grad_clip", "dropout")
+               "decay", "l2", "grad_clip", "dropout", *registry.SCHEDULE_KEYS)
+SCHEDULES = tuple(registry.SCHEDULES)
 # Axes that change the compiled program's shapes or types: one program per value.
 STATIC_AXES = ("dtype", "batch_size")
 SWEEP_AXES = ("seed", *HPARAM_AXES, *STATIC_AXES)
 # [lower, upper) bounds of each numeric axis (None: unbounded); learning rates are > 0
 _BOUNDS = {"init_scale": (0, None), "momentum": (0, 1), "weight_decay": (0, None),
            "b1": (0, 1), "b2": (0, 1), "decay": (0, 1), "l2": (0, None), "grad_clip": (0, None),
-           "dropout": (0, 1)}
+           "dropout": (0, 1), "warmup_steps": (0, None), "end_factor": (0, None)}
 _PER_ENTRY_LR = re.compile(r"^learning_rate\.(\d+)$")
 MAX_AXIS_VALUES = 1_000_000  # one axis; checked before the values are built
 MAX_RUNS = 10**9  # the whole grid
@@ -68,6 +69,15 @@ class DataConfig(_Section):
     n_classes: int | None = None
     teacher_hidden: int | None = None
     n_outputs: int | None = None
+    # the fraction of the rows held out (never trained on; io.holdout), 0: none
+    holdout: float = 0.0
+
+    @field_validator("holdout")
+    @classmethod
+    def _fraction(cls, v):
+        if not 0 <= v < 1:
+            raise ValueError(f"got {v!r}; must be in [0, 1) (the fraction of rows held out)")
+        return v
 
     @field_validator("name")
     @classmethod
@@ -121,6 +131,10 @@ class OptimizerConfig(_Section):
     decay: float = 0.9
     l2: float = 0.0
     grad_clip: float = 0.0  # 0: off
+    # the learning rate of each update (nn.schedules), with `learning_rate` as its peak
+    schedule: Literal[SCHEDULES] = "constant"  # type: ignore[valid-type]
+    warmup_steps: int = 0
+    end_factor: float = 0.0  # the final learning rate as a fraction of the peak
 
 
 class TrainConfig(_Section):
@@ -383,6 +397,11 @@ def _check_axis_values(name: str, key: str, vals: tuple) -> None:
             raise ConfigError(f"{key}: got {v!r}; learning rates must be >= 0")
         if name == "eps" and f <= 0:
             raise ConfigError(f"{key}: got {v!r}; eps must be positive")
+        if name == "warmup_steps" and (isinstance(v, bool) or f != int(f)):
+            raise ConfigError(f"{key}: got {v!r}; must be a whole number of steps >= 0")
+        if name == "end_factor" and f > 1:
+            raise ConfigError(f"{key}: got {v!r}; must be in [0, 1] (a fraction of the peak "
+                              "learning rate)")
         lo, hi = _BOUNDS.get(name, (None, None))
         if (lo is not None and f < lo) or (hi is not None and f >= hi):
             allowed = f">= {lo}" if hi is None else f"in [{lo}, {hi})"
@@ -456,9 +475,11 @@ def _from_dict(raw: dict) -> Experiment:
         raise ConfigError(f"[sweep]: {n_runs:,} runs; at most {MAX_RUNS:,} in one grid "
                           "(split it into several experiments)")
     for axis in sweep:
-        why = registry.unused_optimizer_key(sections["optimizer"].name, axis)
+        why = (registry.unused_optimizer_key(sections["optimizer"].name, axis)
+               or registry.unused_schedule_key(sections["optimizer"].schedule, axis))
         if why:
             raise ConfigError(f"sweep.{axis}: {why}")
+    _check_warmup(sections, sweep)
     _check_in_run_dtype(sections, sweep)
     name = raw.get("name", "experiment")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
@@ -469,6 +490,18 @@ def _from_dict(raw: dict) -> Experiment:
     return Experiment(name=name, sweep=sweep, **sections)
 
 
+def _check_warmup(s: dict, sweep: dict) -> None:
+    """A warmup must end by the last update; one followed by a decay must leave it a step."""
+    opt, steps = s["optimizer"], s["train"].steps
+    decays = "end_factor" in registry.SCHEDULES[opt.schedule]
+    for key, w in (("[optimizer] warmup_steps", opt.warmup_steps),
+                   *(("sweep.warmup_steps", v) for v in sweep.get("warmup_steps", ()))):
+        if w > steps or (decays and w >= steps):
+            limit = f"< [train] steps = {steps}" if decays else f"<= [train] steps = {steps}"
+            raise ConfigError(f"{key}: got {w!r}; schedule {opt.schedule!r} needs warmup_steps "
+                              f"{limit}")
+
+
 def _is_per_entry(spec: Mapping) -> bool:
     return any(str(k).isdigit() for k in spec)
 
@@ -477,7 +510,7 @@ def _check_values(s: dict) -> None:
     opt, m = s["optimizer"], s["model"]
     for sec, obj, names in (("optimizer", opt, ("learning_rate", "momentum", "weight_decay",
                                                   "b1", "b2", "eps", "decay", "l2",
-                                                  "grad_clip")),
+                                                  "grad_clip", *registry.SCHEDULE_KEYS)),
                             ("model", m, ("init_scale", "dropout"))):
         for k in names:
             v = getattr(obj, k)
@@ -497,11 +530,13 @@ def _check_optimizer_keys(body: Mapping) -> None:
     ignored, as `sweep.momentum` with `sgd` is refused). A section holding every key is a saved
     config (`Experiment.to_dict`, meta.json and the report's TOML write all of them, and result
     folders written before this check may hold an unused value): it is read as it is."""
-    if set(OptimizerConfig.model_fields) <= set(body):
+    # (configs saved before schedules existed hold every other key)
+    if set(OptimizerConfig.model_fields) - {"schedule", *registry.SCHEDULE_KEYS} <= set(body):
         return
     opt = body.get("name", OptimizerConfig.model_fields["name"].default)
+    schedule = body.get("schedule", OptimizerConfig.model_fields["schedule"].default)
     for k in body:
-        why = registry.unused_optimizer_key(opt, k)
+        why = registry.unused_optimizer_key(opt, k) or registry.unused_schedule_key(schedule, k)
         if why:
             raise ConfigError(f"[optimizer] {k}: got {body[k]!r}; {why}")
 
@@ -630,6 +665,7 @@ def hparam_defaults(exp: Experiment) -> dict[str, float]:
         "eps": o.eps, "decay": o.decay, "l2": o.l2,
         # 0 means "no clipping"; an infinite threshold makes the traced clip a no-op
         "grad_clip": o.grad_clip or math.inf, "dropout": exp.model.dropout,
+        "warmup_steps": o.warmup_steps, "end_factor": o.end_factor,
     }
 
 

@@ -13,9 +13,10 @@ import pandas as pd
 from ..engine import execute, plan
 from ..errors import ConfigError, DataError, InputError
 from ..io import data as data_mod
+from ..io import holdout as holdout_mod
 from ..io import store
 from ..nn.models import Model, builtin_mlp
-from ..spec import grid
+from ..spec import grid, registry
 from ..spec import schema as cfg
 from ..train.loop import Static
 
@@ -24,26 +25,48 @@ class Prepared:
     """Everything a sweep needs, validated: experiment, arrays, model, static, hyperparams."""
 
     def __init__(self, exp: cfg.Experiment, data=None, model: Model | None = None,
-                 init_params: Any = None, table: pd.DataFrame | None = None):
+                 init_params: Any = None, table: pd.DataFrame | None = None,
+                 test_data=None):
         """`table`: an explicit run table (run_id 0..n-1 and a column per sweep axis) to run
-        instead of the grid of `exp.sweep` (see `runner.run`)."""
+        instead of the grid of `exp.sweep` (see `runner.run`). `test_data`: the caller's
+        held-out `(x, y)`, instead of `[data] holdout`."""
         self.exp = exp
         if table is not None:
             check_table(exp, table)
+        holdout = exp.data.holdout
+        if holdout and test_data is not None:
+            raise InputError(f"test_data=: given with [data] holdout = {holdout!r}; give one "
+                             "of them (holdout splits the data, test_data is your own split)")
         if data is not None:
             if not isinstance(data, tuple | list) or len(data) != 2:
                 raise DataError("data=: expected a tuple (x, y) of arrays")
             x, y = data_mod.validate_arrays(data[0], data[1], "data=(x, y)")
-            # [data] standardize means the same for the caller's arrays as for a named
-            # dataset, so the recorded config says what was done to them
-            if exp.data.standardize:
-                x = data_mod.standardize_features(x)
             self.data_source = "caller arrays"
         else:
-            x, y = data_mod.load_dataset(exp.data)
+            # with held-out rows, standardized below with the training rows' statistics
+            split = holdout or test_data is not None
+            x, y = data_mod.load_dataset(_unstandardized(exp.data) if split else exp.data)
             self.data_source = exp.data.path or exp.data.name or "breast_cancer"
-        self.x, self.y = x, y
         self.task = data_mod.task_of(x, y)
+        self.test_rows = None  # positions of the held-out rows in the dataset's rows
+        self.x_test = self.y_test = None
+        # [data] standardize means the same for the caller's arrays as for a named dataset (so
+        # the recorded config says what was done to them); held-out rows are standardized with
+        # the training rows' statistics
+        standardize = exp.data.standardize and (data is not None or holdout or
+                                                test_data is not None)
+        if holdout:
+            train, self.test_rows = holdout_mod.split_rows(y, holdout, exp.data.data_seed,
+                                                           self.task)
+            x, self.x_test, y, self.y_test = x[train], x[self.test_rows], y[train], \
+                y[self.test_rows]
+        elif test_data is not None:
+            self.x_test, self.y_test = holdout_mod.check_test_data(test_data, x, y, self.task)
+        if standardize and self.x_test is not None:
+            x, self.x_test = holdout_mod.standardize_split(x, self.x_test)
+        elif standardize:
+            x = data_mod.standardize_features(x)
+        self.x, self.y = x, y
         loss = exp.loss.name
         if loss == "bce" and self.task != "binary":
             raise ConfigError(
@@ -56,6 +79,8 @@ class Prepared:
                               f"but the data is {self.task}; use 'mse'")
         if loss == "cross_entropy":
             self.y = y.astype(np.int64)
+            if self.y_test is not None:
+                self.y_test = self.y_test.astype(np.int64)
             d_out = int(self.y.max()) + 1
         elif loss == "mse":
             d_out = 1 if y.ndim == 1 else y.shape[1]
@@ -109,6 +134,7 @@ class Prepared:
             sharpness=sharp, sharpness_every=m.sharpness_every,
             sharpness_iters=m.sharpness_iters, sharpness_which=m.sharpness_which,
             matmul_precision=exp.train.matmul_precision, early_exit=exp.train.early_exit,
+            schedule=exp.optimizer.schedule, test=self.x_test is not None,
         )
         self.n_runs = exp.n_runs if table is None else len(table)
         # one compiled program per value of the static axes (dtype, batch size)
@@ -127,7 +153,10 @@ class Prepared:
                 st = Static(model=models[dt], dtype=dt, batch_size=bs, **common)
                 self.groups.append((st, pos))
         self.static = self.groups[0][0]
-        self.hp_names = ("seed", *cfg.HPARAM_AXES,
+        # a schedule's keys reach the program only when the schedule reads them
+        reads = registry.SCHEDULES[exp.optimizer.schedule]
+        self.hp_names = ("seed", *[a for a in cfg.HPARAM_AXES
+                                   if a not in registry.SCHEDULE_KEYS or a in reads],
                          *[a for a in exp.sweep if a.startswith("learning_rate.")])
         self.hp_defaults = {"seed": exp.train.seed, **cfg.hparam_defaults(exp)}
         self._table = self._hp = None
@@ -168,8 +197,13 @@ class Prepared:
         more on a GPU or TPU for networks of little work per step (`plan.groups_block`)."""
         return plan.groups_block(self.groups, self.x)
 
+    @property
+    def test(self) -> tuple:
+        """The held-out `(x, y)` for the engine (`train.loop.train_one`), () without."""
+        return () if self.x_test is None else (self.x_test, self.y_test)
+
     def fingerprint(self) -> dict:
-        arrays = [self.x, self.y]
+        arrays = [self.x, self.y, *self.test]
         if self.init_params is not None:
             arrays += [np.asarray(a) for a in jax.tree.leaves(self.init_params)]
         fp = {"config": self.exp.to_dict(), "data": store.hash_arrays(*arrays),
@@ -179,6 +213,12 @@ class Prepared:
             fp["table"] = store.hash_arrays(*(t[c].to_numpy() for c in t.columns
                                               if t[c].dtype != object))
         return fp
+
+
+def _unstandardized(spec: cfg.DataConfig) -> dict:
+    """The dataset keys of `spec` with standardization off."""
+    keys = {k: v for k in data_mod.SPEC_KEYS if (v := getattr(spec, k)) is not None}
+    return {**keys, "standardize": False}
 
 
 def check_table(exp: cfg.Experiment, table: pd.DataFrame) -> None:

@@ -122,7 +122,8 @@ def drop_if_empty(path: Path) -> None:
 
 
 @x64
-def run(config=None, *, data=None, model: Model | None = None, init_params=None,
+def run(config=None, *, data=None, test_data=None, model: Model | None = None,
+        init_params=None,
         chunk_size: int | None = None, out: str | Path | None = "auto", resume: bool = False,
         memory_budget: float | None = None,
         progress: bool = True, overrides: list[str] | None = None,
@@ -131,6 +132,8 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
 
     config: a TOML path, a dict, an Experiment, or None for the built-in `seed-question`.
     data: (x, y) arrays replacing the configured dataset (x: (n, d); y: (n,) or (n, k)).
+    test_data: held-out (x, y) arrays, never trained on, evaluated at the recorded steps
+        (`test_loss` and `test_accuracy` curves; `[data] holdout` splits the data instead).
     model: a :class:`~trainscape.Model` replacing the built-in MLP.
     init_params: start every run from these parameters instead of drawing them from its seed
         (`init_scale` still multiplies them).
@@ -170,7 +173,8 @@ def run(config=None, *, data=None, model: Model | None = None, init_params=None,
     if resume and (out is None or out == "auto"):
         raise InputError("resume=True needs the folder of the interrupted sweep (out=DIR)")
     try:
-        prep = Prepared(exp, data=data, model=model, init_params=init_params, table=table)
+        prep = Prepared(exp, data=data, model=model, init_params=init_params, table=table,
+                        test_data=test_data)
     except MemoryError as e:  # e.g. a generated dataset of 10**12 samples
         why = str(e) or "out of memory"
         raise InputError(f"the data or the grid does not fit in host memory ({why}); "
@@ -354,7 +358,7 @@ def _finish(prep, parts, env, timing, t_start, path) -> Results:
         "created": _dt.datetime.now().isoformat(timespec="seconds"),
         "data": {"source": prep.data_source, "n_samples": int(prep.x.shape[0]),
                  "n_features": int(prep.x.shape[1]), "task": prep.task,
-                 "standardized": bool(prep.exp.data.standardize)},
+                 "standardized": bool(prep.exp.data.standardize), **held_out_facts(prep)},
         "model": prep.model_name,
         # the parameters learning_rate.K (K = 0, 1, ...) trains, by name and shape
         "learning_rate_entries": {f"learning_rate.{k}": name
@@ -382,6 +386,19 @@ def _finish(prep, parts, env, timing, t_start, path) -> Results:
     if len(prep.groups) > 1:  # chunks of several programs arrive grouped, not in run order
         curves = curves.sort_values(["run_id", "step"], kind="stable").reset_index(drop=True)
     return Results(runs=runs, curves=curves, config=prep.exp, meta=meta, path=None)
+
+
+def held_out_facts(prep: Prepared) -> dict:
+    """meta.json's record of the held-out rows: which rows of the dataset `[data] holdout`
+    held out (positions in the dataset's row order, as `ts.load_dataset` returns it), or how
+    many the caller's `test_data` had; nothing without held-out data."""
+    if prep.test_rows is not None:
+        return {"holdout": {"fraction": prep.exp.data.holdout, "seed": prep.exp.data.data_seed,
+                            "n_test": len(prep.test_rows),
+                            "test_rows": [int(i) for i in prep.test_rows]}}
+    if prep.x_test is not None:
+        return {"test_data": {"source": "caller arrays", "n_samples": int(prep.x_test.shape[0])}}
+    return {}
 
 
 def engine_facts(prep: Prepared) -> dict:
@@ -429,7 +446,7 @@ def compute_chunk(prep: Prepared, index: int, static, rows: np.ndarray, dispatch
         try:
             parts = [o.traj for o in execute.run_chunks(
                 [(static, np.arange(len(rows)))], prep.hparams(rows), prep.x, prep.y,
-                prep.init_params, dispatch)]
+                prep.init_params, dispatch, test=prep.test)]
             break
         except Exception as e:  # noqa: BLE001 - only allocation failures are retried
             if not memory.is_allocation_error(e):

@@ -50,8 +50,10 @@ def chunk_tables(prep: Prepared, out: execute.ChunkOutput) -> tuple[pd.DataFrame
     if prep.static.sharpness:
         cols["sharpness_init"] = t["sharpness_init"].astype(np.float64)
         cols["sharpness_final"] = t["sharpness_final"].astype(np.float64)
-    runs = pd.DataFrame({**{k: rows[k] for k in rows.columns}, **cols})
     steps = np.asarray(record_steps(prep.static.steps, prep.static.record_every), np.int64)
+    if prep.static.test:
+        cols.update(held_out_summaries(t, steps, prep.static.accuracy))
+    runs = pd.DataFrame({**{k: rows[k] for k in rows.columns}, **cols})
     n, r = t["loss_R"].shape
     curve_cols = {
         "run_id": np.repeat(rows["run_id"].to_numpy(), r),
@@ -62,4 +64,24 @@ def chunk_tables(prep: Prepared, out: execute.ChunkOutput) -> tuple[pd.DataFrame
         curve_cols["accuracy"] = t["acc_R"].reshape(-1).astype(np.float64)
     if prep.static.sharpness_every:
         curve_cols["sharpness"] = t["sharpness_R"].reshape(-1).astype(np.float64)
+    if prep.static.test:
+        curve_cols["test_loss"] = t["test_loss_R"].reshape(-1).astype(np.float64)
+        if prep.static.accuracy:
+            curve_cols["test_accuracy"] = t["test_acc_R"].reshape(-1).astype(np.float64)
     return runs, pd.DataFrame(curve_cols, copy=False)
+
+
+def held_out_summaries(t: dict, steps: np.ndarray, accuracy: bool) -> dict[str, np.ndarray]:
+    """final_test_loss, min_test_loss (and final_test_accuracy): over the recorded steps at
+    which the run was still training (every one up to the step it was frozen at, where the
+    training loss is recorded too), the last and the smallest held-out values."""
+    div = np.asarray(t["diverged_step"]).astype(np.int64)
+    live_RxS = (div[:, None] < 0) | (steps[None, :] <= div[:, None])
+    last = live_RxS.shape[1] - 1 - np.argmax(live_RxS[:, ::-1], axis=1)  # step 0 is always live
+    loss_RxS = t["test_loss_R"].astype(np.float64)
+    out = {"final_test_loss": np.take_along_axis(loss_RxS, last[:, None], 1)[:, 0],
+           "min_test_loss": np.fmin.reduce(np.where(live_RxS, loss_RxS, np.nan), axis=1)}
+    if accuracy:
+        acc_RxS = t["test_acc_R"].astype(np.float64)
+        out["final_test_accuracy"] = np.take_along_axis(acc_RxS, last[:, None], 1)[:, 0]
+    return out

@@ -48,6 +48,8 @@ class Static(NamedTuple):
     # True: the loop over steps ends once every run trained together is frozen (`_until_frozen`);
     # False: every step is computed (the same results, bit for bit)
     early_exit: bool = True
+    schedule: str = "constant"  # the learning rate's schedule over the steps (nn.schedules)
+    test: bool = False  # evaluate held-out data (train_one's `test`) at the recorded steps
 
 
 class Stats(NamedTuple):
@@ -93,6 +95,10 @@ class Trajectory(NamedTuple):
     # steps computed for the run's group, the evaluation at `steps` included: steps + 1, less
     # the steps early exit skipped once every run of the group was frozen
     steps_computed: jax.Array
+    # held-out loss and accuracy at the recorded steps, with the parameters of `loss_R`, NaN
+    # where it is; None (no output at all) without held-out data
+    test_loss_R: jax.Array | None = None
+    test_acc_R: jax.Array | None = None
 
 
 def record_steps(steps: int, every: int) -> list[int]:
@@ -171,13 +177,15 @@ def init_params_of(model: Model, seed):
 
 
 def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
-              init_params: Any = None, group: str | None = None) -> Trajectory:
+              init_params: Any = None, group: str | None = None,
+              test: tuple = ()) -> Trajectory:
     """Train one run with hyperparameters `hp` (scalars: `seed`, `learning_rate`, ...).
 
     `init_params`: the run's starting weights (the caller's shared ones, or its own draw made
     by the engine's init program); None draws them here from the seed, the same weights.
     `group`: the name of the vmapped axis of the runs trained together with this one (None:
-    it is trained alone); with `static.early_exit` their loop ends once all are frozen."""
+    it is trained alone); with `static.early_exit` their loop ends once all are frozen.
+    `test`: held-out `(x, y)`, never trained on, evaluated when `static.test`."""
     dt = jnp.dtype(static.dtype)
     sdt = stat_dtype(static.dtype)
     _, k_batch, k_drop, k_sharp = run_keys(hp["seed"])
@@ -189,7 +197,8 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
     # hyperparameters stay in float32 for bfloat16 runs: 0.01 is 0.010009765625 in bfloat16
     hpt = {k: jnp.asarray(v, sdt) for k, v in hp.items() if k != "seed"}
     opt = optim.make_optimizer(static.optimizer, hpt, optim.n_top_level(params),
-                               clip=static.grad_clip)
+                               clip=static.grad_clip, schedule=static.schedule,
+                               steps=static.steps)
     opt_state = opt.init(params)
     loss_of = losses.LOSSES[static.loss]
     n = x_NxD.shape[0]
@@ -269,6 +278,19 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
         opt_state = jax.tree.map(lambda a, b: jnp.where(live, a, b), new_state, opt_state)
         return (params, opt_state, stats), (rec, rec_acc)
 
+    def held_out(carry):
+        """Held-out loss and accuracy (no l2 penalty, no dropout) at a recorded step, with the
+        parameters the recorded training loss is computed from; NaN where that loss is (the
+        run was frozen at an earlier step). Nothing at all without held-out data."""
+        if not static.test:
+            return ()
+        p, _, stats = carry
+        out = static.model.apply(p, test[0])
+        loss = loss_of(out, test[1]).astype(sdt)
+        acc = (losses.accuracy(out, test[1], static.loss).astype(sdt) if static.accuracy
+               else jnp.zeros((), sdt))
+        return jnp.where(stats.alive, loss, jnp.nan), jnp.where(stats.alive, acc, jnp.nan)
+
     every = static.sharpness_every
 
     def sharpness_at(t0, p):
@@ -291,13 +313,15 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
     if k == 1:  # every step recorded: no inner loop (XLA would keep a while loop of one trip)
         def block(carry, t0):
             sharp = sharpness_at(t0, carry[0])
+            held = held_out(carry)
             carry, (rec, acc) = step(carry, t0)
-            return carry, (rec, acc, sharp)
+            return carry, (rec, acc, sharp, held)
         xs = starts
     else:
         def block(carry, xs):
             t0, length = xs
             sharp = sharpness_at(t0, carry[0])
+            held = held_out(carry)
 
             def one(i, c):  # the block's steps; the first one's loss is the recorded one
                 c, rec, acc = c
@@ -305,11 +329,12 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
                 return c, jnp.where(i == 0, r, rec), jnp.where(i == 0, a, acc)
             nan = jnp.full((), jnp.nan, sdt)
             carry, rec, acc = lax.fori_loop(0, length, one, (carry, nan, nan))
-            return carry, (rec, acc, sharp)
+            return carry, (rec, acc, sharp, held)
         xs = (starts, np.diff(starts, append=T + 1).astype(np.int32))
     carry = (params, opt_state, _init_stats(sdt))
     if static.early_exit:
-        (_, _, stats), (rec_R, acc_R, sh_R), stop = _until_frozen(block, carry, xs, group)
+        (_, _, stats), (rec_R, acc_R, sh_R, held_R), stop = _until_frozen(block, carry, xs,
+                                                                            group)
         # steps 0 .. starts[stop] - 1, then the evaluation at T
         computed = jnp.asarray(np.append(starts, T))[stop] + 1
         if not static.sharpness:
@@ -322,7 +347,7 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
             skipped = (r >= stop) & (r < len(starts) - 1)
             sh_R = jnp.where(skipped & due_R, sh_R[-1], sh_R)
     else:
-        (_, _, stats), (rec_R, acc_R, sh_R) = lax.scan(block, carry, xs)
+        (_, _, stats), (rec_R, acc_R, sh_R, held_R) = lax.scan(block, carry, xs)
         computed = T + 1
     sharp_init, sharp_final = sh_R[0], sh_R[-1]
     if static.sharpness and not every:
@@ -350,6 +375,7 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
         sharpness_init=sharp_init,
         sharpness_final=sharp_final,
         steps_computed=jnp.asarray(computed, jnp.int32),
+        **(dict(zip(("test_loss_R", "test_acc_R"), held_R, strict=True)) if static.test else {}),
     )
 
 

@@ -28,6 +28,7 @@ from ..errors import InputError
 from ..io import store
 from ..io.results import CURVES_FILE, META_FILE, RUNS_FILE, Results, as_results
 from ..train.classify import EOS_FACTOR, LABELS, SPIKE_MIN_RISE
+from . import report_heldout
 
 __all__ = ["FORMATS", "answer", "build", "fmt_number"]
 
@@ -422,7 +423,8 @@ def answer(results_or_path) -> tuple[str, dict]:
     intro = (f"From {f('n_runs', len(runs))} run{'s' * (len(runs) != 1)}"
              + (f" ({' x '.join(sizes)})" if sizes else "")
              + f" of {f('steps', steps)} full-batch {res.config.optimizer.name} steps each.")
-    paras = [intro]
+    schedule = report_heldout.schedule_text(f, res)
+    paras = [intro + (" " + schedule if schedule else "")]
 
     cat_by_lr = by.counts["catapult"].to_numpy()
     # most catapults; among ties the smallest lr, nearest to where they begin
@@ -452,6 +454,10 @@ def answer(results_or_path) -> tuple[str, dict]:
         if other is not None and runs[other].nunique() > 1:
             grid += " " + _axis_text(f, runs, other)
         paras.append(grid)
+    for extra in (report_heldout.held_out_text(f, res, runs),
+                  report_heldout.warmup_text(f, res, runs)):
+        if extra:
+            paras.append(extra)
     return "\n\n".join(paras), dict(f.values)
 
 
@@ -636,12 +642,17 @@ def _divergence_rows(res: Results) -> tuple[list[str], list[list[str]], str]:
             f"{int(r['n_recovered'])}/{int(r['n_catapult'])}",
             _cell(r["median_recover_steps"]),
         ])
+    held_head, held_rows = report_heldout.held_out_cells(table)
+    head += held_head
+    rows = [r + h for r, h in zip(rows, held_rows, strict=True)]
     pooled = [a for a in res.axes if a != LR]
     note = ("Each row pools " + (", ".join(pooled) if pooled else "its runs") + ". Wilson score "
             "interval; peak / initial = max_loss / initial_loss over the runs that did not "
             "diverge; a catapult has recovered when its loss is back down to the lowest loss "
             "before its largest spike; steps to recover = spike_recover_step - spike_step "
-            "(from the top of the spike) over those runs.")
+            "(from the top of the spike) over those runs."
+            + (" Held-out loss: median final_test_loss of the runs with that label."
+               if held_head else ""))
     return head, rows, note
 
 

@@ -26,7 +26,7 @@ OPTIMIZER_SPECIFIC = tuple(dict.fromkeys(k for keys in OPTIMIZERS.values() for k
 LOSSES = ("bce", "cross_entropy", "mse")
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "identity")
 INITS = ("seed", "normal", "lecun", "he", "glorot")
-PARAMETERIZATIONS = ("standard", "ntk", "mean_field")
+PARAMETERIZATIONS = ("standard", "ntk", "mean_field", "mup")
 DTYPES = ("float32", "float64", "bfloat16")
 
 # built-in dataset -> the [data] keys it reads besides DATA_COMMON; "file" is a data file

@@ -45,6 +45,8 @@ class Static(NamedTuple):
     sharpness_iters: int = 20
     sharpness_which: str = "largest"
     matmul_precision: str = "highest"  # jax.default_matmul_precision while tracing
+    # per layer ((leaf name, factor), ...): static learning-rate factors (muP, `nn.mup`)
+    lr_scale: tuple | None = None
 
 
 class Stats(NamedTuple):
@@ -181,7 +183,7 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
     # hyperparameters stay in float32 for bfloat16 runs: 0.01 is 0.010009765625 in bfloat16
     hpt = {k: jnp.asarray(v, sdt) for k, v in hp.items() if k != "seed"}
     opt = optim.make_optimizer(static.optimizer, hpt, optim.n_top_level(params),
-                               clip=static.grad_clip)
+                               clip=static.grad_clip, lr_scale=static.lr_scale)
     opt_state = opt.init(params)
     loss_of = losses.LOSSES[static.loss]
     n = x_NxD.shape[0]

@@ -325,6 +325,26 @@ def mlp_apply(params: list[dict], x_NxD, activation: str = "tanh",
     return h.T if transposed else h
 
 
+def layer_outputs(params: list[dict], x_NxD, activation: str = "tanh",
+                  mults: tuple[float, ...] | None = None) -> list:
+    """Every layer's output, (n, width) each: the hidden activations after the nonlinearity,
+    then the network's output; the same arithmetic as `mlp_apply`'s sample-major layout (the
+    coordinate check, `analysis.coord_check`, reads them)."""
+    act = ACTIVATIONS[activation]
+    outs, h = [], x_NxD
+    for i, layer in enumerate(params):
+        w = layer["w"]
+        if mults is not None and mults[i] != 1.0:
+            w = w * jnp.asarray(mults[i], w.dtype)
+        h = h @ w
+        if "b" in layer:
+            h = h + layer["b"]
+        if i < len(params) - 1:
+            h = act(h)
+        outs.append(h)
+    return outs
+
+
 def builtin_mlp(sizes: tuple[int, ...], *, activation: str, init: str, bias: bool,
                 dtype, parameterization: str = "standard",
                 base_width: int | None = None) -> Model:

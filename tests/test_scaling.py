@@ -129,3 +129,40 @@ def test_critical_lr_per_shape_and_seed():
     alone = ts.critical_lr({**cfg, "model": {"hidden": [16, 16]}, "sweep": {"seed": [0, 1]}},
                            low=0.01, high=100.0, rtol=0.05)
     np.testing.assert_array_equal(t[t.width == 16]["critical_lr"], alone["critical_lr"])
+
+
+def test_report_of_a_width_sweep_has_the_scaling_section(tmp_path):
+    cfg = {"name": "w", "data": {"name": "teacher", "n_samples": 32}, "loss": {"name": "mse"},
+           "model": {"hidden": [4, 4]}, "train": {"steps": 6},
+           "sweep": {"width": [4, 16], "learning_rate": {"geomspace": [0.01, 10.0], "num": 7},
+                     "seed": [0, 1]}}
+    res = ts.run(cfg, progress=False)
+    from trainscape.viz import report
+
+    text, facts = report.answer(res)
+    fit = ts.scaling(res.runs, by="width", of="best_lr")  # recomputed from the runs table
+    assert facts["scaling.width.exponent"] == pytest.approx(fit.exponent)
+    assert "Against width: the best learning rate" in text
+    path = report.build(res, fmt="md", out=tmp_path / "r.md")
+    md = path.read_text()
+    assert "## Learning rate against width" in md and "r-scaling_width.png" in md
+    # no width axis: no such section
+    plain = ts.run({**cfg, "sweep": {"learning_rate": [0.1, 1.0]}}, progress=False)
+    assert "Against width" not in report.answer(plain)[0]
+
+
+def test_coord_check_command(tmp_path, capsys):
+    from trainscape.cli.main import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nname = "teacher"\nn_samples = 16\n[model]\nhidden = [4]\n'
+                   '[loss]\nname = "mse"\n')
+    assert main(["coord-check", str(cfg), "--widths", "4,8", "--steps", "1", "--seeds", "2",
+                 "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "layer 2: change at the last step ~ width^" in out
+    t = pd.read_csv(tmp_path / "o" / "coord_check.csv")
+    assert sorted(t.width.unique()) == [4, 8] and (tmp_path / "o" / "coord_check.png").is_file()
+    with pytest.raises(SystemExit) as e:
+        main(["coord-check", str(cfg), "--widths", "4,x"])
+    assert e.value.code == 2

@@ -134,3 +134,54 @@ def flatness(table: pd.DataFrame, layer: int | None = None, step: int | None = N
     med = sel.groupby("width")[of].median()
     return float(np.polyfit(np.log(med.index.to_numpy(np.float64)),
                             np.log(med.to_numpy()), 1)[0]) if len(med) > 1 else math.nan
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The table as text: per width, layer and step, the medians over seeds."""
+    a = table.attrs
+    med = (table.groupby(["width", "layer", "step"])[["mean_abs", "mean_abs_change"]]
+           .median().reset_index())
+    head = (f"{a.get('name', 'experiment')}: coordinate check, {a.get('parameterization')} "
+            f"parameterization" + (f" (base_width {a['base_width']})" if a.get("base_width")
+                                   else "")
+            + f", {a.get('optimizer')} at lr {a.get('learning_rate'):g}, median over "
+            f"{table['seed'].nunique()} seeds; layer {int(table['layer'].max())} is the output")
+    lines = [head, "", med.to_string(index=False, float_format=lambda v: f"{v:.4g}")]
+    for layer in sorted(table["layer"].unique()):
+        lines.append(f"layer {layer}: change at the last step ~ width^"
+                     f"{flatness(table, layer=int(layer)):.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def cli(config_path, widths, steps: int = 4, seeds: int = 3,
+        overrides: list[str] | None = None, out=None, stream=None) -> int:
+    """`trainscape coord-check CONFIG --widths ...`: print the table; with `out`, write
+    coord_check.csv and coord_check.png (mean |activation| above, its change below)."""
+    import sys
+    from pathlib import Path
+
+    stream = sys.stdout if stream is None else stream
+    target = None
+    if out is not None:
+        target = Path(out)
+        if target.exists() and not target.is_dir():
+            raise InputError(f"--out {str(target)!r}: is a file; give a folder")
+    table = coord_check(config_path, widths, steps=steps, seeds=seeds, overrides=overrides)
+    stream.write(format_table(table))
+    if target is not None:
+        import matplotlib.pyplot as plt
+
+        from ..viz.scaling import plot_coord_check
+
+        target.mkdir(parents=True, exist_ok=True)
+        table.to_csv(target / "coord_check.csv", index=False)
+        n = table["layer"].nunique()
+        fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 5.6), squeeze=False,
+                                 constrained_layout=True)
+        plot_coord_check(table, "mean_abs", axes[0])
+        plot_coord_check(table, "mean_abs_change", axes[1])
+        fig.savefig(target / "coord_check.png", dpi=120)
+        plt.close(fig)
+        stream.write(f"\ntable: {target / 'coord_check.csv'}\nfigure: "
+                     f"{target / 'coord_check.png'}\n")
+    return 0

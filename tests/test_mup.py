@@ -209,3 +209,11 @@ def test_width_axis_with_entry_lr_dropout_and_minibatches():
                     "sweep": {"learning_rate.1": [0.0, 0.2], "seed": [0, 1]}}, progress=False)
     np.testing.assert_array_equal(r.runs[r.runs.width == 12]["final_loss"].to_numpy(),
                                   alone.runs["final_loss"].to_numpy())
+
+
+def test_depth_axis_checks_entry_lr_at_every_depth():
+    with pytest.raises(ConfigError, match=r"sweep.learning_rate.2: the model's parameters have "
+                                          r"2 top-level entries"):
+        ts.run({"model": {"hidden": [4]}, "sweep": {"depth": [2, 1],
+                                                     "learning_rate.2": [0.1]}},
+               progress=False)

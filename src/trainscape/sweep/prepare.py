@@ -108,7 +108,8 @@ class Prepared:
         if init_params is not None:
             check_init_params(self.model, init_params)
         self.init_params = init_params
-        check_entry_axes(exp, self.model)
+        for sh in self.shapes:  # a depth axis changes which entries exist
+            check_entry_axes(exp, models[(sh, dtypes[0])])
         accuracy = exp.metrics.accuracy
         if accuracy is None:
             accuracy = loss in ("bce", "cross_entropy")

@@ -5,8 +5,8 @@ widths 64..1024) twice, as it is (standard, init = "normal") and with
 `model.parameterization = "mup"`, `model.base_width = 64`; measures the critical learning rate
 of every width and seed (ts.critical_lr) and the best learning rate of the sweep, fits both
 exponents against width with bootstrap intervals over seeds (ts.scaling), and writes
-results/studies/width_scaling/: the two sweeps' folders, critical_lr.csv, scaling.json,
-scaling.png, coord_check.png and report.md.
+results/studies/width_scaling/: the two sweeps' folders (each with its report.md),
+critical_lr.csv, scaling.json, scaling.png, coord_check.png and report.md.
 
     PYTHONPATH=src python experiments/width_scaling.py [OUT]
 """
@@ -28,6 +28,7 @@ import pandas as pd  # noqa: E402
 
 import trainscape as ts  # noqa: E402
 from trainscape.spec.schema import load_toml  # noqa: E402
+from trainscape.viz.report import build  # noqa: E402
 from trainscape.viz.scaling import plot_coord_check, plot_scaling  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -61,6 +62,7 @@ def main(out: Path) -> None:
     for par, sets in PARAMETERIZATIONS.items():
         t0 = time.perf_counter()
         res = ts.run(CONFIG, overrides=sets, out=out / par, progress=False)
+        build(out / par, fmt="md")  # the sweep's report, with its width section
         t1 = time.perf_counter()
         c = ts.critical_lr(no_lr, overrides=sets, low=BRACKET[0], high=BRACKET[1], rtol=RTOL)
         t2 = time.perf_counter()

@@ -5,8 +5,10 @@ backend); `configure()` makes the settings the command line uses, when asked.
 """
 
 from .analysis.compare import compare, compare_dtypes
+from .analysis.coord_check import coord_check
 from .analysis.critical import critical_lr
 from .analysis.divergence import divergence_table, label_counts
+from .analysis.scaling import Scaling, scaling
 from .errors import ConfigError, DataError, InputError
 from .gradcheck import gradcheck
 from .io.data import load_dataset
@@ -23,6 +25,6 @@ from .viz.explorer import explore
 __all__ = [
     "run", "load", "load_dataset", "Results", "Model", "Experiment", "parse", "gradcheck",
     "divergence_table", "label_counts", "compare", "compare_dtypes", "critical_lr",
-    "configure", "explore", "zoom", "Zoom", "lr_at_step", "InputError", "ConfigError",
-    "DataError", "__version__",
+    "configure", "explore", "zoom", "Zoom", "lr_at_step", "coord_check", "scaling", "Scaling",
+    "InputError", "ConfigError", "DataError", "__version__",
 ]

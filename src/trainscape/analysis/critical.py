@@ -38,7 +38,8 @@ def critical_lr(config, data=None, init_params=None, model=None, low: float | No
 
     config, data, init_params, model: as for :func:`trainscape.run`. The `learning_rate` axis of
     the sweep, if any, only sets the default bracket; every other axis (seed, init_scale,
-    momentum, dtype, ``learning_rate.K``, ...) gives one row per combination of its values.
+    momentum, dtype, ``learning_rate.K``, width, depth, ...) gives one row per combination of
+    its values (fit a row per width and seed with :func:`trainscape.scaling`).
 
     A run *diverges* when its label is ``diverged`` by exactly the rules (and the configured
     steps, optimizer and dtype) of :func:`trainscape.run`: its loss became non-finite, passed

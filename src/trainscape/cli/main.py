@@ -48,6 +48,14 @@ def _option_strings(parser: argparse.ArgumentParser) -> list[str]:
     return sorted(set(out))
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        return [_positive_int(t) for t in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected positive integers separated by commas "
+                                         f"such as 64,128,256, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
     try:
         v = int(text)
@@ -194,6 +202,24 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     cl.set_defaults(func=cmd_critical_lr)
 
+    cc = sub.add_parser(
+        "coord-check", help="activation size against width over the first steps (muP check)",
+        description="Train the config's network at each width for a few steps (its optimizer "
+                    "and [optimizer] learning_rate, full batch) and print, per width, layer "
+                    "and step, the mean |activation| and its mean change since "
+                    "initialization (median over seeds); with --out, also the table as CSV "
+                    "and the mup package's figure (a panel per layer, width on a log axis, a "
+                    "line per step).")
+    cc.add_argument("config", help="experiment TOML file")
+    cc.add_argument("--widths", required=True, type=_int_list, metavar="W1,W2,...",
+                    help="hidden widths, e.g. 64,128,256,512")
+    cc.add_argument("--steps", type=_positive_int, default=4, help="training steps (default 4)")
+    cc.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 (default 3)")
+    cc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a config key (repeatable)")
+    cc.add_argument("--out", help="folder for coord_check.csv and coord_check.png")
+    cc.set_defaults(func=cmd_coord_check)
+
     c = sub.add_parser(
         "compare-precision", help="list runs whose label differs between two results",
         description="Join two results folders on their grid (all axes but dtype) and list the "
@@ -271,6 +297,13 @@ def cmd_critical_lr(args) -> int:
     return commands.critical_lr(args.config, args.overrides, out_csv=args.out, low=args.low,
                                 high=args.high, rtol=args.rtol, chunk_size=args.chunk_size,
                                 progress=not args.no_progress)
+
+
+def cmd_coord_check(args) -> int:
+    from ..analysis.coord_check import cli
+
+    return cli(args.config, args.widths, steps=args.steps, seeds=args.seeds,
+               overrides=args.overrides, out=args.out)
 
 
 def cmd_compare(args) -> int:

@@ -190,10 +190,12 @@ def place(st: Static, devices: list, x, y, init_params, platform: str | None = N
 
 def probe_seconds_per_run_step(prep) -> tuple[float, bool]:
     """(seconds per run-step on all devices, whether it came from the cache). Times one block
-    of runs on every device (the first runs of the first program group; other groups differ
-    only in dtype or batch size) for plan.PROBE_STEPS steps, best of two calls after a warm-up
-    call, without sharpness (a fixed per-run cost that longer chunks only amortize) and without
-    early exit (runs that blow up at once would make every step look free)."""
+    of runs on every device (the first runs of the first program group: with a width or depth
+    axis, the network of its first value, so a wider network's chunks can take longer than
+    the target, which spaces checkpoints and does not change speed) for plan.PROBE_STEPS
+    steps, best of two calls after a warm-up call, without sharpness (a fixed per-run cost
+    that longer chunks only amortize) and without early exit (runs that blow up at once would
+    make every step look free)."""
     key, f = plan.shape_key(prep), plan.cache_file()
     if key is not None:
         hit = plan.read_probes(f).get(key)

@@ -206,9 +206,9 @@ def memory_need(prep: Prepared, runs: int) -> int:
     devices = run_devices()
     cpu = devices[0].platform == "cpu"
     per_pool = runs if cpu else -(-runs // len(devices))
-    widths = (prep.d_out,) if prep.custom_model else (*prep.exp.model.hidden, prep.d_out)
     need = 0
-    for static, _ in prep.groups:
+    for (static, _), sizes in zip(prep.groups, prep.group_sizes, strict=True):
+        widths = (prep.d_out,) if prep.custom_model else tuple(sizes[1:])
         extra = static.sharpness_iters + 2 if static.sharpness else 0
         # a CPU device trains its blocks one group of runs at a time (GPU and TPU blocks are
         # vmapped whole; counted whole, as before)
@@ -355,6 +355,9 @@ def shape_key(prep) -> str | None:
         "parameterization": prep.exp.model.parameterization,
         "x": list(prep.x.shape), "dtypes": sorted({s.dtype for s, _ in prep.groups}),
         "batch": sorted(str(s.batch_size) for s, _ in prep.groups),
+        **({"shapes": sorted({"-".join(map(str, z)) for z in prep.group_sizes}),
+            "base_width": prep.exp.model.base_width} if len(prep.shapes) > 1 or
+           prep.exp.model.base_width is not None else {}),
         "loss": st.loss, "optimizer": st.optimizer, "dropout": st.dropout, "l2": st.l2,
         "clip": st.grad_clip, "accuracy": st.accuracy, "precision": st.matmul_precision,
         "devices": [len(devices), devices[0].platform, devices[0].device_kind],

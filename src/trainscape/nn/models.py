@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from . import mup
+
 
 class Model(NamedTuple):
     """The interface of a model trainscape trains: two pure functions, and optional capabilities
@@ -137,7 +139,8 @@ def _draw_w(key, kind: str, layer: int, fan_in: int, fan_out: int, dtype):
     raise ValueError(f"unknown init {kind!r}")
 
 
-def multipliers(sizes: tuple[int, ...], parameterization: str) -> tuple[float, ...]:
+def multipliers(sizes: tuple[int, ...], parameterization: str,
+                base_width: int | None = None) -> tuple[float, ...]:
     """Forward multiplier of each layer's weights.
 
     standard:   1 (the scale lives in the init; see `init`).
@@ -147,6 +150,8 @@ def multipliers(sizes: tuple[int, ...], parameterization: str) -> tuple[float, .
                 N(0, 1) (Mei, Montanari & Nguyen 2018, "A mean field view of the landscape of
                 two-layer neural networks": f(x) = (1/n) sum_i a_i sigma(w_i . x); the setting of
                 Sohl-Dickstein 2024, "The boundary of neural network trainability is fractal").
+    mup:        1 except the output layer's, base_width / fan_in (`nn.mup`; weights drawn as
+                the standard parameterization's).
     """
     fan_in = sizes[:-1]
     if parameterization == "standard":
@@ -155,13 +160,17 @@ def multipliers(sizes: tuple[int, ...], parameterization: str) -> tuple[float, .
         return tuple(1.0 / math.sqrt(f) for f in fan_in)
     if parameterization == "mean_field":
         return tuple([1.0 / math.sqrt(f) for f in fan_in[:-1]] + [1.0 / fan_in[-1]])
+    if parameterization == "mup":
+        return tuple(r.mult for r in mup.rules(tuple(sizes), base_width, "sgd"))
     raise ValueError(f"unknown parameterization {parameterization!r}")
 
 
 def mlp_init(key, sizes: tuple[int, ...], *, init: str = "normal", bias: bool = True,
-             dtype=jnp.float32, parameterization: str = "standard") -> list[dict]:
+             dtype=jnp.float32, parameterization: str = "standard",
+             base_width: int | None = None) -> list[dict]:
     """Parameters of an MLP with layer sizes `sizes` = (d_in, *hidden, d_out); biases zero.
-    Under the ntk and mean_field parameterizations every weight is N(0, 1).
+    Under the ntk and mean_field parameterizations every weight is N(0, 1); under mup the
+    standard draw, the output layer's times sqrt(fan_in / base_width) (`nn.mup`).
 
     Weights are drawn in float32 whatever `dtype`, then cast to it: JAX's samplers turn the
     same key into unrelated numbers in float32, float64 and bfloat16, so runs that differed
@@ -169,10 +178,14 @@ def mlp_init(key, sizes: tuple[int, ...], *, init: str = "normal", bias: bool = 
     draw as much as the rounding. Now a float64 run starts from exactly the float32 run's
     weights, a bfloat16 run from them rounded (version 0.7.0)."""
     keys = jax.random.split(key, len(sizes) - 1)
+    scales = ([r.init for r in mup.rules(tuple(sizes), base_width, "sgd")]
+              if parameterization == "mup" else None)
     params = []
     for i, (fi, fo) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        if parameterization == "standard":
+        if parameterization in ("standard", "mup"):
             w = _draw_w(keys[i], init, i, fi, fo, jnp.float32)
+            if scales is not None and scales[i] != 1.0:
+                w = w * jnp.float32(scales[i])
         else:
             w = jax.random.normal(keys[i], (fi, fo), dtype=jnp.float32)
         layer = {"w": w.astype(dtype)}
@@ -336,12 +349,34 @@ def mlp_apply(params: list[dict], x_NxD, activation: str = "tanh",
     return h.T if transposed else h
 
 
+def layer_outputs(params: list[dict], x_NxD, activation: str = "tanh",
+                  mults: tuple[float, ...] | None = None) -> list:
+    """Every layer's output, (n, width) each: the hidden activations after the nonlinearity,
+    then the network's output; the same arithmetic as `mlp_apply`'s sample-major layout (the
+    coordinate check, `analysis.coord_check`, reads them)."""
+    act = ACTIVATIONS[activation]
+    outs, h = [], x_NxD
+    for i, layer in enumerate(params):
+        w = layer["w"]
+        if mults is not None and mults[i] != 1.0:
+            w = w * jnp.asarray(mults[i], w.dtype)
+        h = h @ w
+        if "b" in layer:
+            h = h + layer["b"]
+        if i < len(params) - 1:
+            h = act(h)
+        outs.append(h)
+    return outs
+
+
 def builtin_mlp(sizes: tuple[int, ...], *, activation: str, init: str, bias: bool,
-                dtype, parameterization: str = "standard") -> Model:
+                dtype, parameterization: str = "standard",
+                base_width: int | None = None) -> Model:
     """The built-in MLP as a :class:`Model` (hashable pieces, so compiled programs are reused)."""
-    mults = multipliers(tuple(sizes), parameterization)
+    mults = multipliers(tuple(sizes), parameterization, base_width)
     return Model(
-        init=_MlpInit(tuple(sizes), init, bias, jnp.dtype(dtype).name, parameterization),
+        init=_MlpInit(tuple(sizes), init, bias, jnp.dtype(dtype).name, parameterization,
+                      base_width),
         apply=_MlpApply(activation, mults),
         apply_dropout=_MlpDropout(activation, mults),
         transposed_input=feature_major,
@@ -355,10 +390,11 @@ class _MlpInit:
     bias: bool
     dtype: str
     parameterization: str = "standard"
+    base_width: int | None = None
 
     def __call__(self, key):
         return mlp_init(key, self.sizes, init=self.init, bias=self.bias, dtype=self.dtype,
-                        parameterization=self.parameterization)
+                        parameterization=self.parameterization, base_width=self.base_width)
 
 
 @dataclass(frozen=True)

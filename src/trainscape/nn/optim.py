@@ -88,14 +88,36 @@ def scale_by_entry_schedule(lrs: list, schedule: str, steps: int,
     return optax.GradientTransformation(init_fn, update_fn)
 
 
+def scale_by_leaf(scale) -> optax.GradientTransformation:
+    """Multiply the updates of leaf `name` of top-level entry K by the constant `f` of
+    `scale[K]` = ((name, f), ...): muP's static per-layer learning-rate factors (`nn.mup`)."""
+
+    def init_fn(params):
+        del params
+        return optax.EmptyState()
+
+    def update_fn(updates, state, params=None):
+        del params
+
+        def entry(k, u):
+            factors = dict(scale[k])
+            return {name: g * jnp.asarray(factors[name], g.dtype) if factors.get(name, 1.0)
+                    != 1.0 else g for name, g in u.items()}
+        return top_level_map(entry, updates), state
+
+    return optax.GradientTransformation(init_fn, update_fn)
+
+
 def make_optimizer(name: str, hp: Mapping, n_entries: int, clip: bool = False,
-                   schedule: str = "constant", steps: int = 0) -> optax.GradientTransformation:
+                   schedule: str = "constant", steps: int = 0,
+                   lr_scale=None) -> optax.GradientTransformation:
     """The optimizer `name` with hyperparameters taken from `hp` (scalars, possibly traced).
 
-    Order: clip the gradient's global norm (when `clip`), the optimizer's direction, decoupled
-    weight decay (`+ weight_decay * p`, as optax's adamw), then `-learning_rate` per entry,
-    following `schedule` over a run of `steps` updates (nn.schedules; "constant" keeps the
-    stateless step, so runs without a schedule compute what they always did).
+    Order: clip the gradient's global norm (when `clip`), the optimizer's direction, the
+    static per-leaf factors `lr_scale` (`scale_by_leaf`; muP), decoupled weight decay
+    (`+ weight_decay * p`, as optax's adamw), then `-learning_rate` per entry, following
+    `schedule` over a run of `steps` updates (nn.schedules; "constant" keeps the stateless
+    step, so runs without a schedule compute what they always did).
     """
     if name not in DIRECTIONS:
         raise ValueError(f"unknown optimizer {name!r}")
@@ -106,6 +128,7 @@ def make_optimizer(name: str, hp: Mapping, n_entries: int, clip: bool = False,
     return optax.chain(
         *pre,
         direction,
+        *([scale_by_leaf(lr_scale)] if lr_scale is not None else []),
         optax.add_decayed_weights(hp["weight_decay"]),
         scale_by_entry_lr(entry_learning_rates(hp, n_entries)) if schedule == "constant"
         else scale_by_entry_schedule(entry_learning_rates(hp, n_entries), schedule, steps, hp),

@@ -16,7 +16,7 @@ from ..spec.schema import Experiment
 def axis_dtype(name: str):
     if name == "dtype":
         return object
-    return np.int64 if name in ("seed", "batch_size") else np.float64
+    return np.int64 if name in ("seed", "batch_size", "width", "depth") else np.float64
 
 
 def expand(exp: Experiment) -> pd.DataFrame:

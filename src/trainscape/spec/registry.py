@@ -36,7 +36,7 @@ SCHEDULES: dict[str, tuple[str, ...]] = {
 LOSSES = ("bce", "cross_entropy", "mse")
 ACTIVATIONS = ("tanh", "relu", "gelu", "sigmoid", "identity")
 INITS = ("seed", "normal", "lecun", "he", "glorot")
-PARAMETERIZATIONS = ("standard", "ntk", "mean_field")
+PARAMETERIZATIONS = ("standard", "ntk", "mean_field", "mup")
 DTYPES = ("float32", "float64", "bfloat16")
 
 # built-in dataset -> the [data] keys it reads besides DATA_COMMON; "file" is a data file

@@ -38,8 +38,10 @@ PARAMETERIZATIONS = registry.PARAMETERIZATIONS
 HPARAM_AXES = ("learning_rate", "init_scale", "momentum", "weight_decay", "b1", "b2", "eps",
                "decay", "l2", "grad_clip", "dropout", *registry.SCHEDULE_KEYS)
 SCHEDULES = tuple(registry.SCHEDULES)
-# Axes that change the compiled program's shapes or types: one program per value.
-STATIC_AXES = ("dtype", "batch_size")
+# Axes that change the compiled program's shapes or types: one program per value. `width` and
+# `depth` make the built-in MLP's hidden layers [width] * depth (spec.schema.hidden_of).
+STATIC_AXES = ("dtype", "batch_size", "width", "depth")
+SHAPE_AXES = ("width", "depth")
 SWEEP_AXES = ("seed", *HPARAM_AXES, *STATIC_AXES)
 # [lower, upper) bounds of each numeric axis (None: unbounded); learning rates are > 0
 _BOUNDS = {"init_scale": (0, None), "momentum": (0, 1), "weight_decay": (0, None),
@@ -96,7 +98,16 @@ class ModelConfig(_Section):
     init: Literal[INITS] = "normal"  # type: ignore[valid-type]
     init_scale: float = 1.0
     parameterization: Literal[PARAMETERIZATIONS] = "standard"  # type: ignore[valid-type]
+    # muP: the hidden width at which it equals the standard parameterization (docs/mup.md)
+    base_width: int | None = None
     dropout: float = 0.0
+
+    @field_validator("base_width")
+    @classmethod
+    def _positive_base(cls, v):
+        if v is not None and v <= 0:
+            raise ValueError("must be a positive integer")
+        return v
 
     @field_validator("hidden", mode="before")
     @classmethod
@@ -207,6 +218,8 @@ class Experiment(_Section):
         """Plain JSON-able dict that `parse` turns back into an equal Experiment."""
         d = self.model_dump(mode="json")
         d["sweep"] = {k: list(v) for k, v in self.sweep.items()}
+        if d["model"]["base_width"] is None:  # unset: the dict (and hash) of configs before it
+            del d["model"]["base_width"]
         return d
 
     def config_hash(self) -> str:
@@ -383,7 +396,7 @@ def _check_axis_values(name: str, key: str, vals: tuple) -> None:
         dup = sorted({v for v in vals if vals.count(v) > 1})
         raise ConfigError(f"{key}: duplicated values {dup}; each grid point must appear once")
     for v in vals:
-        if name in ("seed", "batch_size"):
+        if name in ("seed", "batch_size", "width", "depth"):
             lo = 0 if name == "seed" else 1
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= INT32_MAX:
                 raise ConfigError(f"{key}: expected integers in [{lo}, {INT32_MAX}], got {v!r}")
@@ -481,6 +494,7 @@ def _from_dict(raw: dict) -> Experiment:
             raise ConfigError(f"sweep.{axis}: {why}")
     _check_warmup(sections, sweep)
     _check_in_run_dtype(sections, sweep)
+    _check_shape(sections["model"], sweep)
     name = raw.get("name", "experiment")
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.\-]*", name):
         raise ConfigError(
@@ -500,6 +514,33 @@ def _check_warmup(s: dict, sweep: dict) -> None:
             limit = f"< [train] steps = {steps}" if decays else f"<= [train] steps = {steps}"
             raise ConfigError(f"{key}: got {w!r}; schedule {opt.schedule!r} needs warmup_steps "
                               f"{limit}")
+
+
+def _check_shape(m: ModelConfig, sweep: dict) -> None:
+    """A swept width or depth takes the other one from a uniform `[model] hidden`; muP needs
+    the width it is the standard parameterization at."""
+    swept = [a for a in SHAPE_AXES if a in sweep]
+    if swept and len(swept) < 2 and (not m.hidden or len(set(m.hidden)) > 1):
+        other = "depth" if swept[0] == "width" else "width"
+        raise ConfigError(
+            f"[model] hidden: got {list(m.hidden)}; sweeping {swept[0]} takes the {other} from "
+            f"[model] hidden, which must then be non-empty and uniform such as [64, 64] (or "
+            f"sweep {other} too)")
+    if m.parameterization == "mup" and m.base_width is None:
+        raise ConfigError("[model] base_width: parameterization 'mup' needs it (the hidden "
+                          "width at which muP equals the standard parameterization), e.g. "
+                          "base_width = 64")
+
+
+def hidden_of(m: ModelConfig, width: int | None = None, depth: int | None = None
+              ) -> tuple[int, ...]:
+    """The built-in MLP's hidden layers for a swept `width` and/or `depth` (None: not swept):
+    `[width] * depth`, the unswept one read from the uniform `[model] hidden`."""
+    if width is None and depth is None:
+        return tuple(m.hidden)
+    width = int(m.hidden[0] if width is None else width)
+    depth = int(len(m.hidden) if depth is None else depth)
+    return (width,) * depth
 
 
 def _is_per_entry(spec: Mapping) -> bool:

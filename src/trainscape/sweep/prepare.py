@@ -15,6 +15,7 @@ from ..errors import ConfigError, DataError, InputError
 from ..io import data as data_mod
 from ..io import holdout as holdout_mod
 from ..io import store
+from ..nn import mup
 from ..nn.models import Model, builtin_mlp
 from ..spec import grid, registry
 from ..spec import schema as cfg
@@ -92,18 +93,33 @@ class Prepared:
             raise InputError(f"model=: expected ts.Model(init=..., apply=...), got "
                              f"{type(model).__name__} (Flax and Equinox modules: "
                              "ts.Model.from_flax(module, x), ts.Model.from_equinox(module))")
-        sizes = (x.shape[1], *exp.model.hidden, d_out)
+        # one network shape per (width, depth) of the sweep (the config's hidden when neither
+        # is swept); (shape, dtype) -> model
+        shape_vals = {a: exp.sweep.get(a, (None,)) for a in cfg.SHAPE_AXES}
+        self.shapes = {(w, dp): (x.shape[1], *cfg.hidden_of(exp.model, w, dp), d_out)
+                       for w in shape_vals["width"] for dp in shape_vals["depth"]}
+        sizes = next(iter(self.shapes.values()))
         self.model_name = "custom" if model is not None else "mlp " + "-".join(map(str, sizes))
+        if model is not None and len(self.shapes) > 1:
+            raise ConfigError("sweep.width/depth: shape the built-in MLP; a custom ts.Model "
+                              "has its own shape (sweep it as separate models)")
         dtypes = exp.sweep.get("dtype", (exp.train.dtype,))
-        models = {dt: model if model is not None else builtin_mlp(
-            sizes, activation=exp.model.activation, init=exp.model.init, bias=exp.model.bias,
-            dtype=dt, parameterization=exp.model.parameterization) for dt in dtypes}
-        self.model = models[dtypes[0]]
+        mp = exp.model
+        models = {(sh, dt): model if model is not None else builtin_mlp(
+            sz, activation=mp.activation, init=mp.init, bias=mp.bias, dtype=dt,
+            parameterization=mp.parameterization, base_width=mp.base_width)
+            for sh, sz in self.shapes.items() for dt in dtypes}
+        self.model = models[(next(iter(self.shapes)), dtypes[0])]
         if model is not None:
             check_output_shape(model, x.shape, self.y, loss, dtypes[0])
+        if init_params is not None and len(self.shapes) > 1:
+            raise InputError("init_params=: one set of weights cannot start networks of "
+                             f"{len(self.shapes)} shapes (sweep.width/depth); sweep one shape")
         if init_params is not None:
             check_init_params(self.model, init_params)
         self.init_params = init_params
+        for sh in self.shapes:  # a depth axis changes which entries exist
+            check_entry_axes(exp, models[(sh, dtypes[0])])
         self.entry_names = check_entry_axes(exp, self.model)
         accuracy = exp.metrics.accuracy
         if accuracy is None:
@@ -137,21 +153,21 @@ class Prepared:
             schedule=exp.optimizer.schedule, test=self.x_test is not None,
         )
         self.n_runs = exp.n_runs if table is None else len(table)
-        # one compiled program per value of the static axes (dtype, batch size)
+        # one compiled program per value of the static axes (dtype, batch size, width, depth)
         self.groups = []
-        for dt in dtypes:
-            for bs in batch_sizes:
-                if table is None:
-                    pos = np.intersect1d(grid.axis_positions(exp, "dtype", dt),
-                                         grid.axis_positions(exp, "batch_size", bs),
-                                         assume_unique=True)
-                else:
-                    pos = np.arange(len(table), dtype=np.int64)
-                    for axis, value in (("dtype", dt), ("batch_size", bs)):
-                        if axis in table.columns:
-                            pos = pos[table[axis].to_numpy()[pos] == value]
-                st = Static(model=models[dt], dtype=dt, batch_size=bs, **common)
-                self.groups.append((st, pos))
+        self.group_sizes = []  # the built-in MLP's layer sizes of each group
+        mup_opt = (exp.model.parameterization == "mup" and model is None)
+        for (w, dp), sz in self.shapes.items():
+            lr_scale = (mup.lr_scale(sz, exp.model.base_width, exp.optimizer.name,
+                                     exp.model.bias) if mup_opt else None)
+            for dt in dtypes:
+                for bs in batch_sizes:
+                    pos = self._positions(exp, table, (("dtype", dt), ("batch_size", bs),
+                                                       ("width", w), ("depth", dp)))
+                    st = Static(model=models[((w, dp), dt)], dtype=dt, batch_size=bs,
+                                lr_scale=lr_scale, **common)
+                    self.groups.append((st, pos))
+                    self.group_sizes.append(sz)
         self.static = self.groups[0][0]
         # a schedule's keys reach the program only when the schedule reads them
         reads = registry.SCHEDULES[exp.optimizer.schedule]
@@ -163,6 +179,22 @@ class Prepared:
         self.explicit_table = table is not None
         if table is not None:
             self._table = table.reset_index(drop=True)
+
+    @staticmethod
+    def _positions(exp, table, values) -> np.ndarray:
+        """Positions of the runs whose static axes have `values` ((axis, value), ...; an
+        unswept axis matches every run)."""
+        n = exp.n_runs if table is None else len(table)
+        pos = np.arange(n, dtype=np.int64)
+        for axis, value in values:
+            if axis not in exp.sweep:
+                continue
+            if table is None:
+                pos = np.intersect1d(pos, grid.axis_positions(exp, axis, value),
+                                     assume_unique=True)
+            elif axis in table.columns:
+                pos = pos[table[axis].to_numpy()[pos] == value]
+        return pos
 
     @property
     def table(self) -> pd.DataFrame:

@@ -406,9 +406,10 @@ def engine_facts(prep: Prepared) -> dict:
     trained together (`plan.sub_batch`) and the layout of the built-in MLP's activations."""
     platform = plan.run_devices()[0].platform
     programs = []
-    for st, _ in prep.groups:
+    for (st, _), sizes in zip(prep.groups, prep.group_sizes, strict=True):
         programs.append({
             "dtype": st.dtype, "batch_size": st.batch_size,
+            **({"sizes": list(sizes)} if len(prep.shapes) > 1 else {}),
             "runs_trained_together": plan.sub_batch(st, prep.x, platform),
             "layout": ("custom model" if prep.custom_model else
                        "features" if plan.shares_data(st, prep.x) else "samples"),

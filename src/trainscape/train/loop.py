@@ -50,6 +50,8 @@ class Static(NamedTuple):
     early_exit: bool = True
     schedule: str = "constant"  # the learning rate's schedule over the steps (nn.schedules)
     test: bool = False  # evaluate held-out data (train_one's `test`) at the recorded steps
+    # per layer ((leaf name, factor), ...): static learning-rate factors (muP, `nn.mup`)
+    lr_scale: tuple | None = None
 
 
 class Stats(NamedTuple):
@@ -198,7 +200,7 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
     hpt = {k: jnp.asarray(v, sdt) for k, v in hp.items() if k != "seed"}
     opt = optim.make_optimizer(static.optimizer, hpt, optim.n_top_level(params),
                                clip=static.grad_clip, schedule=static.schedule,
-                               steps=static.steps)
+                               steps=static.steps, lr_scale=static.lr_scale)
     opt_state = opt.init(params)
     loss_of = losses.LOSSES[static.loss]
     n = x_NxD.shape[0]

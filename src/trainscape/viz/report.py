@@ -27,6 +27,7 @@ from ..analysis.divergence import divergence_table
 from ..errors import InputError
 from ..io import store
 from ..io.results import CURVES_FILE, META_FILE, RUNS_FILE, Results, as_results
+from ..spec.schema import SHAPE_AXES
 from ..train.classify import EOS_FACTOR, LABELS, SPIKE_MIN_RISE
 from . import report_heldout
 
@@ -458,7 +459,38 @@ def answer(results_or_path) -> tuple[str, dict]:
                   report_heldout.warmup_text(f, res, runs)):
         if extra:
             paras.append(extra)
+    for axis in SHAPE_AXES:
+        fit = _scaling_fit(res, axis)
+        if fit is not None:
+            ci = (f", {fit.level:.0%} bootstrap interval over seeds "
+                  f"[{f(f'scaling.{axis}.low', fit.low, 3)}, "
+                  f"{f(f'scaling.{axis}.high', fit.high, 3)}]" if math.isfinite(fit.low)
+                  else " (one seed: no interval)")
+            paras.append(
+                f"Against {axis}: the best learning rate (lowest median final loss over "
+                f"seeds, diverged runs left out) scales as {axis}^"
+                f"{f(f'scaling.{axis}.exponent', fit.exponent, 3)}{ci}, over "
+                f"{f(f'scaling.{axis}.n', len(fit.points))} values of {axis} from "
+                f"{f(f'scaling.{axis}.min', fit.points[axis].min())} to "
+                f"{f(f'scaling.{axis}.max', fit.points[axis].max())}.")
     return "\n\n".join(paras), dict(f.values)
+
+
+def _scaling_fit(res: Results, axis: str):
+    """The best learning rate's power law against a swept shape axis, or None when the grid
+    cannot give one (fewer than 2 shapes or learning rates, or another axis varies)."""
+    from ..analysis.scaling import scaling
+
+    sweep = res.config.sweep
+    if len(sweep.get(axis, ())) < 2 or len(sweep.get(LR, ())) < 2:
+        return None
+    if any(a not in (axis, LR, "seed") and len(v) > 1 for a, v in sweep.items()):
+        return None
+    try:
+        fit = scaling(res.runs, by=axis, of="best_lr", n_boot=1000)
+    except InputError:
+        return None
+    return fit if math.isfinite(fit.exponent) else None
 
 
 # ----------------------------------------------------------------------------------------------
@@ -587,6 +619,18 @@ def _figures(res: Results, facts: Mapping) -> list[_Figure]:
                                "Loss against step for every run at lr = 0.01 and lr = 1, "
                                "coloured by label; bold black: the per-step median.",
                                _png(fig)))
+    for axis in SHAPE_AXES:
+        fit = _scaling_fit(res, axis)
+        if fit is not None:
+            from .scaling import plot_scaling
+
+            fig = _new_figure(5.0, 3.6)
+            plot_scaling(fit, ax=fig.subplots())
+            out.append(_Figure(f"scaling_{axis}", f"Best learning rate against {axis}",
+                               f"The best learning rate of each {axis} (median over seeds of "
+                               "the final loss, diverged runs left out) on log axes, its "
+                               f"{fit.level:.0%} bootstrap interval over seeds, and the fitted "
+                               "power law.", _png(fig)))
     return out
 
 
@@ -786,10 +830,13 @@ def _render_html(res, text, figs, table, toml, env) -> str:
            '<section id="answer"><h2>Answer</h2>', f'<div class="answer">{paras}</div>',
            "</section>"]
     sections = [("heatmaps", "Heatmaps", [f for f in figs if f.name not in
-                                          ("curves", "seed_question")]),
+                                          ("curves", "seed_question")
+                                          and not f.name.startswith("scaling")]),
                 ("curves", "Loss curves by label", [f for f in figs if f.name == "curves"]),
                 ("seed-question", "The seed question", [f for f in figs
-                                                        if f.name == "seed_question"])]
+                                                        if f.name == "seed_question"]),
+                ("scaling", "Learning rate against width",
+                 [f for f in figs if f.name.startswith("scaling")])]
     for anchor, title, group in sections[:1]:
         out.append(_html_figures(anchor, title, group))
     head, rows, note = table
@@ -835,13 +882,16 @@ def _render_md(res, text, figs, table, toml, env, image_names) -> str:
             out.extend([f"![{f.title}]({image_names[f.name]})", "", f"*{f.caption}*", ""])
 
     out += ["## Heatmaps", ""]
-    heat = [f for f in figs if f.name not in ("curves", "seed_question")]
+    heat = [f for f in figs if f.name not in ("curves", "seed_question")
+            and not f.name.startswith("scaling")]
     figures(heat) if heat else out.extend(["No grid axes to map: a single run.", ""])
     head, rows, note = table
     out += ["## Divergence table", "", _md_table(head, rows), "", note, ""]
     for name, title in (("curves", "Loss curves by label"),
-                        ("seed_question", "The seed question")):
-        group = [f for f in figs if f.name == name]
+                        ("seed_question", "The seed question"),
+                        ("scaling", "Learning rate against width")):
+        group = [f for f in figs if f.name == name or (name == "scaling" and
+                                                       f.name.startswith("scaling"))]
         if group:
             out += [f"## {title}", ""]
             figures(group)

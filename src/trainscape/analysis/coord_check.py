@@ -1,0 +1,188 @@
+"""Coordinate check: the size of every layer's output against width over the first steps of
+training, the `mup` package's diagnostic (Yang et al. 2021, Tensor Programs V, sec. D.1 and
+Fig. 5). Under muP the curves are flat in width; under the standard parameterization the
+output's change after a step grows with width (with SGD at a fixed learning rate, linearly).
+
+Each width is trained from each seed's own draw with the config's optimizer at its
+`[optimizer] learning_rate` (a swept learning rate is not used), full batch, for `steps`
+steps, as `trainscape run` trains it (the same init, init_scale, multipliers and muP factors;
+no dropout, no l2, no mini-batches: the check is of the parameterization, not the noise).
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from ..errors import InputError
+from ..nn import losses, optim
+from ..nn.models import layer_outputs
+from ..runtime import x64
+from ..spec import schema as cfg
+from ..spec.schema import resolve_config
+from ..sweep.prepare import Prepared
+from ..train.loop import init_params_of
+
+COLUMNS = ("width", "seed", "layer", "step", "mean_abs", "mean_abs_change")
+
+
+@x64
+def coord_check(config, widths, steps: int = 4, seeds=3, data=None, *,
+                overrides: list[str] | None = None) -> pd.DataFrame:
+    """Mean |activation| of every layer, and mean |change since initialization|, at steps
+    0..`steps` of training, per width and seed.
+
+    config: as for :func:`trainscape.run`; its `[model] hidden` gives the depth (uniform, or
+    swept `depth`: the first value); its sweep is ignored. widths: the hidden widths to check.
+    seeds: a number n (seeds 0..n-1) or a list of seeds.
+
+    Returns a tidy table, one row per (width, seed, layer, step): `layer` is 1..depth for the
+    hidden activations and depth + 1 for the output, `mean_abs` = mean over samples and units
+    of |h|, `mean_abs_change` = mean of |h_t - h_0|. Draw it with
+    :func:`trainscape.viz.scaling.plot_coord_check`."""
+    exp = resolve_config(config, overrides)
+    widths = _positive_ints("widths", widths)
+    seeds = list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) \
+        else _positive_ints("seeds", seeds, allow_zero=True)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InputError(f"steps: expected a positive integer, got {steps!r}")
+    if exp.model.hidden and len(set(exp.model.hidden)) > 1 and "depth" not in exp.sweep:
+        raise InputError(f"[model] hidden: got {list(exp.model.hidden)}; the coordinate check "
+                         "varies the width of uniform hidden layers such as [64, 64]")
+    raw = exp.to_dict()
+    depth = exp.sweep.get("depth", (len(exp.model.hidden),))[0]
+    raw["model"]["hidden"] = [widths[0]] * int(depth)
+    raw["sweep"] = {"width": widths}
+    prep = Prepared(cfg.parse(raw), data=data)
+    hp = {k: jnp.asarray(v) for k, v in prep.hp_defaults.items()}
+    parts = []
+    for (static, _), sizes in zip(prep.groups, prep.group_sizes, strict=True):
+        fn = jax.jit(lambda seed, st=static: _one_run(st, hp, prep.x, prep.y, seed, steps))
+        for seed in seeds:
+            abs_LxT, change_LxT = (np.asarray(a, np.float64) for a in fn(jnp.int32(seed)))
+            n_layers, n_steps = abs_LxT.shape
+            parts.append(pd.DataFrame({
+                "width": np.int64(sizes[1]), "seed": np.int64(seed),
+                "layer": np.repeat(np.arange(1, n_layers + 1, dtype=np.int64), n_steps),
+                "step": np.tile(np.arange(n_steps, dtype=np.int64), n_layers),
+                "mean_abs": abs_LxT.ravel(), "mean_abs_change": change_LxT.ravel()}))
+    out = pd.concat(parts, ignore_index=True)
+    out.attrs.update(name=exp.name, parameterization=exp.model.parameterization,
+                     optimizer=exp.optimizer.name, learning_rate=exp.optimizer.learning_rate,
+                     base_width=exp.model.base_width)
+    return out
+
+
+def _one_run(static, hp, x, y, seed, steps):
+    """(mean |h_t| and mean |h_t - h_0| per layer, (layers, steps + 1)) of one run."""
+    dt = jnp.dtype(static.dtype)
+    apply = static.model.apply
+    act, mults = apply.activation, apply.mults or None
+    x = jnp.asarray(x, dt)
+    y = jnp.asarray(y, jnp.int32 if static.loss == "cross_entropy" else dt)
+    scale = hp["init_scale"]
+    params = jax.tree.map(lambda p: (p * scale).astype(dt),
+                          init_params_of(static.model, seed))
+    hpt = {k: jnp.asarray(v, dt) for k, v in hp.items() if k != "seed"}
+    opt = optim.make_optimizer(static.optimizer, hpt, optim.n_top_level(params),
+                               clip=static.grad_clip, lr_scale=static.lr_scale)
+    loss_of = losses.LOSSES[static.loss]
+    h0 = layer_outputs(params, x, act, mults)
+
+    def sizes(p):
+        hs = layer_outputs(p, x, act, mults)
+        return (jnp.stack([jnp.mean(jnp.abs(h)) for h in hs]),
+                jnp.stack([jnp.mean(jnp.abs(h - a)) for h, a in zip(hs, h0, strict=True)]))
+
+    def step(carry, _):
+        p, s = carry
+        g = jax.grad(lambda q: loss_of(apply(q, x), y))(p)
+        upd, s = opt.update(g, s, p)
+        p = jax.tree.map(lambda a, u: a + u.astype(a.dtype), p, upd)
+        return (p, s), sizes(p)
+
+    _, (abs_TxL, ch_TxL) = jax.lax.scan(step, (params, opt.init(params)), None, length=steps)
+    a0, c0 = sizes(params)
+    return (jnp.concatenate([a0[None], abs_TxL]).T, jnp.concatenate([c0[None], ch_TxL]).T)
+
+
+def _positive_ints(name, values, allow_zero=False) -> list[int]:
+    lo = 0 if allow_zero else 1
+    if isinstance(values, str) or not hasattr(values, "__iter__"):
+        raise InputError(f"{name}: expected a list of integers >= {lo}, got {values!r}")
+    out = list(values)
+    if not out or any(isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo
+                      for v in out):
+        raise InputError(f"{name}: expected a non-empty list of integers >= {lo}, got "
+                         f"{values!r}")
+    if len(set(out)) != len(out):
+        raise InputError(f"{name}: duplicated values in {out!r}")
+    return [int(v) for v in out]
+
+
+def flatness(table: pd.DataFrame, layer: int | None = None, step: int | None = None,
+             of: str = "mean_abs_change") -> float:
+    """Exponent of `of` against width (least-squares slope of log median-over-seeds against
+    log width) for one layer (default: the output) at one step (default: the last): ~0 when
+    flat in width, ~1 when it grows linearly."""
+    layer = int(table["layer"].max()) if layer is None else layer
+    step = int(table["step"].max()) if step is None else step
+    sel = table[(table["layer"] == layer) & (table["step"] == step)]
+    med = sel.groupby("width")[of].median()
+    return float(np.polyfit(np.log(med.index.to_numpy(np.float64)),
+                            np.log(med.to_numpy()), 1)[0]) if len(med) > 1 else math.nan
+
+
+def format_table(table: pd.DataFrame) -> str:
+    """The table as text: per width, layer and step, the medians over seeds."""
+    a = table.attrs
+    med = (table.groupby(["width", "layer", "step"])[["mean_abs", "mean_abs_change"]]
+           .median().reset_index())
+    head = (f"{a.get('name', 'experiment')}: coordinate check, {a.get('parameterization')} "
+            f"parameterization" + (f" (base_width {a['base_width']})" if a.get("base_width")
+                                   else "")
+            + f", {a.get('optimizer')} at lr {a.get('learning_rate'):g}, median over "
+            f"{table['seed'].nunique()} seeds; layer {int(table['layer'].max())} is the output")
+    lines = [head, "", med.to_string(index=False, float_format=lambda v: f"{v:.4g}")]
+    for layer in sorted(table["layer"].unique()):
+        lines.append(f"layer {layer}: change at the last step ~ width^"
+                     f"{flatness(table, layer=int(layer)):.3f}")
+    return "\n".join(lines) + "\n"
+
+
+def cli(config_path, widths, steps: int = 4, seeds: int = 3,
+        overrides: list[str] | None = None, out=None, stream=None) -> int:
+    """`trainscape coord-check CONFIG --widths ...`: print the table; with `out`, write
+    coord_check.csv and coord_check.png (mean |activation| above, its change below)."""
+    import sys
+    from pathlib import Path
+
+    stream = sys.stdout if stream is None else stream
+    target = None
+    if out is not None:
+        target = Path(out)
+        if target.exists() and not target.is_dir():
+            raise InputError(f"--out {str(target)!r}: is a file; give a folder")
+    table = coord_check(config_path, widths, steps=steps, seeds=seeds, overrides=overrides)
+    stream.write(format_table(table))
+    if target is not None:
+        import matplotlib.pyplot as plt
+
+        from ..viz.scaling import plot_coord_check
+
+        target.mkdir(parents=True, exist_ok=True)
+        table.to_csv(target / "coord_check.csv", index=False)
+        n = table["layer"].nunique()
+        fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 5.6), squeeze=False,
+                                 constrained_layout=True)
+        plot_coord_check(table, "mean_abs", axes[0])
+        plot_coord_check(table, "mean_abs_change", axes[1])
+        fig.savefig(target / "coord_check.png", dpi=120)
+        plt.close(fig)
+        stream.write(f"\ntable: {target / 'coord_check.csv'}\nfigure: "
+                     f"{target / 'coord_check.png'}\n")
+    return 0

@@ -1,0 +1,64 @@
+"""Figures of width scaling: the coordinate check (the `mup` package's figure) and a fitted
+power law of a learning rate against width. Each takes its axes (None: a new figure) and
+returns them; only the command line and the report save files."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+_COORD_LABEL = {"mean_abs": "mean |activation|",
+                "mean_abs_change": "mean |activation - initial|"}
+
+
+def plot_coord_check(table, of: str = "mean_abs", axes=None):
+    """One panel per layer: `of` (median over seeds, the band their range) against width on
+    log axes, a line per step. `axes`: a sequence of at least as many axes as layers."""
+    layers = sorted(table["layer"].unique())
+    if axes is None:
+        _, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers), 3.0),
+                               squeeze=False, constrained_layout=True)
+        axes = axes[0]
+    steps = sorted(table["step"].unique())
+    cmap = plt.get_cmap("viridis")
+    last = max(table["layer"])
+    for ax, layer in zip(axes, layers, strict=False):
+        sel = table[table["layer"] == layer]
+        for k, step in enumerate(steps):
+            if of == "mean_abs_change" and step == 0:
+                continue  # no change at initialization
+            g = sel[sel["step"] == step].groupby("width")[of]
+            med, lo, hi = g.median(), g.min(), g.max()
+            color = cmap(k / max(1, len(steps) - 1))
+            ax.plot(med.index, med.to_numpy(), "o-", ms=3, color=color, label=f"step {step}")
+            ax.fill_between(med.index, lo.to_numpy(), hi.to_numpy(), color=color, alpha=0.15)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("width")
+        ax.set_title("output" if layer == last else f"hidden layer {layer}")
+    axes[0].set_ylabel(_COORD_LABEL.get(of, of))
+    axes[0].legend(fontsize=7)
+    return axes
+
+
+def plot_scaling(fit, ax=None, label: str | None = None, color=None):
+    """Log-log: each shape's value with its bootstrap interval, and the fitted power law with
+    its exponent and interval in the legend."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.5, 3.4), constrained_layout=True)
+    p = fit.points
+    x = p[fit.by].to_numpy(np.float64)
+    y = p["value"].to_numpy()
+    err = np.vstack([y - p["low"].to_numpy(), p["high"].to_numpy() - y])
+    err = np.where(np.isfinite(err), np.maximum(err, 0), 0)
+    line = ax.errorbar(x, y, yerr=err, fmt="o", ms=4, capsize=3, color=color)
+    xs = np.geomspace(x.min(), x.max(), 50)
+    ci = (f" [{fit.low:.2f}, {fit.high:.2f}]" if np.isfinite(fit.low) else "")
+    ax.plot(xs, fit.prefactor * xs**fit.exponent, "-", color=line[0].get_color(),
+            label=f"{label + ': ' if label else ''}exponent {fit.exponent:.2f}{ci}")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(fit.by)
+    ax.set_ylabel(fit.of.replace("_", " "))
+    ax.legend(fontsize=8)
+    return ax

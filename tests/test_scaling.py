@@ -1,0 +1,168 @@
+"""Width scaling: the coordinate check, the power-law fit with its bootstrap, critical lr per
+shape."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import trainscape as ts
+from trainscape.analysis.coord_check import flatness
+from trainscape.errors import InputError
+
+# |exponent| of the change of every layer against width that counts as flat for muP at widths
+# 8..128 (measured -0.18..-0.05 on the teacher data, tanh, SGD, 3 seeds, steps 1-3; finite-
+# width corrections make the narrow networks' change slightly larger)
+COORD_FLAT_TOL = 0.25
+
+
+def _coord_cfg(par):
+    return {"data": {"name": "teacher", "n_samples": 64}, "loss": {"name": "mse"},
+            "model": {"hidden": [8, 8], "parameterization": par,
+                      **({"base_width": 8} if par == "mup" else {})},
+            "optimizer": {"learning_rate": 0.05}}
+
+
+def test_coord_check_flat_under_mup_growing_under_standard():
+    widths = [8, 32, 128]
+    mp = ts.coord_check(_coord_cfg("mup"), widths=widths, steps=2, seeds=3)
+    sp = ts.coord_check(_coord_cfg("standard"), widths=widths, steps=2, seeds=3)
+    assert list(mp.columns) == ["width", "seed", "layer", "step", "mean_abs",
+                                "mean_abs_change"]
+    assert len(mp) == 3 * 3 * 3 * 3  # widths x seeds x layers x steps 0..2
+    assert (mp[mp.step == 0]["mean_abs_change"] == 0).all()
+    for layer in (1, 2, 3):
+        for step in (1, 2):
+            assert abs(flatness(mp, layer=layer, step=step)) < COORD_FLAT_TOL, (layer, step)
+    # SGD at a fixed lr under SP: the output moves by lr * sum over the width of h^2 * delta
+    assert flatness(sp, layer=3, step=1) > 0.5
+    # step 1's change against an independent computation: one SGD step of the standard
+    # network at width 8, seed 0, recomputed in NumPy from the same initial weights
+    import numpy_mlp as ref
+
+    from trainscape.nn.models import mlp_init
+    from trainscape.train.loop import run_keys
+
+    x, y = ts.load_dataset({"name": "teacher", "n_samples": 64})
+    p0 = ref.copy_params(mlp_init(run_keys(0)[0], (8, 8, 8, 1)))
+    _, g = ref.loss_and_grads(p0, x, y, "mse", "tanh")
+    p1 = [{k: v - 0.05 * gl[k] for k, v in layer.items()} for layer, gl in zip(p0, g, strict=True)]
+    out0, out1 = ref.forward(p0, x)[0], ref.forward(p1, x)[0]
+    got = sp[(sp.width == 8) & (sp.seed == 0) & (sp.layer == 3) & (sp.step == 1)]
+    np.testing.assert_allclose(got["mean_abs_change"].iloc[0], np.mean(np.abs(out1 - out0)),
+                               rtol=1e-4)
+
+
+def test_coord_check_figure_and_errors():
+    t = pd.DataFrame({"width": np.repeat([8, 16], 4), "seed": 0, "layer": np.tile([1, 1, 2, 2], 2),
+                      "step": np.tile([0, 1], 4), "mean_abs": 1.0, "mean_abs_change": 0.5})
+    from trainscape.viz.scaling import plot_coord_check
+
+    axes = plot_coord_check(t)
+    assert len(axes) == 2 and axes[0].get_xscale() == "log"
+    assert len(axes[1].get_lines()) == 2  # a line per step
+    with pytest.raises(InputError, match="widths"):
+        ts.coord_check(_coord_cfg("standard"), widths=[], steps=2)
+    with pytest.raises(InputError, match="hidden"):
+        ts.coord_check({"model": {"hidden": [4, 8]}}, widths=[4], steps=2)
+
+
+def _synthetic_critical(exponent, widths, n_seeds, noise, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = [{"width": w, "seed": s, "critical_lr": 3.0 * w**exponent *
+             np.exp(noise * rng.normal()), "bracket_ok": True}
+            for w in widths for s in range(n_seeds)]
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("exponent", [-1.0, 0.0, 0.5])
+def test_scaling_recovers_a_known_exponent(exponent):
+    widths = [16, 32, 64, 128, 256]
+    fit = ts.scaling(_synthetic_critical(exponent, widths, 8, 0.1), by="width",
+                     of="critical_lr", n_boot=500)
+    assert fit.exponent == pytest.approx(exponent, abs=0.06)
+    assert fit.low < exponent < fit.high
+    assert fit.high - fit.low < 0.2
+    assert fit.prefactor == pytest.approx(3.0, rel=0.3)
+    # without noise the fit is the exponent exactly, and the interval collapses onto it
+    exact = ts.scaling(_synthetic_critical(exponent, widths, 3, 0.0), n_boot=50)
+    assert exact.exponent == pytest.approx(exponent, abs=1e-12)
+    assert exact.high - exact.low < 1e-12
+    ax = fit.plot()
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+
+
+def test_scaling_of_best_lr_from_a_runs_table():
+    """best lr = the lr of lowest median final loss, diverged runs left out: planted at
+    lr* = 2 / width on a grid, with a diverged run at a lower loss that must not win."""
+    widths, lrs = [8, 16, 32, 64], np.geomspace(1e-3, 1.0, 31)
+    rng = np.random.default_rng(0)
+    rows = []
+    for w in widths:
+        best = 2.0 / w
+        for lr in lrs:
+            for s in range(5):
+                loss = (np.log(lr / best) + 0.05 * rng.normal()) ** 2 + 0.01
+                div = lr > 3 * best
+                rows.append({"width": w, "learning_rate": lr, "seed": s,
+                             "final_loss": 0.0 if div else loss,
+                             "label": "diverged" if div else "converged"})
+    fit = ts.scaling(pd.DataFrame(rows), by="width", of="best_lr", n_boot=300)
+    assert fit.exponent == pytest.approx(-1.0, abs=0.1)
+    assert fit.low <= fit.exponent <= fit.high
+    with pytest.raises(InputError, match=r"columns \['momentum'\] vary"):
+        ts.scaling(pd.DataFrame(rows).assign(momentum=np.arange(len(rows)) % 2),
+                   of="best_lr")
+    with pytest.raises(InputError, match="of: got 'x'"):
+        ts.scaling(pd.DataFrame(rows), of="x")
+
+
+def test_critical_lr_per_shape_and_seed():
+    """ts.critical_lr with a width axis: a row per (width, seed), each row's bracket the same
+    as running that width alone."""
+    cfg = {"data": {"name": "teacher", "n_samples": 32}, "loss": {"name": "mse"},
+           "model": {"hidden": [4, 4]}, "train": {"steps": 8},
+           "sweep": {"width": [4, 16], "seed": [0, 1]}}
+    t = ts.critical_lr(cfg, low=0.01, high=100.0, rtol=0.05)
+    assert list(t[["width", "seed"]].itertuples(index=False, name=None)) == [
+        (4, 0), (4, 1), (16, 0), (16, 1)]
+    assert t["bracket_ok"].all()
+    alone = ts.critical_lr({**cfg, "model": {"hidden": [16, 16]}, "sweep": {"seed": [0, 1]}},
+                           low=0.01, high=100.0, rtol=0.05)
+    np.testing.assert_array_equal(t[t.width == 16]["critical_lr"], alone["critical_lr"])
+
+
+def test_report_of_a_width_sweep_has_the_scaling_section(tmp_path):
+    cfg = {"name": "w", "data": {"name": "teacher", "n_samples": 32}, "loss": {"name": "mse"},
+           "model": {"hidden": [4, 4]}, "train": {"steps": 6},
+           "sweep": {"width": [4, 16], "learning_rate": {"geomspace": [0.01, 10.0], "num": 7},
+                     "seed": [0, 1]}}
+    res = ts.run(cfg, progress=False)
+    from trainscape.viz import report
+
+    text, facts = report.answer(res)
+    fit = ts.scaling(res.runs, by="width", of="best_lr")  # recomputed from the runs table
+    assert facts["scaling.width.exponent"] == pytest.approx(fit.exponent)
+    assert "Against width: the best learning rate" in text
+    path = report.build(res, fmt="md", out=tmp_path / "r.md")
+    md = path.read_text()
+    assert "## Learning rate against width" in md and "r-scaling_width.png" in md
+    # no width axis: no such section
+    plain = ts.run({**cfg, "sweep": {"learning_rate": [0.1, 1.0]}}, progress=False)
+    assert "Against width" not in report.answer(plain)[0]
+
+
+def test_coord_check_command(tmp_path, capsys):
+    from trainscape.cli.main import main
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nname = "teacher"\nn_samples = 16\n[model]\nhidden = [4]\n'
+                   '[loss]\nname = "mse"\n')
+    assert main(["coord-check", str(cfg), "--widths", "4,8", "--steps", "1", "--seeds", "2",
+                 "--out", str(tmp_path / "o")]) == 0
+    out = capsys.readouterr().out
+    assert "layer 2: change at the last step ~ width^" in out
+    t = pd.read_csv(tmp_path / "o" / "coord_check.csv")
+    assert sorted(t.width.unique()) == [4, 8] and (tmp_path / "o" / "coord_check.png").is_file()
+    with pytest.raises(SystemExit) as e:
+        main(["coord-check", str(cfg), "--widths", "4,x"])
+    assert e.value.code == 2

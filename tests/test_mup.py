@@ -146,7 +146,7 @@ def test_mup_training_matches_table3_reference(optimizer):
 
 
 def _runs_and_curves(config):
-    r = ts.run(config, progress=False)
+    r = ts.run(config, out=None, progress=False)
     return r.runs.drop(columns=["width"], errors="ignore"), r.curves
 
 
@@ -174,26 +174,26 @@ def test_width_depth_axes_make_uniform_hidden_layers(traces):
     cfg = {"data": {"name": "moons", "n_samples": 32}, "model": {"hidden": [4, 4]},
            "train": {"steps": 5},
            "sweep": {"width": [3, 5], "depth": [1, 2], "learning_rate": [0.1, 2.0]}}
-    r = ts.run(cfg, progress=False)
+    r = ts.run(cfg, out=None, progress=False)
     assert list(r.runs.columns[1:4]) == ["width", "depth", "learning_rate"]
     assert r.runs["width"].dtype == np.int64 and len(r.runs) == 8
     n_traces = traces()
     assert n_traces == 4  # one program per shape
     one = ts.run({**cfg, "model": {"hidden": [5, 5]}, "sweep": {"learning_rate": [0.1, 2.0]}},
-                 progress=False)
+                 out=None, progress=False)
     sel = r.runs[(r.runs.width == 5) & (r.runs.depth == 2)]
     np.testing.assert_array_equal(sel["final_loss"].to_numpy(), one.runs["final_loss"])
-    ts.run(cfg, progress=False)
+    ts.run(cfg, out=None, progress=False)
     assert traces() == n_traces  # the [5, 5] network alone and again: the same program
 
 
 def test_width_axis_needs_uniform_hidden():
     with pytest.raises(ConfigError, match=r"\[model\] hidden: got \[4, 6\]; sweeping width"):
-        ts.run({"model": {"hidden": [4, 6]}, "sweep": {"width": [4, 8]}}, progress=False)
+        ts.run({"model": {"hidden": [4, 6]}, "sweep": {"width": [4, 8]}}, out=None, progress=False)
     with pytest.raises(ConfigError, match="base_width: parameterization 'mup' needs it"):
-        ts.run({"model": {"parameterization": "mup"}}, progress=False)
+        ts.run({"model": {"parameterization": "mup"}}, out=None, progress=False)
     with pytest.raises(ConfigError, match="sweep.width"):
-        ts.run({"sweep": {"width": [0, 8]}}, progress=False)
+        ts.run({"sweep": {"width": [0, 8]}}, out=None, progress=False)
 
 
 def test_width_axis_with_entry_lr_dropout_and_minibatches():
@@ -204,10 +204,11 @@ def test_width_axis_with_entry_lr_dropout_and_minibatches():
                      "base_width": 4},
            "train": {"steps": 4, "batch_size": 8},
            "sweep": {"width": [4, 12], "learning_rate.1": [0.0, 0.2], "seed": [0, 1]}}
-    r = ts.run(cfg, progress=False)
+    r = ts.run(cfg, out=None, progress=False)
     assert (r.runs.groupby("width")["final_loss"].nunique() == 4).all()
     alone = ts.run({**cfg, "model": {**cfg["model"], "hidden": [12, 12]},
-                    "sweep": {"learning_rate.1": [0.0, 0.2], "seed": [0, 1]}}, progress=False)
+                    "sweep": {"learning_rate.1": [0.0, 0.2], "seed": [0, 1]}},
+                   out=None, progress=False)
     np.testing.assert_array_equal(r.runs[r.runs.width == 12]["final_loss"].to_numpy(),
                                   alone.runs["final_loss"].to_numpy())
 
@@ -217,4 +218,4 @@ def test_depth_axis_checks_entry_lr_at_every_depth():
                                           r"2 top-level entries"):
         ts.run({"model": {"hidden": [4]}, "sweep": {"depth": [2, 1],
                                                      "learning_rate.2": [0.1]}},
-               progress=False)
+               out=None, progress=False)

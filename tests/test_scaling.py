@@ -136,7 +136,7 @@ def test_report_of_a_width_sweep_has_the_scaling_section(tmp_path):
            "model": {"hidden": [4, 4]}, "train": {"steps": 6},
            "sweep": {"width": [4, 16], "learning_rate": {"geomspace": [0.01, 10.0], "num": 7},
                      "seed": [0, 1]}}
-    res = ts.run(cfg, progress=False)
+    res = ts.run(cfg, out=None, progress=False)
     from trainscape.viz import report
 
     text, facts = report.answer(res)
@@ -147,7 +147,7 @@ def test_report_of_a_width_sweep_has_the_scaling_section(tmp_path):
     md = path.read_text()
     assert "## Learning rate against width" in md and "r-scaling_width.png" in md
     # no width axis: no such section
-    plain = ts.run({**cfg, "sweep": {"learning_rate": [0.1, 1.0]}}, progress=False)
+    plain = ts.run({**cfg, "sweep": {"learning_rate": [0.1, 1.0]}}, out=None, progress=False)
     assert "Against width" not in report.answer(plain)[0]
 
 

@@ -146,7 +146,7 @@ def compiled_sweep(static: Static, devices: tuple = (), layout: str | None = Non
 # took 3.2-4.9 s to compile the threefry and normal-sampler kernels of a block's draws at its
 # default LLVM optimization level (2), 0.8-1.6 s at level 1, with bit-identical draws for every
 # built-in init in float32, float64 and bfloat16 (measured on a 2-core Zen 1; level 0 changed
-# the normal sampler's last bits). tests/test_engine.py checks level 1 against level 2.
+# the normal sampler's last bits). tests/engine/test_engine.py checks level 1 against level 2.
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 

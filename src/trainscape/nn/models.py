@@ -70,7 +70,7 @@ class Model(NamedTuple):
 
 # XLA:CPU's float32 tanh, written out as JAX operations: tanh(x) = x for |x| < 0.0004, else an
 # odd rational function of x clamped to +-7.9988 (XLA's own clamp and coefficients, so the
-# result is bit-identical: tests/test_models.py compares every bit on 2 M inputs). XLA:CPU
+# result is bit-identical: tests/nn/test_models.py compares every bit on 2 M inputs). XLA:CPU
 # emits its tanh as a call the loop fusions cannot vectorize; the same arithmetic written out is
 # vectorized and fused, measured 2.2x faster per element (results/bench/README.md).
 _TANH_SMALL = 0.0004

@@ -16,7 +16,7 @@ one compiled program. optax's constructors branch in Python on their step counts
 optax's schedule over one unit of time, evaluated at the phase's elapsed fraction
 `(t - start) / length`, and the phases are joined by `optax.join_schedules` at `w` (a phase of
 length 0 is never selected). The values equal optax's own schedules up to rounding;
-tests/test_schedules.py checks them step by step against the optax calls above.
+tests/train/test_schedules.py checks them step by step against the optax calls above.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ parameterization, dataset and dtype trainscape knows, with the keys each one rea
 
 Validation (`spec.schema`) and the builders (`nn.optim`, `nn.losses`, `nn.models`, `io.data`)
 read these tables; a builder keeps its implementations in a dict keyed by the same names, and
-tests/test_registry.py checks that every name here has one and nothing else does.
+tests/spec/test_registry.py checks that every name here has one and nothing else does.
 """
 
 from __future__ import annotations

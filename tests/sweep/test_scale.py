@@ -14,20 +14,13 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from configs import SCALE_TINY as TINY
 
 import trainscape as ts
 from trainscape.engine import execute, plan
 from trainscape.io import store
 from trainscape.spec import grid
 from trainscape.sweep import prepare, runner
-
-TINY = {
-    "name": "scale",
-    "data": {"name": "moons", "n_samples": 32},
-    "model": {"hidden": [3]},
-    "train": {"steps": 6, "record_every": 1},
-    "sweep": {"learning_rate": {"geomspace": [0.01, 100.0], "num": 16}, "seed": {"range": 8}},
-}
 
 
 def tiny(n_seeds: int = 8, **sweep) -> dict:

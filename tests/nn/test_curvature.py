@@ -3,7 +3,7 @@
 Reference spectra never come from JAX autodiff: least squares and quadratics have closed-form
 Hessians, and the tanh network's Hessian is built by central finite differences of a
 hand-written NumPy backward pass. Run this file as a script to print the accuracy table
-quoted in docs/curvature.md:  python tests/test_curvature.py
+quoted in docs/curvature.md:  python tests/nn/test_curvature.py
 """
 
 from __future__ import annotations

@@ -343,7 +343,7 @@ def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path, monkeypatch, 
     from pathlib import Path
     from types import SimpleNamespace
 
-    path = Path(__file__).resolve().parents[1] / "experiments" / "engine_gap.py"
+    path = Path(__file__).resolve().parents[2] / "experiments" / "engine_gap.py"
     spec = importlib.util.spec_from_file_location("engine_gap", path)
     gap = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gap)

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 import pytest
+from configs import ENGINE_TINY as TINY
 from numpy_mlp import gd_curve, seed_init
 
 import trainscape as ts
@@ -15,14 +16,6 @@ from trainscape.engine import compile as engine_compile
 from trainscape.engine import plan
 from trainscape.sweep import prepare
 from trainscape.train import classify, loop
-
-TINY = {
-    "name": "tiny",
-    "data": {"name": "moons", "n_samples": 64},
-    "model": {"hidden": [8, 8], "activation": "tanh", "init": "normal"},
-    "train": {"steps": 30},
-    "sweep": {"learning_rate": {"geomspace": [0.01, 30.0], "num": 6}, "seed": {"range": 3}},
-}
 
 
 def _run(cfg=TINY, **kw):

@@ -11,25 +11,11 @@ from types import SimpleNamespace
 import jax
 import pandas as pd
 import pytest
+from configs import CLI_TINY_TOML as TINY_TOML
 
 import trainscape as ts
 from trainscape.cli.main import main
 from trainscape.train import classify
-
-# the network, data and steps of test_report's TINY: the two files share one compiled program
-TINY_TOML = """
-name = "tiny"
-[data]
-name = "moons"
-n_samples = 64
-[model]
-hidden = [8]
-[train]
-steps = 40
-[sweep]
-learning_rate = {geomspace = [0.01, 100.0], num = 5}
-seed = {range = 2}
-"""
 
 
 @pytest.fixture
@@ -130,7 +116,7 @@ def test_bench_help_points_to_a_file_that_exists(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "DESIGN.md" not in text  # there is none
     assert "on the workloads described in results/bench/README.md" in text
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     assert "## Workloads" in (root / "results" / "bench" / "README.md").read_text()
 
 

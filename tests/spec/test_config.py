@@ -9,7 +9,7 @@ from trainscape.errors import ConfigError
 from trainscape.spec import schema as cfg
 from trainscape.spec.defaults import SEED_QUESTION
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_axis_forms():

@@ -14,7 +14,7 @@ from trainscape.cli import commands
 from trainscape.errors import InputError
 from trainscape.gradcheck import finite_difference_grad, gradcheck
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "experiments" / "numpy_seed_net.py"
+EXAMPLE = Path(__file__).resolve().parents[2] / "experiments" / "numpy_seed_net.py"
 
 # Small net whose middle weight is square, so a transposed (8, 8) matrix keeps its shape.
 SIZES = (6, 8, 8, 1)

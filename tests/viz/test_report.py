@@ -8,6 +8,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pandas as pd
 import pytest
+from configs import REPORT_TINY as TINY
 
 import trainscape as ts
 from trainscape.cli import commands
@@ -16,13 +17,6 @@ from trainscape.io.results import Results
 from trainscape.train import classify
 from trainscape.viz import report
 
-TINY = {
-    "name": "tiny",
-    "data": {"name": "moons", "n_samples": 64},
-    "model": {"hidden": [8], "activation": "tanh"},
-    "train": {"steps": 40},
-    "sweep": {"learning_rate": [0.01, 0.1, 1.0, 10.0, 100.0, 1000.0], "seed": {"range": 3}},
-}
 SECTIONS = ("answer", "heatmaps", "divergence", "curves", "seed-question", "config",
             "environment")
 VOID = {"meta", "img", "br", "hr", "link", "input", "source", "wbr", "col", "area", "base"}
@@ -32,7 +26,7 @@ NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?:e-?\d+)?")
 @pytest.fixture(scope="module")
 def tiny():
     # with sharpness added by hand: the report only reads the columns, and measuring it here
-    # would add compilation time that tests/test_curvature.py already spends
+    # would add compilation time that tests/nn/test_curvature.py already spends
     res = ts.run(TINY, out=None, progress=False)
     lam = {0: 3.0, 1: 5.0, 2: 40.0}  # 2/lam = 0.67, 0.4, 0.05: inside the lr grid
     runs = res.runs.assign(sharpness_init=res.runs["seed"].map(lam),

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..io import memory
 from ..spec import registry
 
 # Config section the spec comes from; prefixes keys in error messages.
@@ -367,6 +368,7 @@ def _load_file(path: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
         what = "is a directory, not a file" if p.is_dir() else "file not found"
         raise DataError(f"{_key('path')}: {what}: '{p.resolve()}'")
     source = f"data file '{p}'"
+    _check_fits(_key("path"), _file_bytes(p, suffix), source)
     if suffix == ".npz":
         return _load_npz(p, target, source)
     return _load_table(p, suffix, target, source)
@@ -431,6 +433,13 @@ def _builtin(name: str, given: dict[str, Any], seed: int) -> tuple[np.ndarray, n
         np.random.default_rng(s)
         for s in np.random.SeedSequence([seed, BUILTINS.index(name)]).spawn(3)
     )
+    d_gen = {"moons": 2, "circles": 2}.get(name) or \
+        _int(given.get("n_features", DEFAULTS["n_features"][name]), "n_features", 1)
+    extra = _int(given.get("teacher_hidden", DEFAULTS["teacher_hidden"]), "teacher_hidden", 1) \
+        + _int(given.get("n_outputs", DEFAULTS["n_outputs"]), "n_outputs", 1) \
+        if name == "teacher" else 1
+    _check_fits(_key("n_samples"), n * (d_gen + extra) * 8,
+                f"got {n}; the {name} data ({n} x {d_gen} float64)")
     if name in ("moons", "circles"):
         x, y = (_moons if name == "moons" else _circles)(n)
         order = rng_x.permutation(n)
@@ -462,6 +471,40 @@ def _builtin(name: str, given: dict[str, Any], seed: int) -> tuple[np.ndarray, n
     x = rng_x.standard_normal((n, d))
     y = np.tanh(x @ w1) @ w2 + noise * rng_noise.standard_normal((n, k))
     return x, (y[:, 0] if k == 1 else y)
+
+
+# While a dataset is generated or a file parsed it is held several times over (the generator's
+# temporaries, the permuted copy, the noise, the standardized copy; a parsed frame and its
+# NumPy copy), so this many times its float64 size must be free before it is built.
+DATA_COPIES = 4
+
+
+def _check_fits(key: str, nbytes: int, what: str) -> None:
+    """Refuse data whose building would not fit in host memory, before building it."""
+    need, avail = nbytes * DATA_COPIES, memory.host_available_bytes()
+    if avail is not None and need > avail:
+        raise DataError(f"{key}: {what} needs about {memory.format_bytes(need)} of host memory "
+                        f"to load, but {memory.format_bytes(avail)} is available; use less data")
+
+
+def _file_bytes(p: Path, suffix: str) -> int:
+    """The float64 size of a data file's table, as far as it can be told without reading it:
+    from a Parquet footer or the npz members' sizes; a CSV's own size (a number takes at least
+    two characters of text and 8 bytes once parsed, so this is a lower bound)."""
+    try:
+        if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            meta = pq.ParquetFile(p).metadata
+            return meta.num_rows * meta.num_columns * 8
+        if suffix == ".npz":
+            import zipfile
+
+            with zipfile.ZipFile(p) as z:
+                return sum(i.file_size for i in z.infolist())
+        return p.stat().st_size
+    except Exception:  # noqa: BLE001 - unreadable: the reader names the problem
+        return 0
 
 
 def _moons(n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -130,10 +130,8 @@ class Prepared:
         self.groups = []
         for dt in dtypes:
             for bs in batch_sizes:
-                if table is None:
-                    pos = np.intersect1d(grid.axis_positions(exp, "dtype", dt),
-                                         grid.axis_positions(exp, "batch_size", bs),
-                                         assume_unique=True)
+                if table is None:  # lazy: a huge grid's positions are never all built
+                    pos = grid.group_positions(exp, {"dtype": dt, "batch_size": bs})
                 else:
                     pos = np.arange(len(table), dtype=np.int64)
                     for axis, value in (("dtype", dt), ("batch_size", bs)):

@@ -471,6 +471,21 @@ def test_a_generated_dataset_too_large_is_refused_before_it_is_built():
         ts.load_dataset({"name": "moons", "n_samples": 10**12})
 
 
+@pytest.mark.parametrize("spec, key, columns", [
+    ({"name": "xor", "n_samples": 64, "n_features": 10**9}, "n_features", 10**9 + 1),
+    ({"name": "teacher", "n_samples": 64, "teacher_hidden": 10**12}, "teacher_hidden",
+     10**12 + 8 + 1),
+    ({"name": "teacher", "n_samples": 64, "n_outputs": 10**11}, "n_outputs", 10**11 + 8 + 32),
+])
+def test_the_refusal_names_the_key_that_makes_the_data_too_large(spec, key, columns):
+    """(Was: 'data.n_samples: got 64' for a refusal caused by a billion features.)"""
+    with pytest.raises(DataError, match=rf"^data\.{key}: got {spec[key]}; .*64 samples x "
+                                        rf"{columns} float64 columns\) needs about "
+                                        + memory.format_bytes(64 * columns * 8 * 4)
+                                        .replace(".", r"\.")):
+        ts.load_dataset(spec)
+
+
 def test_a_data_file_larger_than_memory_is_refused_before_it_is_read(tmp_path, monkeypatch):
     f = tmp_path / "d.csv"
     f.write_text("a,b,y\n" + "0.5,1.5,1\n" * 1000)

@@ -433,13 +433,20 @@ def _builtin(name: str, given: dict[str, Any], seed: int) -> tuple[np.ndarray, n
         np.random.default_rng(s)
         for s in np.random.SeedSequence([seed, BUILTINS.index(name)]).spawn(3)
     )
-    d_gen = {"moons": 2, "circles": 2}.get(name) or \
-        _int(given.get("n_features", DEFAULTS["n_features"][name]), "n_features", 1)
-    extra = _int(given.get("teacher_hidden", DEFAULTS["teacher_hidden"]), "teacher_hidden", 1) \
-        + _int(given.get("n_outputs", DEFAULTS["n_outputs"]), "n_outputs", 1) \
-        if name == "teacher" else 1
-    _check_fits(_key("n_samples"), n * (d_gen + extra) * 8,
-                f"got {n}; the {name} data ({n} x {d_gen} float64)")
+    # the generated columns (features, then the teacher's hidden units and outputs, or the
+    # labels), each checked before any is built; the key named is the largest one given
+    sizes = {"n_samples": n}
+    if name not in ("moons", "circles"):
+        sizes["n_features"] = _int(given.get("n_features", DEFAULTS["n_features"][name]),
+                                   "n_features", 1)
+    if name == "teacher":
+        for k in ("teacher_hidden", "n_outputs"):
+            sizes[k] = _int(given.get(k, DEFAULTS[k]), k, 1)
+    columns = sum(sizes.values()) - n + (2 if name in ("moons", "circles") else 0) + \
+        (name != "teacher")
+    big = max((k for k in sizes if k in given), key=sizes.get, default="n_samples")
+    _check_fits(_key(big), n * columns * 8,
+                f"got {sizes[big]}; the {name} data ({n} samples x {columns} float64 columns)")
     if name in ("moons", "circles"):
         x, y = (_moons if name == "moons" else _circles)(n)
         order = rng_x.permutation(n)

@@ -38,7 +38,10 @@ n_samples = 128
 hidden = [16]
 [train]
 steps = 200
+early_exit = false
 """
+# (every step computed: with early exit the diverging chunks take a fraction of the time, and
+# the kill and signal tests below need each chunk to take a while)
 # 640 runs in 10 chunks of 64 (one block on each of two host devices): ~0.2 s per chunk
 BIG = 'name = "big"\n' + STATIC + """
 [sweep]

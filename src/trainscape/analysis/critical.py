@@ -96,7 +96,7 @@ def critical_lr(config, data=None, init_params=None, model=None, low: float | No
              for st, rows in prep.groups]
     group_of_row = np.empty(len(prep.table), np.int64)
     for g, (_, rows) in enumerate(prep.groups):
-        group_of_row[rows] = g
+        group_of_row[np.asarray(rows)] = g
 
     def evaluate(groups, row_K, lr_K):
         return _diverges(prep, groups, group_of_row, row_K, lr_K, chunk_size)

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from ..errors import InputError
+from ..io.atomic import WriteError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -425,8 +426,13 @@ def cmd_run(args) -> int:
     print(summary.text_summary(res, timings=not already))
     print(f"\nresults: {res.path}/ (runs.parquet, curves.parquet, meta.json)")
     if not args.no_plot:
-        for f in summary.write_figures(res, res.path):
-            print(f"figure:  {f}")
+        try:
+            for f in summary.write_figures(res, res.path):
+                print(f"figure:  {f}")
+        except store.WriteError as e:
+            print(f"trainscape: error: {e}\nthe results are complete in {res.path}/; draw "
+                  f"the figures later with: trainscape report {res.path}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -446,6 +452,9 @@ def main(argv: list[str] | None = None) -> int:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         print(f"trainscape: error: {msg}", file=sys.stderr)
         return 2
+    except WriteError as e:  # disk full, read-only folder: what was written before is kept
+        print(f"trainscape: error: {e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

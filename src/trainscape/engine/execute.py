@@ -206,7 +206,7 @@ def probe_seconds_per_run_step(prep) -> tuple[float, bool]:
     probe = st._replace(steps=steps, record_every=steps, sharpness=False, sharpness_every=0,
                         early_exit=False, test=False)
     group = prep.block * len(plan.run_devices())
-    rows = np.resize(rows, group)  # a grid smaller than one block repeats its runs
+    rows = np.resize(rows[:group], group)  # a grid smaller than one block repeats its runs
 
     def once() -> float:
         t0 = time.perf_counter()

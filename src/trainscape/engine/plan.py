@@ -23,7 +23,7 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -180,11 +180,42 @@ def default_chunk_size(n_runs: int, block: int = BLOCK) -> int:
     return plan_chunks(n_runs, None, len(run_devices()), block)
 
 
-def chunk_layout(groups: list, size: int) -> list[tuple]:
+def chunk_layout(groups: list, size: int) -> ChunkLayout:
     """(static, run-table rows) of every chunk: `size` runs at a time within each program
     group, groups in order, never straddling two. The position in this list is the chunk's
     number, on disk and in `run_chunks`."""
-    return [(st, rows[s:s + size]) for st, rows in groups for s in range(0, len(rows), size)]
+    return ChunkLayout(groups, size)
+
+
+class ChunkLayout(Sequence):
+    """`chunk_layout`'s list, built one chunk at a time when asked for: a grid of 10**9 runs
+    in chunks of one block would otherwise hold millions of row arrays (or tuples) to plan
+    and validate, before the first run is trained."""
+
+    def __init__(self, groups: list, size: int):
+        self.groups, self.size = list(groups), int(size)
+        self.ends = np.cumsum([-(-len(rows) // self.size) for _, rows in self.groups])
+
+    def __len__(self) -> int:
+        return int(self.ends[-1]) if len(self.ends) else 0
+
+    def _where(self, index: int) -> tuple[int, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"chunk {index} of {len(self)}")
+        g = int(np.searchsorted(self.ends, index, side="right"))
+        return g, (index - (int(self.ends[g - 1]) if g else 0)) * self.size
+
+    def runs_in(self, index: int) -> int:
+        """How many runs chunk `index` holds (without building its rows)."""
+        g, start = self._where(index)
+        return min(self.size, len(self.groups[g][1]) - start)
+
+    def __getitem__(self, index: int) -> tuple:
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        g, start = self._where(index + len(self) if index < 0 else index)
+        st, rows = self.groups[g]
+        return st, rows[start:start + self.size]
 
 
 def device_order(block: int, n_devices: int, sub: int) -> np.ndarray:

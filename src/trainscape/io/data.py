@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..io import memory
 from ..spec import registry
 
 # Config section the spec comes from; prefixes keys in error messages.
@@ -374,6 +375,7 @@ def _load_file(path: Any, target: Any) -> tuple[np.ndarray, np.ndarray]:
         what = "is a directory, not a file" if p.is_dir() else "file not found"
         raise DataError(f"{_key('path')}: {what}: '{p.resolve()}'")
     source = f"data file '{p}'"
+    _check_fits(_key("path"), _file_bytes(p, suffix), source)
     if suffix == ".npz":
         return _load_npz(p, target, source)
     return _load_table(p, suffix, target, source)
@@ -438,6 +440,20 @@ def _builtin(name: str, given: dict[str, Any], seed: int) -> tuple[np.ndarray, n
         np.random.default_rng(s)
         for s in np.random.SeedSequence([seed, BUILTINS.index(name)]).spawn(3)
     )
+    # the generated columns (features, then the teacher's hidden units and outputs, or the
+    # labels), each checked before any is built; the key named is the largest one given
+    sizes = {"n_samples": n}
+    if name not in ("moons", "circles"):
+        sizes["n_features"] = _int(given.get("n_features", DEFAULTS["n_features"][name]),
+                                   "n_features", 1)
+    if name == "teacher":
+        for k in ("teacher_hidden", "n_outputs"):
+            sizes[k] = _int(given.get(k, DEFAULTS[k]), k, 1)
+    columns = sum(sizes.values()) - n + (2 if name in ("moons", "circles") else 0) + \
+        (name != "teacher")
+    big = max((k for k in sizes if k in given), key=sizes.get, default="n_samples")
+    _check_fits(_key(big), n * columns * 8,
+                f"got {sizes[big]}; the {name} data ({n} samples x {columns} float64 columns)")
     if name in ("moons", "circles"):
         x, y = (_moons if name == "moons" else _circles)(n)
         order = rng_x.permutation(n)
@@ -469,6 +485,49 @@ def _builtin(name: str, given: dict[str, Any], seed: int) -> tuple[np.ndarray, n
     x = rng_x.standard_normal((n, d))
     y = np.tanh(x @ w1) @ w2 + noise * rng_noise.standard_normal((n, k))
     return x, (y[:, 0] if k == 1 else y)
+
+
+# While a dataset is generated or a file parsed it is held several times over (the generator's
+# temporaries, the permuted copy, the noise, the standardized copy; a parsed frame and its
+# NumPy copy), so this many times its float64 size must be free before it is built.
+DATA_COPIES = 4
+
+
+def _check_fits(key: str, nbytes: int, what: str) -> None:
+    """Refuse data whose building would not fit in host memory, before building it."""
+    need, avail = nbytes * DATA_COPIES, memory.host_available_bytes()
+    if avail is not None and need > avail:
+        raise DataError(f"{key}: {what} needs about {memory.format_bytes(need)} of host memory "
+                        f"to load, but {memory.format_bytes(avail)} is available; use less data")
+
+
+# pandas holds every parsed CSV column as an object of its own: a 4-row CSV of 10**6 columns
+# (30 MB) peaked at 5.7 GB resident (pandas 3.1), about 5.7 KB a column, counted here a
+# quarter at a time since DATA_COPIES multiplies it
+CSV_COLUMN_BYTES = 1536
+
+
+def _file_bytes(p: Path, suffix: str) -> int:
+    """The float64 size of a data file's table, as far as it can be told without reading it:
+    from a Parquet footer or the npz members' sizes; for a CSV its own size (a number takes at
+    least two characters of text and 8 bytes once parsed) plus its columns' overhead, counted
+    from its header line."""
+    try:
+        if suffix in (".parquet", ".pq"):
+            import pyarrow.parquet as pq
+
+            meta = pq.ParquetFile(p).metadata
+            return meta.num_rows * meta.num_columns * 8
+        if suffix == ".npz":
+            import zipfile
+
+            with zipfile.ZipFile(p) as z:
+                return sum(i.file_size for i in z.infolist())
+        with open(p, "rb") as f:
+            columns = f.readline(1 << 26).count(b",") + 1
+        return p.stat().st_size + columns * CSV_COLUMN_BYTES
+    except Exception:  # noqa: BLE001 - unreadable: the reader names the problem
+        return 0
 
 
 def _moons(n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -9,7 +9,6 @@ and, while a sweep is in progress, `chunks/` with one finished chunk per file an
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import ConfigError, InputError
+from ..io import atomic
 from ..spec import schema as cfg
 
 RUNS_FILE = "runs.parquet"
@@ -190,22 +190,17 @@ def _read_parquet(f: Path, columns: list[str] | None = None, **kw) -> pd.DataFra
         raise _damaged(f, e) from None
 
 
-def _fsync_replace(tmp: Path, final: Path) -> None:
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, final)
-
-
 def atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    df.to_parquet(tmp, index=False)
-    _fsync_replace(tmp, path)
+    """Write `df` to `path` whole or not at all (`atomic.write_bytes`): serialized in memory
+    first, so a failed write can say how many bytes it needed."""
+    buf = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
+    atomic.write_bytes(buf.getvalue().to_pybytes(), path)
 
 
 def atomic_json(obj: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=str, allow_nan=True))
-    _fsync_replace(tmp, path)
+    text = json.dumps(obj, indent=2, default=str, allow_nan=True)
+    atomic.write_bytes(text.encode(), path)
 
 
 def load(path: str | Path) -> Results:
@@ -224,6 +219,11 @@ def load(path: str | Path) -> Results:
     if not p.is_dir():
         raise InputError(f"results folder {str(p)!r} does not exist")
     if missing:
+        from ..io.store import unfinished_note
+
+        note = unfinished_note(p)
+        if note is not None:
+            raise InputError(f"results folder {str(p)!r} is not finished: {note}")
         hint = " (an interrupted sweep? finish it with --resume)" if (p / "chunks").is_dir() else ""
         raise InputError(f"results folder {str(p)!r} lacks {', '.join(missing)}{hint}")
     f = p / META_FILE

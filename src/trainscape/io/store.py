@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InputError
-from ..io import memory
+from ..io import atomic, memory
 from ..io.results import CURVES_FILE, META_FILE, RUNS_FILE, atomic_json, atomic_parquet
 
 try:
@@ -57,9 +57,9 @@ ROW_GROUP = 1 << 16  # rows per row group of the final files (chunks are often s
 _OURS = (MANIFEST, CHUNKS, RUNS_FILE, META_FILE, LOCK)
 
 
-class WriteError(RuntimeError):
-    """A finished chunk could not be written (disk full, folder removed, ...); the chunks
-    written before it are kept and the sweep can be resumed."""
+# A file that could not be written (disk full, folder turned read-only, I/O error): the
+# chunks written before it are kept and the sweep can be resumed (see atomic.py).
+WriteError = atomic.WriteError
 
 
 
@@ -121,6 +121,46 @@ def folder_state(path: Path) -> str:
     if {RUNS_FILE, META_FILE} <= names and CHUNKS not in names:
         return "finished"
     return "interrupted"
+
+
+def unfinished_note(path: Path) -> str | None:
+    """For a reader (ts.load, report, explore) of a folder whose sweep has not finished: one
+    sentence saying whether it is still being written and how many of its runs are saved.
+    Only reads (no lock is taken, not even to probe one): a reader never disturbs the writer.
+    None when the folder holds no unfinished sweep."""
+    path = Path(path)
+    if folder_state(path) != "interrupted":
+        return None
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        n_runs, n_chunks = int(manifest["n_runs"]), int(manifest["n_chunks"])
+    except (OSError, ValueError, KeyError, TypeError):
+        n_runs = n_chunks = None
+    saved: dict[int, int] = {}
+    for j in sorted((path / CHUNKS).glob(JOURNAL_GLOB)):
+        try:
+            lines = j.read_text().splitlines()
+        except (OSError, UnicodeDecodeError):
+            continue
+        for line in lines:
+            try:
+                e = json.loads(line)
+                saved[int(e["index"])] = int(e["runs"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a record being appended right now, or cut short by a kill
+    done = sum(saved.values())
+    if n_runs is None:
+        count = f"{len(saved)} chunks saved"
+    else:
+        count = (f"{len(saved)} of {n_chunks} chunks saved, {n_runs - done:,} of "
+                 f"{n_runs:,} runs missing")
+    writers = [_read_lock(lock) for lock in sorted(path.glob(f"{LOCK}*"))]
+    live = [w for w in writers if _other_alive(w)]
+    if live:
+        return (f"its sweep is still running (pid {live[0].get('pid')} on "
+                f"{live[0].get('host')}; {count}); read it once that sweep has finished")
+    return (f"its sweep did not finish ({count}); finish it with trainscape run CONFIG "
+            f"--out {str(path)} --resume (or ts.run(..., out=DIR, resume=True))")
 
 
 
@@ -253,16 +293,29 @@ class Store:
                 }
                 atomic_json(self.manifest, self.path / MANIFEST)
             self._end_journal_line()
-        except OSError as e:
+            self._drop_temporaries()
+        except (OSError, WriteError) as e:
             self._unlock()
             self._remove_created()
+            cause = e.__cause__ if isinstance(e, WriteError) else e
             raise InputError(f"output folder {str(self.path)!r} cannot be written: "
-                             f"{e.strerror or e}") from None
+                             f"{getattr(cause, 'strerror', None) or e}") from None
         except BaseException:
             self._unlock()
             self._remove_created()
             raise
         return self
+
+    def _drop_temporaries(self) -> None:
+        """Remove the temporary files of writes a kill or a full disk cut short: never read
+        (only renamed files count), they would only hold space a resumed sweep needs. Only
+        this process's own kind: a distributed sweep's other processes write theirs."""
+        if self.process:
+            return
+        for d in (self.path, self.path / CHUNKS):
+            for f in d.glob("*.tmp"):
+                with contextlib.suppress(OSError):
+                    f.unlink()
 
     def __exit__(self, *exc) -> None:
         self._unlock()
@@ -396,17 +449,24 @@ class Store:
 
     def save_chunk(self, index: int, runs: pd.DataFrame, curves: pd.DataFrame) -> None:
         files = self._files(index)
+        journal = self.path / CHUNKS / self.journal_name
         try:
             atomic_parquet(runs, files[0])
             atomic_parquet(curves, files[1])
             line = json.dumps({"index": index, "runs": len(runs),
-                               "sha256": [sha256_file(f) for f in files]})
-            with open(self.path / CHUNKS / self.journal_name, "a") as f:
-                f.write(line + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as e:
-            raise WriteError(f"cannot write chunk {index} into {str(self.path)!r}: "
+                               "sha256": [sha256_file(f) for f in files]}) + "\n"
+            try:
+                with open(journal, "a") as f:
+                    f.write(line)
+                    f.flush()
+                    os.fsync(f.fileno())
+            except OSError as e:  # a record cut short is skipped when read (_read_journal)
+                raise atomic.write_error(journal, len(line), e) from e
+        except WriteError as e:
+            raise WriteError(f"chunk {index} not saved: {e}; the chunks before it are "
+                             "saved") from e
+        except OSError as e:  # reading a file just written back for its checksum
+            raise WriteError(f"chunk {index} not saved: {str(self.path)!r}: "
                              f"{e.strerror or e}; the chunks before it are saved") from e
 
     def chunk_run_ids(self, index: int) -> np.ndarray:
@@ -420,29 +480,27 @@ class Store:
         back first, so the assembly's buffers do not come on top of it."""
         memory.release_free_memory()
         for kind, final in ((0, RUNS_FILE), (1, CURVES_FILE)):
-            target = self.path / final
-            tmp = target.with_name(target.name + ".tmp")
-            writer, schema, pending, rows = None, None, [], 0
-            try:
-                for i in range(n_chunks):
-                    t = pq.read_table(self._files(i)[kind])
-                    if schema is None:
-                        schema = t.schema
-                        writer = pq.ParquetWriter(tmp, schema)
-                    pending.append(t.cast(schema) if t.schema != schema else t)
-                    rows += t.num_rows
-                    if rows >= ROW_GROUP:
+            # about what the final file takes: its chunks' files, rewritten in larger row groups
+            need = sum(self._files(i)[kind].stat().st_size for i in range(n_chunks))
+            with atomic.streamed(self.path / final, need) as tmp:
+                writer, schema, pending, rows = None, None, [], 0
+                try:
+                    for i in range(n_chunks):
+                        t = pq.read_table(self._files(i)[kind])
+                        if schema is None:
+                            schema = t.schema
+                            writer = pq.ParquetWriter(tmp, schema)
+                        pending.append(t.cast(schema) if t.schema != schema else t)
+                        rows += t.num_rows
+                        if rows >= ROW_GROUP:
+                            writer.write_table(pa.concat_tables(pending), row_group_size=rows)
+                            pending, rows = [], 0
+                            memory.release_free_memory()
+                    if pending:
                         writer.write_table(pa.concat_tables(pending), row_group_size=rows)
-                        pending, rows = [], 0
-                        memory.release_free_memory()
-                if pending:
-                    writer.write_table(pa.concat_tables(pending), row_group_size=rows)
-            finally:
-                if writer is not None:
-                    writer.close()
-            with open(tmp, "rb") as f:
-                os.fsync(f.fileno())
-            os.replace(tmp, target)
+                finally:
+                    if writer is not None:
+                        writer.close()
 
     def finish(self) -> None:
         """Mark the sweep finished (runs/curves/meta are written), then drop the chunk files.
@@ -451,15 +509,18 @@ class Store:
         if not self.manifest.get("finished"):
             self.manifest["finished"] = True
             atomic_json(self.manifest, self.path / MANIFEST)
+        # the results are complete from here on: a clean-up that fails (a folder turned
+        # read-only) leaves files a later --resume removes, nothing a reader would use
         d = self.path / CHUNKS
-        if d.is_dir():
-            for pattern in ("runs-*.parquet*", "curves-*.parquet*", JOURNAL_GLOB):
-                for f in d.glob(pattern):
-                    f.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
+        with contextlib.suppress(OSError):
+            if d.is_dir():
+                for pattern in ("runs-*.parquet*", "curves-*.parquet*", JOURNAL_GLOB):
+                    for f in d.glob(pattern):
+                        f.unlink(missing_ok=True)
                 d.rmdir()
-        for name in (MANIFEST, RUNS_FILE, CURVES_FILE, META_FILE):
-            (self.path / f"{name}.tmp").unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            for name in (MANIFEST, RUNS_FILE, CURVES_FILE, META_FILE):
+                (self.path / f"{name}.tmp").unlink(missing_ok=True)
 
 
 def _try_flock(fd: int) -> bool:

@@ -40,12 +40,62 @@ def rows(exp: Experiment, positions: np.ndarray) -> pd.DataFrame:
 
 def axis_positions(exp: Experiment, name: str, value) -> np.ndarray:
     """Positions of the runs whose axis `name` has `value` (every run if `name` is not swept)."""
-    n = exp.n_runs
-    if name not in exp.sweep:
-        return np.arange(n, dtype=np.int64)
+    return np.asarray(group_positions(exp, {name: value}))
+
+
+def group_positions(exp: Experiment, fixed: dict) -> Positions:
+    """The positions of the runs whose axes named in `fixed` take the given values (axes not
+    swept are ignored), as a lazy `Positions`."""
     names = list(exp.sweep)
-    inner = n
-    for a in names[:names.index(name) + 1]:
-        inner //= len(exp.sweep[a])
-    k = list(exp.sweep[name]).index(value)
-    return np.nonzero((np.arange(n, dtype=np.int64) // inner) % len(exp.sweep[name]) == k)[0]
+    digits = {names.index(a): list(exp.sweep[a]).index(v)
+              for a, v in fixed.items() if a in exp.sweep}
+    return Positions(tuple(len(v) for v in exp.sweep.values()), digits)
+
+
+class Positions:
+    """The run_ids of a grid whose axes at some indices are fixed to one value each, in
+    increasing order, computed on demand from the axis lengths alone: a program group of a
+    grid of 10**9 runs costs nothing until a chunk of it is asked for (an array of its
+    positions would take 8 bytes a run, and finding them by sorting, minutes).
+
+    `lengths`: every axis's number of values, first axis outermost; `fixed`: axis index ->
+    the index of its value. Slicing gives an int64 array; `len` the number of runs."""
+
+    def __init__(self, lengths: tuple[int, ...], fixed: dict[int, int]):
+        self.lengths = tuple(int(n) for n in lengths)
+        self.fixed = dict(fixed)
+        strides = [1] * len(self.lengths)
+        for i in range(len(self.lengths) - 2, -1, -1):
+            strides[i] = strides[i + 1] * self.lengths[i + 1]
+        self.offset = sum(strides[i] * k for i, k in self.fixed.items())
+        self.free = [(strides[i], n) for i, n in enumerate(self.lengths) if i not in self.fixed]
+        self.n = 1
+        for _, n in self.free:
+            self.n *= n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def at(self, m: np.ndarray) -> np.ndarray:
+        """The positions of the `m`-th runs of the group (mixed-radix digits over the axes
+        that are not fixed, the last varying fastest)."""
+        m = np.asarray(m, dtype=np.int64)
+        pos = np.full(m.shape, self.offset, dtype=np.int64)
+        inner = self.n
+        for stride, n in self.free:
+            inner //= n
+            pos += stride * ((m // inner) % n)
+        return pos
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            return self.at(np.arange(*key.indices(self.n), dtype=np.int64))
+        if isinstance(key, int | np.integer):
+            if not -self.n <= key < self.n:
+                raise IndexError(f"position {key} of {self.n}")
+            return int(self.at(key % self.n))
+        return self.at(np.arange(self.n, dtype=np.int64)[key])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        a = self[:]
+        return a if dtype is None else a.astype(dtype)

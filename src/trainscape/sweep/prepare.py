@@ -181,18 +181,15 @@ class Prepared:
             self._table = table.reset_index(drop=True)
 
     @staticmethod
-    def _positions(exp, table, values) -> np.ndarray:
+    def _positions(exp, table, values):
         """Positions of the runs whose static axes have `values` ((axis, value), ...; an
-        unswept axis matches every run)."""
-        n = exp.n_runs if table is None else len(table)
-        pos = np.arange(n, dtype=np.int64)
+        unswept axis matches every run): lazy for a grid (`grid.Positions`, never an array of
+        a huge grid's positions), an array for an explicit table."""
+        if table is None:
+            return grid.group_positions(exp, dict(values))
+        pos = np.arange(len(table), dtype=np.int64)
         for axis, value in values:
-            if axis not in exp.sweep:
-                continue
-            if table is None:
-                pos = np.intersect1d(pos, grid.axis_positions(exp, axis, value),
-                                     assume_unique=True)
-            elif axis in table.columns:
+            if axis in exp.sweep and axis in table.columns:
                 pos = pos[table[axis].to_numpy()[pos] == value]
         return pos
 

@@ -289,19 +289,23 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
     kept and returned; with a store each chunk goes to disk as soon as it is done and only its
     timing stays in memory, so host memory does not grow with the grid. `share` (k, m): only
     the chunks whose number is k modulo m (process k of m in a distributed sweep)."""
-    layout = chunk_layout_of(prep, size)
-    mine = {i for i in range(len(layout)) if i % share[1] == share[0]}
-    n = sum(len(layout[i][1]) for i in mine)
+    layout = chunk_layout_of(prep, size)  # built chunk by chunk: nothing here is per run
+
+    def mine(i: int) -> bool:
+        return i % share[1] == share[0]
+
+    n = prep.n_runs if share[1] == 1 else \
+        sum(layout.runs_in(i) for i in range(share[0], len(layout), share[1]))
     parts: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
     saved: set[int] = set()
     if st is not None:
         for i in st.done_chunks():
             # checksums prove a file is intact, this that it holds the runs its number means
             # (a run's position in the grid is its run_id)
-            if i < len(layout) and np.array_equal(st.chunk_run_ids(i), layout[i][1]):
+            if i < len(layout) and mine(i) and \
+                    np.array_equal(st.chunk_run_ids(i), layout[i][1]):
                 saved.add(i)
-    saved &= mine
-    already = sum(len(layout[i][1]) for i in saved)
+    already = sum(layout.runs_in(i) for i in saved)
     dispatch = fit_dispatch(prep, size)
     timing = {"chunk_size": size, "dispatch_size": dispatch, "chunk_seconds": [],
               "first_chunk_seconds": None, "resumed_runs": already, "computed_runs": 0,
@@ -314,9 +318,10 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
     bar = tqdm(total=n, initial=already, unit="run", desc=desc, disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
     try:
-        for index, (static, rows) in enumerate(layout):
-            if index in saved or index not in mine:
+        for index in range(share[0], len(layout), share[1]):
+            if index in saved:
                 continue
+            static, rows = layout[index]
             with chunk_guard():
                 out, dispatch = compute_chunk(prep, index, static, rows, dispatch)
                 runs, curves = chunk_tables(prep, out)
@@ -431,7 +436,7 @@ def fingerprint(prep: Prepared, env: dict) -> dict:
     return {**prep.fingerprint(), "software": {**soft, "backend": env["backend"]}}
 
 
-def chunk_layout_of(prep: Prepared, size: int) -> list[tuple]:
+def chunk_layout_of(prep: Prepared, size: int) -> plan.ChunkLayout:
     """(static, run-table rows) of every chunk, numbered as in `execute.run_chunks`."""
     return plan.chunk_layout(prep.groups, size)
 

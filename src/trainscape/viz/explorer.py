@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import InputError
+from ..io import atomic
 from ..io.results import CURVES_FILE, RUNS_FILE, Results, load
 from ..train.classify import LABELS
 
@@ -410,9 +411,7 @@ def explore(results: Results | str | os.PathLike, path: str | os.PathLike | None
                          f"{type(results).__name__}")
     p = _target(res, path)
     doc = render(*page_data(res))
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(p)
+    atomic.write_bytes(doc.encode("utf-8"), p)
     return p
 
 

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..analysis.divergence import divergence_table
 from ..errors import InputError
-from ..io import store
+from ..io import atomic, store
 from ..io.results import CURVES_FILE, META_FILE, RUNS_FILE, Results, as_results
 from ..spec.schema import SHAPE_AXES
 from ..train.classify import EOS_FACTOR, LABELS, SPIKE_MIN_RISE
@@ -966,11 +966,9 @@ def build(results_or_path, *, fmt: str | None = None, out=None) -> Path:
     else:
         names = {f.name: f"{path.stem}-{f.name}.png" for f in figs}
         for f in figs:
-            (path.parent / names[f.name]).write_bytes(f.png)
+            atomic.write_bytes(f.png, path.parent / names[f.name])
         doc = _render_md(res, text, figs, table, toml, env, names)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(path)
+    atomic.write_bytes(doc.encode("utf-8"), path)
     return path
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic
 from ..io.results import Results
 from ..train.classify import LABELS
 
@@ -60,6 +62,16 @@ def text_summary(res: Results, timings: bool = True) -> str:
 MAX_HEATMAP_ROWS = 512
 
 
+def _save(fig, f: Path) -> None:
+    """Draw `fig` in memory, then write it whole or not at all (`atomic.write_bytes`)."""
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=150)
+    plt.close(fig)
+    atomic.write_bytes(buf.getvalue(), f)
+
+
 def write_figures(res: Results, folder: Path) -> list[Path]:
     """Label heatmap (and the seed-question figure when lr 0.01 and 1 are on the grid)."""
     import matplotlib.pyplot as plt
@@ -86,8 +98,7 @@ def write_figures(res: Results, folder: Path) -> list[Path]:
         # the plot's own title says how each cell aggregates its runs
         ax.set_title(f"{res.config.name}: {ax.get_title() or 'label per run'}")
         f = folder / "heatmap.png"
-        fig.savefig(f, dpi=150)
-        plt.close(fig)
+        _save(fig, f)
         written.append(f)
     lrs = res.config.sweep.get("learning_rate", ())
     if any(np.isclose(lrs, 0.01)) and any(np.isclose(lrs, 1.0)):
@@ -98,7 +109,6 @@ def write_figures(res: Results, folder: Path) -> list[Path]:
         curves = res.read_curves(runs["run_id"].to_numpy())
         plots.seed_question_figure(runs, curves, lrs=(0.01, 1.0), axes=axs)
         f = folder / "seed_question.png"
-        fig.savefig(f, dpi=150)
-        plt.close(fig)
+        _save(fig, f)
         written.append(f)
     return written

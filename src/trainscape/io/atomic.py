@@ -1,0 +1,79 @@
+"""Files written whole or not at all, and one error for a write that failed.
+
+Every file trainscape writes (chunks, the final tables, meta.json, the manifest, figures, the
+report, the explorer page) goes to a temporary name next to it, is fsynced and then renamed,
+so a reader (or a resumed sweep) sees either the old file or the complete new one, never a
+part. A write that fails (disk full, folder turned read-only, an I/O error) removes its
+temporary file and raises `WriteError`, one line naming the file, how many bytes it needed
+and how many were free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+from . import memory
+
+
+class WriteError(RuntimeError):
+    """A file could not be written (disk full, read-only folder, I/O error). Everything
+    finished before it is kept; a sweep can be resumed once the cause is fixed."""
+
+
+def tmp_name(path: Path) -> Path:
+    """The temporary name `path` is written under before it is renamed into place."""
+    return path.with_name(path.name + ".tmp")
+
+
+def write_error(path: Path, need: int | None, e: OSError) -> WriteError:
+    """The one-line WriteError for a failed write of `need` bytes (None: not known) to
+    `path`, with the free space of its file system as it is now."""
+    fmt = memory.format_bytes
+    free = memory.disk_free_bytes(path.parent)
+    facts = [f"needs {fmt(need)}" if need is not None else None,
+             f"{fmt(free)} free" if free is not None else None]
+    facts = ", ".join(f for f in facts if f)
+    # pyarrow's errors wrap the system's message in its own words: the system's is clearer
+    why = os.strerror(e.errno) if e.errno else (e.strerror or str(e) or type(e).__name__)
+    return WriteError(f"cannot write {str(path)!r}" + (f" ({facts})" if facts else "")
+                      + f": {why}")
+
+
+def fsync_replace(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, final)
+
+
+def write_bytes(data: bytes, path: Path) -> None:
+    """Write `data` to `path` atomically (temporary name, fsync, rename)."""
+    path = Path(path)
+    tmp = tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise write_error(path, len(data), e) from e
+
+
+@contextlib.contextmanager
+def streamed(path: Path, need: int | None = None):
+    """Write `path` in pieces: yields the temporary path to write to; once the block ends it is
+    fsynced and renamed into place. On an OSError the temporary file is removed and a
+    WriteError raised (`need`: the bytes the whole file takes, as far as they are known)."""
+    path = Path(path)
+    tmp = tmp_name(path)
+    try:
+        yield tmp
+        fsync_replace(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise write_error(path, need, e) from e

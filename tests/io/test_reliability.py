@@ -38,12 +38,11 @@ n_samples = 128
 hidden = [16]
 [train]
 steps = 200
-early_exit = false
 """
+# 640 runs in 10 chunks of 64 (one block on each of two host devices): ~0.2 s per chunk
 # (every step computed: with early exit the diverging chunks take a fraction of the time, and
 # the kill and signal tests below need each chunk to take a while)
-# 640 runs in 10 chunks of 64 (one block on each of two host devices): ~0.2 s per chunk
-BIG = 'name = "big"\n' + STATIC + """
+BIG = 'name = "big"\n' + STATIC.replace("steps = 200\n", "steps = 200\nearly_exit = false\n") + """
 [sweep]
 learning_rate = {geomspace = [0.01, 20.0], num = 80}
 seed = {range = 8}

@@ -2,7 +2,7 @@
 
 On the H200 the engine (timed end to end through `ts.run`) ran at 0.73x (`seed`) and 0.55x
 (`small`) the rate of a jitted, vmapped step driven from a Python loop. This splits the
-engine's time so that the next session with a GPU can see which part to work on:
+engine's time so that a run on a GPU shows which part of it the GPU pays for:
 
 - `train`: the compiled block programs alone, every dispatch of the grid, inputs already on the
   device, timed until the last one finishes (no host tables, no transfers back);

@@ -360,7 +360,7 @@ def test_set_data_path_on_the_default_config(tmp_path, capsys, monkeypatch):
 
 
 def test_resuming_a_finished_sweep_says_nothing_was_computed(tiny, tmp_path, capsys):
-    """It printed the first session's "time to first result ..., total ..." as if it had just
+    """It printed the first run's "time to first result ..., total ..." as if it had just
     run."""
     out = tmp_path / "out"
     argv = ["run", str(tiny), "--out", str(out), "--no-progress", "--no-plot",

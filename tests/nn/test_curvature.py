@@ -133,7 +133,7 @@ def fd_hessian(params, x_nd, y_n, h=1e-5):
 
 @functools.lru_cache
 def mlp_hessian(seed):
-    """NumPy finite-difference Hessian of mlp_problem(seed), computed once per session."""
+    """NumPy finite-difference Hessian of mlp_problem(seed), computed once per test process."""
     return fd_hessian(*mlp_problem(seed))
 
 
@@ -157,7 +157,7 @@ def flat_vec(tree):
 KEY = jax.random.key(0)
 
 # Shared jitted entry points (data passed as arguments), so each configuration compiles once per
-# session: compiling the Lanczos loop costs ~1-2 s of CPU, more than any solve here.
+# test process: compiling the Lanczos loop costs ~1-2 s of CPU, more than any solve here.
 lsq_top = jax.jit(lambda w, key, x, y: top_eigenvalue(lambda p: lsq_loss(p, x, y), w, key))
 quad_all = jax.jit(lambda p, key, a: {
     **{which: top_eigenvalue(lambda q: quad_loss(q, a), p, key, which=which)

@@ -211,7 +211,7 @@ def feature_major(params: list[dict], x_NxD) -> bool:
     the `seed` network 1.10-1.16x run-steps/s, 30-64-64-1 1.16x, 2-24-24-1 on moons 1.78x,
     2-32-32-1 1.07-1.11x, 256-64-64-1 1.21-1.23x, 30-256-256-1 1.04-1.07x (results/bench/
     README.md). With whole blocks vmapped (before 0.6.0) wide networks had been 7-27% slower
-    feature-major on the Intel Xeon of the earlier sessions, hence the old limit. The math
+    feature-major on an Intel Xeon (2026-11-29), hence the old limit. The math
     is the same either way; float sums may be ordered differently inside XLA's matmuls, so
     the last bits of a result can differ."""
     hidden = [layer["w"].shape[-1] for layer in params[:-1]]

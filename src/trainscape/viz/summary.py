@@ -22,7 +22,7 @@ MAX_ROWS = 40  # longer tables print their first and last rows (the full one is 
 def text_summary(res: Results, timings: bool = True) -> str:
     """Per learning rate (or the first axis), how many runs ended in each label; `timings`:
     also the sweep's time to first result, total time and rate (from its meta.json, so leave
-    them out for a sweep this session did not compute)."""
+    them out for a sweep this call did not compute)."""
     axes = [a for a in res.axes if a != "seed"]
     by = "learning_rate" if "learning_rate" in axes else (axes[0] if axes else None)
     t = res.meta.get("timings", {})

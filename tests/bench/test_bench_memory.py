@@ -74,8 +74,9 @@ print(json.dumps(rows))
 def test_measure_reports_the_childs_own_peak_and_its_files(tmp_path):
     """`measure` against a stand-in for `trainscape run` whose numbers are known: a Python child
     that holds 0 or 300 MiB (every page touched) and writes a meta.json and two files of 1000
-    and 3000 bytes. The two peaks differ by the 300 MiB, in bytes, to 2 MiB (a KiB taken for
-    1000 bytes would be 7 MiB off); the chunk figures are the child's meta.json's; the file
+    and 3000 bytes. The two peaks differ by the 300 MiB, in bytes, to 5 MiB (two fresh
+    interpreters' own footprints differed by up to 2.6 MiB in a new virtual environment; a
+    KiB taken for 1000 bytes would be 7 MiB off); the chunk figures are the child's meta.json's; the file
     sizes are the files'; the folder is removed after.
 
     `measure` runs in a small process of its own here: on Linux a child's ru_maxrss starts from
@@ -94,7 +95,7 @@ def test_measure_reports_the_childs_own_peak_and_its_files(tmp_path):
                           *exes], capture_output=True, text=True, timeout=120, check=True)
     rows = json.loads(out.stdout)
     grew = rows["300"]["peak_rss_bytes"] - rows["0"]["peak_rss_bytes"]
-    assert abs(grew - 300 * 2**20) <= 2 * 2**20, {k: r["peak_rss_bytes"] / 2**20
+    assert abs(grew - 300 * 2**20) <= 5 * 2**20, {k: r["peak_rss_bytes"] / 2**20
                                                   for k, r in rows.items()}
     row = rows["300"]
     assert (row["chunk_size"], row["n_chunks"], row["run_steps_per_second"]) == (192, 3, 1234.5)

@@ -76,8 +76,8 @@ def test_measure_reports_the_childs_own_peak_and_its_files(tmp_path):
     that holds 0 or 300 MiB (every page touched) and writes a meta.json and two files of 1000
     and 3000 bytes. The two peaks differ by the 300 MiB, in bytes, to 5 MiB (two fresh
     interpreters' own footprints differed by up to 2.6 MiB in a new virtual environment; a
-    KiB taken for 1000 bytes would be 7 MiB off); the chunk figures are the child's meta.json's; the file
-    sizes are the files'; the folder is removed after.
+    KiB taken for 1000 bytes would be 7 MiB off); the chunk figures are the child's
+    meta.json's; the file sizes are the files'; the folder is removed after.
 
     `measure` runs in a small process of its own here: on Linux a child's ru_maxrss starts from
     the RSS high-water mark of the process it was spawned from (measured: 263 MiB for a child

@@ -7,7 +7,7 @@ keys that would change the compiled program are only given values of the wrong k
 valid cases share a few compiled programs.
 
 Default run: a fixed number of examples per category, derandomized (the same inputs every
-run); `pytest -m slow tests/test_fuzz.py` runs the long profile (25 times as many, random).
+run); `pytest -m slow tests/spec/test_fuzz.py` runs the long profile (25 times as many, random).
 """
 
 import contextlib

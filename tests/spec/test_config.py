@@ -299,3 +299,13 @@ def test_optimizer_keys_the_optimizer_reads_pass():
     assert cfg.parse(saved).optimizer.momentum == 0.5
     for f in sorted((ROOT / "experiments").glob("*.toml")):
         cfg.parse(f)
+
+
+@pytest.mark.parametrize("key", ["steps", "record_every", "batch_size"])
+def test_step_counts_beyond_int32_are_refused_in_one_line(key):
+    """Found by the long fuzz profile: train.steps = 2**63 ended in an OverflowError traceback.
+    The loop counts steps in int32, so 2**31 - 1 and above are refused, naming the key."""
+    for v in (2**31 - 1, 2**63):
+        with pytest.raises(ConfigError, match=rf"^\[train\] {key}: got {v}; must be below"):
+            cfg.parse({"train": {key: v}})
+    assert cfg.parse({"train": {key: 2**31 - 2}}).train.model_dump()[key] == 2**31 - 2

@@ -167,6 +167,9 @@ class TrainConfig(_Section):
     def _positive(cls, v):
         if v is not None and v <= 0:
             raise ValueError("must be a positive integer")
+        # the training loop counts steps in int32 (and the step at `steps` is evaluated too)
+        if v is not None and v >= INT32_MAX:
+            raise ValueError(f"must be below {INT32_MAX:,} (steps are counted in int32)")
         return v
 
     @field_validator("seed")

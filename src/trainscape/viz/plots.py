@@ -102,8 +102,9 @@ def _sig_digits(v: float, cap: int = 6) -> int:
     return cap + 1
 
 
-def _fmt(v, sig: int = 3) -> str:
-    """Short label for a number: 1e-3, 0.01, 0.0316, 1, 31.6, 1000, 1e4, 3.16e-5."""
+def exact_text(v) -> str | None:
+    """The text of a number that needs no rounding, as the figures and the report both show it
+    (a bool, an integer, an integral float below 10^4, inf or nan); None for any other."""
     if isinstance(v, (bool, np.bool_)):
         return str(v)
     if isinstance(v, (int, np.integer)):
@@ -111,10 +112,17 @@ def _fmt(v, sig: int = 3) -> str:
     v = float(v)
     if not math.isfinite(v):
         return str(v)
-    if v == 0:
-        return "0"
     if v.is_integer() and abs(v) < 1e4:
         return str(int(v))
+    return None
+
+
+def _fmt(v, sig: int = 3) -> str:
+    """Short label for a number: 1e-3, 0.01, 0.0316, 1, 31.6, 1000, 1e4, 3.16e-5."""
+    text = exact_text(v)
+    if text is not None:
+        return text
+    v = float(v)
     s = min(_sig_digits(v, sig), sig)
     mantissa, exp = f"{v:.{s - 1}e}".split("e")
     e = int(exp)

@@ -30,6 +30,7 @@ from ..io.results import CURVES_FILE, META_FILE, RUNS_FILE, Results, as_results
 from ..spec.schema import SHAPE_AXES
 from ..train.classify import EOS_FACTOR, LABELS, SPIKE_MIN_RISE
 from . import report_heldout
+from .plots import exact_text
 
 __all__ = ["FORMATS", "answer", "build", "fmt_number"]
 
@@ -52,15 +53,10 @@ _RESULTS_OWN = (RUNS_FILE, CURVES_FILE, META_FILE, store.MANIFEST, store.CHUNKS)
 def fmt_number(v, sig: int = 2) -> str:
     """How the written answer shows a number: integers exactly, other values to `sig`
     significant digits (1, 0.01, 0.0631, 28, 0.071, 1.6e-05)."""
-    if isinstance(v, (bool, np.bool_)):
-        return str(v)
-    if isinstance(v, (int, np.integer)):
-        return str(int(v))
+    text = exact_text(v)
+    if text is not None:
+        return text
     v = float(v)
-    if not math.isfinite(v):
-        return str(v)
-    if v.is_integer() and abs(v) < 1e4:
-        return str(int(v))
     s = f"{v:.{sig}g}"
     if "e+" in s and abs(float(s)) < 1e6:
         return str(int(float(s)))  # 110, not 1.1e+02

@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("workload", choices=list(bench.WORKLOADS))
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=None, help="only the runs of the first seeds")
+    ap.add_argument("--chunk-size", type=int, default=None)
     a = ap.parse_args()
     preps = {}
     for early in (True, False):
@@ -45,7 +46,8 @@ def main() -> None:
     def once(early: bool, record: bool = True) -> None:
         p = preps[early]
         t0, c0 = time.perf_counter(), time.process_time()
-        outs = list(execute.run_chunks([(p.static, rows)], p.hp, p.x, p.y))
+        outs = list(execute.run_chunks([(p.static, rows)], p.hp, p.x, p.y,
+                                       chunk_size=a.chunk_size))
         if record:
             wall[early].append(time.perf_counter() - t0)
             cpu[early].append(time.process_time() - c0)
@@ -64,6 +66,7 @@ def main() -> None:
 
     print(json.dumps({
         "workload": a.workload, "runs": int(len(rows)), "rounds": a.rounds,
+        "chunk_size": a.chunk_size,
         "wall_on": wall[True], "wall_off": wall[False],
         "cpu_on": cpu[True], "cpu_off": cpu[False],
         "wall_best_ratio": min(wall[True]) / min(wall[False]),

@@ -50,12 +50,14 @@ def _frozen_at(curves: pd.DataFrame) -> np.ndarray:
     return np.where(bad.any(axis=1), np.argmax(bad, axis=1), -1)
 
 
-def _expected_skipped(lr: np.ndarray, frozen: np.ndarray, group: int, steps: int) -> int:
-    """Run-steps a group skips, from first principles: runs dispatched by learning rate
-    (stable), in consecutive groups of `group`; a group whose runs all froze, the last at
-    step d, computes steps 0..d and the evaluation at `steps`, and skips the rest of the
-    steps + 1 evaluations; padding repeats the last run."""
-    order = np.argsort(lr, kind="stable")
+def _expected_skipped(lr: np.ndarray, frozen: np.ndarray, group: int, steps: int,
+                      order: np.ndarray | None = None) -> int:
+    """Run-steps a group skips, from first principles: runs dispatched in `order` (default: by
+    learning rate, stable), in consecutive groups of `group`; a group whose runs all froze,
+    the last at step d, computes steps 0..d and the evaluation at `steps`, and skips the rest
+    of the steps + 1 evaluations; padding repeats the last run."""
+    if order is None:
+        order = np.argsort(lr, kind="stable")
     f = frozen[order]
     pad = -len(f) % group
     f = np.concatenate([f, np.repeat(f[-1:], pad)])[: len(f) + pad].reshape(-1, group)
@@ -156,6 +158,80 @@ def test_the_compiled_loop_ends_when_every_run_is_frozen():
         (out,) = execute.run_chunks(prep.groups, prep.hp, prep.x, prep.y)
         np.testing.assert_array_equal(out.traj["steps_computed"], want)
         np.testing.assert_array_equal(out.traj["diverged_step"], 1)
+
+
+# Two learning rates at which most seeds blow up within a few steps: at 1000 about a sixth of
+# them never do, so by learning rate both of its groups of 32 compute every step.
+MIXED = {**GRID, "sweep": {"seed": {"range": 64}, "learning_rate": [1000.0, 3000.0]}}
+
+
+def test_the_probe_puts_runs_that_freeze_early_together(monkeypatch):
+    """With the probe covering the first 10 of 40 steps, the runs seen freezing there are
+    dispatched first, by their freeze step, the rest after them by learning rate: the
+    run-steps skipped are exactly those of that order's groups, more than the learning-rate
+    order skips, and both tables are still bit-identical to early_exit = false."""
+    monkeypatch.setattr(plan, "EXIT_PROBE_SHARE", 0.25)
+    on, off = _both(MIXED)
+    _assert_same(on, off)
+    frozen = _frozen_at(on.curves)
+    lr = on.runs["learning_rate"].to_numpy()
+    seen = (frozen >= 0) & (frozen < 10)
+    order = np.lexsort((lr, np.where(seen, frozen, T + 1)))
+    want = _expected_skipped(lr, frozen, plan.BLOCK, T, order)
+    assert on.meta["timings"]["run_steps_skipped"] == want
+    by_rate = _expected_skipped(lr, frozen, plan.BLOCK, T)
+    assert (frozen[lr == 1000.0] < 0).sum() >= 4
+    assert want >= 1.4 * by_rate, (want, by_rate)
+
+
+def test_the_probe_stops_its_loop_after_its_blocks():
+    """The sweep's program told to stop after m recorded blocks (`max_blocks`) reports the
+    freeze step of exactly the runs that froze before step m, and -1 for the others, even
+    those that freeze later (which it would report had it run on)."""
+    prep = prepare.Prepared(ts.parse(MIXED))
+    (st, rows), = prep.groups
+    (full,) = execute.run_chunks(prep.groups, prep.hp, prep.x, prep.y)
+    frozen = full.traj["diverged_step"]
+    assert ((frozen >= 5) & (frozen < T)).any() and (frozen == 1).any()
+    p = execute.place(st, plan.run_devices(), prep.x, prep.y, None)
+    got = np.concatenate([
+        execute._to_host(*execute._dispatch(p, prep.hp, rows, g0, np.float32, np.int32(5)),
+                         p.order)["diverged_step"]
+        for g0 in range(0, len(rows), p.dispatch_runs)])
+    np.testing.assert_array_equal(got, np.where(frozen < 5, frozen, -1))
+
+
+@pytest.mark.parametrize("rates, want", [([0.05, 0.1], 1), ([1000.0, 3000.0], 2)],
+                         ids=["calm", "freezing"])
+def test_a_calm_grid_pays_for_one_probe_dispatch(monkeypatch, rates, want):
+    """Two chunks of one dispatch each, each with both learning rates: where the first chunk's probe
+    sees no run freeze at the top rate, the second chunk (no higher rate) is not probed;
+    where runs freeze, both chunks are."""
+    monkeypatch.setattr(plan, "EXIT_PROBE_SHARE", 0.25)
+    probes = []
+    real = execute._dispatch
+
+    def counted(p, hp, rows, g0, hdt, max_blocks):
+        if max_blocks != execute.NO_LIMIT:
+            probes.append(max_blocks)
+        return real(p, hp, rows, g0, hdt, max_blocks)
+
+    monkeypatch.setattr(execute, "_dispatch", counted)
+    d = len(plan.run_devices()) * plan.BLOCK  # runs per dispatch: one dispatch per chunk
+    cfg = {**GRID, "sweep": {"seed": {"range": d}, "learning_rate": rates}}
+    prep = prepare.Prepared(ts.parse(cfg))
+    outs = list(execute.run_chunks(prep.groups, prep.hp, prep.x, prep.y, chunk_size=d))
+    assert len(outs) == 2 and probes == [10] * want
+
+
+def test_the_probe_covers_a_32nd_of_the_steps_in_whole_blocks():
+    def blocks(**train):
+        return plan.exit_probe_blocks(prepare.Prepared(ts.parse(_with(GRID, train=train))).static)
+    assert blocks(steps=300) == 9  # steps 0..8
+    assert blocks(steps=300, record_every=3) == 3  # steps 0..8 again
+    assert blocks(steps=300, record_every=10) == 0  # one block would be 10 > 300/32 steps
+    assert blocks(steps=31) == 0
+    assert blocks(steps=300, early_exit=False) == 0
 
 
 def test_dispatch_order_is_by_learning_rate_and_tables_keep_the_grid_order():

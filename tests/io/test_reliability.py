@@ -559,9 +559,11 @@ def test_resume_refuses_other_config_or_data_and_never_overwrites(csv_sweep, cap
     assert _tree(out) == before
 
     csv.write_text(original)
+    # early exit changes no result, so the sweep resumes with the other value
     assert main(["run", str(cfg), "--out", str(out), "--resume", "--no-progress",
-                 "--no-plot"]) == 0
+                 "--no-plot", "--set", "train.early_exit=false"]) == 0
     fresh = ts.run(str(cfg), out=None, progress=False)
+    assert fresh.meta["engine"]["early_exit"] is True
     res = ts.load(out)
     pd.testing.assert_frame_equal(res.runs, fresh.runs, check_exact=True)
     pd.testing.assert_frame_equal(res.curves, fresh.curves, check_exact=True)

@@ -284,3 +284,20 @@ def test_explicit_table_is_checked_before_anything_runs(tmp_path):
     with pytest.raises(ts.InputError, match="init_scale"):
         ts.run(cfg, out=tmp_path / "b", table=good.drop(columns="init_scale"))
     assert not any(tmp_path.iterdir())
+
+
+def test_a_zoom_resumes_with_the_other_early_exit_value_and_nothing_else(tmp_path):
+    """Early exit changes no result, so a zoom folder written with one value resumes with
+    the other; any other change of the config is refused, naming the key."""
+    from trainscape.errors import InputError
+    from trainscape.sweep import zoom
+
+    def settings(**train):
+        raw = {"name": "z", "train": {"steps": 40, **train}}
+        return zoom._settings(raw, [], 2, 2, "measure")
+
+    zoom._write_state(tmp_path, settings(early_exit=True), [], False)
+    zoom._open_folder(tmp_path, settings(early_exit=False), resume=True)
+    zoom._open_folder(tmp_path, settings(), resume=True)
+    with pytest.raises(InputError, match="another config"):
+        zoom._open_folder(tmp_path, settings(early_exit=False, steps=41), resume=True)

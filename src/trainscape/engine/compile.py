@@ -65,13 +65,13 @@ def compiled_sweep(static: Static, devices: tuple = (), layout: str | None = Non
     code. The hangs seen with the sharpness on CPU came from jaxlib's batched eigh itself;
     see `curvature._eigh`.)"""
 
-    def one(hp, x, y, init_params, test=(), group=None):
+    def one(hp, x, y, init_params, test=(), max_blocks=None, group=None):
         # the precision of every matmul is fixed when the program is traced ("default" leaves
         # JAX's own setting, which on GPUs is TF32 for float32)
         if static.matmul_precision == "default":
-            return train_one(hp, x, y, static, init_params, group, test)
+            return train_one(hp, x, y, static, init_params, group, test, max_blocks)
         with jax.default_matmul_precision(static.matmul_precision):
-            return train_one(hp, x, y, static, init_params, group, test)
+            return train_one(hp, x, y, static, init_params, group, test, max_blocks)
 
     # How the runs of a block see the data. Sample-major networks give every run its own
     # (broadcast) copy: with a shared x, vmap folds the run axis into the first layer's matmul
@@ -86,27 +86,32 @@ def compiled_sweep(static: Static, devices: tuple = (), layout: str | None = Non
     # 1.21x on a 30-16-16-1 network on breast cancer; results/bench/README.md).
     # init params: the caller's, shared by every run (None), or each run's own draw (0)
     ip_axis = None if static.custom_init else 0
-    # held-out data (`test`, () without it) is shared by every run
+    # held-out data (`test`, () without it) and the probe's block limit are shared by every run
     in_group = functools.partial(one, group=GROUP_AXIS)
-    per_run = jax.vmap(in_group, in_axes=(0, 0, None, ip_axis, None), axis_name=GROUP_AXIS)
-    shared = jax.vmap(in_group, in_axes=(0, None, None, ip_axis, None), axis_name=GROUP_AXIS)
+    per_run = jax.vmap(in_group, in_axes=(0, 0, None, ip_axis, None, None),
+                       axis_name=GROUP_AXIS)
+    shared = jax.vmap(in_group, in_axes=(0, None, None, ip_axis, None, None),
+                      axis_name=GROUP_AXIS)
     platform = layout or (devices[0].platform if devices else None)
 
-    def vmapped(hp, x, y, init_params, test):
+    def vmapped(hp, x, y, init_params, test, max_blocks):
         if plan.shares_data(static, x):
-            return shared(hp, x, y, init_params, test)
+            return shared(hp, x, y, init_params, test, max_blocks)
         runs = jax.tree.leaves(hp)[0].shape[0]
-        return per_run(hp, jnp.broadcast_to(x, (runs, *x.shape)), y, init_params, test)
+        return per_run(hp, jnp.broadcast_to(x, (runs, *x.shape)), y, init_params, test,
+                       max_blocks)
 
-    def batched(hp, x, y, init_params, real, test=()):
+    def batched(hp, x, y, init_params, real, test=(), max_blocks=None):
         # The block's runs are trained `sub` at a time, one group after the other (see
         # `sub_batch`): a loop over groups, each a vmap over its runs. `real` marks the runs
         # that are not padding: a group of padding only is skipped (its outputs are zeros,
         # dropped by the caller), so a grid smaller than a block does not pay for the block.
+        # `max_blocks`: see `train_one` (the engine passes it always, so that its probe and
+        # its sweeps share one compiled program; None: no limit).
         runs = jax.tree.leaves(hp)[0].shape[0]
         sub = plan.sub_batch(static, x, platform)
         if sub >= runs or runs % sub:
-            return vmapped(hp, x, y, init_params, test)
+            return vmapped(hp, x, y, init_params, test, max_blocks)
         own = {} if static.custom_init else {"init": init_params}
 
         def params_of(h):
@@ -115,8 +120,8 @@ def compiled_sweep(static: Static, devices: tuple = (), layout: str | None = Non
         def group(h):
             def train():
                 if sub == 1:
-                    return one(h["hp"], x, y, params_of(h), test)
-                return vmapped(h["hp"], x, y, params_of(h), test)
+                    return one(h["hp"], x, y, params_of(h), test, max_blocks)
+                return vmapped(h["hp"], x, y, params_of(h), test, max_blocks)
 
             def skip():
                 return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), jax.eval_shape(train))
@@ -138,7 +143,7 @@ def compiled_sweep(static: Static, devices: tuple = (), layout: str | None = Non
     P = jax.sharding.PartitionSpec
     ip_spec = P() if static.custom_init else P("runs")
     return jit(jax.shard_map(batched, mesh=mesh,
-                             in_specs=(P("runs"), P(), P(), ip_spec, P("runs"), P()),
+                             in_specs=(P("runs"), P(), P(), ip_spec, P("runs"), P(), P()),
                              out_specs=P("runs"), check_vma=False))
 
 
@@ -171,41 +176,3 @@ def compiled_init(model, devices: tuple = ()):
     P = jax.sharding.PartitionSpec
     return jax.jit(jax.shard_map(draw_init, mesh=mesh, in_specs=P("runs"), out_specs=P("runs"),
                                  check_vma=False), compiler_options=options)
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-

@@ -73,33 +73,91 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
     group_runs = block * len(devices)
     size = -(-(chunk_size or plan.default_chunk_size(n, block)) // group_runs) * group_runs
     placed: dict[Static, Placed] = {}
+    calm: dict[Static, float] = {}  # per program, see probe_order
     for index, (st, rows) in enumerate(plan.chunk_layout(groups, size)):
         if index in skip:
             continue
         if st not in placed:
             placed[st] = place(st, devices, x, y, init_params, platform, test)
         p = placed[st]
-        to_layout = np.argsort(p.order)
-        by_lr = exit_order(hp, rows) if st.early_exit else np.arange(len(rows))
         hdt = np.float32 if st.dtype == "bfloat16" else jnp.dtype(st.dtype)
         t0 = time.perf_counter()
+        order = np.arange(len(rows))
+        if st.early_exit:
+            order, calm[st] = probe_order(p, hp, rows, hdt, plan.exit_probe_blocks(st),
+                                          calm.get(st, -np.inf))
         pending: list = []  # dispatched blocks not yet copied to the host, oldest first
         parts = []
         for g0 in range(0, len(rows), p.dispatch_runs):  # dispatched asynchronously
-            batch, real = dispatch_inputs(hp, rows[by_lr], g0, p.dispatch_runs, to_layout, hdt,
-                                          p.by_run)
-            # each run's own starting weights, from the init program (see compiled_init)
-            ip = p.init(batch["seed"]) if p.init_params is None else p.init_params
-            traj: Trajectory = p.train(batch, p.x, p.y, ip, real, p.test)
-            pending.append((min(g0 + p.dispatch_runs, len(rows)) - g0, traj))
+            pending.append(_dispatch(p, hp, rows[order], g0, hdt, NO_LIMIT))
             if len(pending) > MAX_IN_FLIGHT:
                 parts.append(_to_host(*pending.pop(0), p.order))
         parts += [_to_host(m, t, p.order) for m, t in pending]
         del pending
-        back = np.argsort(by_lr)
+        back = np.argsort(order)
         host = {k: np.concatenate([q[k] for q in parts])[back] for k in parts[0]}
         yield ChunkOutput(index, int(rows[0]), int(rows[0]) + len(rows), host,
                           time.perf_counter() - t0, rows=rows)
+
+
+# `max_blocks` of a sweep's programs (`train_one`): no limit. A traced int32 like the probe's,
+# so that both calls share one compiled program.
+NO_LIMIT = np.int32(np.iinfo(np.int32).max)
+
+
+def _dispatch(p: Placed, hp: dict[str, np.ndarray], rows: np.ndarray, g0: int, hdt,
+              max_blocks) -> tuple[int, Trajectory]:
+    """Dispatch (asynchronously) the runs `rows[g0:g0 + p.dispatch_runs]`: (how many are
+    real, their trajectories on the devices)."""
+    batch, real = dispatch_inputs(hp, rows, g0, p.dispatch_runs, np.argsort(p.order), hdt,
+                                  p.by_run)
+    # each run's own starting weights, from the init program (see compiled_init)
+    ip = p.init(batch["seed"]) if p.init_params is None else p.init_params
+    traj: Trajectory = p.train(batch, p.x, p.y, ip, real, p.test, max_blocks)
+    return min(g0 + p.dispatch_runs, len(rows)) - g0, traj
+
+
+def probe_order(p: Placed, hp: dict[str, np.ndarray], rows: np.ndarray, hdt, blocks: int,
+                calm: float = -np.inf) -> tuple[np.ndarray, float]:
+    """The order in which a chunk's runs `rows` are dispatched with early exit, so that runs
+    which freeze at about the same step share a group: the loop over steps ends only when
+    all of a group's runs are frozen (`train.loop._until_frozen`). Returns the order and the
+    new `calm`.
+
+    First the probe: the runs, highest learning rate first, are computed for the first
+    `blocks` recorded blocks (`plan.exit_probe_blocks`) by the sweep's own program, told to
+    stop there, a dispatch at a time, until a dispatch in which no run froze: lower learning
+    rates rarely freeze sooner. `calm` is the highest learning rate of such a dispatch so far
+    in the sweep; runs at or below it are not probed, so a grid in which nothing blows up pays
+    for one dispatch of the probe, not one per chunk. Its results are discarded.
+
+    Then the runs that froze in the probe come first, by the step they froze at, and the rest
+    follow by learning rate (`exit_order`). On the `diverging` bench workload, where the seeds
+    of one learning rate freeze at different steps or not at all, this raised the run-steps
+    skipped from 30.5% to 40.0% (44.3% if every run stopped on its own;
+    results/bench/README.md, "Early exit").
+
+    Only the order changes: each run's result depends on its own hyperparameters and seed,
+    never on its place in a dispatch (blocks have a fixed size), and the tables keep the
+    grid's order."""
+    order = exit_order(hp, rows)
+    lr = hp.get("learning_rate")
+    rate = lr[rows] if lr is not None and np.ndim(lr) else np.zeros(len(rows))
+    if not blocks:
+        return order, calm
+    froze = np.full(len(rows), -1, np.int64)
+    desc = order[::-1]
+    for g0 in range(0, len(rows), p.dispatch_runs):
+        if rate[desc[g0]] <= calm:
+            break
+        m, traj = _dispatch(p, hp, rows[desc], g0, hdt, np.int32(blocks))
+        step = _to_host(m, traj, p.order)["diverged_step"]
+        froze[desc[g0:g0 + m]] = step
+        if (step < 0).all():
+            calm = max(calm, float(rate[desc[g0]]))
+            break
+    # primary: the step a run froze at in the probe (never or not probed: last); then its rate
+    return np.lexsort((rate, np.where(froze >= 0, froze, np.iinfo(np.int64).max))), calm
 
 
 def exit_order(hp: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:

@@ -100,6 +100,26 @@ def groups_block(groups, x, platform: str | None = None) -> int:
     return max(block_of(st, x, platform) for st in statics)
 
 
+# With early exit, each chunk's runs are first computed for the recorded blocks within this
+# share of their steps (`exit_probe_blocks`), to learn which of them freeze that early
+# (`execute.probe_order`).
+EXIT_PROBE_SHARE = 1 / 32
+
+
+def exit_probe_blocks(static: Static) -> int:
+    """How many recorded blocks (`train.record_steps`) the early-exit probe computes: those
+    that end within the first `EXIT_PROBE_SHARE` of the steps. 0 (no probe) without early
+    exit, with the sharpness (it would be measured twice at step 0, costing more than the
+    probe saves where few runs freeze), or when no whole block fits, as with a
+    `record_every` above steps/32: the loop only stops between blocks, so a shorter probe
+    could not tell which runs stop it."""
+    if not static.early_exit or static.sharpness:
+        return 0
+    # block i covers steps i*k .. (i+1)*k - 1 (k = record_every), so m blocks end by step m*k,
+    # never at the end: m*k <= steps/32
+    return int(static.steps * EXIT_PROBE_SHARE // static.record_every)
+
+
 # On CPU a block's runs are trained in groups doing at least this much work per step
 # (`sub_batch`); the whole block at once on other platforms.
 SUB_BATCH_FLOPS = 32e6

@@ -23,6 +23,7 @@ at a time.
 from __future__ import annotations
 
 import contextlib
+import copy
 import hashlib
 import json
 import os
@@ -264,7 +265,7 @@ class Store:
                              "choose another --out") from None
 
     def _check_same(self, m: dict, ignore: tuple[str, ...] = ()) -> None:
-        old, new = m.get("fingerprint", {}), self.fingerprint
+        old, new = (without_neutral(f) for f in (m.get("fingerprint", {}), self.fingerprint))
         changed = [k for k in sorted(set(old) | set(new))
                    if k not in ignore and old.get(k) != new.get(k)]
         if changed:
@@ -559,6 +560,24 @@ def _other_alive(info: dict) -> bool:
     if host != socket.gethostname():
         return host is not None
     return pid != os.getpid() and _pid_alive(pid)
+
+
+# Settings in a sweep's fingerprint that change how it is computed but no result: a folder
+# written with one value resumes with the other (`[train] early_exit`: bit-identical tables).
+RESULT_NEUTRAL = (("config", "train", "early_exit"),)
+
+
+def without_neutral(fingerprint: dict) -> dict:
+    """`fingerprint` without the RESULT_NEUTRAL settings (also those of folders written
+    before they were left out), so that changing one of them never refuses a resume."""
+    out = copy.deepcopy(fingerprint)
+    for *parents, key in RESULT_NEUTRAL:
+        node = out
+        for p in parents:
+            node = node.get(p) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(key, None)
+    return out
 
 
 def _describe_change(key: str, old, new) -> str:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, InputError
+from ..io import store
 from ..spec import schema as cfg
 from ..train.classify import LABELS
 from . import runner
@@ -355,8 +356,11 @@ def _open_folder(path: Path, settings: dict, resume: bool) -> None:
         if not resume:
             raise InputError(f"output folder {str(path)!r} already holds a zoom; pass "
                              "--resume (resume=True) to continue it, or choose another --out")
+        # settings that change no result (store.RESULT_NEUTRAL) may differ
+        new = store.without_neutral(json.loads(json.dumps(settings)))
+        old = store.without_neutral(old)
         for key in ("axes", "levels", "margin", "by", "config"):
-            if json.loads(json.dumps(settings[key])) != old.get(key):
+            if new[key] != old.get(key):
                 raise InputError(f"output folder {str(path)!r} holds a zoom with another "
                                  f"{key} ({old.get(key)!r}); resume it with the same "
                                  "settings, or choose another --out")

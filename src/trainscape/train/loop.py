@@ -180,14 +180,17 @@ def init_params_of(model: Model, seed):
 
 def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
               init_params: Any = None, group: str | None = None,
-              test: tuple = ()) -> Trajectory:
+              test: tuple = (), max_blocks=None) -> Trajectory:
     """Train one run with hyperparameters `hp` (scalars: `seed`, `learning_rate`, ...).
 
     `init_params`: the run's starting weights (the caller's shared ones, or its own draw made
     by the engine's init program); None draws them here from the seed, the same weights.
     `group`: the name of the vmapped axis of the runs trained together with this one (None:
     it is trained alone); with `static.early_exit` their loop ends once all are frozen.
-    `test`: held-out `(x, y)`, never trained on, evaluated when `static.test`."""
+    `test`: held-out `(x, y)`, never trained on, evaluated when `static.test`.
+    `max_blocks` (with `static.early_exit`; a traced integer, None: no limit): compute at most
+    the first this many recorded blocks and stop there, without the end's evaluation (the
+    engine's probe, `execute.probe_order`); the results are those of a run cut short."""
     dt = jnp.dtype(static.dtype)
     sdt = stat_dtype(static.dtype)
     _, k_batch, k_drop, k_sharp = run_keys(hp["seed"])
@@ -336,7 +339,7 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
     carry = (params, opt_state, _init_stats(sdt))
     if static.early_exit:
         (_, _, stats), (rec_R, acc_R, sh_R, held_R), stop = _until_frozen(block, carry, xs,
-                                                                            group)
+                                                                            group, max_blocks)
         # steps 0 .. starts[stop] - 1, then the evaluation at T
         computed = jnp.asarray(np.append(starts, T))[stop] + 1
         if not static.sharpness:
@@ -381,7 +384,7 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
     )
 
 
-def _until_frozen(block, carry, xs, group: str | None):
+def _until_frozen(block, carry, xs, group: str | None, max_blocks=None):
     """`lax.scan(block, carry, xs)` over the recorded blocks, except that once every run of
     `group` is frozen the blocks left are skipped up to the last one (the end, `steps`), which
     still runs: it is where the full loop measures the final sharpness, and it keeps the step's
@@ -393,7 +396,8 @@ def _until_frozen(block, carry, xs, group: str | None):
     recorded values are NaN, so skipping its steps changes none of its results; a group with a
     live run computes every block for all its runs, as the scan does. `group` names the vmapped
     axis (a `psum` over it tells each run whether any of the group is alive, one value for the
-    group, so the loop index and the sharpness's `cond` stay unbatched); None: the run alone."""
+    group, so the loop index and the sharpness's `cond` stay unbatched); None: the run alone.
+    `max_blocks`: the loop ends before block `max_blocks` (None: no limit; see `train_one`)."""
     n = len(jax.tree.leaves(xs)[0])
     xs = jax.tree.map(jnp.asarray, xs)
     shapes = jax.eval_shape(block, carry, jax.tree.map(lambda a: a[0], xs))[1]
@@ -408,6 +412,7 @@ def _until_frozen(block, carry, xs, group: str | None):
         return jnp.where(anyone, i + 1, jnp.maximum(i + 1, n - 1)), carry, ys, ran + 1
 
     zero = jnp.zeros((), jnp.int32)
-    _, carry, ys, ran = lax.while_loop(lambda c: c[0] < n, body, (zero, carry, ys, zero))
+    end = n if max_blocks is None else jnp.minimum(n, max_blocks)
+    _, carry, ys, ran = lax.while_loop(lambda c: c[0] < end, body, (zero, carry, ys, zero))
     # the loop ran blocks 0 .. stop - 1 and then the last one
     return carry, ys, jnp.where(ran < n, ran - 1, n)

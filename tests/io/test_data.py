@@ -300,7 +300,7 @@ def test_load_errors(tmp_path, case):
         (np.ones(5), np.ones(5), ["x is 1-D", "reshape(-1, 1)"]),
         (np.ones((5, 2, 2)), np.ones(5), ["x has shape (5, 2, 2)"]),
         (np.ones((5, 2)), np.ones(4), ["5 rows", "y has 4"]),
-        (np.ones((1, 2)), np.ones(1), ["1 row", "at least 2"]),
+        (np.ones((1, 2)), np.ones(1), ["x and y have 1 row(s); at least 2 are needed"]),
         (np.ones((3, 2)), np.ones((3, 2, 1)), ["y has shape"]),
         (np.array([[1, "a"], [2, "b"]], dtype=object), np.ones(2), ["column 1 of x", "'a'"]),
         (np.array([[1.0, np.nan], [np.inf, 2.0]]), np.ones(2), ["x has 2 NaN/inf", "column 0"]),

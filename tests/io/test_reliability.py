@@ -784,6 +784,28 @@ def test_a_network_trained_a_run_at_a_time_is_not_refused_for_its_whole_block(mo
         plan.check_memory(prep)
 
 
+def test_the_sharpness_basis_is_counted_as_lanczos_keeps_it():
+    """Lanczos keeps min(sharpness_iters, parameters) basis vectors (nn.curvature): counting
+    sharpness_iters of them refused metrics.sharpness_iters = 2**31 on a 17-parameter network
+    as a grid too large for the machine, with a message naming other keys."""
+    base = {"data": {"name": "moons", "n_samples": 64}, "model": {"hidden": [4]},
+            "train": {"steps": 2}, "sweep": {"learning_rate": [0.1, 1.0]}}
+
+    def need(**metrics):
+        prep = prepare.Prepared(ts.parse({**base, "metrics": metrics}))
+        return prep, plan.memory_need(prep, 2)
+
+    prep, plain = need()
+    n = plan.n_params(prep.static)
+    assert n == 2 * 4 + 4 + 4 + 1
+    per_vector = 2 * n * 4  # two runs, float32
+    assert need(sharpness=True, sharpness_iters=n - 1)[1] == plain + (n + 1) * per_vector
+    for iters in (n, n + 1, 2**31):
+        prep, got = need(sharpness=True, sharpness_iters=iters)
+        assert got == plain + (n + 2) * per_vector, iters
+        plan.check_memory(prep)  # not refused
+
+
 def test_memory_estimate_and_device_memory():
     one = memory.estimate_bytes(100, 50, 2, (16, 1), 21, 1, "float32")
     assert one == (6 * 100 + 4 * 50 * 17) * 4 + (3 * 21 + 32) * 4 + 50 * 3 * 4

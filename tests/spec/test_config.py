@@ -309,3 +309,14 @@ def test_step_counts_beyond_int32_are_refused_in_one_line(key):
         with pytest.raises(ConfigError, match=rf"^\[train\] {key}: got {v}; must be below"):
             cfg.parse({"train": {key: v}})
     assert cfg.parse({"train": {key: 2**31 - 2}}).train.model_dump()[key] == 2**31 - 2
+
+
+def test_a_sharpness_interval_beyond_int32_is_refused_in_one_line():
+    """Found by the long fuzz profile: metrics.sharpness_every = 2**31 ended in an
+    OverflowError traceback (the loop takes it modulo int32 step counts)."""
+    for v in (2**31, 2**63):
+        with pytest.raises(ConfigError, match=rf"^\[metrics\] sharpness_every: got {v}; must be "
+                           r"at most 2,147,483,647 \(steps are counted in int32\)$"):
+            cfg.parse({"metrics": {"sharpness_every": v}})
+    assert cfg.parse({"metrics": {"sharpness_every": 2**31 - 1}}).metrics.sharpness_every == \
+        2**31 - 1

@@ -2,9 +2,11 @@
 
 Every generated input must end in exit 0 (a valid sweep, run on a tiny budget) or exit 2 with
 one line `trainscape: error: KEY...`, never a traceback and never exit 1, and nothing may be
-written on exit 2. The network (moons 64 x 2, hidden [4]) and the steps (2) are fixed, and
-keys that would change the compiled program are only given values of the wrong kind, so the
-valid cases share a few compiled programs.
+written on exit 2. That line must name what was broken: one of the config keys (or --set
+overrides) the case mutated, the data file, or the array argument (`data=`, and x or y when
+only one of them was broken). The network (moons 64 x 2, hidden [4]) and the steps (2) are
+fixed, and keys that would change the compiled program are only given values of the wrong
+kind, so the valid cases share a few compiled programs.
 
 Default run: a fixed number of examples per category, derandomized (the same inputs every
 run); `pytest -m slow tests/spec/test_fuzz.py` runs the long profile (25 times as many, random).
@@ -12,8 +14,8 @@ run); `pytest -m slow tests/spec/test_fuzz.py` runs the long profile (25 times a
 
 import contextlib
 import io
-import json
 import math
+import re
 import string
 import tempfile
 from pathlib import Path
@@ -162,7 +164,11 @@ def _toml(raw: dict) -> str:
 
 
 def _key(k: str) -> str:
-    return json.dumps(k)  # a TOML basic string: JSON's escapes, every non-ASCII one escaped
+    """`k` as a TOML basic string, every character but printable ASCII escaped (as \\uXXXX or
+    \\UXXXXXXXX: JSON's surrogate pairs for characters beyond U+FFFF are not TOML)."""
+    return '"' + "".join(
+        c if " " <= c <= "~" and c not in '"\\' else
+        f"\\u{ord(c):04x}" if ord(c) < 0x10000 else f"\\U{ord(c):08x}" for c in k) + '"'
 
 
 def _toml_value(v, bare: bool = False) -> str:
@@ -186,12 +192,77 @@ def _toml_value(v, bare: bool = False) -> str:
     return str(v)
 
 
+# ----------------------------------------------------------------- naming the key
+
+# Checks that refuse a combination of keys rather than one key's value, with the error's text
+# and the mutated keys that can trigger them: a data file given with a built-in dataset (BASE
+# names one), and a key of BASE's dataset that the dataset or file a mutation chose does not
+# read (data.name = None, given as a dict, falls back to breast_cancer, which takes no
+# n_samples). (The grid-size check, spec.schema.MAX_RUNS, is out of reach: no generated axis
+# of more than MAX_AXIS_VALUES values gets that far.)
+DATA_SOURCE = ("data.name", "data.path")
+CROSS_KEY = [(re.compile(r"^\[data\]: give either name .* or path .*, not both$"),
+              lambda key: key in DATA_SOURCE),
+             (re.compile(r"^data\.\w+: not used by (dataset '\w+'|a data file \(data\.path\))"),
+              lambda key: key in DATA_SOURCE)]
+
+
+def _message(line: str) -> str:
+    return re.sub(r"^trainscape( run)?: error: ", "", line)
+
+
+def _names_key(msg: str, key: str) -> bool:
+    """Whether error message `msg` names the dotted config key `key` (or the part of it the
+    config reading stops at) in one of the forms the messages use: `[train] steps`,
+    `[train]: unknown key 'x'`, `sweep.seed[0]`, `sweep: unknown axis 'x'`, `data.path`
+    (io.data), `--set train.steps`, `unknown section or key 'x'`, `[data]`, `name:`."""
+    parts = key.split(".")
+    if parts[0] == "sweep" and len(parts) > 1:  # an axis name may hold dots: learning_rate.0
+        parts = ["sweep", ".".join(parts[1:])]
+    sec, e = parts[0], re.escape
+    pats = [rf"unknown section or key {e(repr(sec))}"]
+    if len(parts) == 1:
+        pats += [rf"^\[{e(sec)}\]", rf"^{e(sec)}[:.]", rf"^--set {e(sec)}:"]
+    else:
+        sub = parts[1]
+        pats += [rf"(?<![\w.]){e(sec + '.' + sub)}(?!\w)",
+                 rf"\[{e(sec)}\] {e(sub)}(?!\w)",
+                 rf"^\[{e(sec)}\]: unknown key {e(repr(sub))}",
+                 rf"^sweep: unknown axis {e(repr(sub))}" if sec == "sweep" else r"(?!)"]
+    return any(re.search(p, msg) for p in pats)
+
+
+def _assert_names_a_key(line: str, keys: list[str]) -> None:
+    """The error line names at least one of the mutated `keys`, or is a cross-key refusal
+    that one of them can trigger."""
+    msg = _message(line)
+    ok = any(_names_key(msg, k) for k in keys) or any(
+        pat.search(msg) and any(applies(k) for k in keys) for pat, applies in CROSS_KEY)
+    assert ok, f"the error names none of the mutated keys {keys}: {line}"
+
+
+def _override_names(item: str) -> list[str]:
+    """The key an override sets, as the command line reads it (the text before the first
+    `=`, stripped); an override with none is named by its whole text."""
+    key = item.partition("=")[0].strip()
+    return [key] if "=" in item and key else []
+
+
+def _assert_names_an_override(line: str, sets: list[str]) -> None:
+    msg = _message(line)
+    # a malformed override is quoted whole: --set 'train..steps=2': expected KEY=VALUE ...
+    if any(f"--set {item!r}" in msg for item in sets):
+        return
+    _assert_names_a_key(line, [k for item in sets for k in _override_names(item)])
+
+
 # ----------------------------------------------------------------- the property
 
 CASES: dict[str, dict[int, int]] = {}  # category -> exit code -> cases, for the notes
 
 
-def _expect_0_or_2(argv: list[str], out: Path, category: str) -> int:
+def _expect_0_or_2(argv: list[str], out: Path, category: str) -> str | None:
+    """Run the command line; None on exit 0, the error line on exit 2."""
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:
@@ -208,12 +279,12 @@ def _expect_0_or_2(argv: list[str], out: Path, category: str) -> int:
         assert len(lines) == 1, text
         assert lines[0].startswith(("trainscape: error: ", "trainscape run: error: ")), text
         assert not out.exists(), f"written on exit 2: {sorted(out.iterdir())}"
-    else:
-        assert (out / "runs.parquet").is_file()
-    return code
+        return lines[0]
+    assert (out / "runs.parquet").is_file()
+    return None
 
 
-def _run_config(raw: dict, sets: list[str], category: str) -> int:
+def _run_config(raw: dict, sets: list[str], category: str) -> str | None:
     with tempfile.TemporaryDirectory() as d:
         f = Path(d) / "c.toml"
         f.write_text(_toml(raw), encoding="utf-8")
@@ -230,24 +301,29 @@ def _config_case(muts) -> None:
     for k, v in muts:
         _set(raw, k, v)
     if _has_none(raw):  # TOML has no null: given to ts.run as a dict instead
-        _run_dict(raw)
+        line = _run_dict(raw)
     else:
-        _run_config(raw, [], "config")
+        line = _run_config(raw, [], "config")
+    if line is not None:
+        _assert_names_a_key(line, [k for k, _ in muts])
 
 
-def _run_dict(raw: dict) -> None:
-    """A config TOML cannot write, given to ts.run as a dict: InputError or a valid sweep."""
+def _run_dict(raw: dict) -> str | None:
+    """A config TOML cannot write, given to ts.run as a dict: a valid sweep (None) or an
+    InputError (its message)."""
     with tempfile.TemporaryDirectory() as d:
         out = Path(d) / "out"
         try:
             ts.run(raw, out=out, progress=False)
             CASES.setdefault("config", {}).setdefault(0, 0)
             CASES["config"][0] += 1
+            return None
         except InputError as e:
             assert "\n" not in str(e).strip(), str(e)
             assert not out.exists()
             CASES.setdefault("config", {}).setdefault(2, 0)
             CASES["config"][2] += 1
+            return str(e)
 
 
 CONFIGS = st.lists(mutation(), min_size=1, max_size=3)
@@ -271,7 +347,13 @@ OVERRIDES = st.lists(st.one_of(
 @given(OVERRIDES)
 @_settings("overrides")
 def test_fuzzed_overrides_exit_0_or_one_line_2(sets):
-    _run_config(BASE, sets, "overrides")
+    _overrides_case(sets)
+
+
+def _overrides_case(sets: list[str]) -> None:
+    line = _run_config(BASE, sets, "overrides")
+    if line is not None:
+        _assert_names_an_override(line, sets)
 
 
 # ----------------------------------------------------------------- data files and arrays
@@ -308,15 +390,21 @@ def test_fuzzed_csv_files_exit_0_or_one_line_2(text):
         f = Path(d) / "d.csv"
         f.write_text(text)
         raw = {**BASE, "data": {"path": str(f), "target": "y", "standardize": False}}
-        _run_config(raw, [], "csv")
+        line = _run_config(raw, [], "csv")
+        assert line is None or f.name in line, f"the error does not name {f.name}: {line}"
 
 
 DTYPES = [np.float64, np.float32, np.int64, np.bool_, np.complex128, object, np.str_,
           np.float16, np.uint8]
 
 
+# dtypes validate_arrays refuses (object arrays of numbers are read as float64)
+NON_NUMERIC = (np.complex128, np.str_)
+
+
 @st.composite
 def arrays(draw):
+    """(data=, the arrays of it that were broken: a subset of {"x", "y"})."""
     x_shape = draw(st.sampled_from([(64, 2), (64, 2), (64,), (0, 2), (64, 0), (64, 2, 1),
                                     (63, 2), ()]))
     y_shape = draw(st.sampled_from([(64,), (64,), (64, 1), (63,), (0,), (64, 2), ()]))
@@ -326,33 +414,45 @@ def arrays(draw):
     x_dt, y_dt = draw(st.sampled_from(DTYPES[:2] * 3 + DTYPES)), draw(st.sampled_from(
         DTYPES[:1] * 3 + DTYPES))
     x, y = x.astype(x_dt), y.astype(y_dt)
+    # (64, 1) labels are one output column, a 1-D target; (64, 2) ones are regression
+    # targets, which bce refuses
+    broken = {"x"} if x_shape != (64, 2) or x_dt in NON_NUMERIC else set()
+    broken |= {"y"} if y_shape not in ((64,), (64, 1)) or y_dt in NON_NUMERIC else set()
     if x.size and x.dtype.kind == "f" and draw(st.booleans()):
         x.flat[draw(st.integers(0, x.size - 1))] = draw(st.sampled_from([np.nan, np.inf]))
+        broken.add("x")
     if y.size and draw(st.integers(0, 4)) == 0:
         y = y.astype(np.float64)
         y.flat[0] = draw(st.sampled_from([np.nan, 0.5, 2.0, -1.0]))
+        broken.add("y")
     wrap = draw(st.sampled_from(["tuple", "tuple", "list", "x only", "three", "nested"]))
     if wrap == "list":
-        return [x, y]
+        return [x, y], broken
     if wrap == "x only":
-        return x
+        return x, set()
     if wrap == "three":
-        return (x, y, y)
+        return (x, y, y), set()
     if wrap == "nested":
-        return (x.tolist(), y.tolist())
-    return (x, y)
+        return (x.tolist(), y.tolist()), broken
+    return (x, y), broken
 
 
 @given(arrays())
 @_settings("arrays")
-def test_fuzzed_data_arrays_run_or_raise_input_error(data):
+def test_fuzzed_data_arrays_run_or_raise_input_error(case):
+    data, broken = case
     try:
         res = ts.run(BASE, data=data, progress=False)
         code = 0
         assert len(res.runs) == 2
     except InputError as e:
         code = 2
-        assert str(e) and "\n" not in str(e).strip(), str(e)
+        msg = str(e)
+        assert msg and "\n" not in msg.strip(), msg
+        # the argument, then the array in it (its name without the argument's own spelling)
+        assert "data=" in msg, f"the error does not name data=: {msg}"
+        words = set(re.findall(r"\w+", msg.replace("data=(x, y)", "")))
+        assert not broken or broken & words, f"the error names none of {broken}: {msg}"
     CASES.setdefault("arrays", {}).setdefault(code, 0)
     CASES["arrays"][code] += 1
 
@@ -372,7 +472,7 @@ def test_fuzzed_configs_long(muts):
 @given(OVERRIDES)
 @_settings("overrides", long=True)
 def test_fuzzed_overrides_long(sets):
-    _run_config(BASE, sets, "overrides")
+    _overrides_case(sets)
 
 
 @pytest.mark.slow
@@ -385,8 +485,8 @@ def test_fuzzed_csv_files_long(text):
 @pytest.mark.slow
 @given(arrays())
 @_settings("arrays", long=True)
-def test_fuzzed_data_arrays_long(data):
-    test_fuzzed_data_arrays_run_or_raise_input_error.hypothesis.inner_test(data)
+def test_fuzzed_data_arrays_long(case):
+    test_fuzzed_data_arrays_run_or_raise_input_error.hypothesis.inner_test(case)
 
 
 def teardown_module(module):
@@ -405,5 +505,5 @@ def test_a_csv_of_a_million_columns_runs_or_is_refused_in_one_line(tmp_path):
         out.write(",".join(f"c{i}" for i in range(10**6)) + ",y\n")
         for r in range(4):
             out.write(",".join(f"{v:.2f}" for v in rng.standard_normal(10**6)) + f",{r % 2}\n")
-    code = _run_config({**BASE, "data": {"path": str(f), "target": "y"}}, [], "csv")
-    assert code in (0, 2)
+    line = _run_config({**BASE, "data": {"path": str(f), "target": "y"}}, [], "csv")
+    assert line is None or f.name in line, line

@@ -192,12 +192,31 @@ def test_bce_and_cross_entropy_refuse_the_wrong_labels(blobs3, moons):
     """bce on 3-class labels and cross_entropy on real-valued targets are ConfigErrors naming
     the key and the task, raised before anything is compiled."""
     x, y = blobs3
-    with pytest.raises(ConfigError, match=r"\[loss\] name: 'bce' needs binary.*multiclass"):
+    with pytest.raises(ConfigError, match=r"\[loss\] name: 'bce' needs binary labels in "
+                       r"\{0, 1\}, but y of data=\(x, y\) makes the task multiclass"):
         run({"model": {"hidden": [4]}, "loss": {"name": "bce"}}, (x, y))
     xr = moons[0]
     yr = np.random.default_rng(0).standard_normal(len(xr))
-    with pytest.raises(ConfigError, match=r"'cross_entropy' needs integer class labels"):
+    with pytest.raises(ConfigError, match=r"'cross_entropy' needs integer class labels, but y "
+                       r"of data=\(x, y\) makes the task regression"):
         run({"model": {"hidden": [4]}, "loss": {"name": "cross_entropy"}}, (xr, yr))
+
+
+def test_the_wrong_labels_are_named_by_where_they_come_from(tmp_path):
+    """A data file's refusal names the file and its target column, a built-in dataset's names
+    the dataset (both raised before anything is compiled)."""
+    f = tmp_path / "d.csv"
+    f.write_text("a,b,t\n0.1,0.2,0.5\n0.3,0.4,1.5\n0.5,0.6,2.5\n")
+    with pytest.raises(ConfigError) as info:
+        ts.run({"data": {"path": str(f), "target": "t"}}, progress=False)
+    assert str(info.value) == (f"[loss] name: 'bce' needs binary labels in {{0, 1}}, but column "
+                               f"'t' of data file '{f}' makes the task regression; use "
+                               "'cross_entropy' for classes or 'mse' for regression")
+    with pytest.raises(ConfigError, match=r"^\[loss\] name: 'cross_entropy' needs integer "
+                       r"class labels, but dataset 'teacher' makes the task regression; use "
+                       r"'mse'$"):
+        ts.run({"data": {"name": "teacher", "n_samples": 8},
+                "loss": {"name": "cross_entropy"}}, progress=False)
 
 
 # ------------------------------------------------------------ initializers

@@ -260,7 +260,8 @@ def memory_need(prep: Prepared, runs: int) -> int:
     need = 0
     for (static, _), sizes in zip(prep.groups, prep.group_sizes, strict=True):
         widths = (prep.d_out,) if prep.custom_model else tuple(sizes[1:])
-        extra = static.sharpness_iters + 2 if static.sharpness else 0
+        # Lanczos keeps a basis of min(sharpness_iters, parameters) vectors (nn.curvature)
+        extra = min(static.sharpness_iters, n_params(static)) + 2 if static.sharpness else 0
         # a CPU device trains its blocks one group of runs at a time (GPU and TPU blocks are
         # vmapped whole; counted whole, as before)
         active = (sub_batch(static, prep.x, devices[0].platform) * len(devices)

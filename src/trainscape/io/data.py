@@ -209,7 +209,7 @@ def validate_arrays(x: Any, y: Any, source: str) -> tuple[np.ndarray, np.ndarray
             f"they must have the same number of rows"
         )
     if x_arr.shape[0] < 2:
-        raise DataError(f"{source}: {x_arr.shape[0]} row(s); at least 2 are needed")
+        raise DataError(f"{source}: x and y have {x_arr.shape[0]} row(s); at least 2 are needed")
     _check_finite(x_arr, "x", x_cols, source)
     _check_finite(y_arr, "y", y_cols, source)
     return np.ascontiguousarray(x_arr, dtype=np.float64), _normalise_y(y_arr, source)

@@ -195,6 +195,8 @@ class MetricsConfig(_Section):
     def _non_negative(cls, v):
         if v < 0:
             raise ValueError("must be >= 0 (0: only at init and at the end)")
+        if v > INT32_MAX:  # the loop compares it with int32 step counts
+            raise ValueError(f"must be at most {INT32_MAX:,} (steps are counted in int32)")
         return v
 
     @field_validator("sharpness_iters")

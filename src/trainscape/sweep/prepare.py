@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -20,6 +21,17 @@ from ..nn.models import Model, builtin_mlp
 from ..spec import grid, registry
 from ..spec import schema as cfg
 from ..train.loop import Static
+
+
+def _labels(exp: cfg.Experiment, data, source: str) -> str:
+    """Where the labels come from, as the loss's error names it: the caller's array, the
+    file's column or the built-in dataset (`source`)."""
+    if data is not None:
+        return "y of data=(x, y)"
+    if exp.data.path is not None:
+        target = exp.data.target or registry.DATA_DEFAULTS["target"]
+        return f"column '{target}' of data file '{Path(exp.data.path).expanduser()}'"
+    return f"dataset '{source}'"
 
 
 class Prepared:
@@ -69,15 +81,16 @@ class Prepared:
             x = data_mod.standardize_features(x)
         self.x, self.y = x, y
         loss = exp.loss.name
+        labels = _labels(exp, data, self.data_source)
         if loss == "bce" and self.task != "binary":
             raise ConfigError(
-                f"[loss] name: 'bce' needs binary labels in {{0, 1}}, but the data is "
-                f"{self.task}; use 'cross_entropy' for classes or 'mse' for regression"
+                f"[loss] name: 'bce' needs binary labels in {{0, 1}}, but {labels} makes the "
+                f"task {self.task}; use 'cross_entropy' for classes or 'mse' for regression"
             )
         if loss == "cross_entropy" and not np.issubdtype(y.dtype, np.integer) and \
                 self.task != "binary":
             raise ConfigError("[loss] name: 'cross_entropy' needs integer class labels, "
-                              f"but the data is {self.task}; use 'mse'")
+                              f"but {labels} makes the task {self.task}; use 'mse'")
         if loss == "cross_entropy":
             self.y = y.astype(np.int64)
             if self.y_test is not None:

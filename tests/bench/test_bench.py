@@ -303,12 +303,23 @@ def test_peers_are_timed_in_interleaved_rounds_and_a_failing_peer_is_isolated():
 
     setups = {"a": peer("a"), "b": peer("b", fail_at=2), "c": ({"status": "skipped"}, None)}
     res = bench._time_rounds(setups, 3, between=lambda: calls.append("|"))
-    # round r times every peer once before any peer's round r + 1
-    assert calls == ["a", "b", "|", "a", "b", "|", "a", "|"]
+    # round r times every peer once before any peer's round r + 1, starting one peer further
+    # along each round (b failed in its second call, so the third round is a's alone)
+    assert calls == ["a", "b", "|", "b", "a", "|", "a", "|"]
     assert res["a"]["status"] == "ok" and len(res["a"]["seconds"]) == 3
     assert res["a"]["run_steps_per_s"] == pytest.approx(10 / min(res["a"]["seconds"]))
     assert res["b"]["status"] == "error" and "boom" in res["b"]["note"]
     assert res["c"] == {"status": "skipped"}
+
+
+def test_each_round_starts_one_peer_further_along():
+    calls = []
+
+    def peer(name):
+        return {"status": "ok", "run_steps_timed": 1}, lambda: calls.append(name)
+
+    bench._time_rounds({p: peer(p) for p in "abc"}, 4, between=lambda: calls.append("|"))
+    assert "".join(calls) == "abc|bca|cab|abc|"
 
 
 def test_utilization_uses_the_best_matmul_rate_of_the_run(monkeypatch, small_matmul):

@@ -166,17 +166,22 @@ MIXED = {**GRID, "sweep": {"seed": {"range": 64}, "learning_rate": [1000.0, 3000
 
 
 def test_the_probe_puts_runs_that_freeze_early_together(monkeypatch):
-    """With the probe covering the first 10 of 40 steps, the runs seen freezing there are
-    dispatched first, by their freeze step, the rest after them by learning rate: the
-    run-steps skipped are exactly those of that order's groups, more than the learning-rate
-    order skips, and both tables are still bit-identical to early_exit = false."""
+    """With the probe covering the first 10 of 40 steps: the dispatch of the highest learning
+    rates first (some of its runs freeze, so the others are probed), then the runs seen
+    freezing in the probe, by their freeze step, then the rest by learning rate. The run-steps
+    skipped are exactly those of that order's groups, more than the learning-rate order
+    skips, and both tables are still bit-identical to early_exit = false."""
     monkeypatch.setattr(plan, "EXIT_PROBE_SHARE", 0.25)
     on, off = _both(MIXED)
     _assert_same(on, off)
     frozen = _frozen_at(on.curves)
     lr = on.runs["learning_rate"].to_numpy()
-    seen = (frozen >= 0) & (frozen < 10)
-    order = np.lexsort((lr, np.where(seen, frozen, T + 1)))
+    d = len(plan.run_devices()) * plan.BLOCK  # runs per dispatch
+    desc = np.argsort(lr, kind="stable")[::-1]
+    lead, rest = desc[:d], desc[d:]
+    seen = (frozen[rest] >= 0) & (frozen[rest] < 10)
+    order = np.concatenate([lead, rest[np.lexsort((lr[rest],
+                                                    np.where(seen, frozen[rest], T + 1)))]])
     want = _expected_skipped(lr, frozen, plan.BLOCK, T, order)
     assert on.meta["timings"]["run_steps_skipped"] == want
     by_rate = _expected_skipped(lr, frozen, plan.BLOCK, T)
@@ -201,12 +206,13 @@ def test_the_probe_stops_its_loop_after_its_blocks():
     np.testing.assert_array_equal(got, np.where(frozen < 5, frozen, -1))
 
 
-@pytest.mark.parametrize("rates, want", [([0.05, 0.1], 1), ([1000.0, 3000.0], 2)],
+@pytest.mark.parametrize("rates, want", [([0.05, 0.1], 0), ([1000.0, 3000.0], 2)],
                          ids=["calm", "freezing"])
-def test_a_calm_grid_pays_for_one_probe_dispatch(monkeypatch, rates, want):
-    """Two chunks of one dispatch each, each with both learning rates: where the first chunk's probe
-    sees no run freeze at the top rate, the second chunk (no higher rate) is not probed;
-    where runs freeze, both chunks are."""
+def test_a_grid_is_probed_only_where_its_top_rates_freeze(monkeypatch, rates, want):
+    """Two chunks of two dispatches, each with both learning rates. Each chunk computes the
+    dispatch of its highest rates first; where none of its runs froze, the other dispatch is
+    not probed (no step is computed twice), where some did, it is (one probe dispatch per
+    chunk, 10 blocks long)."""
     monkeypatch.setattr(plan, "EXIT_PROBE_SHARE", 0.25)
     probes = []
     real = execute._dispatch
@@ -217,11 +223,15 @@ def test_a_calm_grid_pays_for_one_probe_dispatch(monkeypatch, rates, want):
         return real(p, hp, rows, g0, hdt, max_blocks)
 
     monkeypatch.setattr(execute, "_dispatch", counted)
-    d = len(plan.run_devices()) * plan.BLOCK  # runs per dispatch: one dispatch per chunk
-    cfg = {**GRID, "sweep": {"seed": {"range": d}, "learning_rate": rates}}
+    d = len(plan.run_devices()) * plan.BLOCK  # runs per dispatch
+    cfg = {**GRID, "sweep": {"seed": {"range": 2 * d}, "learning_rate": rates}}
     prep = prepare.Prepared(ts.parse(cfg))
-    outs = list(execute.run_chunks(prep.groups, prep.hp, prep.x, prep.y, chunk_size=d))
+    outs = list(execute.run_chunks(prep.groups, prep.hp, prep.x, prep.y, chunk_size=2 * d))
     assert len(outs) == 2 and probes == [10] * want
+    off = prepare.Prepared(ts.parse(_with(cfg, train={"early_exit": False})))
+    full = list(execute.run_chunks(off.groups, off.hp, off.x, off.y, chunk_size=2 * d))
+    for a, b in zip(outs, full, strict=True):
+        np.testing.assert_array_equal(a.traj["loss_R"], b.traj["loss_R"])
 
 
 def test_the_probe_covers_a_32nd_of_the_steps_in_whole_blocks():

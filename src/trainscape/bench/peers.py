@@ -7,8 +7,8 @@ bug in the engine cannot make a peer look slower or faster than it is.
 
 Figures reported per peer:
 - run-steps/s = runs x steps / seconds (best of ``repeats``), the peers timed in interleaved
-  rounds (repeat r of every peer, then repeat r + 1) so that a drifting machine speed hits
-  them alike;
+  rounds (repeat r of every peer, then repeat r + 1, each round starting one peer further
+  along) so that a drifting machine speed and the place in a round hit them alike;
 - utilization = useful FLOP/s / dense float32 matmul FLOP/s measured in this same process (the
   best of the opening measurement and one after every round), where
   useful FLOPs per run-step = 6 x n_samples x sum(fan_in x fan_out) (forward 2, backward 4).
@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import functools
+import gc
 import json
 import os
 import platform
@@ -709,17 +710,25 @@ def _time_rounds(setups: dict[str, Setup], repeats: int, w_name: str = "",
                  between: Callable[[], None] | None = None) -> dict[str, dict]:
     """Time the ready peers in rounds: round r times repeat r of every peer, one after the
     other, so that a machine whose speed drifts (this project's 2-core VM varies ~1.4x within
-    minutes) slows every peer alike instead of whichever happened to run then. `between`
-    runs once after each round (the in-round matmul measurement). A peer that raises is
-    reported as an error and left out of the later rounds."""
+    minutes) slows every peer alike instead of whichever happened to run then. Each round
+    starts one peer further along (round r: peers r, r + 1, ..., then 0 .., r - 1), since a
+    fixed order favoured one place: `small`'s engine with early exit on and off measured on/off
+    0.64 timed first and 1.02 timed second (results/bench/README.md, "Early exit"), with the
+    same programs. Garbage is collected before every call. `between` runs once after each
+    round (the in-round matmul measurement). A peer that raises is reported as an error and
+    left out of the later rounds."""
     results = {p: info for p, (info, _) in setups.items()}  # the calls add to their info
     calls = {p: once for p, (_, once) in setups.items() if once is not None}
     times: dict[str, list[float]] = {p: [] for p in calls}
+    order = list(calls)
     for r in range(repeats):
+        k = r % max(len(order), 1)
+        this_round = [p for p in order[k:] + order[:k] if p in calls]
         if stream is not None:
-            print(f"  [{w_name}] round {r + 1}/{repeats}: {', '.join(calls)}", file=stream,
-                  flush=True)
-        for peer in list(calls):
+            print(f"  [{w_name}] round {r + 1}/{repeats}: {', '.join(this_round)}",
+                  file=stream, flush=True)
+        for peer in this_round:
+            gc.collect()
             load = _loadavg()
             results[peer].setdefault("loadavg_1min", [load, load])
             t0 = time.perf_counter()

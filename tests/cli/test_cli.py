@@ -40,6 +40,16 @@ def test_run_writes_results_and_figures(tiny, tmp_path, capsys):
     assert not (out / "chunks").exists() and not (out / ".lock").exists()
 
 
+def test_the_progress_bar_says_the_first_chunk_waits_for_its_program(tiny, tmp_path, capsys):
+    """Until the first chunk is back the bar says the program is being compiled (or loaded
+    from the cache), so that a deep network's minutes of compilation do not look hung; the
+    finished bar no longer says it."""
+    assert main(["run", str(tiny), "--out", str(tmp_path / "o"), "--no-plot"]) == 0
+    err = capsys.readouterr().err
+    assert "compiling or loading the program" in err
+    assert "compiling" not in err.rstrip().rsplit("\r", 1)[-1]
+
+
 def test_second_run_never_overwrites(tiny, tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["run", str(tiny), "--out", str(out), "--no-progress", "--no-plot"]) == 0

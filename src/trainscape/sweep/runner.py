@@ -317,6 +317,9 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
     released = time.perf_counter()
     bar = tqdm(total=n, initial=already, unit="run", desc=desc, disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
+    # the first chunk waits for its program: compiled (seconds to minutes for deep networks)
+    # or loaded from the compile cache; said on the bar so that a long wait does not look hung
+    bar.set_postfix_str("compiling or loading the program", refresh=True)
     try:
         for index in range(share[0], len(layout), share[1]):
             if index in saved:
@@ -334,6 +337,8 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
                 parts[index] = (runs, curves)
             if timing["first_chunk_seconds"] is None:
                 timing["first_chunk_seconds"] = out.seconds
+            if not timing["chunk_seconds"]:
+                bar.set_postfix_str("", refresh=False)
             timing["chunk_seconds"].append(out.seconds)
             timing["computed_runs"] += len(rows)
             timing["run_steps_skipped"] += skipped_run_steps(out.traj, static.steps)

@@ -114,7 +114,7 @@ def _block_programs(prep: Prepared):
         jax.block_until_ready([init_fn(hp["seed"]) for hp, _ in batches])
 
     def train():
-        jax.block_until_ready([fn(hp, xd, yd, i, real, p.test)
+        jax.block_until_ready([fn(hp, xd, yd, i, real, p.test, execute.NO_LIMIT)
                                for (hp, real), i in zip(batches, inits, strict=True)])
 
     return init, train, len(batches), group_runs

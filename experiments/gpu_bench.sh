@@ -12,7 +12,8 @@
 #                      experiments/engine_gap.py: the engine's compiled block programs alone,
 #                      its init program alone, ts.run end to end and the JAX step loop,
 #                      and the programs rebuilt three ways (`--variants`)
-#   runs.tar.gz        runs.parquet + meta.json of the GPU sweeps below
+#   runs.tar.gz        runs.parquet + meta.json of the GPU sweeps below, and the `diverging`
+#                      bench's bench.json/.md (early exit on and off)
 #
 # Steps: (1) where the engine's time goes (engine_gap.py: its programs alone, ts.run, the
 # step loop, and the programs rebuilt with the step loop's layout or without the summaries),
@@ -83,6 +84,12 @@ for wl in ${WORKLOADS:-seed small}; do  # one process each: a timeout costs one 
     for f in json md; do cp "$W/bench-$wl/bench.$f" "$OUT/bench-$wl.$f" 2>/dev/null; done
 done
 
+# early exit on the accelerator, where the loop over steps becomes a while_loop with a
+# data-dependent condition: the `diverging` workload with early exit on and off in the same
+# rounds (its markdown lands in log.txt, its json in runs.tar.gz)
+step bench-diverging 120 "$PY" -m trainscape bench --workload diverging \
+    --peers engine,engine_no_early_exit ${BENCH_ARGS:---repeats 3} --out "$W/bench-diverging"
+
 step run-highest 120 "$PY" -m trainscape run --no-progress ${RUN_SETS:-} --out "$W/seed_question_highest"
 # the same sweep again in a fresh process that compiles (and autotunes) everything anew:
 # are a GPU's results the same bits from one process to the next?
@@ -111,7 +118,8 @@ step compare-tf32 60 "$PY" -m trainscape compare-precision \
 step compare-cpu 60 "$PY" -m trainscape compare-precision \
     results/studies/seed_question "$W/seed_question_highest"
 (cd "$W" && tar czf "$OUT/runs.tar.gz" --exclude=curves.parquet --exclude='*.png' \
-    seed_question_highest seed_question_again det1 det2 seed_question_tf32 2>/dev/null)
+    seed_question_highest seed_question_again det1 det2 seed_question_tf32 bench-diverging \
+    2>/dev/null)
 
 # tests marked cpu_only skip themselves on a GPU
 [ -n "${SKIP_TESTS:-}" ] || step tests 150 "$PY" -m pytest -q -p no:cacheprovider \

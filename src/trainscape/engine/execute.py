@@ -140,7 +140,7 @@ def probe_order(p: Placed, hp: dict[str, np.ndarray], rows: np.ndarray, hdt, blo
 
     On the `diverging` bench workload, where the seeds of one learning rate freeze at
     different steps or not at all, this raised the run-steps skipped from 30.5% (learning-rate
-    order) to 39.8% (44.3% if every run stopped on its own; results/bench/README.md, "Early
+    order) to 39.8% (44.2% if every run stopped on its own; results/bench/README.md, "Early
     exit"). Only the order changes: each run's result depends on its own hyperparameters and
     seed, never on its place in a dispatch (blocks have a fixed size), and the tables keep the
     grid's order."""

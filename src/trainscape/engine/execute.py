@@ -82,16 +82,13 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
         p = placed[st]
         hdt = np.float32 if st.dtype == "bfloat16" else jnp.dtype(st.dtype)
         t0 = time.perf_counter()
-        order = np.arange(len(rows))
-        # dispatched blocks not yet copied to the host, oldest first (probe_order dispatches
-        # the first ones)
-        pending: list = []
+        order, head = np.arange(len(rows)), None
         if st.early_exit:
-            order, pending, calm[st] = probe_order(p, hp, rows, hdt,
-                                                   plan.exit_probe_blocks(st),
-                                                   calm.get(st, -np.inf))
-        parts = []
-        start = sum(m for m, _ in pending)
+            order, head, calm[st] = probe_order(p, hp, rows, hdt, plan.exit_probe_blocks(st),
+                                                calm.get(st, -np.inf))
+        pending: list = []  # dispatched blocks not yet copied to the host, oldest first
+        parts = [] if head is None else [head]  # the lead dispatch, computed by probe_order
+        start = 0 if head is None else p.dispatch_runs
         for g0 in range(start, len(rows), p.dispatch_runs):  # dispatched asynchronously
             pending.append(_dispatch(p, hp, rows[order], g0, hdt, NO_LIMIT))
             if len(pending) > MAX_IN_FLIGHT:
@@ -122,25 +119,24 @@ def _dispatch(p: Placed, hp: dict[str, np.ndarray], rows: np.ndarray, g0: int, h
 
 
 def probe_order(p: Placed, hp: dict[str, np.ndarray], rows: np.ndarray, hdt, blocks: int,
-                calm: float = -np.inf) -> tuple[np.ndarray, list, float]:
+                calm: float = -np.inf) -> tuple[np.ndarray, dict | None, float]:
     """The order in which a chunk's runs `rows` are dispatched with early exit, so that runs
     which freeze at about the same step share a group: the loop over steps ends only when
     all of a group's runs are frozen (`train.loop._until_frozen`). Returns (the order, the
-    dispatches of its first runs already made, as `(real runs, trajectories)`, the new `calm`).
+    host outputs of its first dispatch, already computed, or None; the new `calm`).
 
-    1. The lead: the dispatch of the highest learning rates is made first, and right behind
-       it the dispatch of the lowest (which would be grouped together in any order, and keeps
-       the devices busy while the lead is read back). If none of the lead's runs froze at any
-       step, nothing is probed: lower learning rates rarely freeze sooner, so a grid where
-       nothing blows up computes no step more than without early exit.
-    2. The probe: otherwise the runs in between, highest learning rate first, are computed
-       for the first `blocks` recorded blocks (`plan.exit_probe_blocks`) by the sweep's own
+    1. The lead: the dispatch of the highest learning rates is computed first, in full (its
+       outputs are the chunk's). If none of its runs froze at any step, nothing is probed:
+       lower learning rates rarely freeze sooner, so a grid where nothing blows up costs no
+       step more than without early exit.
+    2. The probe: otherwise the other runs, highest learning rate first, are computed for
+       the first `blocks` recorded blocks (`plan.exit_probe_blocks`) by the sweep's own
        program, told to stop there, a dispatch at a time, until a dispatch in which no run
        froze. Its results are discarded. `calm` is the highest learning rate of a dispatch
        seen not to freeze so far (in the lead, or in the probe); runs at or below it are not
        probed in later chunks of the same `run_chunks` call.
-    3. After the lead and the lowest rates, the runs that froze in the probe come first, by
-       the step they froze at, and the rest follow by learning rate (`exit_order`).
+    3. After the lead, the runs that froze in the probe come first, by the step they froze
+       at, and the rest follow by learning rate (`exit_order`).
 
     On the `diverging` bench workload, where the seeds of one learning rate freeze at
     different steps or not at all, this raised the run-steps skipped from 30.5% (learning-rate
@@ -150,31 +146,27 @@ def probe_order(p: Placed, hp: dict[str, np.ndarray], rows: np.ndarray, hdt, blo
     grid's order."""
     order = exit_order(hp, rows)
     if not blocks:
-        return order, [], calm
+        return order, None, calm
     lr = hp.get("learning_rate")
     rate = lr[rows] if lr is not None and np.ndim(lr) else np.zeros(len(rows))
     d = p.dispatch_runs
-    lead, low = order[::-1][:d], order[: min(d, max(len(rows) - d, 0))]
-    middle = order[len(low):len(rows) - len(lead)][::-1]  # highest learning rate first
-    started = [_dispatch(p, hp, rows[part], 0, hdt, NO_LIMIT) for part in (lead, low)
-               if len(part)]
-    head = _to_host(*started[0], p.order)
+    lead, rest = order[::-1][:d], order[::-1][d:]  # rest: highest learning rate first
+    head = _to_host(*_dispatch(p, hp, rows[lead], 0, hdt, NO_LIMIT), p.order)
     if (head["diverged_step"] < 0).all():
-        return (np.concatenate([lead, low, middle[::-1]]), started,
-                max(calm, float(rate[lead[0]])))
-    froze = np.full(len(middle), -1, np.int64)
-    for g0 in range(0, len(middle), d):
-        if rate[middle[g0]] <= calm:
+        return np.concatenate([lead, rest[::-1]]), head, max(calm, float(rate[lead[0]]))
+    froze = np.full(len(rest), -1, np.int64)
+    for g0 in range(0, len(rest), d):
+        if rate[rest[g0]] <= calm:
             break
-        m, traj = _dispatch(p, hp, rows[middle], g0, hdt, np.int32(blocks))
+        m, traj = _dispatch(p, hp, rows[rest], g0, hdt, np.int32(blocks))
         step = _to_host(m, traj, p.order)["diverged_step"]
         froze[g0:g0 + m] = step
         if (step < 0).all():
-            calm = max(calm, float(rate[middle[g0]]))
+            calm = max(calm, float(rate[rest[g0]]))
             break
     # primary: the step a run froze at in the probe (never or not probed: last); then its rate
-    by = np.lexsort((rate[middle], np.where(froze >= 0, froze, np.iinfo(np.int64).max)))
-    return np.concatenate([lead, low, middle[by]]), started, calm
+    by = np.lexsort((rate[rest], np.where(froze >= 0, froze, np.iinfo(np.int64).max)))
+    return np.concatenate([lead, rest[by]]), head, calm
 
 
 def exit_order(hp: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:

@@ -8,6 +8,7 @@ time is the steadier figure (it does not count the time other processes hold the
 
     PYTHONPATH=src python experiments/early_exit_ab.py diverging --rounds 4
     PYTHONPATH=src python experiments/early_exit_ab.py seed --rounds 4 --seeds 16
+    PYTHONPATH=src python experiments/early_exit_ab.py small --rounds 16 --seeds 16 --order-only
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 
 import trainscape as ts
 from trainscape.bench import peers as bench
-from trainscape.engine import execute
+from trainscape.engine import execute, plan
 from trainscape.sweep import prepare, runner
 
 
@@ -30,12 +31,16 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seeds", type=int, default=None, help="only the runs of the first seeds")
     ap.add_argument("--chunk-size", type=int, default=None)
+    ap.add_argument("--order-only", action="store_true",
+                    help="'off' is early exit too, without the lead dispatch and the probe "
+                         "(learning-rate order): what the ordering alone costs or saves")
     a = ap.parse_args()
     preps = {}
     for early in (True, False):
         cfg = bench.workload_config(a.workload)
-        cfg["train"]["early_exit"] = early
+        cfg["train"]["early_exit"] = early or a.order_only
         preps[early] = prepare.Prepared(ts.parse(cfg))
+    probe_share = plan.EXIT_PROBE_SHARE
     rows = np.arange(preps[True].n_runs)
     if a.seeds is not None:
         rows = rows[preps[True].table["seed"].to_numpy() < a.seeds]
@@ -45,6 +50,7 @@ def main() -> None:
 
     def once(early: bool, record: bool = True) -> None:
         p = preps[early]
+        plan.EXIT_PROBE_SHARE = probe_share if early else 0.0  # 0: no lead, no probe
         t0, c0 = time.perf_counter(), time.process_time()
         outs = list(execute.run_chunks([(p.static, rows)], p.hp, p.x, p.y,
                                        chunk_size=a.chunk_size))
@@ -66,7 +72,7 @@ def main() -> None:
 
     print(json.dumps({
         "workload": a.workload, "runs": int(len(rows)), "rounds": a.rounds,
-        "chunk_size": a.chunk_size,
+        "chunk_size": a.chunk_size, "order_only": a.order_only,
         "wall_on": wall[True], "wall_off": wall[False],
         "cpu_on": cpu[True], "cpu_off": cpu[False],
         "wall_best_ratio": min(wall[True]) / min(wall[False]),

@@ -244,7 +244,8 @@ def test_set_data_source_replaces_the_inherited_one(tmp_path):
     moons = cfg.parse(base)
     assert cfg.resolve_config(moons, ["data.path=x.csv"]).data.n_samples is None
     # both set by the user: still refused
-    with pytest.raises(ConfigError, match="give either name .* or path .*, not both"):
+    with pytest.raises(ConfigError, match="give either name .* or path .*, not both; got "
+                                          "name = 'moons' and path = 'x.csv'$"):
         cfg.resolve_config(None, ["data.path=x.csv", "data.name=moons"])
     with pytest.raises(ConfigError, match="not both"):
         cfg.resolve_config(None, ["data.name=moons", "data.path=x.csv"])

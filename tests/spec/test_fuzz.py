@@ -201,7 +201,7 @@ def _toml_value(v, bare: bool = False) -> str:
 # n_samples). (The grid-size check, spec.schema.MAX_RUNS, is out of reach: no generated axis
 # of more than MAX_AXIS_VALUES values gets that far.)
 DATA_SOURCE = ("data.name", "data.path")
-CROSS_KEY = [(re.compile(r"^\[data\]: give either name .* or path .*, not both$"),
+CROSS_KEY = [(re.compile(r"^\[data\]: give either name .* or path .*, not both; got name = "),
               lambda key: key in DATA_SOURCE),
              (re.compile(r"^data\.\w+: not used by (dataset '\w+'|a data file \(data\.path\))"),
               lambda key: key in DATA_SOURCE)]

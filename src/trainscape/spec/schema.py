@@ -567,7 +567,8 @@ def _check_values(s: dict) -> None:
     d = s["data"]
     if d.name is not None and d.path is not None:
         raise ConfigError(
-            "[data]: give either name (a built-in dataset) or path (a file), not both"
+            f"[data]: give either name (a built-in dataset) or path (a file), not both; got "
+            f"name = {d.name!r} and path = {str(d.path)!r}"
         )
 
 

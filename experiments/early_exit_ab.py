@@ -9,6 +9,7 @@ time is the steadier figure (it does not count the time other processes hold the
     PYTHONPATH=src python experiments/early_exit_ab.py diverging --rounds 4
     PYTHONPATH=src python experiments/early_exit_ab.py seed --rounds 4 --seeds 16
     PYTHONPATH=src python experiments/early_exit_ab.py small --rounds 16 --seeds 16 --order-only
+    PYTHONPATH=src python experiments/early_exit_ab.py small --rounds 30 --raw 4
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import argparse
 import json
 import time
 
+import jax
 import numpy as np
 
 import trainscape as ts
@@ -34,7 +36,11 @@ def main() -> None:
     ap.add_argument("--order-only", action="store_true",
                     help="'off' is early exit too, without the lead dispatch and the probe "
                          "(learning-rate order): what the ordering alone costs or saves")
+    ap.add_argument("--raw", type=int, default=None, metavar="DISPATCHES",
+                    help="time the compiled training program alone: this many dispatches of "
+                         "the grid's first runs, in grid order, no ordering, no copies back")
     a = ap.parse_args()
+    ts.configure()  # as the command line does: a CPU device per core, the compile cache
     preps = {}
     for early in (True, False):
         cfg = bench.workload_config(a.workload)
@@ -48,12 +54,27 @@ def main() -> None:
     cpu: dict[bool, list[float]] = {True: [], False: []}
     skipped = {}
 
+    placed = {}
+    if a.raw is not None:
+        for early, p in preps.items():
+            placed[early] = execute.place(p.static, plan.run_devices(), p.x, p.y, None)
+        rows = rows[:a.raw * placed[True].dispatch_runs]
+
+    def run(p, early):
+        if a.raw is None:
+            return list(execute.run_chunks([(p.static, rows)], p.hp, p.x, p.y,
+                                           chunk_size=a.chunk_size))
+        pl, hdt = placed[early], np.dtype(p.static.dtype)
+        trajs = [execute._dispatch(pl, p.hp, rows, g0, hdt, execute.NO_LIMIT)[1]
+                 for g0 in range(0, len(rows), pl.dispatch_runs)]
+        jax.block_until_ready(trajs)
+        return []
+
     def once(early: bool, record: bool = True) -> None:
         p = preps[early]
         plan.EXIT_PROBE_SHARE = probe_share if early else 0.0  # 0: no lead, no probe
         t0, c0 = time.perf_counter(), time.process_time()
-        outs = list(execute.run_chunks([(p.static, rows)], p.hp, p.x, p.y,
-                                       chunk_size=a.chunk_size))
+        outs = run(p, early)
         if record:
             wall[early].append(time.perf_counter() - t0)
             cpu[early].append(time.process_time() - c0)
@@ -72,7 +93,7 @@ def main() -> None:
 
     print(json.dumps({
         "workload": a.workload, "runs": int(len(rows)), "rounds": a.rounds,
-        "chunk_size": a.chunk_size, "order_only": a.order_only,
+        "chunk_size": a.chunk_size, "order_only": a.order_only, "raw_dispatches": a.raw,
         "wall_on": wall[True], "wall_off": wall[False],
         "cpu_on": cpu[True], "cpu_off": cpu[False],
         "wall_best_ratio": min(wall[True]) / min(wall[False]),

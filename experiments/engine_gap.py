@@ -200,6 +200,7 @@ def main(argv=None) -> int:
     bad = [v for v in names if v not in VARIANTS]
     if bad:
         p.error(f"--variants: unknown {', '.join(bad)}; allowed: {', '.join(VARIANTS)}")
+    ts.configure()  # as the command line does: a CPU device per core, the compile cache
     r = measure(a.workload, a.repeats, a.steps, names)
     print(format_gap(r))
     if a.out is not None:

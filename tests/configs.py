@@ -45,3 +45,11 @@ SCALE_TINY = {
     "train": {"steps": 6, "record_every": 1},
     "sweep": {"learning_rate": {"geomspace": [0.01, 100.0], "num": 16}, "seed": {"range": 8}},
 }
+
+
+def with_sections(cfg: dict, **sections) -> dict:
+    """`cfg` with the keys of each named section updated (a shallow copy; `cfg` unchanged)."""
+    out = dict(cfg)
+    for sec, kv in sections.items():
+        out[sec] = {**cfg.get(sec, {}), **kv}
+    return out

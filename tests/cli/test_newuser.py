@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 import pytest
+from configs import with_sections as _with
 
 import trainscape as ts
 from trainscape.viz import report
@@ -20,13 +21,6 @@ def raw_data():
     x = 100.0 * rng.standard_normal((40, 3)) + 7.0
     y = (x[:, 0] > 7.0).astype(np.float64)
     return x, y
-
-
-def _with(cfg, **sections):
-    out = dict(cfg)
-    for k, v in sections.items():
-        out[k] = {**cfg.get(k, {}), **v}
-    return out
 
 
 def _losses(res):

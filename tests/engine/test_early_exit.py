@@ -4,6 +4,7 @@ its runs are frozen, with results bit-identical to computing every step."""
 import numpy as np
 import pandas as pd
 import pytest
+from configs import with_sections as _with
 
 import trainscape as ts
 from trainscape.engine import compile as engine_compile
@@ -25,13 +26,6 @@ GRID = {
     "train": {"steps": T},
     "sweep": {"seed": {"range": 32}, "learning_rate": LRS},
 }
-
-
-def _with(cfg, **sections):
-    out = dict(cfg)
-    for sec, kv in sections.items():
-        out[sec] = {**cfg.get(sec, {}), **kv}
-    return out
 
 
 def _both(cfg):

@@ -82,6 +82,14 @@ def _bytes(text: str) -> float:
     return v
 
 
+def _add_sweep_flags(p: argparse.ArgumentParser) -> None:
+    """The flags every command that trains a sweep takes (`run`, `zoom`)."""
+    p.add_argument("--chunk-size", type=_positive_int, help="runs per compiled batch")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.steps=100 (repeatable)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="trainscape",
@@ -104,10 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="results folder (default: a new folder under ./results/)")
     r.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep in --out (recomputes missing chunks)")
-    r.add_argument("--chunk-size", type=_positive_int, help="runs per compiled batch")
-    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.steps=100 (repeatable)")
-    r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    _add_sweep_flags(r)
     r.add_argument("--no-plot", action="store_true",
                    help="do not draw the figures (heatmap.png, seed_question.png)")
     r.add_argument("--memory-budget", type=_bytes, metavar="BYTES",
@@ -146,10 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--out", help="zoom folder (default: a new folder under ./results/)")
     z.add_argument("--resume", action="store_true",
                    help="continue an interrupted zoom in --out from its last finished chunk")
-    z.add_argument("--chunk-size", type=_positive_int, help="runs per compiled batch")
-    z.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config key, e.g. --set train.steps=100 (repeatable)")
-    z.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _add_sweep_flags(z)
     z.add_argument("--no-plot", action="store_true", help="do not draw the figures")
     z.set_defaults(func=cmd_zoom)
 

@@ -73,7 +73,6 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
     group_runs = block * len(devices)
     size = -(-(chunk_size or plan.default_chunk_size(n, block)) // group_runs) * group_runs
     placed: dict[Static, Placed] = {}
-    calm: dict[Static, float] = {}  # per program, see probe_order
     for index, (st, rows) in enumerate(plan.chunk_layout(groups, size)):
         if index in skip:
             continue
@@ -84,8 +83,7 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
         t0 = time.perf_counter()
         order, head = np.arange(len(rows)), None
         if st.early_exit:
-            order, head, calm[st] = probe_order(p, hp, rows, hdt, plan.exit_probe_blocks(st),
-                                                calm.get(st, -np.inf))
+            order, head = probe_order(p, hp, rows, hdt, plan.exit_probe_blocks(st))
         pending: list = []  # dispatched blocks not yet copied to the host, oldest first
         parts = [] if head is None else [head]  # the lead dispatch, computed by probe_order
         start = 0 if head is None else p.dispatch_runs
@@ -118,12 +116,12 @@ def _dispatch(p: Placed, hp: dict[str, np.ndarray], rows: np.ndarray, g0: int, h
     return min(g0 + p.dispatch_runs, len(rows)) - g0, traj
 
 
-def probe_order(p: Placed, hp: dict[str, np.ndarray], rows: np.ndarray, hdt, blocks: int,
-                calm: float = -np.inf) -> tuple[np.ndarray, dict | None, float]:
+def probe_order(p: Placed, hp: dict[str, np.ndarray], rows: np.ndarray, hdt,
+                blocks: int) -> tuple[np.ndarray, dict | None]:
     """The order in which a chunk's runs `rows` are dispatched with early exit, so that runs
     which freeze at about the same step share a group: the loop over steps ends only when
     all of a group's runs are frozen (`train.loop._until_frozen`). Returns (the order, the
-    host outputs of its first dispatch, already computed, or None; the new `calm`).
+    host outputs of its first dispatch, already computed, or None).
 
     1. The lead: the dispatch of the highest learning rates is computed first, in full (its
        outputs are the chunk's). If none of its runs froze at any step, nothing is probed:
@@ -132,9 +130,7 @@ def probe_order(p: Placed, hp: dict[str, np.ndarray], rows: np.ndarray, hdt, blo
     2. The probe: otherwise the other runs, highest learning rate first, are computed for
        the first `blocks` recorded blocks (`plan.exit_probe_blocks`) by the sweep's own
        program, told to stop there, a dispatch at a time, until a dispatch in which no run
-       froze. Its results are discarded. `calm` is the highest learning rate of a dispatch
-       seen not to freeze so far (in the lead, or in the probe); runs at or below it are not
-       probed in later chunks of the same `run_chunks` call.
+       froze. Its results are discarded.
     3. After the lead, the runs that froze in the probe come first, by the step they froze
        at, and the rest follow by learning rate (`exit_order`).
 
@@ -146,27 +142,23 @@ def probe_order(p: Placed, hp: dict[str, np.ndarray], rows: np.ndarray, hdt, blo
     grid's order."""
     order = exit_order(hp, rows)
     if not blocks:
-        return order, None, calm
-    lr = hp.get("learning_rate")
-    rate = lr[rows] if lr is not None and np.ndim(lr) else np.zeros(len(rows))
+        return order, None
+    rate = _rates(hp, rows)
     d = p.dispatch_runs
     lead, rest = order[::-1][:d], order[::-1][d:]  # rest: highest learning rate first
     head = _to_host(*_dispatch(p, hp, rows[lead], 0, hdt, NO_LIMIT), p.order)
     if (head["diverged_step"] < 0).all():
-        return np.concatenate([lead, rest[::-1]]), head, max(calm, float(rate[lead[0]]))
+        return np.concatenate([lead, rest[::-1]]), head
     froze = np.full(len(rest), -1, np.int64)
     for g0 in range(0, len(rest), d):
-        if rate[rest[g0]] <= calm:
-            break
         m, traj = _dispatch(p, hp, rows[rest], g0, hdt, np.int32(blocks))
         step = _to_host(m, traj, p.order)["diverged_step"]
         froze[g0:g0 + m] = step
         if (step < 0).all():
-            calm = max(calm, float(rate[rest[g0]]))
             break
     # primary: the step a run froze at in the probe (never or not probed: last); then its rate
     by = np.lexsort((rate[rest], np.where(froze >= 0, froze, np.iinfo(np.int64).max)))
-    return np.concatenate([lead, rest[by]]), head, calm
+    return np.concatenate([lead, rest[by]]), head
 
 
 def exit_order(hp: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
@@ -176,10 +168,13 @@ def exit_order(hp: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
     whichever axis the grid lists first. Results do not depend on a run's place in a block
     (each run's randomness comes from its own seed, and blocks have a fixed size); the tables
     keep the grid's order."""
+    return np.argsort(_rates(hp, rows), kind="stable")
+
+
+def _rates(hp: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+    """The learning rates of the runs `rows` (zeros where the rate is not swept)."""
     lr = hp.get("learning_rate")
-    if lr is None or np.ndim(lr) == 0:
-        return np.arange(len(rows))
-    return np.argsort(lr[rows], kind="stable")
+    return lr[rows] if lr is not None and np.ndim(lr) else np.zeros(len(rows))
 
 
 def dispatch_inputs(hp: dict[str, np.ndarray], rows: np.ndarray, g0: int, group_runs: int,

@@ -11,19 +11,28 @@
 #   gap-seed.json, gap-small.json
 #                      experiments/engine_gap.py: the engine's compiled block programs alone,
 #                      its init program alone, ts.run end to end and the JAX step loop,
-#                      and the programs rebuilt three ways (`--variants`)
-#   runs.tar.gz        runs.parquet + meta.json of the GPU sweeps below, and the `diverging`
-#                      bench's bench.json/.md (early exit on and off)
+#                      and the programs rebuilt seven ways (`--variants`: without early exit,
+#                      its loop unrolled 4 and 16 blocks, without the summaries, TF32
+#                      matmuls, the step loop's layout and the sample-major one)
+#   runs.tar.gz        runs.parquet + meta.json of the GPU sweeps below, the `diverging`
+#                      bench's bench.json/.md (early exit on and off), and gap-small-cmdbuf/
+#                      (engine_gap.py again with XLA's command buffers for loops and branches)
 #
 # Steps: (1) where the engine's time goes (engine_gap.py: its programs alone, ts.run, the
-# step loop, and the programs rebuilt with the step loop's layout or without the summaries),
-# then the bench; (2) the default experiment (`trainscape run`, the seed question) with
+# step loop, and the programs rebuilt), then the bench, the `diverging` workload with early
+# exit on and off, and the gap once more with the loops in command buffers; (2) the default
+# experiment (`trainscape run`, the seed question) with
 # matmul_precision "highest" (the default) and "default" (TF32 on this GPU), and
 # compare-precision between them and against the CPU copy in results/studies/seed_question,
 # and the highest run repeated in a fresh process, compared bit for bit;
 # (3) the default test suite with the GPU as JAX's default backend.
 #
 #   OUT=/some/folder bash experiments/gpu_bench.sh
+#
+# The steps run in that order of priority, and each one's files are in $OUT as soon as it
+# ends: a call stopped by its time limit keeps every step before it. All of it takes about
+# 10-12 minutes on an H200 (the test suite, last, about 2.5 of them); with less time, pass
+# SKIP_TESTS=1 and run the suite in a call of its own.
 #
 # Offline machines: Python wheels in ./.whl (e.g. pydantic for Python 3.12) are installed into
 # /tmp/site first. Knobs (also for a smoke test on a CPU): WORKLOADS, PEERS,
@@ -90,6 +99,12 @@ done
 step bench-diverging 120 "$PY" -m trainscape bench --workload diverging \
     --peers engine,engine_no_early_exit ${BENCH_ARGS:---repeats 3} --out "$W/bench-diverging"
 
+# XLA:GPU's command buffers (CUDA graphs) with while loops and conditionals added to the
+# default command types: does the early-exit loop's per-iteration condition stop costing?
+XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" \
+    step gap-small-cmdbuf 120 "$PY" experiments/engine_gap.py --workload small ${GAP_ARGS:-} \
+    --variants no_early_exit,unroll4 --out "$W/gap-small-cmdbuf"
+
 step run-highest 120 "$PY" -m trainscape run --no-progress ${RUN_SETS:-} --out "$W/seed_question_highest"
 # the same sweep again in a fresh process that compiles (and autotunes) everything anew:
 # are a GPU's results the same bits from one process to the next?
@@ -119,7 +134,7 @@ step compare-cpu 60 "$PY" -m trainscape compare-precision \
     results/studies/seed_question "$W/seed_question_highest"
 (cd "$W" && tar czf "$OUT/runs.tar.gz" --exclude=curves.parquet --exclude='*.png' \
     seed_question_highest seed_question_again det1 det2 seed_question_tf32 bench-diverging \
-    2>/dev/null)
+    gap-small-cmdbuf 2>/dev/null)
 
 # tests marked cpu_only skip themselves on a GPU
 [ -n "${SKIP_TESTS:-}" ] || step tests 150 "$PY" -m pytest -q -p no:cacheprovider \

@@ -347,7 +347,7 @@ def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path, monkeypatch, 
     """experiments/engine_gap.py (a GPU diagnostic that reaches into the engine's internals):
     on a tiny workload it runs, accounts for every run-step and writes what it printed. Its
     timer is replaced by one that still runs each timed call but reports fixed seconds (init 2,
-    train 4, ts.run 8, the step loop 0.5, the variant 5), so every figure is checked against
+    train 4, ts.run 8, the step loop 0.5, the variants 5 and 2), so every figure is checked against
     the value worked out by hand from them: TINY is 4 runs x 4 steps = 16 run-steps (the
     vmapped step loop times all 4 runs on every backend: TINY sets no vmap_runs subset)."""
     import importlib.util
@@ -362,21 +362,43 @@ def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path, monkeypatch, 
     from trainscape.nn import models
     from trainscape.train import loop
 
-    # the timer itself: the best (least) of the repeats, each timed around its call alone
-    clock, calls = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0]), []
+    # the timer itself: rounds that rotate the order; each call's best (least) time, each timed
+    # around its call alone
+    clock = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0, 30.0, 30.5])
+    calls, seen = [], []
     with monkeypatch.context() as m:
         m.setattr(gap, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
-        assert gap._best(lambda: calls.append(1), 3) == 1.0 and calls == [1, 1, 1]
-    seconds = iter([2.0, 4.0, 8.0, 0.5, 5.0])  # init, train, run, step loop, variant
+        best = gap._best_of_rounds({"a": lambda: calls.append("a"),
+                                    "b": lambda: calls.append("b")}, 2,
+                                   each_round=lambda b, r: seen.append((b, r)))
+    assert calls == ["a", "b", "b", "a"]
+    assert best == {"a": 0.5, "b": 1.0}
+    assert seen == [({"a": 3.0, "b": 1.0}, 1), ({"a": 0.5, "b": 1.0}, 2)]
+    # init, train, run, step loop, the variants samples_shared and unroll4
+    fixed_seconds = {"init": 2.0, "train": 4.0, "run": 8.0, "step_loop": 0.5,
+                     "samples_shared": 5.0, "unroll4": 2.0}
 
-    def fixed(call, repeats):
-        call()
-        return next(seconds)
+    def fixed(calls, repeats, name="", each_round=None):
+        for call in calls.values():
+            call()
+        return {k: fixed_seconds[k] for k in calls}
 
-    monkeypatch.setattr(gap, "_best", fixed)
+    monkeypatch.setattr(gap, "_best_of_rounds", fixed)
     originals = (models.feature_major, plan.shares_data, loop._update_stats)
     traced = traces()
-    r = gap.measure(TINY, repeats=1, steps=4, variants=("samples_shared",))
+    placed = []
+    real_place = gap.execute.place
+    monkeypatch.setattr(gap.execute, "place",
+                        lambda st, *a, **k: placed.append(st) or real_place(st, *a, **k))
+    saved = []
+    r = gap.measure(TINY, repeats=1, steps=4, variants=("samples_shared", "unroll4"),
+                    save=saved.append)
+    assert saved and saved[-1] is r and r["rounds"] == 1
+    # a Static variant builds its program from the changed Static, the others from the sweep's
+    unrolls = [st.unroll for st in placed]
+    assert unrolls.count(4) == 1 and set(unrolls) == {None, 4}
+    assert r["variants"]["unroll4"] == {"seconds": 2.0, "run_steps_per_second": 8.0,
+                                        "vs_train": 2.0}
     # the variant's program was traced anew, and the engine is left as it was
     assert traces() > traced
     assert (models.feature_major, plan.shares_data, loop._update_stats) == originals

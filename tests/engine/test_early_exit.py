@@ -183,16 +183,18 @@ def test_the_probe_puts_runs_that_freeze_early_together(monkeypatch):
     assert want >= 1.4 * by_rate, (want, by_rate)
 
 
-def test_the_probe_stops_its_loop_after_its_blocks():
+@pytest.mark.parametrize("unroll", [None, 3])
+def test_the_probe_stops_its_loop_after_its_blocks(unroll):
     """The sweep's program told to stop after m recorded blocks (`max_blocks`) reports the
     freeze step of exactly the runs that froze before step m, and -1 for the others, even
-    those that freeze later (which it would report had it run on)."""
+    those that freeze later (which it would report had it run on); also with 3 blocks per
+    loop iteration, of which m = 5 is not a multiple."""
     prep = prepare.Prepared(ts.parse(MIXED))
     (st, rows), = prep.groups
     (full,) = execute.run_chunks(prep.groups, prep.hp, prep.x, prep.y)
     frozen = full.traj["diverged_step"]
     assert ((frozen >= 5) & (frozen < T)).any() and (frozen == 1).any()
-    p = execute.place(st, plan.run_devices(), prep.x, prep.y, None)
+    p = execute.place(st._replace(unroll=unroll), plan.run_devices(), prep.x, prep.y, None)
     got = np.concatenate([
         execute._to_host(*execute._dispatch(p, prep.hp, rows, g0, np.float32, np.int32(5)),
                          p.order)["diverged_step"]
@@ -278,3 +280,59 @@ def test_the_chunk_size_probe_times_every_step(monkeypatch, tmp_path):
     monkeypatch.setattr(plan, "cache_file", lambda: tmp_path / "probe.json")
     execute.probe_seconds_per_run_step(prepare.Prepared(ts.parse(GRID)))
     assert seen and all(not st.early_exit for st in seen)
+
+
+def _traj(cfg, unroll=None, layout=None):
+    """The engine's whole output for `cfg`, its program built with `unroll` recorded blocks
+    per iteration of the early-exit loop (None: the platform's)."""
+    prep = prepare.Prepared(ts.parse(cfg))
+    groups = [(st._replace(unroll=unroll), rows) for st, rows in prep.groups]
+    (out,) = execute.run_chunks(groups, prep.hp, prep.x, prep.y, layout=layout)
+    return out.traj
+
+
+@pytest.mark.parametrize("train, unroll", [
+    ({}, 3),  # 41 blocks: the last iteration has 2 blocks past the end, masked out
+    ({}, 4),
+    ({"record_every": 5, "steps": 30}, 4),  # 7 blocks of 5 steps (and the end)
+], ids=["every-step-3", "every-step-4", "blocks-of-5"])
+def test_an_unrolled_early_exit_loop_computes_the_same_bits(train, unroll):
+    """Several recorded blocks per iteration of the early-exit loop (`Static.unroll`, for
+    accelerators where each iteration's condition may cost a copy to the host): every output
+    bit-identical to one block per iteration, the steps computed included, and to
+    early_exit = false; groups that freeze within an iteration still stop there."""
+    cfg = _with(GRID, train=train)
+    one, many = _traj(cfg, 1), _traj(cfg, unroll)
+    off = _traj(_with(cfg, train={"early_exit": False}))
+    for k, v in one.items():
+        np.testing.assert_array_equal(many[k], v, err_msg=k)
+        if k != "steps_computed":
+            np.testing.assert_array_equal(off[k], v, err_msg=k)
+    steps = cfg["train"]["steps"]
+    assert (one["steps_computed"] < steps + 1).any() and (one["steps_computed"] == steps + 1).any()
+
+
+def test_the_platforms_unroll_factor_is_used_and_recorded(monkeypatch):
+    """A platform's factor (`plan.LOOP_UNROLL`) reaches the compiled program and meta.json
+    (engine.loop_unroll), with the same tables; the accelerator's layout forced on the CPU
+    with its own factor gives the same bits too."""
+    base = ts.run(GRID, out=None, progress=False)
+    assert base.meta["engine"]["loop_unroll"] == 1 == plan.loop_unroll("cpu")
+    built = []
+    real = engine_compile.compiled_sweep
+
+    def spy(static, *args, **kwargs):
+        built.append(static.unroll)
+        return real(static, *args, **kwargs)
+
+    monkeypatch.setattr(execute, "compiled_sweep", spy)
+    monkeypatch.setattr(plan, "LOOP_UNROLL", {"cpu": 3, "gpu": 5})
+    got = ts.run(GRID, out=None, progress=False)
+    assert got.meta["engine"]["loop_unroll"] == 3 and set(built) == {3}
+    pd.testing.assert_frame_equal(got.runs, base.runs, check_exact=True)
+    pd.testing.assert_frame_equal(got.curves, base.curves, check_exact=True)
+    cfg = _with(GRID, train={"steps": 30})
+    gpu = _traj(cfg, layout="gpu")
+    assert built[-1] == 5
+    for k, v in _traj(cfg, 1, layout="gpu").items():
+        np.testing.assert_array_equal(gpu[k], v, err_msg=k)

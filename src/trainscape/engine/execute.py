@@ -245,7 +245,8 @@ def place(st: Static, devices: list, x, y, init_params, platform: str | None = N
     block = plan.block_of(st, x, platform)
     order = plan.device_order(block, len(devices), min(block, plan.sub_batch(st, x, platform)))
     layout = platform if platform != devices[0].platform else None
-    return Placed(compiled_sweep(st, tuple(devices), layout),
+    program = st if st.unroll is not None else st._replace(unroll=plan.loop_unroll(platform))
+    return Placed(compiled_sweep(program, tuple(devices), layout),
                   compiled_init(st.model, tuple(devices)), by_run, xd, yd, ip,
                   block * len(devices), order, held)
 

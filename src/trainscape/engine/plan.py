@@ -120,6 +120,24 @@ def exit_probe_blocks(static: Static) -> int:
     return int(static.steps * EXIT_PROBE_SHARE // static.record_every)
 
 
+# Recorded blocks computed per iteration of the early-exit loop (`train.loop._until_frozen`),
+# per platform; 1 where absent. A loop with a data-dependent condition may cost one copy of
+# the condition to the host per iteration on a GPU, which unrolling divides by the factor, at
+# the price of that many copies of the step in the program (compile time) and up to factor - 1
+# blocks computed and dropped at the loop's end. On a CPU (2-core Zen 4, `small`, the programs
+# alone, `experiments/engine_gap.py --variants unroll4,unroll16`, best of 5 rounds) factors 4
+# and 16 ran at 0.96x and 0.91x the speed of 1 and took 2.5x and 8.7x as long to compile
+# (1.04 s for 1): 1 there.
+# Not yet measured on a GPU (`experiments/gpu_bench.sh` does): 1 there until it is.
+LOOP_UNROLL: dict[str, int] = {}
+
+
+def loop_unroll(platform: str | None = None) -> int:
+    """Recorded blocks per iteration of the early-exit loop on `platform` (`Static.unroll`;
+    the same results for every value)."""
+    return LOOP_UNROLL.get(platform or jax.default_backend(), 1)
+
+
 # On CPU a block's runs are trained in groups doing at least this much work per step
 # (`sub_batch`); the whole block at once on other platforms.
 SUB_BATCH_FLOPS = 32e6

@@ -426,7 +426,9 @@ def engine_facts(prep: Prepared) -> dict:
         })
     return {"block_runs_per_device": prep.block, "programs": programs,
             # whether a group of runs stops computing once all are frozen ([train] early_exit)
-            "early_exit": prep.exp.train.early_exit}
+            "early_exit": prep.exp.train.early_exit,
+            # recorded blocks per iteration of the early-exit loop (`plan.loop_unroll`)
+            "loop_unroll": plan.loop_unroll(platform)}
 
 
 # ------------------------------------------------------------------ reliability helpers

@@ -52,6 +52,11 @@ class Static(NamedTuple):
     test: bool = False  # evaluate held-out data (train_one's `test`) at the recorded steps
     # per layer ((leaf name, factor), ...): static learning-rate factors (muP, `nn.mup`)
     lr_scale: tuple | None = None
+    # with early_exit, recorded blocks per iteration of the loop over them (`_until_frozen`):
+    # that many copies of the block in the program, one loop condition per that many blocks;
+    # the same results for every value. None: the platform's (`plan.loop_unroll`), set by the
+    # engine when it compiles the program
+    unroll: int | None = None
 
 
 class Stats(NamedTuple):
@@ -338,8 +343,8 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
         xs = (starts, np.diff(starts, append=T + 1).astype(np.int32))
     carry = (params, opt_state, _init_stats(sdt))
     if static.early_exit:
-        (_, _, stats), (rec_R, acc_R, sh_R, held_R), stop = _until_frozen(block, carry, xs,
-                                                                            group, max_blocks)
+        (_, _, stats), (rec_R, acc_R, sh_R, held_R), stop = _until_frozen(
+            block, carry, xs, group, max_blocks, static.unroll or 1)
         # steps 0 .. starts[stop] - 1, then the evaluation at T
         computed = jnp.asarray(np.append(starts, T))[stop] + 1
         if not static.sharpness:
@@ -384,7 +389,7 @@ def train_one(hp: dict[str, jax.Array], x_NxD, y, static: Static,
     )
 
 
-def _until_frozen(block, carry, xs, group: str | None, max_blocks=None):
+def _until_frozen(block, carry, xs, group: str | None, max_blocks=None, unroll: int = 1):
     """`lax.scan(block, carry, xs)` over the recorded blocks, except that once every run of
     `group` is frozen the blocks left are skipped up to the last one (the end, `steps`), which
     still runs: it is where the full loop measures the final sharpness, and it keeps the step's
@@ -397,22 +402,38 @@ def _until_frozen(block, carry, xs, group: str | None, max_blocks=None):
     live run computes every block for all its runs, as the scan does. `group` names the vmapped
     axis (a `psum` over it tells each run whether any of the group is alive, one value for the
     group, so the loop index and the sharpness's `cond` stay unbatched); None: the run alone.
-    `max_blocks`: the loop ends before block `max_blocks` (None: no limit; see `train_one`)."""
+    `max_blocks`: the loop ends before block `max_blocks` (None: no limit; see `train_one`).
+    `unroll`: blocks per iteration of the loop, each one after the loop's end masked out (its
+    carry and outputs dropped): one loop condition per `unroll` blocks, for accelerators where
+    a loop condition costs a copy to the host (`plan.loop_unroll`)."""
     n = len(jax.tree.leaves(xs)[0])
     xs = jax.tree.map(jnp.asarray, xs)
     shapes = jax.eval_shape(block, carry, jax.tree.map(lambda a: a[0], xs))[1]
     ys = jax.tree.map(lambda s: jnp.full((n, *s.shape), jnp.nan, s.dtype), shapes)
+    end = n if max_blocks is None else jnp.minimum(n, max_blocks)
+
+    def one(i, carry, ys, ran, valid=None):
+        """Block i; with `valid` (a traced bool) its effects only where it is true (then i
+        may be past the last block: the block computed is the last one, and dropped)."""
+        at = i if valid is None else jnp.minimum(i, n - 1)
+        new, y = block(carry, jax.tree.map(lambda a: a[at], xs))
+        if valid is not None:
+            new = jax.tree.map(lambda a, b: jnp.where(valid, a, b), new, carry)
+            y = jax.tree.map(lambda v, buf: jnp.where(valid, v, buf[at]), y, ys)
+        ran = ran + (1 if valid is None else valid.astype(jnp.int32))
+        ys = jax.tree.map(lambda buf, v: buf.at[at].set(v), ys, y)
+        alive = new[2].alive
+        anyone = alive if group is None else lax.psum(alive.astype(jnp.int32), group) > 0
+        nxt = jnp.where(anyone, i + 1, jnp.maximum(i + 1, n - 1))
+        return (nxt if valid is None else jnp.where(valid, nxt, i)), new, ys, ran
 
     def body(c):
-        i, carry, ys, ran = c
-        carry, y = block(carry, jax.tree.map(lambda a: a[i], xs))
-        ys = jax.tree.map(lambda buf, v: buf.at[i].set(v), ys, y)
-        alive = carry[2].alive
-        anyone = alive if group is None else lax.psum(alive.astype(jnp.int32), group) > 0
-        return jnp.where(anyone, i + 1, jnp.maximum(i + 1, n - 1)), carry, ys, ran + 1
+        c = one(*c)
+        for _ in range(unroll - 1):
+            c = one(*c, valid=c[0] < end)
+        return c
 
     zero = jnp.zeros((), jnp.int32)
-    end = n if max_blocks is None else jnp.minimum(n, max_blocks)
     _, carry, ys, ran = lax.while_loop(lambda c: c[0] < end, body, (zero, carry, ys, zero))
     # the loop ran blocks 0 .. stop - 1 and then the last one
     return carry, ys, jnp.where(ran < n, ran - 1, n)

@@ -11,9 +11,9 @@
 #   gap-seed.json, gap-small.json
 #                      experiments/engine_gap.py: the engine's compiled block programs alone,
 #                      its init program alone, ts.run end to end and the JAX step loop,
-#                      and the programs rebuilt seven ways (`--variants`: without early exit,
-#                      its loop unrolled 4 and 16 blocks, without the summaries, TF32
-#                      matmuls, the step loop's layout and the sample-major one)
+#                      and the programs rebuilt six ways (`--variants`: without early exit,
+#                      its loop unrolled 4 blocks, without the summaries, TF32 matmuls, the
+#                      step loop's layout, the loop unrolled 16 blocks)
 #   runs.tar.gz        runs.parquet + meta.json of the GPU sweeps below, the `diverging`
 #                      bench's bench.json/.md (early exit on and off), and gap-small-cmdbuf/
 #                      (engine_gap.py again with XLA's command buffers for loops and branches)
@@ -30,13 +30,15 @@
 #   OUT=/some/folder bash experiments/gpu_bench.sh
 #
 # The steps run in that order of priority, and each one's files are in $OUT as soon as it
-# ends: a call stopped by its time limit keeps every step before it. All of it takes about
-# 10-12 minutes on an H200 (the test suite, last, about 2.5 of them); with less time, pass
-# SKIP_TESTS=1 and run the suite in a call of its own.
+# ends (engine_gap.py's json after each of its rounds): a call stopped by its time limit
+# keeps every step before it. On the H200 with 0.8.0 the steps took: bench-seed 89-97 s,
+# bench-small 48-60 s, each `trainscape run` 6-18 s, the test suite 148 s; the gap steps have
+# not run on a GPU yet. Where one call cannot hold it all, pass SKIP_TESTS=1 and run the suite
+# in a call of its own. GAP_VARIANTS: engine_gap.py's variants on seed and small.
 #
 # Offline machines: Python wheels in ./.whl (e.g. pydantic for Python 3.12) are installed into
 # /tmp/site first. Knobs (also for a smoke test on a CPU): WORKLOADS, PEERS,
-# BENCH_ARGS, GAP_ARGS, RUN_SETS, TEST_ARGS, SKIP_TESTS, PYTHON.
+# BENCH_ARGS, GAP_ARGS, GAP_VARIANTS, RUN_SETS, TEST_ARGS, SKIP_TESTS, PYTHON.
 OUT=${OUT:-results/bench/gpu}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
@@ -82,6 +84,7 @@ EOF
 # which part: layout, summaries) or around it?
 for wl in ${WORKLOADS:-seed small}; do
     step "gap-$wl" 150 "$PY" experiments/engine_gap.py --workload "$wl" ${GAP_ARGS:-} \
+        --variants "${GAP_VARIANTS:-no_early_exit,unroll4,no_summaries,precision_default,samples_shared,unroll16}" \
         --out "$W/gap-$wl"
     cp "$W/gap-$wl/engine_gap.json" "$OUT/gap-$wl.json" 2>/dev/null
 done

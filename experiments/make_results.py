@@ -1,6 +1,6 @@
 """Regenerate results/studies/: run every canonical study and write its reports.
 
-    python experiments/make_results.py                    # every study (~10 min on 2 cores)
+    python experiments/make_results.py                    # every study (~30 min on 2 cores)
     python experiments/make_results.py lr_x_seed          # only the named ones
     python experiments/make_results.py --reports-only     # rebuild reports from saved results
 
@@ -8,14 +8,21 @@ Each study `experiments/<name>.toml` goes to `results/studies/<name>/` (the old 
 deleted first: this script regenerates, it never resumes): runs.parquet, curves.parquet,
 meta.json, summary.txt (what `trainscape run` prints), report.html (self-contained) and
 report.md with its report-*.png figures. A study whose TOML does not exist yet is skipped.
+Two studies are made by scripts of their own, run from here (`SCRIPTED`): `width_scaling`
+(experiments/width_scaling.py, about 14 min) and `fractal_lr_lr` (the zoom of docs/zoom.md
+and its check against the dense grid, about 5 min).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,6 +58,58 @@ def _critical_lr_table(config: Path, out: Path) -> None:
 EXTRA = {"warmup": _critical_lr_table}
 
 
+def _script(*args) -> str:
+    """Run a Python script of experiments/ with this interpreter and trainscape from src/;
+    returns what it printed to stdout (shown once it ends; stderr, with any progress bars, as
+    it comes)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        p for p in (str(ROOT / "src"), os.environ.get("PYTHONPATH")) if p)}
+    done = subprocess.run([sys.executable, *map(str, args)], cwd=ROOT, env=env, check=True,
+                          stdout=subprocess.PIPE, text=True)
+    print(done.stdout, end="")
+    return done.stdout
+
+
+def _width_scaling(out: Path, reports_only: bool) -> None:
+    """Both sweeps, the critical learning rates, the fits, the coordinate check and
+    report.md (experiments/width_scaling.py); with `reports_only`, the reports again from the
+    saved sweeps and scaling.json."""
+    if not reports_only:
+        _script(ROOT / "experiments" / "width_scaling.py", out)
+        return
+    if str(ROOT / "experiments") not in sys.path:
+        sys.path.insert(0, str(ROOT / "experiments"))
+    import width_scaling
+
+    from trainscape.viz.report import build
+
+    for par in width_scaling.PARAMETERIZATIONS:
+        build(out / par, fmt="md")
+    width_scaling.write_report(out, json.loads((out / "scaling.json").read_text()))
+
+
+def _fractal_lr_lr(out: Path, reports_only: bool) -> None:
+    """The zoom (3 levels, `--by measure`, margin 2), its report, and check.json: the zoom
+    against the dense 257 x 257 grid, computed in a temporary folder and not kept (66,049
+    runs). With `reports_only`, the zoom's report again."""
+    import trainscape as ts
+    from trainscape.viz.zoom import report
+
+    script = ROOT / "experiments" / "fractal_lr_lr.py"
+    if not reports_only:
+        _script(script, "zoom", "--out", out, "--by", "measure")
+        with tempfile.TemporaryDirectory() as tmp:
+            dense = Path(tmp) / "dense"
+            _script(script, "dense", "--out", dense)
+            (out / "check.json").write_text(_script(script, "check", "--out", out,
+                                                    "--dense", dense))
+    report(ts.load(out))
+
+
+# studies made by scripts of their own: name -> fn(out folder, reports_only)
+SCRIPTED = {"width_scaling": _width_scaling, "fractal_lr_lr": _fractal_lr_lr}
+
+
 def _size(path: Path) -> int:
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
@@ -61,6 +120,17 @@ def make(name: str, overrides: list[str], reports_only: bool) -> Path | None:
 
     config = ROOT / "experiments" / f"{name}.toml"
     out = OUT / name
+    if name in SCRIPTED:
+        if reports_only and not out.is_dir():
+            print(f"{name}: no saved results in {out}, skipped")
+            return None
+        if not reports_only and out.exists():
+            shutil.rmtree(out)
+        t0 = time.perf_counter()
+        SCRIPTED[name](out, reports_only)
+        print(f"{name}: {out.relative_to(ROOT)}/ {_size(out) / 1e6:.2f} MB in "
+              f"{time.perf_counter() - t0:.0f} s")
+        return out
     if reports_only:
         if not out.is_dir():
             print(f"{name}: no saved results in {out}, skipped")
@@ -91,19 +161,22 @@ def make(name: str, overrides: list[str], reports_only: bool) -> Path | None:
     return out
 
 
+ALL = [*STUDIES, *SCRIPTED]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("names", nargs="*", metavar="STUDY",
-                   help=f"studies to make (default: all of {', '.join(STUDIES)})")
+                   help=f"studies to make (default: all of {', '.join(ALL)})")
     p.add_argument("--reports-only", action="store_true",
                    help="rebuild summary and reports from the saved results, run nothing")
     args = p.parse_args(argv)
-    unknown = [n for n in args.names if n not in STUDIES]
+    unknown = [n for n in args.names if n not in ALL]
     if unknown:
-        p.error(f"unknown study {', '.join(unknown)}; known: {', '.join(STUDIES)}")
+        p.error(f"unknown study {', '.join(unknown)}; known: {', '.join(ALL)}")
     OUT.mkdir(parents=True, exist_ok=True)
-    for name in args.names or list(STUDIES):
-        make(name, STUDIES[name], args.reports_only)
+    for name in args.names or ALL:
+        make(name, STUDIES.get(name, []), args.reports_only)
     print(f"results/studies/: {_size(OUT) / 1e6:.2f} MB in all")
     return 0
 

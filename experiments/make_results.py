@@ -1,6 +1,6 @@
 """Regenerate results/studies/: run every canonical study and write its reports.
 
-    python experiments/make_results.py                    # every study (~30 min on 2 cores)
+    python experiments/make_results.py                    # every study (~25 min on 2 cores)
     python experiments/make_results.py lr_x_seed          # only the named ones
     python experiments/make_results.py --reports-only     # rebuild reports from saved results
 
@@ -10,7 +10,7 @@ meta.json, summary.txt (what `trainscape run` prints), report.html (self-contain
 report.md with its report-*.png figures. A study whose TOML does not exist yet is skipped.
 Two studies are made by scripts of their own, run from here (`SCRIPTED`): `width_scaling`
 (experiments/width_scaling.py, about 14 min) and `fractal_lr_lr` (the zoom of docs/zoom.md
-and its check against the dense grid, about 5 min).
+and its check against the dense grid, about 2 min).
 """
 
 from __future__ import annotations

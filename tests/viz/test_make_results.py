@@ -41,3 +41,28 @@ def test_every_study_is_known_and_unknown_names_are_refused(capsys):
     assert bad.value.code == 2
     err = capsys.readouterr().err
     assert "unknown study nope" in err and "fractal_lr_lr" in err and "width_scaling" in err
+
+
+def test_the_fractal_config_gives_the_committed_studys_initial_loss():
+    """experiments/fractal_lr_lr.toml with its script's model and data: every run starts from
+    one shared initialization, so the committed study has one initial loss, and a run of the
+    config starts from it. Standardizing the data (the default for data=(x, y) since 0.11.0,
+    which this config turns off) moved it from 1.03389 to 1.03198 and changed every run of
+    the map."""
+    import pandas as pd
+
+    import trainscape as ts
+    from trainscape.spec.schema import load_toml
+
+    spec = importlib.util.spec_from_file_location(
+        "fractal_lr_lr", ROOT / "experiments" / "fractal_lr_lr.py")
+    fractal = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fractal)
+    committed = pd.read_parquet(
+        ROOT / "results" / "studies" / "fractal_lr_lr" / "level-0" / "runs.parquet")
+    (want,) = committed["initial_loss"].unique()
+    cfg = load_toml(fractal.CONFIG)
+    cfg["train"]["steps"] = 1
+    cfg["sweep"] = {"learning_rate.0": [100.0], "learning_rate.1": [40.0]}
+    got = ts.run(cfg, data=fractal.data(), model=fractal.MODEL, out=None, progress=False)
+    assert got.runs["initial_loss"].iloc[0] == pytest.approx(want, rel=1e-6)

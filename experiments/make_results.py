@@ -1,6 +1,6 @@
 """Regenerate results/studies/: run every canonical study and write its reports.
 
-    python experiments/make_results.py                    # every study (7.3 min on 2 cores, warm cache)
+    python experiments/make_results.py                    # every study (7.3 min, 2 cores)
     python experiments/make_results.py lr_x_seed          # only the named ones
     python experiments/make_results.py --reports-only     # rebuild reports from saved results
 

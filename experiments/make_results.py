@@ -7,7 +7,8 @@
 Each study `experiments/<name>.toml` goes to `results/studies/<name>/` (the old folder is
 deleted first: this script regenerates, it never resumes): runs.parquet, curves.parquet,
 meta.json, summary.txt (what `trainscape run` prints), report.html (self-contained) and
-report.md with its report-*.png figures. A study whose TOML does not exist yet is skipped.
+report.md with its report-*.png figures; the seed question also explorer.html and
+explorer.png (`EXPLORED`). A study whose TOML does not exist yet is skipped.
 Two studies are made by scripts of their own, run from here (`SCRIPTED`): `width_scaling`
 (experiments/width_scaling.py) and `fractal_lr_lr` (the zoom of docs/zoom.md and its check
 against the dense grid); with 0.12.1 on a 2-core AMD EPYC and a warm compile cache they took
@@ -57,6 +58,29 @@ def _critical_lr_table(config: Path, out: Path) -> None:
 
 # studies with a table of their own besides the sweep: name -> fn(config, out folder)
 EXTRA = {"warmup": _critical_lr_table}
+
+# the explorer page's cell shown selected in its screenshot
+EXPLORER_CELL = '{"learning_rate": 1.0, "seed": 4}'
+
+
+def _explorer(res, out: Path) -> None:
+    """The study's explorer page (explorer.html, the page README.md and docs/explorer.md show)
+    and its screenshot with one cell selected (explorer.png: headless Chromium and selenium,
+    as the explorer's tests use; without them the page is written and the screenshot is not,
+    with a line saying so)."""
+    import trainscape as ts
+
+    page = ts.explore(res, out / "explorer.html")
+    try:
+        _script(ROOT / "experiments" / "explorer_screenshot.py", page, out / "explorer.png",
+                EXPLORER_CELL)
+    except subprocess.CalledProcessError as e:
+        print(f"{out.name}: explorer.png not made (experiments/explorer_screenshot.py exited "
+              f"{e.returncode}; it needs chromium, chromedriver and selenium)")
+
+
+# studies that also get an explorer page and its screenshot
+EXPLORED = {"seed_question"}
 
 
 def _script(*args) -> str:
@@ -158,6 +182,8 @@ def make(name: str, overrides: list[str], reports_only: bool) -> Path | None:
     with contextlib.chdir(ROOT):
         for fmt in report.FORMATS:
             report.build(res, fmt=fmt, out=out / f"report.{fmt}")
+    if name in EXPLORED:
+        _explorer(res, out)
     print(f"{name}: {out.relative_to(ROOT)}/ {_size(out) / 1e6:.2f} MB")
     return out
 

@@ -66,3 +66,24 @@ def test_the_fractal_config_gives_the_committed_studys_initial_loss():
     cfg["sweep"] = {"learning_rate.0": [100.0], "learning_rate.1": [40.0]}
     got = ts.run(cfg, data=fractal.data(), model=fractal.MODEL, out=None, progress=False)
     assert got.runs["initial_loss"].iloc[0] == pytest.approx(want, rel=1e-6)
+
+
+def test_the_seed_questions_explorer_page_and_screenshot_are_made(tmp_path):
+    """The folder make_results.py deletes and makes again gets its explorer page and the
+    screenshot the README shows (a PNG 1280 pixels wide, as tall as the page)."""
+    import shutil as sh
+    import struct
+
+    pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
+    if not (sh.which("chromium") and sh.which("chromedriver")):
+        pytest.skip("no Chromium / chromedriver on PATH (.ci/run installs them)")
+    import trainscape as ts
+
+    mr = _make_results()
+    res = ts.load(ROOT / "results" / "studies" / "seed_question")
+    mr._explorer(res, tmp_path)
+    assert "seed-question" in (tmp_path / "explorer.html").read_text()
+    png = (tmp_path / "explorer.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert width == 1280 and height > 1000

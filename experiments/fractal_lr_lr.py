@@ -120,6 +120,7 @@ def main() -> None:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--set", dest="overrides", action="append", default=[])
     a = p.parse_args()
+    ts.configure()  # as the command line does: a CPU device per core, the compile cache
     if a.what == "dense":
         print(dense(a.out, a.levels, a.overrides))
         return

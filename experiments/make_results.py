@@ -12,7 +12,7 @@ explorer.png (`EXPLORED`). A study whose TOML does not exist yet is skipped.
 Two studies are made by scripts of their own, run from here (`SCRIPTED`): `width_scaling`
 (experiments/width_scaling.py) and `fractal_lr_lr` (the zoom of docs/zoom.md and its check
 against the dense grid); with 0.12.1 on a 2-core AMD EPYC and a warm compile cache they took
-136 s and 93 s, and gave tables identical to the committed ones.
+136 s and 64 s, and gave tables identical to the committed ones.
 """
 
 from __future__ import annotations

@@ -18,27 +18,28 @@
 #                      bench's bench.json/.md (early exit on and off), and gap-small-cmdbuf/
 #                      (engine_gap.py again with XLA's command buffers for loops and branches)
 #
-# Steps: (1) where the engine's time goes (engine_gap.py: its programs alone, ts.run, the
-# step loop, and the programs rebuilt), then the bench, the `diverging` workload with early
-# exit on and off, and the gap once more with the loops in command buffers; (2) the default
-# experiment (`trainscape run`, the seed question) with
-# matmul_precision "highest" (the default) and "default" (TF32 on this GPU), and
-# compare-precision between them and against the CPU copy in results/studies/seed_question,
-# and the highest run repeated in a fresh process, compared bit for bit;
-# (3) the default test suite with the GPU as JAX's default backend.
+# Steps: (0) the early-exit tests (bit-identity on the GPU); (1) where the engine's time goes
+# (engine_gap.py: its programs alone, ts.run, the step loop, and the programs rebuilt), then
+# the bench, the `diverging` workload with early exit on and off, and the gap once more with
+# the loops in command buffers; (2) the default experiment (`trainscape run`, the seed
+# question) with matmul_precision "highest" (the default) and "default" (TF32 on this GPU),
+# and compare-precision between them and against the CPU copy in
+# results/studies/seed_question, and the highest run repeated in a fresh process, compared
+# bit for bit; (3) the default test suite with the GPU as JAX's default backend.
 #
 #   OUT=/some/folder bash experiments/gpu_bench.sh
 #
 # The steps run in that order of priority, and each one's files are in $OUT as soon as it
 # ends (engine_gap.py's json after each of its rounds): a call stopped by its time limit
 # keeps every step before it. On the H200 with 0.8.0 the steps took: bench-seed 89-97 s,
-# bench-small 48-60 s, each `trainscape run` 6-18 s, the test suite 148 s; the gap steps have
-# not run on a GPU yet. Where one call cannot hold it all, pass SKIP_TESTS=1 and run the suite
-# in a call of its own. GAP_VARIANTS: engine_gap.py's variants on seed and small.
+# bench-small 48-60 s, each `trainscape run` 6-18 s, the test suite 148 s (533 tests then,
+# 811 now: its limit is TESTS_LIMIT, default 300 s); the gap steps have not run on a GPU
+# yet. Where one call cannot hold it all, pass SKIP_TESTS=1 and run the suite in a call of
+# its own. GAP_VARIANTS: engine_gap.py's variants on seed and small.
 #
 # Offline machines: Python wheels in ./.whl (e.g. pydantic for Python 3.12) are installed into
 # /tmp/site first. Knobs (also for a smoke test on a CPU): WORKLOADS, PEERS,
-# BENCH_ARGS, GAP_ARGS, GAP_VARIANTS, RUN_SETS, TEST_ARGS, SKIP_TESTS, PYTHON.
+# BENCH_ARGS, GAP_ARGS, GAP_VARIANTS, RUN_SETS, TEST_ARGS, TESTS_LIMIT, SKIP_TESTS, PYTHON.
 OUT=${OUT:-results/bench/gpu}
 PY=${PYTHON:-python3}
 mkdir -p "$OUT"
@@ -80,7 +81,13 @@ print("devices", jax.devices(), "backend", jax.default_backend())
 EOF
 } 2>&1 | tee -a "$LOG"
 
-# first, as the open question: is the engine's gap to the step loop in its program (and in
+# first, briefly, whether early exit is exact on this GPU too (its `while_loop` and the full
+# `scan` are different programs, and XLA:GPU picks matmul algorithms by timing them): the
+# early-exit tests alone, so that a call cut short still has this answer
+[ -n "${SKIP_TESTS:-}" ] || step tests-early-exit 120 "$PY" -m pytest -q -p no:cacheprovider \
+    -o addopts="-ra" ${TEST_ARGS:--n 8} tests/engine/test_early_exit.py
+
+# then, as the open question: is the engine's gap to the step loop in its program (and in
 # which part: layout, summaries) or around it?
 for wl in ${WORKLOADS:-seed small}; do
     step "gap-$wl" 150 "$PY" experiments/engine_gap.py --workload "$wl" ${GAP_ARGS:-} \
@@ -140,6 +147,6 @@ step compare-cpu 60 "$PY" -m trainscape compare-precision \
     gap-small-cmdbuf 2>/dev/null)
 
 # tests marked cpu_only skip themselves on a GPU
-[ -n "${SKIP_TESTS:-}" ] || step tests 150 "$PY" -m pytest -q -p no:cacheprovider \
+[ -n "${SKIP_TESTS:-}" ] || step tests "${TESTS_LIMIT:-300}" "$PY" -m pytest -q -p no:cacheprovider \
     -o addopts="-ra" -m "not slow" ${TEST_ARGS:--n 8} tests
 echo "== done $(date -u +%T)" | tee -a "$LOG"

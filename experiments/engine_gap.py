@@ -114,10 +114,9 @@ def _block_programs(prep: Prepared, **static_changes):
     st, n = prep.static._replace(**static_changes), prep.n_runs
     p = execute.place(st, plan.run_devices(), prep.x, prep.y, None)
     fn, init_fn, by_run, xd, yd, group_runs = p.train, p.init, p.by_run, p.x, p.y, p.dispatch_runs
-    to_layout = np.argsort(p.order)
     hdt = jnp.dtype(st.dtype)
     every, rows = prep.hparams(np.arange(n)), np.arange(n)
-    batches = [execute.dispatch_inputs(every, rows, g0, group_runs, to_layout, hdt, by_run)
+    batches = [execute.dispatch_inputs(every, rows, g0, group_runs, p.to_layout, hdt, by_run)
                for g0 in range(0, n, group_runs)]
     inits = jax.block_until_ready([init_fn(hp["seed"]) for hp, _ in batches])
 

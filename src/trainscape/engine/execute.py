@@ -87,8 +87,9 @@ def run_chunks(static, hp: dict[str, np.ndarray], x, y, init_params=None,
         pending: list = []  # dispatched blocks not yet copied to the host, oldest first
         parts = [] if head is None else [head]  # the lead dispatch, computed by probe_order
         start = 0 if head is None else p.dispatch_runs
+        ordered = rows[order]
         for g0 in range(start, len(rows), p.dispatch_runs):  # dispatched asynchronously
-            pending.append(_dispatch(p, hp, rows[order], g0, hdt, NO_LIMIT))
+            pending.append(_dispatch(p, hp, ordered, g0, hdt, NO_LIMIT))
             if len(pending) > MAX_IN_FLIGHT:
                 parts.append(_to_host(*pending.pop(0), p.order))
         parts += [_to_host(m, t, p.order) for m, t in pending]
@@ -108,8 +109,7 @@ def _dispatch(p: Placed, hp: dict[str, np.ndarray], rows: np.ndarray, g0: int, h
               max_blocks) -> tuple[int, Trajectory]:
     """Dispatch (asynchronously) the runs `rows[g0:g0 + p.dispatch_runs]`: (how many are
     real, their trajectories on the devices)."""
-    batch, real = dispatch_inputs(hp, rows, g0, p.dispatch_runs, np.argsort(p.order), hdt,
-                                  p.by_run)
+    batch, real = dispatch_inputs(hp, rows, g0, p.dispatch_runs, p.to_layout, hdt, p.by_run)
     # each run's own starting weights, from the init program (see compiled_init)
     ip = p.init(batch["seed"]) if p.init_params is None else p.init_params
     traj: Trajectory = p.train(batch, p.x, p.y, ip, real, p.test, max_blocks)
@@ -150,8 +150,9 @@ def probe_order(p: Placed, hp: dict[str, np.ndarray], rows: np.ndarray, hdt,
     if (head["diverged_step"] < 0).all():
         return np.concatenate([lead, rest[::-1]]), head
     froze = np.full(len(rest), -1, np.int64)
+    probed = rows[rest]
     for g0 in range(0, len(rest), d):
-        m, traj = _dispatch(p, hp, rows[rest], g0, hdt, np.int32(blocks))
+        m, traj = _dispatch(p, hp, probed, g0, hdt, np.int32(blocks))
         step = _to_host(m, traj, p.order)["diverged_step"]
         froze[g0:g0 + m] = step
         if (step < 0).all():
@@ -217,6 +218,7 @@ class Placed(NamedTuple):
     init_params: Any  # the caller's, replicated; None: each run draws its own
     dispatch_runs: int  # runs per dispatch: one block on every device
     order: np.ndarray  # plan.device_order of a dispatch
+    to_layout: np.ndarray  # its inverse: run order -> device order (`dispatch_inputs`)
     test: tuple = ()  # held-out (x, y) on the devices, replicated; () without
 
 
@@ -248,7 +250,7 @@ def place(st: Static, devices: list, x, y, init_params, platform: str | None = N
     program = st if st.unroll is not None else st._replace(unroll=plan.loop_unroll(platform))
     return Placed(compiled_sweep(program, tuple(devices), layout),
                   compiled_init(st.model, tuple(devices)), by_run, xd, yd, ip,
-                  block * len(devices), order, held)
+                  block * len(devices), order, np.argsort(order), held)
 
 
 def probe_seconds_per_run_step(prep) -> tuple[float, bool]:

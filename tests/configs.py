@@ -1,4 +1,5 @@
-"""The small experiments several test files train, in one place.
+"""The small experiments several test files train, in one place (and a loader for the
+experiment scripts).
 
 Tests that train the same network on the same data for the same number of steps share one
 compiled program (and the persistent compile cache), so a test file reuses one of these rather
@@ -53,3 +54,16 @@ def with_sections(cfg: dict, **sections) -> dict:
     for sec, kv in sections.items():
         out[sec] = {**cfg.get(sec, {}), **kv}
     return out
+
+
+def experiment_script(name: str):
+    """experiments/<name>.py imported as a module (the scripts are not a package), for tests
+    of the experiment scripts themselves."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "experiments" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

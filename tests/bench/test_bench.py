@@ -350,14 +350,11 @@ def test_engine_gap_script_splits_a_sweep_into_its_parts(tmp_path, monkeypatch, 
     train 4, ts.run 8, the step loop 0.5, the variants 5 and 2), so every figure is checked against
     the value worked out by hand from them: TINY is 4 runs x 4 steps = 16 run-steps (the
     vmapped step loop times all 4 runs on every backend: TINY sets no vmap_runs subset)."""
-    import importlib.util
-    from pathlib import Path
     from types import SimpleNamespace
 
-    path = Path(__file__).resolve().parents[2] / "experiments" / "engine_gap.py"
-    spec = importlib.util.spec_from_file_location("engine_gap", path)
-    gap = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gap)
+    from configs import experiment_script
+
+    gap = experiment_script("engine_gap")
     from trainscape.engine import plan
     from trainscape.nn import models
     from trainscape.train import loop

@@ -2,21 +2,17 @@
 by scripts of their own (`SCRIPTED`) are part of it, and their reports rebuild from the saved
 results to the committed text."""
 
-import importlib.util
 import shutil
 from pathlib import Path
 
 import pytest
+from configs import experiment_script
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _make_results():
-    spec = importlib.util.spec_from_file_location(
-        "make_results", ROOT / "experiments" / "make_results.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return experiment_script("make_results")
 
 
 @pytest.mark.parametrize("name", ["width_scaling", "fractal_lr_lr"])
@@ -54,10 +50,7 @@ def test_the_fractal_config_gives_the_committed_studys_initial_loss():
     import trainscape as ts
     from trainscape.spec.schema import load_toml
 
-    spec = importlib.util.spec_from_file_location(
-        "fractal_lr_lr", ROOT / "experiments" / "fractal_lr_lr.py")
-    fractal = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fractal)
+    fractal = experiment_script("fractal_lr_lr")
     committed = pd.read_parquet(
         ROOT / "results" / "studies" / "fractal_lr_lr" / "level-0" / "runs.parquet")
     (want,) = committed["initial_loss"].unique()

@@ -15,8 +15,9 @@
 #                      its loop unrolled 4 blocks, without the summaries, TF32 matmuls, the
 #                      step loop's layout, the loop unrolled 16 blocks)
 #   runs.tar.gz        runs.parquet + meta.json of the GPU sweeps below, the `diverging`
-#                      bench's bench.json/.md (early exit on and off), and gap-small-cmdbuf/
+#                      bench's bench.json/.md (early exit on and off), gap-small-cmdbuf/
 #                      (engine_gap.py again with XLA's command buffers for loops and branches)
+#                      and host-overlap/ (experiments/host_overlap_ab.py)
 #
 # Steps: (0) the early-exit tests (bit-identity on the GPU); (1) where the engine's time goes
 # (engine_gap.py: its programs alone, ts.run, the step loop, and the programs rebuilt), then
@@ -115,6 +116,12 @@ XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" \
     step gap-small-cmdbuf 120 "$PY" experiments/engine_gap.py --workload small ${GAP_ARGS:-} \
     --variants no_early_exit,unroll4 --out "$W/gap-small-cmdbuf"
 
+# the host's work on a chunk (tables, Parquet, checksums) overlapped with the next chunk's
+# compute, against one after the other: sweeps on disk, chunks of 2048 runs so that there is
+# something to overlap (its json goes into runs.tar.gz)
+step host-overlap 120 "$PY" experiments/host_overlap_ab.py --cases tiny,small --rounds 3 \
+    --chunk-size 2048 --out "$W/host-overlap"
+
 step run-highest 120 "$PY" -m trainscape run --no-progress ${RUN_SETS:-} --out "$W/seed_question_highest"
 # the same sweep again in a fresh process that compiles (and autotunes) everything anew:
 # are a GPU's results the same bits from one process to the next?
@@ -144,7 +151,7 @@ step compare-cpu 60 "$PY" -m trainscape compare-precision \
     results/studies/seed_question "$W/seed_question_highest"
 (cd "$W" && tar czf "$OUT/runs.tar.gz" --exclude=curves.parquet --exclude='*.png' \
     seed_question_highest seed_question_again det1 det2 seed_question_tf32 bench-diverging \
-    gap-small-cmdbuf 2>/dev/null)
+    gap-small-cmdbuf host-overlap 2>/dev/null)
 
 # tests marked cpu_only skip themselves on a GPU
 [ -n "${SKIP_TESTS:-}" ] || step tests "${TESTS_LIMIT:-300}" "$PY" -m pytest -q -p no:cacheprovider \

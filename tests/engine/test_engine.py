@@ -299,8 +299,9 @@ def test_auto_chunk_size_respects_memory_budget():
     step = prep.block * 2
     recorded = len(loop.record_steps(prep.static.steps, prep.static.record_every))
 
-    def need(runs):  # device estimate and the host tables, as the fit counts them
-        return plan.memory_need(prep, runs) + memory.host_results_bytes(runs, recorded)
+    def need(runs):  # device estimate and two chunks' host tables (one saved while the next
+        # computes), as the fit counts them
+        return plan.memory_need(prep, runs) + 2 * memory.host_results_bytes(runs, recorded)
 
     assert need(3 * step) < need(6 * step)
     budget = (need(3 * step) + need(6 * step)) / 2

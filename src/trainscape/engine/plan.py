@@ -374,16 +374,22 @@ def budget_bytes(budget: float | None) -> int | None:
     return None if budget is None else int(budget)
 
 
+# Chunks whose host tables are in memory at once: a chunk's tables are built and saved while
+# the next chunk computes and comes back (sweep.runner: _HostWork).
+HOST_CHUNKS_AT_ONCE = 2
+
+
 def fit_budget(prep: Prepared, size: int, n_dev: int, budget: float | None) -> int:
-    """Shrink the chunk (whole blocks) until the estimated memory of its computation and of its
-    host tables fits `budget` bytes (default MEMORY_FRACTION of the device's free memory). One
-    block per device always runs: a grid whose single block does not fit is refused by
-    `check_memory`."""
+    """Shrink the chunk (whole blocks) until the estimated memory of its computation and of the
+    host tables of HOST_CHUNKS_AT_ONCE chunks fits `budget` bytes (default MEMORY_FRACTION of
+    the device's free memory). One block per device always runs: a grid whose single block
+    does not fit is refused by `check_memory`."""
     step = prep.block * n_dev
     recorded = n_recorded(prep.static)
 
     def need(runs: int) -> int:
-        return memory_need(prep, runs) + memory.host_results_bytes(runs, recorded)
+        return memory_need(prep, runs) + \
+            HOST_CHUNKS_AT_ONCE * memory.host_results_bytes(runs, recorded)
 
     return max(step, fit_runs(need, size, step, budget_bytes(budget)))
 

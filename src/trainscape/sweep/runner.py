@@ -11,6 +11,7 @@ import functools
 import platform
 import sys
 import time
+from concurrent import futures
 from pathlib import Path
 
 import jax
@@ -32,27 +33,6 @@ from .prepare import Prepared
 from .tables import chunk_tables
 
 DEFAULT_RESULTS_ROOT = Path("results")
-
-
-
-
-
-
-
-# ------------------------------------------------------------------ preparation
-
-
-
-
-
-
-
-
-
-
-# ------------------------------------------------------------------ assembling tables
-
-
 
 
 @functools.cache
@@ -282,13 +262,67 @@ def _run_distributed(prep, env, path, out, chunk_size, memory_budget, resume, pr
 # after every chunk it cost the memory bench's sweep about 4% of its speed.
 RELEASE_EVERY_SECONDS = 10.0
 
+# Build a chunk's tables and save it in a thread of its own while the next chunk computes
+# (False: one after the other, for comparison). The host's part of a sweep (tables, Parquet,
+# checksums) was 40% of a small network's sweep on a 2-core CPU; see _HostWork.
+OVERLAP_HOST_WORK = True
+
+
+class _HostWork:
+    """What the host does with a computed chunk: its runs and curves tables, and with a store
+    the chunk's files and journal record. With OVERLAP_HOST_WORK this runs in one worker
+    thread while the main thread computes the next chunk, so the devices do not wait for it.
+
+    At most one chunk is in the worker at a time: `submit` first `settle`s the one before, in
+    chunk order. A chunk whose save fails (a full disk, a KeyboardInterrupt raised by a test)
+    raises from `settle`, and no later chunk is submitted, so the chunks on disk are still the
+    first ones to finish, as without the thread. `close` waits for the chunk in the worker
+    even when the main thread is unwinding (Ctrl+C, an error): a computed chunk is saved, not
+    dropped; the only wait this adds to a second Ctrl+C is one chunk's save."""
+
+    def __init__(self, prep: Prepared, st: store.Store | None, done):
+        self.prep, self.st, self.done = prep, st, done
+        self.pool = futures.ThreadPoolExecutor(1, thread_name_prefix="trainscape-host") \
+            if OVERLAP_HOST_WORK else None
+        self.pending: tuple[execute.ChunkOutput, futures.Future] | None = None
+        self.released = time.perf_counter()
+
+    def _tables(self, out: execute.ChunkOutput):
+        runs, curves = chunk_tables(self.prep, out)
+        if self.st is None:
+            return runs, curves
+        self.st.save_chunk(out.index, runs, curves)
+        if time.perf_counter() - self.released > RELEASE_EVERY_SECONDS:
+            memory.release_free_memory()
+            self.released = time.perf_counter()
+        return None  # a stored chunk lives on disk only
+
+    def submit(self, out: execute.ChunkOutput) -> None:
+        self.settle()
+        if self.pool is None:
+            self.done(out, self._tables(out))
+        else:
+            self.pending = (out, self.pool.submit(self._tables, out))
+
+    def settle(self) -> None:
+        """Wait for the chunk in the worker; `done(out, tables)` once it is built or saved."""
+        if self.pending is not None:
+            out, job = self.pending
+            self.pending = None
+            self.done(out, job.result())
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)
+
 
 def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
            share: tuple[int, int] = (0, 1), chunk_guard=contextlib.nullcontext):
     """Train every chunk not already saved. In memory (`st` None) every chunk's tables are
     kept and returned; with a store each chunk goes to disk as soon as it is done and only its
     timing stays in memory, so host memory does not grow with the grid. `share` (k, m): only
-    the chunks whose number is k modulo m (process k of m in a distributed sweep)."""
+    the chunks whose number is k modulo m (process k of m in a distributed sweep). A chunk's
+    tables are built and saved while the next one computes (`_HostWork`)."""
     layout = chunk_layout_of(prep, size)  # built chunk by chunk: nothing here is per run
 
     def mine(i: int) -> bool:
@@ -314,38 +348,41 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
         print(f"resuming: {already} of {n} runs are saved ({len(saved)} chunks), "
               f"{n - already} to compute", file=sys.stderr)
     desc = prep.exp.name + (f" [process {share[0]}/{share[1]}]" if share[1] > 1 else "")
-    released = time.perf_counter()
     bar = tqdm(total=n, initial=already, unit="run", desc=desc, disable=not progress,
                dynamic_ncols=True, smoothing=0.1)
     # the first chunk waits for its program: compiled (seconds to minutes for deep networks)
     # or loaded from the compile cache; said on the bar so that a long wait does not look hung
     bar.set_postfix_str("compiling or loading the program", refresh=True)
+
+    def done(out: execute.ChunkOutput, tables) -> None:  # a chunk's tables built or saved
+        if st is None:
+            parts[out.index] = tables
+        timing["computed_runs"] += len(out.rows)
+        bar.update(len(out.rows))
+
+    host = _HostWork(prep, st, done)
     try:
         for index in range(share[0], len(layout), share[1]):
             if index in saved:
                 continue
             static, rows = layout[index]
-            with chunk_guard():
+            with chunk_guard():  # the chunk computed and handed to the host
                 out, dispatch = compute_chunk(prep, index, static, rows, dispatch)
-                runs, curves = chunk_tables(prep, out)
-                if st is not None:
-                    st.save_chunk(index, runs, curves)
-                    if time.perf_counter() - released > RELEASE_EVERY_SECONDS:
-                        memory.release_free_memory()
-                        released = time.perf_counter()
-            if st is None:
-                parts[index] = (runs, curves)
-            if timing["first_chunk_seconds"] is None:
-                timing["first_chunk_seconds"] = out.seconds
-            if not timing["chunk_seconds"]:
-                bar.set_postfix_str("", refresh=False)
-            timing["chunk_seconds"].append(out.seconds)
-            timing["computed_runs"] += len(rows)
-            timing["run_steps_skipped"] += skipped_run_steps(out.traj, static.steps)
-            del out, runs, curves  # a stored chunk lives on disk only
-            bar.update(len(rows))
+                if timing["first_chunk_seconds"] is None:
+                    timing["first_chunk_seconds"] = out.seconds
+                    bar.set_postfix_str("", refresh=False)
+                timing["chunk_seconds"].append(out.seconds)
+                timing["run_steps_skipped"] += skipped_run_steps(out.traj, static.steps)
+                host.submit(out)
+                del out
+        with chunk_guard():
+            host.settle()
     finally:
-        bar.close()
+        try:
+            host.settle()  # unwinding: the chunk computed last is still saved
+        finally:
+            host.close()
+            bar.close()
     timing["chunk_size_settled"] = dispatch
     return parts, timing
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from ..train.classify import LABELS
 
@@ -26,6 +25,8 @@ def median_interval(values, level: float = LEVEL) -> tuple[float, float, float]:
     if n == 0:
         return np.nan, np.nan, np.nan
     med = float(np.median(v))
+    from scipy import stats  # here, not at import: scipy.stats alone takes about 0.3 s
+
     # k - 1 = the largest j with P(B <= j) <= alpha / 2, B ~ Binomial(n, 1/2)
     k = int(stats.binom.ppf((1 - level) / 2, n, 0.5))
     if stats.binom.cdf(k, n, 0.5) > (1 - level) / 2:

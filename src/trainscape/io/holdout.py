@@ -9,7 +9,6 @@ are recorded in the results folder's meta.json (`data.holdout.test_rows`).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from ..errors import ConfigError, DataError
 from . import data as data_mod
@@ -37,6 +36,8 @@ def split_rows(y: np.ndarray, fraction: float, seed: int, task: str
         if len(rare):
             raise ConfigError(f"[data] holdout: got {fraction!r}; class {rare[0]!r} has only "
                               "1 row, so one side would have none of it")
+    from sklearn.model_selection import train_test_split  # here: it imports scipy
+
     train, test = train_test_split(rows, test_size=n_test, random_state=seed, shuffle=True,
                                    stratify=y if classify else None)
     train, test = np.sort(train), np.sort(test)

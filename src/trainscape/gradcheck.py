@@ -387,8 +387,6 @@ def _scale_hint(c: float, m: int | None) -> str:
 # ---------------------------------------------------------------------------- CLI
 
 
-
-
 def format_table(table: pd.DataFrame, *, title: str = "gradcheck") -> str:
     """Aligned plain-text rendering of a gradcheck table with its reference and verdict."""
     ref = table["reference"].iloc[0] if len(table) else "-"

@@ -171,6 +171,4 @@ def format_summary(df: pd.DataFrame, max_rows: int = MAX_ROWS_PRINTED) -> str:
     return "\n".join(lines)
 
 
-
-
 __all__ = ["compare", "compare_dtypes", "config_differences", "format_summary"]

@@ -293,5 +293,3 @@ def format_table(table: pd.DataFrame) -> str:
                      "one interval (a larger one trained, or a smaller one diverged and the "
                      "search moved down to it)")
     return "\n".join(lines) + "\n"
-
-

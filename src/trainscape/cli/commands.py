@@ -151,10 +151,6 @@ def gradcheck(
     return 0 if bool(table["ok"].all()) else 1
 
 
-
-
-
-
 def _parse_spec(spec: str) -> tuple[str, tuple[str, str, str]]:
     if not isinstance(spec, str) or not spec.strip():
         raise InputError(
@@ -175,7 +171,6 @@ def _parse_spec(spec: str) -> tuple[str, tuple[str, str, str]]:
         if not n.isidentifier():
             raise InputError(f"gradcheck spec {spec!r}: {n!r} is not a Python identifier")
     return target, names  # type: ignore[return-value]
-
 
 
 def _import_target(spec: str, target: str):
@@ -228,7 +223,6 @@ def _import_path(path: Path):
     finally:
         sys.path.remove(str(path.parent))
     return module
-
 
 
 def _get_callable(spec: str, module, target: str, name: str):

@@ -45,8 +45,6 @@ def compiler_options(platform: str | None = None) -> dict:
     return dict(CPU_COMPILER_OPTIONS) if (platform or jax.default_backend()) == "cpu" else {}
 
 
-
-
 # The name of the vmapped axis of the runs trained together (a group, `plan.sub_batch`): with
 # early exit, `train_one` asks over it whether any run of its group is still alive.
 GROUP_AXIS = "group"

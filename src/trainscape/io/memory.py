@@ -137,8 +137,6 @@ def release_free_memory() -> None:
         _LIBC[0](0)
 
 
-
-
 def device_memory_bytes(device=None) -> int | None:
     """Bytes one device can still allocate: its allocator's limit minus what is in use (GPU,
     TPU), else the host's available RAM (CPU devices share it); None when unknown."""

@@ -63,8 +63,6 @@ _OURS = (MANIFEST, CHUNKS, RUNS_FILE, META_FILE, LOCK)
 WriteError = atomic.WriteError
 
 
-
-
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -162,20 +160,6 @@ def unfinished_note(path: Path) -> str | None:
                 f"{live[0].get('host')}; {count}); read it once that sweep has finished")
     return (f"its sweep did not finish ({count}); finish it with trainscape run CONFIG "
             f"--out {str(path)} --resume (or ts.run(..., out=DIR, resume=True))")
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 
 
 # The stores whose lock this process holds, for `release_locks`.

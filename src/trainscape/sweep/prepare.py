@@ -275,7 +275,6 @@ def check_table(exp: cfg.Experiment, table: pd.DataFrame) -> None:
         raise InputError(f"table=: no column for the sweep axes {missing}")
 
 
-
 def check_init_params(model: Model, init_params) -> None:
     want = jax.eval_shape(model.init, jax.random.PRNGKey(0))
     w_leaves, w_def = jax.tree.flatten(want)
@@ -292,7 +291,6 @@ def check_init_params(model: Model, init_params) -> None:
             )
         if not np.all(np.isfinite(np.asarray(g, dtype=np.float64))):
             raise InputError(f"init_params=: {jax.tree_util.keystr(path_leaf[0])} has NaN/inf")
-
 
 
 def check_output_shape(model: Model, x_shape: tuple, y: np.ndarray, loss: str,

@@ -16,7 +16,6 @@ SUMMARY_COLUMNS = ("initial_loss", "final_loss", "min_loss", "max_loss", "peak_s
                    "diverged_step", "recover_step", "spike_step", "spike_recover_step")
 
 
-
 def chunk_tables(prep: Prepared, out: execute.ChunkOutput) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Runs rows and long curves for one finished chunk. (Columns are gathered first and the
     frames built once: inserting them one by one cost about 20 ms a chunk, as much as a GPU

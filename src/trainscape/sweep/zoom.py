@@ -433,22 +433,3 @@ def outcome_names(by: str) -> tuple[str, ...]:
     if by == "measure":
         return ("trainable (measure < 0)", "untrainable (measure > 0)")
     return ("not diverged", "diverged")
-
-
-
-
-
-
-
-
-
-
-
-
-# ---------------------------------------------------------------- report
-
-
-
-
-
-

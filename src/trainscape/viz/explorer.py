@@ -413,5 +413,3 @@ def explore(results: Results | str | os.PathLike, path: str | os.PathLike | None
     doc = render(*page_data(res))
     atomic.write_bytes(doc.encode("utf-8"), p)
     return p
-
-

@@ -966,5 +966,3 @@ def build(results_or_path, *, fmt: str | None = None, out=None) -> Path:
         doc = _render_md(res, text, figs, table, toml, env, names)
     atomic.write_bytes(doc.encode("utf-8"), path)
     return path
-
-

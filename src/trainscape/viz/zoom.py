@@ -21,7 +21,6 @@ def _colors(by: str) -> list[str]:
     return [LABEL_COLORS["converged"], LABEL_COLORS["diverged"]]
 
 
-
 def _extent(z: Zoom, level: int) -> tuple[list[float], list[str]]:
     """Image extent (log10 for geomspace axes, half a cell beyond the end points) and axis
     labels."""
@@ -35,7 +34,6 @@ def _extent(z: Zoom, level: int) -> tuple[list[float], list[str]]:
         ext += [lo - half, hi + half]
         names.append(f"log10 {ax.name}" if log else ax.name)
     return ext, names
-
 
 
 def plot_map(z: Zoom, ax=None, level: int | None = None, computed: bool = True):
@@ -75,7 +73,6 @@ def plot_map(z: Zoom, ax=None, level: int | None = None, computed: bool = True):
     return ax
 
 
-
 def plot_box_counts(z: Zoom, ax=None):
     """log N(cell size) against log 1 / cell size, with the fitted slope (the dimension)."""
     import matplotlib.pyplot as plt
@@ -98,7 +95,6 @@ def plot_box_counts(z: Zoom, ax=None):
     return ax
 
 
-
 def plot_strip(z: Zoom, axes=None):
     """The same map at every level, coarse to fine (a list of axes, one per level)."""
     import matplotlib.pyplot as plt
@@ -114,7 +110,6 @@ def plot_strip(z: Zoom, axes=None):
         if a.get_legend() is not None and k:
             a.get_legend().remove()
     return axes
-
 
 
 def report(z: Zoom, out: str | Path | None = None) -> Path:
@@ -138,7 +133,6 @@ def report(z: Zoom, out: str | Path | None = None) -> Path:
     f = out / "report.md"
     f.write_text(report_text(z))
     return f
-
 
 
 def report_text(z: Zoom) -> str:
@@ -168,7 +162,6 @@ def report_text(z: Zoom) -> str:
     lines += ["", "![map](zoom-map.png)", "", "![box counting](zoom-boxcount.png)", "",
               "![zoom strip](zoom-strip.png)", ""]
     return "\n".join(lines)
-
 
 
 def summary_text(z: Zoom) -> str:

@@ -77,14 +77,14 @@ def measure(case: str, rounds: int, chunk_size: int | None, scratch: Path) -> di
             "overlapped_over_one_after_the_other": on / off}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cases", default="tiny,small",
                     help="comma-separated: tiny, " + ", ".join(bench.WORKLOADS))
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--chunk-size", type=int, default=None)
     ap.add_argument("--out", type=Path, required=True)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     cases = a.cases.split(",")
     unknown = [c for c in cases if c != "tiny" and c not in bench.WORKLOADS]
     if unknown:

@@ -115,3 +115,41 @@ def test_an_interrupt_while_a_chunk_computes_still_saves_the_one_before(serial, 
     res = _run(out, resume=True)
     assert res.meta["timings"]["resumed_runs"] == 2 * CHUNK
     pd.testing.assert_frame_equal(res.curves, serial.curves, check_exact=True)
+
+
+def test_the_ab_script_times_both_forms_and_restores_the_default(tmp_path, monkeypatch):
+    """experiments/host_overlap_ab.py on a small case: each form's sweeps run with the flag it
+    is named for, the flag is back on afterwards, and the ratio is the bests' (its timer is
+    replaced by fixed seconds: overlapped 3 and 2, one after the other 4 and 5)."""
+    from configs import experiment_script
+
+    ab = experiment_script("host_overlap_ab")
+    seen = []
+    real_run = ab.ts.run
+
+    def run(*a, **k):
+        seen.append(runner.OVERLAP_HOST_WORK)
+        return real_run(*a, **k)
+
+    def fixed(setups, repeats, *a, **k):
+        out = {}
+        for form, (info, call) in setups.items():
+            call()
+            secs = [3.0, 2.0] if form == "overlapped" else [4.0, 5.0]
+            out[form] = {**info, "seconds": secs, "best_seconds": min(secs),
+                         "run_steps_per_s": info["run_steps_timed"] / min(secs)}
+        return out
+
+    monkeypatch.setattr(ab, "_config", lambda case: CFG)
+    monkeypatch.setattr(ab.ts, "run", run)
+    monkeypatch.setattr(ab.bench, "_time_rounds", fixed)
+    r = ab.measure("tiny", 2, CHUNK, tmp_path)
+    assert seen == [True, False, True, False]  # the compared pair, then one call of each
+    assert runner.OVERLAP_HOST_WORK is True
+    assert (r["runs"], r["n_chunks"]) == (N_CHUNKS * CHUNK, N_CHUNKS)
+    assert r["overlapped_over_one_after_the_other"] == 0.5  # 2 / 4
+    assert r["run_steps_per_s"]["overlapped"] == N_CHUNKS * CHUNK * 6 / 2
+    assert not list(tmp_path.iterdir())  # every sweep's folder removed
+    with pytest.raises(SystemExit) as bad:
+        ab.main(["--cases", "tiny,nope", "--out", str(tmp_path)])
+    assert bad.value.code == 2

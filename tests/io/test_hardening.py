@@ -28,7 +28,7 @@ from trainscape.errors import DataError, InputError
 from trainscape.io import atomic, memory, store
 from trainscape.spec import grid
 from trainscape.spec import schema as cfg
-from trainscape.sweep import prepare
+from trainscape.sweep import prepare, runner
 
 STATIC = """
 [data]
@@ -119,13 +119,13 @@ def sweep_cfg(tmp_path_factory):
     return _write(tmp_path_factory.mktemp("cfg") / "small.toml", SWEEP)
 
 
-@pytest.fixture(scope="module")
-def measured(sweep_cfg, tmp_path_factory):
+def _measure(sweep_cfg, root: Path, streamed: bool):
     """The uninterrupted sweep (on a roomy tmpfs, copied out) and the space used on its file
-    system after each write: chunk k saved, each final file renamed into place."""
-    root = tmp_path_factory.mktemp("measure")
+    system after each write: chunk k saved (with `streamed`, the final files' growth from
+    chunk k included), each final file renamed into place."""
     marks: dict[str, int] = {}
     with _tmpfs(root / "fs", 64 << 20) as fs, pytest.MonkeyPatch.context() as mp:
+        mp.setattr(runner, "STREAM_FINAL_FILES", streamed)
         real_save, real_replace = store.Store.save_chunk, atomic.fsync_replace
 
         def save(self, index, *a, **k):
@@ -145,6 +145,25 @@ def measured(sweep_cfg, tmp_path_factory):
         for name in ("runs.parquet", "curves.parquet"):
             (ref / name).write_bytes((fs / "out" / name).read_bytes())
     return ref, marks
+
+
+@pytest.fixture(scope="module")
+def measured(sweep_cfg, tmp_path_factory):
+    """A new sweep's writes: its final files streamed as the chunks are saved."""
+    return _measure(sweep_cfg, tmp_path_factory.mktemp("measure"), streamed=True)
+
+
+@pytest.fixture(scope="module")
+def measured_assembled(sweep_cfg, tmp_path_factory):
+    """The writes when the final files are assembled from the chunk files after the last
+    chunk, as for a resumed sweep (`runner.STREAM_FINAL_FILES` off)."""
+    return _measure(sweep_cfg, tmp_path_factory.mktemp("assembled"), streamed=False)
+
+
+def _assembled(monkeypatch) -> None:
+    """This test's sweeps assemble the final files from the chunk files, as a resumed
+    sweep does."""
+    monkeypatch.setattr(runner, "STREAM_FINAL_FILES", False)
 
 
 # ----------------------------------------------------------------- disk full, write errors
@@ -175,9 +194,10 @@ def test_disk_full_mid_chunk_stops_with_one_line_and_resumes(sweep_cfg, measured
     assert "-000002.parquet" in line  # the file it was writing
 
 
-def test_disk_full_while_the_final_curves_are_streamed(sweep_cfg, measured, tmp_path, capsys,
-                                                       monkeypatch):
-    ref, marks = measured
+def test_disk_full_while_the_final_curves_are_assembled(sweep_cfg, measured_assembled,
+                                                         tmp_path, capsys, monkeypatch):
+    ref, marks = measured_assembled
+    _assembled(monkeypatch)
     monkeypatch.setattr(store, "ROW_GROUP", 16)  # as measured: many row groups, a stream
     with _tmpfs(tmp_path / "fs", 4 << 20) as fs:
         # every chunk and runs.parquet fit; curves.parquet (more than a page) does not
@@ -197,13 +217,75 @@ def test_disk_full_while_the_final_curves_are_streamed(sweep_cfg, measured, tmp_
         _same_tables(out, ref)
 
 
-def test_disk_full_while_the_final_runs_table_is_written(sweep_cfg, measured, tmp_path,
-                                                         capsys):
-    ref, marks = measured
+def test_disk_full_while_the_final_runs_table_is_assembled(sweep_cfg, measured_assembled,
+                                                           tmp_path, capsys, monkeypatch):
+    ref, marks = measured_assembled
+    _assembled(monkeypatch)
     with _tmpfs(tmp_path / "fs", 4 << 20) as fs:
         ballast = _fill(fs, marks[f"chunk{N_CHUNKS - 1}"])  # no page left for runs.parquet
         line = _fail_then_resume(sweep_cfg, ref, fs / "out", capsys, ballast.unlink)
     assert "runs.parquet" in line and "No space left on device" in line
+
+
+def test_disk_full_while_the_final_files_are_streamed(sweep_cfg, measured, tmp_path,
+                                                      capsys, monkeypatch):
+    """A page short of the sweep's peak: every chunk is saved and streamed into the final
+    files, whose last writes (the footers) then meet the full disk. The stream is dropped, the
+    assembly from the chunk files runs out of space in turn, at curves.parquet, and the sweep
+    stops with that one line; nothing is half written, all chunks are kept, and a resume
+    assembles the uninterrupted tables without computing."""
+    ref, marks = measured
+    monkeypatch.setattr(store, "ROW_GROUP", 16)  # as measured
+    real_finish, finished = store._FinalStream.finish, []
+    monkeypatch.setattr(store._FinalStream, "finish",
+                        lambda self, n: finished.append(n) or real_finish(self, n))
+    with _tmpfs(tmp_path / "fs", 4 << 20) as fs:
+        ballast = _fill(fs, marks["curves.parquet"] - PAGE)
+        out = fs / "out"
+        assert _run(sweep_cfg, out) == 1
+        line = _error_line(capsys.readouterr().err)
+        assert finished == [N_CHUNKS]  # the stream held every chunk when it failed
+        assert "curves.parquet" in line and "No space left on device" in line, line
+        assert _check_nothing_half_written(out) == set(range(N_CHUNKS))
+        ballast.unlink()
+        assert _run(sweep_cfg, out, "--resume") == 0
+        assert "recomputing" not in capsys.readouterr().err
+        _same_tables(out, ref)
+
+
+def test_a_failed_stream_falls_back_to_the_chunk_files(sweep_cfg, measured, tmp_path,
+                                                       monkeypatch):
+    """The final files' stream fails at its second chunk (as on a full disk): the sweep goes
+    on, the final files are assembled from the chunk files instead, and they are the
+    uninterrupted sweep's; the stream's temporary files are gone."""
+    ref, _ = measured
+    real_add, calls = store._FinalStream.add, []
+
+    def add(self, index, tables):
+        calls.append(index)
+        if index == 1:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_add(self, index, tables)
+
+    monkeypatch.setattr(store._FinalStream, "add", add)
+    out = tmp_path / "out"
+    assert _run(sweep_cfg, out) == 0
+    assert calls == [0, 1]  # dropped after the failure: no later chunk is streamed
+    _same_tables(out, ref)
+    assert not list(out.rglob("*.tmp"))
+
+
+def test_streamed_final_files_equal_assembled_ones(measured, measured_assembled):
+    """Same schema (pandas metadata included), row groups and values, whichever way the final
+    files were made."""
+    import pyarrow.parquet as pq
+
+    for name in ("runs.parquet", "curves.parquet"):
+        a, b = (pq.ParquetFile(ref / name) for ref in (measured[0], measured_assembled[0]))
+        assert a.schema_arrow.equals(b.schema_arrow, check_metadata=True)
+        assert [a.metadata.row_group(i).num_rows for i in range(a.num_row_groups)] == \
+            [b.metadata.row_group(i).num_rows for i in range(b.num_row_groups)]
+        assert a.read().equals(b.read())
 
 
 def test_disk_full_while_the_heatmap_is_written(sweep_cfg, measured, tmp_path, capsys,

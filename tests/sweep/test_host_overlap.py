@@ -117,10 +117,11 @@ def test_an_interrupt_while_a_chunk_computes_still_saves_the_one_before(serial, 
     pd.testing.assert_frame_equal(res.curves, serial.curves, check_exact=True)
 
 
-def test_the_ab_script_times_both_forms_and_restores_the_default(tmp_path, monkeypatch):
-    """experiments/host_overlap_ab.py on a small case: each form's sweeps run with the flag it
-    is named for, the flag is back on afterwards, and the ratio is the bests' (its timer is
-    replaced by fixed seconds: overlapped 3 and 2, one after the other 4 and 5)."""
+def test_the_ab_script_times_each_form_and_restores_the_defaults(tmp_path, monkeypatch):
+    """experiments/host_overlap_ab.py on a small case: each form's sweeps run with the flags it
+    is named for, both flags are back on afterwards, and the ratios are the bests' (its timer
+    is replaced by fixed seconds: overlapped 3 and 2, one after the other 4 and 5, assembled
+    after the last chunk 6 and 8)."""
     from configs import experiment_script
 
     ab = experiment_script("host_overlap_ab")
@@ -128,14 +129,17 @@ def test_the_ab_script_times_both_forms_and_restores_the_default(tmp_path, monke
     real_run = ab.ts.run
 
     def run(*a, **k):
-        seen.append(runner.OVERLAP_HOST_WORK)
+        seen.append((runner.OVERLAP_HOST_WORK, runner.STREAM_FINAL_FILES))
         return real_run(*a, **k)
+
+    fixed_seconds = {"overlapped": [3.0, 2.0], "one_after_the_other": [4.0, 5.0],
+                     "assembled_after": [6.0, 8.0]}
 
     def fixed(setups, repeats, *a, **k):
         out = {}
         for form, (info, call) in setups.items():
             call()
-            secs = [3.0, 2.0] if form == "overlapped" else [4.0, 5.0]
+            secs = fixed_seconds[form]
             out[form] = {**info, "seconds": secs, "best_seconds": min(secs),
                          "run_steps_per_s": info["run_steps_timed"] / min(secs)}
         return out
@@ -144,10 +148,12 @@ def test_the_ab_script_times_both_forms_and_restores_the_default(tmp_path, monke
     monkeypatch.setattr(ab.ts, "run", run)
     monkeypatch.setattr(ab.bench, "_time_rounds", fixed)
     r = ab.measure("tiny", 2, CHUNK, tmp_path)
-    assert seen == [True, False, True, False]  # the compared pair, then one call of each
-    assert runner.OVERLAP_HOST_WORK is True
+    # the compared calls, then one timed call of each
+    assert seen == [(True, True), (False, True), (False, False)] * 2
+    assert runner.OVERLAP_HOST_WORK is True and runner.STREAM_FINAL_FILES is True
     assert (r["runs"], r["n_chunks"]) == (N_CHUNKS * CHUNK, N_CHUNKS)
     assert r["overlapped_over_one_after_the_other"] == 0.5  # 2 / 4
+    assert r["overlapped_over_assembled_after"] == pytest.approx(1 / 3)  # 2 / 6
     assert r["run_steps_per_s"]["overlapped"] == N_CHUNKS * CHUNK * 6 / 2
     assert not list(tmp_path.iterdir())  # every sweep's folder removed
     with pytest.raises(SystemExit) as bad:

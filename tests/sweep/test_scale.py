@@ -139,10 +139,14 @@ def _peak_traced(cfg, out, chunk):
         tracemalloc.stop()
 
 
-def test_peak_host_memory_does_not_grow_with_the_grid(tmp_path):
+def test_peak_host_memory_does_not_grow_with_the_grid(tmp_path, monkeypatch):
     """Python/NumPy/pandas allocations (tracemalloc) of a sweep 16x larger, same chunk size:
     assembling every curve in memory would make the peak grow ~16x; streaming keeps it flat.
-    60 steps, so the large sweep's curves (6 MB) dwarf one chunk's working set (about 2 MB)."""
+    60 steps, so the large sweep's curves (6 MB) dwarf one chunk's working set (about 2 MB).
+    The final files' row groups are cut at one chunk's curves (15,616 rows): a new sweep's
+    final files are written as its chunks are saved, holding up to a row group of chunks'
+    tables (store.ROW_GROUP rows, a constant) that the small sweep here would never fill."""
+    monkeypatch.setattr(runner.store, "ROW_GROUP", 256 * 61)
     chunk = plan.BLOCK * 2 * 4
 
     def cfg(n_seeds):

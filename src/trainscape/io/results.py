@@ -190,11 +190,13 @@ def _read_parquet(f: Path, columns: list[str] | None = None, **kw) -> pd.DataFra
         raise _damaged(f, e) from None
 
 
-def atomic_parquet(df: pd.DataFrame, path: Path) -> None:
-    """Write `df` to `path` whole or not at all (`atomic.write_bytes`): serialized in memory
-    first, so a failed write can say how many bytes it needed."""
+def atomic_parquet(df: pd.DataFrame | pa.Table, path: Path) -> None:
+    """Write `df` (a frame, or a table made from one) to `path` whole or not at all
+    (`atomic.write_bytes`): serialized in memory first, so a failed write can say how many
+    bytes it needed."""
     buf = pa.BufferOutputStream()
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), buf)
+    table = df if isinstance(df, pa.Table) else pa.Table.from_pandas(df, preserve_index=False)
+    pq.write_table(table, buf)
     atomic.write_bytes(buf.getvalue().to_pybytes(), path)
 
 

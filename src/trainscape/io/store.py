@@ -16,8 +16,10 @@ rather than a field of manifest.json because rewriting a growing manifest after 
 costs time quadratic in the number of chunks. `--resume` refuses a folder written for another
 config, other data or other software versions (naming what changed), re-hashes every recorded
 chunk (a partial or altered file is recomputed, never read) and computes only the rest.
-Once every chunk is saved, `assemble` streams them into the final files, one chunk in memory
-at a time.
+A new sweep's final files are written as its chunks are saved (`stream_final`), under their
+temporary names, and `assemble` renames them once every chunk is in; a resumed or distributed
+sweep's (or one whose stream failed) are streamed from the chunk files by `assemble`, one chunk
+in memory at a time.
 """
 
 from __future__ import annotations
@@ -195,6 +197,7 @@ class Store:
         self.journal_name = JOURNAL if process == 0 else f"done-p{process}.jsonl"
         self._lock_fd: int | None = None
         self._created: list[Path] = []
+        self._stream: _FinalStream | None = None
         where = repr(str(self.path))
         if process:
             self.manifest = self._read_manifest()
@@ -303,6 +306,7 @@ class Store:
                     f.unlink()
 
     def __exit__(self, *exc) -> None:
+        self.stop_streaming()  # a sweep that stopped early: the chunk files are what counts
         self._unlock()
 
     def _remove_created(self) -> None:
@@ -433,11 +437,14 @@ class Store:
         return done
 
     def save_chunk(self, index: int, runs: pd.DataFrame, curves: pd.DataFrame) -> None:
+        """Write a chunk's two files, then record it in the journal; then, while the final
+        files are streamed (`stream_final`), append it to them."""
         files = self._files(index)
         journal = self.path / CHUNKS / self.journal_name
+        tables = [pa.Table.from_pandas(df, preserve_index=False) for df in (runs, curves)]
         try:
-            atomic_parquet(runs, files[0])
-            atomic_parquet(curves, files[1])
+            atomic_parquet(tables[0], files[0])
+            atomic_parquet(tables[1], files[1])
             line = json.dumps({"index": index, "runs": len(runs),
                                "sha256": [sha256_file(f) for f in files]}) + "\n"
             try:
@@ -453,16 +460,42 @@ class Store:
         except OSError as e:  # reading a file just written back for its checksum
             raise WriteError(f"chunk {index} not saved: {str(self.path)!r}: "
                              f"{e.strerror or e}; the chunks before it are saved") from e
+        if self._stream is not None:
+            try:
+                self._stream.add(index, tables)
+            except (OSError, pa.ArrowException, ValueError):
+                # the chunk is saved; the final files are assembled from the chunk files
+                # instead, which reports a failure of its own
+                self.stop_streaming()
 
     def chunk_run_ids(self, index: int) -> np.ndarray:
         """The run_id column of a saved chunk (read alone, not the whole chunk)."""
         return pd.read_parquet(self._files(index)[0], columns=["run_id"])["run_id"].to_numpy()
 
+    def stream_final(self) -> None:
+        """Write the final files as the chunks are saved, which must then be chunks 0, 1, 2,
+        ... in order, all by this process (`_FinalStream`): `assemble` only renames them."""
+        self._stream = _FinalStream(self.path)
+
+    def stop_streaming(self) -> None:
+        if self._stream is not None:
+            self._stream.abandon()
+            self._stream = None
+
     def assemble(self, n_chunks: int) -> None:
-        """Stream chunks 0..n_chunks-1 into the final runs.parquet and curves.parquet, one
-        chunk in memory at a time (row groups of at least ROW_GROUP rows), each file written
-        under a temporary name and renamed once complete. The sweep's freed memory is handed
-        back first, so the assembly's buffers do not come on top of it."""
+        """The final runs.parquet and curves.parquet of chunks 0..n_chunks-1: the streamed
+        files renamed into place when `stream_final` wrote them all; otherwise the chunk files
+        streamed into them, one chunk in memory at a time (row groups of at least ROW_GROUP
+        rows), each file written under a temporary name and renamed once complete. The sweep's
+        freed memory is handed back first, so the assembly's buffers do not come on top of
+        it."""
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            try:
+                if stream.finish(n_chunks):
+                    return
+            except (OSError, pa.ArrowException):
+                stream.abandon()
         memory.release_free_memory()
         for kind, final in ((0, RUNS_FILE), (1, CURVES_FILE)):
             # about what the final file takes: its chunks' files, rewritten in larger row groups
@@ -506,6 +539,65 @@ class Store:
         with contextlib.suppress(OSError):
             for name in (MANIFEST, RUNS_FILE, CURVES_FILE, META_FILE):
                 (self.path / f"{name}.tmp").unlink(missing_ok=True)
+
+
+class _FinalStream:
+    """The final runs.parquet and curves.parquet written while the sweep runs, from the tables
+    of each chunk as it is saved (chunks 0, 1, 2, ... in order), under their temporary names;
+    `finish` renames them into place. Row groups of at least ROW_GROUP rows and each file's
+    schema taken from chunk 0, as `Store.assemble` makes them from the chunk files, so the
+    final files hold the same tables either way. Saves the assembly's second read and write
+    of every chunk after the last one (on a 2-core CPU, 5.4 s of a 39 s sweep of 1,000,000
+    runs)."""
+
+    def __init__(self, path: Path):
+        self.tmps = [atomic.tmp_name(path / RUNS_FILE), atomic.tmp_name(path / CURVES_FILE)]
+        self.finals = [path / RUNS_FILE, path / CURVES_FILE]
+        self.writers: list[pq.ParquetWriter | None] = [None, None]
+        self.pending: list[list[pa.Table]] = [[], []]
+        self.rows = [0, 0]
+        self.next = 0  # the chunk expected next
+
+    def add(self, index: int, tables: list[pa.Table]) -> None:
+        if index != self.next:
+            raise ValueError(f"chunk {index} streamed after {self.next - 1}")
+        for k, t in enumerate(tables):
+            if self.writers[k] is None:
+                self.writers[k] = pq.ParquetWriter(self.tmps[k], t.schema)
+            schema = self.writers[k].schema
+            self.pending[k].append(t.cast(schema) if t.schema != schema else t)
+            self.rows[k] += t.num_rows
+            if self.rows[k] >= ROW_GROUP:
+                self._flush(k)
+        self.next += 1
+
+    def _flush(self, k: int) -> None:
+        if self.pending[k]:
+            self.writers[k].write_table(pa.concat_tables(self.pending[k]),
+                                        row_group_size=self.rows[k])
+            self.pending[k], self.rows[k] = [], 0
+
+    def finish(self, n_chunks: int) -> bool:
+        """Rename both files into place if they hold chunks 0..n_chunks-1 (True); else drop
+        them (False)."""
+        if self.next != n_chunks or None in self.writers:
+            self.abandon()
+            return False
+        for k in (0, 1):
+            self._flush(k)
+            self.writers[k].close()
+        for k in (0, 1):
+            atomic.fsync_replace(self.tmps[k], self.finals[k])
+        return True
+
+    def abandon(self) -> None:
+        for w, tmp in zip(self.writers, self.tmps, strict=True):
+            with contextlib.suppress(OSError, pa.ArrowException):
+                if w is not None:
+                    w.close()
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+        self.writers = [None, None]
 
 
 def _try_flock(fd: int) -> bool:

@@ -267,6 +267,11 @@ RELEASE_EVERY_SECONDS = 10.0
 # checksums) was 40% of a small network's sweep on a 2-core CPU; see _HostWork.
 OVERLAP_HOST_WORK = True
 
+# Write a new sweep's final runs.parquet and curves.parquet as its chunks are saved, instead of
+# reading every chunk file back after the last one (`store.Store.stream_final`; False: the
+# assembly after the last chunk, as a resumed or distributed sweep always does).
+STREAM_FINAL_FILES = True
+
 
 class _HostWork:
     """What the host does with a computed chunk: its runs and curves tables, and with a store
@@ -360,6 +365,8 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
         timing["computed_runs"] += len(out.rows)
         bar.update(len(out.rows))
 
+    if STREAM_FINAL_FILES and st is not None and not saved and share[1] == 1:
+        st.stream_final()  # every chunk computed here, in order: final files written as saved
     host = _HostWork(prep, st, done)
     try:
         for index in range(share[0], len(layout), share[1]):

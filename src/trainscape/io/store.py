@@ -11,9 +11,10 @@ Layout of an unfinished sweep::
 
 Every file is written to a temporary name, fsynced and renamed, and a chunk is recorded in
 `done.jsonl` (appended and fsynced) only after both its files are in place, so a kill at any
-moment leaves at worst a chunk that is recomputed. The chunk record is an append-only journal
-rather than a field of manifest.json because rewriting a growing manifest after every chunk
-costs time quadratic in the number of chunks. `--resume` refuses a folder written for another
+moment costs at worst the chunk being saved, to be recomputed (and the one computing beside it,
+see sweep.runner). The chunk record is an append-only journal rather than a field of
+manifest.json because rewriting a growing manifest after every chunk costs time quadratic in
+the number of chunks. `--resume` refuses a folder written for another
 config, other data or other software versions (naming what changed), re-hashes every recorded
 chunk (a partial or altered file is recomputed, never read) and computes only the rest.
 A new sweep's final files are written as its chunks are saved (`stream_final`), under their

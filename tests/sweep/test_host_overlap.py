@@ -159,3 +159,32 @@ def test_the_ab_script_times_each_form_and_restores_the_defaults(tmp_path, monke
     with pytest.raises(SystemExit) as bad:
         ab.main(["--cases", "tiny,nope", "--out", str(tmp_path)])
     assert bad.value.code == 2
+
+
+def test_the_progress_bar_counts_a_chunk_once_it_is_computed(tmp_path, monkeypatch):
+    """Not once it is saved, a chunk later: with chunks of 10 s the bar would otherwise sit
+    at zero for the first 20."""
+    computed, at_update = [], []
+    real_compute = runner.compute_chunk
+
+    class Bar:
+        def __init__(self, *a, initial=0, **k):
+            pass
+
+        def update(self, n):
+            at_update.append((len(computed), n))
+
+        def set_postfix_str(self, *a, **k):
+            pass
+
+        def close(self):
+            pass
+
+    def compute(prep, index, *a, **k):
+        computed.append(index)
+        return real_compute(prep, index, *a, **k)
+
+    monkeypatch.setattr(runner, "tqdm", Bar)
+    monkeypatch.setattr(runner, "compute_chunk", compute)
+    _run(tmp_path / "out")
+    assert at_update == [(k + 1, CHUNK) for k in range(N_CHUNKS)]

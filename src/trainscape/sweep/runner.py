@@ -363,7 +363,6 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
         if st is None:
             parts[out.index] = tables
         timing["computed_runs"] += len(out.rows)
-        bar.update(len(out.rows))
 
     if STREAM_FINAL_FILES and st is not None and not saved and share[1] == 1:
         st.stream_final()  # every chunk computed here, in order: final files written as saved
@@ -380,6 +379,7 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
                     bar.set_postfix_str("", refresh=False)
                 timing["chunk_seconds"].append(out.seconds)
                 timing["run_steps_skipped"] += skipped_run_steps(out.traj, static.steps)
+                bar.update(len(rows))  # computed; saved by the host worker a moment later
                 host.submit(out)
                 del out
         with chunk_guard():

@@ -116,9 +116,10 @@ XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" \
     step gap-small-cmdbuf 120 "$PY" experiments/engine_gap.py --workload small ${GAP_ARGS:-} \
     --variants no_early_exit,unroll4 --out "$W/gap-small-cmdbuf"
 
-# the host's work on a chunk (tables, Parquet, checksums) overlapped with the next chunk's
-# compute, against one after the other: sweeps on disk, chunks of 2048 runs so that there is
-# something to overlap (its json goes into runs.tar.gz)
+# the host's work on a chunk (tables, Parquet, checksums, the final files) overlapped with the
+# next chunk's compute, against one after the other and against 0.12.1's assembly after the
+# last chunk: sweeps on disk, chunks of 2048 runs so that there is something to overlap (its
+# json goes into runs.tar.gz)
 step host-overlap 120 "$PY" experiments/host_overlap_ab.py --cases tiny,small --rounds 3 \
     --chunk-size 2048 --out "$W/host-overlap"
 

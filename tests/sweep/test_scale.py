@@ -142,25 +142,28 @@ def _peak_traced(cfg, out, chunk):
 def test_peak_host_memory_does_not_grow_with_the_grid(tmp_path, monkeypatch):
     """Python/NumPy/pandas allocations (tracemalloc) of a sweep 16x larger, same chunk size:
     assembling every curve in memory would make the peak grow ~16x; streaming keeps it flat.
-    60 steps, so the large sweep's curves (6 MB) dwarf one chunk's working set (about 2 MB).
-    The final files' row groups are cut at one chunk's curves (15,616 rows): a new sweep's
-    final files are written as its chunks are saved, holding up to a row group of chunks'
-    tables (store.ROW_GROUP rows, a constant) that the small sweep here would never fill."""
-    monkeypatch.setattr(runner.store, "ROW_GROUP", 256 * 61)
+    60 steps, so the large sweep's curves (12 MB) dwarf one chunk's working set (about 1.5 MB).
+    Both sweeps have at least two chunks, since a chunk is saved while the next one computes
+    (two chunks' tables at once, where a one-chunk sweep has one). The final files' row groups
+    are cut at one chunk's runs (256 rows): a new sweep's final files are written as its
+    chunks are saved, holding the tables of up to a row group (store.ROW_GROUP rows of runs
+    and of curves, a constant: about 12 MB at the default 65,536) that the small sweep here
+    would never fill, so that the large one's peak would grow until it had filled them."""
+    monkeypatch.setattr(runner.store, "ROW_GROUP", 256)
     chunk = plan.BLOCK * 2 * 4
 
     def cfg(n_seeds):
         return {**tiny(n_seeds=n_seeds), "train": {"steps": 60, "record_every": 1}}
 
     ts.run(cfg(16), out=None, progress=False, chunk_size=chunk)  # compile outside
-    small = _peak_traced(cfg(16), tmp_path / "a", chunk)  # 256 runs, one chunk
-    # 4096 runs, 16 chunks; the smaller of two sweeps, because a one-off interpreter
+    small = _peak_traced(cfg(32), tmp_path / "a", chunk)  # 512 runs, two chunks
+    # 8192 runs, 32 chunks; the smaller of two sweeps, because a one-off interpreter
     # allocation can land in either (in the full suite: a 7.7 MB resize of Python's table of
     # interned strings, triggered by a pathlib call in the middle of the sweep)
-    large = min(_peak_traced(cfg(256), tmp_path / b, chunk) for b in ("b", "c"))
-    curves_large = 4096 * 61 * 8 * 3  # bytes of the large sweep's run_id/step/loss columns
+    large = min(_peak_traced(cfg(512), tmp_path / b, chunk) for b in ("b", "c"))
+    curves_large = 8192 * 61 * 8 * 3  # bytes of the large sweep's run_id/step/loss columns
     assert large < 1.5 * small, (small, large)
-    assert large < curves_large / 2  # it never held its curves at once
+    assert large < curves_large / 3  # it never held its curves at once
 
 
 def _probe(prep):

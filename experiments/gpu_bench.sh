@@ -120,7 +120,7 @@ XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" \
 # next chunk's compute, against one after the other and against 0.12.1's assembly after the
 # last chunk: sweeps on disk, chunks of 2048 runs so that there is something to overlap (its
 # json goes into runs.tar.gz)
-step host-overlap 120 "$PY" experiments/host_overlap_ab.py --cases tiny,small --rounds 3 \
+step host-overlap 180 "$PY" experiments/host_overlap_ab.py --cases tiny,small --rounds 3 \
     --chunk-size 2048 --out "$W/host-overlap"
 
 step run-highest 120 "$PY" -m trainscape run --no-progress ${RUN_SETS:-} --out "$W/seed_question_highest"

@@ -502,24 +502,14 @@ class Store:
             # about what the final file takes: its chunks' files, rewritten in larger row groups
             need = sum(self._files(i)[kind].stat().st_size for i in range(n_chunks))
             with atomic.streamed(self.path / final, need) as tmp:
-                writer, schema, pending, rows = None, None, [], 0
+                out = _RowGroups(tmp)
                 try:
                     for i in range(n_chunks):
-                        t = pq.read_table(self._files(i)[kind])
-                        if schema is None:
-                            schema = t.schema
-                            writer = pq.ParquetWriter(tmp, schema)
-                        pending.append(t.cast(schema) if t.schema != schema else t)
-                        rows += t.num_rows
-                        if rows >= ROW_GROUP:
-                            writer.write_table(pa.concat_tables(pending), row_group_size=rows)
-                            pending, rows = [], 0
+                        if out.add(pq.read_table(self._files(i)[kind])):
                             memory.release_free_memory()
-                    if pending:
-                        writer.write_table(pa.concat_tables(pending), row_group_size=rows)
+                    out.flush()
                 finally:
-                    if writer is not None:
-                        writer.close()
+                    out.close()
 
     def finish(self) -> None:
         """Mark the sweep finished (runs/curves/meta are written), then drop the chunk files.
@@ -542,64 +532,79 @@ class Store:
                 (self.path / f"{name}.tmp").unlink(missing_ok=True)
 
 
+class _RowGroups:
+    """One Parquet file written in row groups of at least ROW_GROUP rows, every table cast to
+    the first one's schema (the final files, from the chunk files or from the chunks' tables
+    as they are saved). The tables of a row group not yet written stay in memory."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.writer: pq.ParquetWriter | None = None
+        self.pending: list[pa.Table] = []
+        self.rows = 0
+
+    def add(self, t: pa.Table) -> bool:
+        """Append `t`; True when that completed a row group, which is then written."""
+        if self.writer is None:
+            self.writer = pq.ParquetWriter(self.path, t.schema)
+        schema = self.writer.schema
+        self.pending.append(t.cast(schema) if t.schema != schema else t)
+        self.rows += t.num_rows
+        if self.rows < ROW_GROUP:
+            return False
+        self.flush()
+        return True
+
+    def flush(self) -> None:
+        if self.pending:
+            self.writer.write_table(pa.concat_tables(self.pending), row_group_size=self.rows)
+            self.pending, self.rows = [], 0
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 class _FinalStream:
     """The final runs.parquet and curves.parquet written while the sweep runs, from the tables
     of each chunk as it is saved (chunks 0, 1, 2, ... in order), under their temporary names;
-    `finish` renames them into place. Row groups of at least ROW_GROUP rows and each file's
-    schema taken from chunk 0, as `Store.assemble` makes them from the chunk files, so the
-    final files hold the same tables either way. Until a row group is written its chunks'
-    tables stay in memory (up to ROW_GROUP rows of runs and of curves: about 12 MB). Saves the
-    assembly's second read and write of every chunk after the last one (on a 2-core CPU, 5.4 s
-    of a 39 s sweep of 1,000,000 runs)."""
+    `finish` renames them into place. Written by `_RowGroups` as `Store.assemble` writes them
+    from the chunk files, so the final files hold the same tables either way. Until a row
+    group is written its chunks' tables stay in memory (up to ROW_GROUP rows of runs and of
+    curves: about 12 MB). Saves the assembly's second read and write of every chunk after the
+    last one (on a 2-core CPU, 5.4 s of a 39 s sweep of 1,000,000 runs)."""
 
     def __init__(self, path: Path):
-        self.tmps = [atomic.tmp_name(path / RUNS_FILE), atomic.tmp_name(path / CURVES_FILE)]
         self.finals = [path / RUNS_FILE, path / CURVES_FILE]
-        self.writers: list[pq.ParquetWriter | None] = [None, None]
-        self.pending: list[list[pa.Table]] = [[], []]
-        self.rows = [0, 0]
+        self.files = [_RowGroups(atomic.tmp_name(f)) for f in self.finals]
         self.next = 0  # the chunk expected next
 
     def add(self, index: int, tables: list[pa.Table]) -> None:
         if index != self.next:
             raise ValueError(f"chunk {index} streamed after {self.next - 1}")
-        for k, t in enumerate(tables):
-            if self.writers[k] is None:
-                self.writers[k] = pq.ParquetWriter(self.tmps[k], t.schema)
-            schema = self.writers[k].schema
-            self.pending[k].append(t.cast(schema) if t.schema != schema else t)
-            self.rows[k] += t.num_rows
-            if self.rows[k] >= ROW_GROUP:
-                self._flush(k)
+        for f, t in zip(self.files, tables, strict=True):
+            f.add(t)
         self.next += 1
-
-    def _flush(self, k: int) -> None:
-        if self.pending[k]:
-            self.writers[k].write_table(pa.concat_tables(self.pending[k]),
-                                        row_group_size=self.rows[k])
-            self.pending[k], self.rows[k] = [], 0
 
     def finish(self, n_chunks: int) -> bool:
         """Rename both files into place if they hold chunks 0..n_chunks-1 (True); else drop
         them (False)."""
-        if self.next != n_chunks or None in self.writers:
+        if self.next != n_chunks or not self.next:
             self.abandon()
             return False
-        for k in (0, 1):
-            self._flush(k)
-            self.writers[k].close()
-        for k in (0, 1):
-            atomic.fsync_replace(self.tmps[k], self.finals[k])
+        for f in self.files:
+            f.flush()
+            f.close()
+        for f, final in zip(self.files, self.finals, strict=True):
+            atomic.fsync_replace(f.path, final)
         return True
 
     def abandon(self) -> None:
-        for w, tmp in zip(self.writers, self.tmps, strict=True):
+        for f in self.files:
             with contextlib.suppress(OSError, pa.ArrowException):
-                if w is not None:
-                    w.close()
+                f.close()
             with contextlib.suppress(OSError):
-                tmp.unlink(missing_ok=True)
-        self.writers = [None, None]
+                f.path.unlink(missing_ok=True)
 
 
 def _try_flock(fd: int) -> bool:

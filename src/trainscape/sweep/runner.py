@@ -10,6 +10,7 @@ import datetime as _dt
 import functools
 import platform
 import sys
+import threading
 import time
 from concurrent import futures
 from pathlib import Path
@@ -283,7 +284,13 @@ class _HostWork:
     raises from `settle`, and no later chunk is submitted, so the chunks on disk are still the
     first ones to finish, as without the thread. `close` waits for the chunk in the worker
     even when the main thread is unwinding (Ctrl+C, an error): a computed chunk is saved, not
-    dropped; the only wait this adds to a second Ctrl+C is one chunk's save."""
+    dropped; the only wait this adds to a second Ctrl+C is one chunk's save.
+
+    The worker starts on a submitted chunk only at `start`, which the sweep calls once it is
+    inside the next chunk's `chunk_guard`. Between two guards the process's own signal
+    handlers are back; a worker busy there (holding the GIL) stretched that moment from
+    microseconds to milliseconds, and a SIGTERM landing in it ended the command at once
+    instead of after the chunk in progress."""
 
     def __init__(self, prep: Prepared, st: store.Store | None, done):
         self.prep, self.st, self.done = prep, st, done
@@ -291,6 +298,7 @@ class _HostWork:
             if OVERLAP_HOST_WORK else None
         self.pending: tuple[execute.ChunkOutput, futures.Future] | None = None
         self.released = time.perf_counter()
+        self.go = threading.Event()  # set: the worker may start on the submitted chunk
 
     def _tables(self, out: execute.ChunkOutput):
         runs, curves = chunk_tables(self.prep, out)
@@ -302,16 +310,27 @@ class _HostWork:
             self.released = time.perf_counter()
         return None  # a stored chunk lives on disk only
 
+    def _when_started(self, out: execute.ChunkOutput):
+        self.go.wait()
+        return self._tables(out)
+
     def submit(self, out: execute.ChunkOutput) -> None:
+        """Hand `out` to the worker, which begins on it at `start` (the previous chunk settled
+        first); without the worker, build and save it now."""
         self.settle()
         if self.pool is None:
             self.done(out, self._tables(out))
         else:
-            self.pending = (out, self.pool.submit(self._tables, out))
+            self.go.clear()
+            self.pending = (out, self.pool.submit(self._when_started, out))
+
+    def start(self) -> None:
+        self.go.set()
 
     def settle(self) -> None:
         """Wait for the chunk in the worker; `done(out, tables)` once it is built or saved."""
         if self.pending is not None:
+            self.start()
             out, job = self.pending
             self.pending = None
             self.done(out, job.result())
@@ -373,6 +392,7 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
                 continue
             static, rows = layout[index]
             with chunk_guard():  # the chunk computed and handed to the host
+                host.start()  # the previous chunk's tables and files, beside this one
                 out, dispatch = compute_chunk(prep, index, static, rows, dispatch)
                 if timing["first_chunk_seconds"] is None:
                     timing["first_chunk_seconds"] = out.seconds

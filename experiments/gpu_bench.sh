@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The GPU checks as one prepared script, each step under its own time limit so that one slow or
-# failing step cannot cost the others' numbers. Needs a Python whose JAX sees the GPU
-# (`pip install -U "jax[cuda12]"`, or a machine image that has it); PyTorch with CUDA is used for
-# the torch peers when present. Everything lands in $OUT (at most 8 files):
+# The GPU checks as one prepared script, each step under its own time limit and all of them
+# under one budget, so that one slow or failing step cannot cost the others' numbers. Needs a
+# Python whose JAX sees the GPU (`pip install -U "jax[cuda12]"`, or a machine image that has
+# it); PyTorch with CUDA is used for the torch peers when present. Everything lands in $OUT
+# (at most 8 files), each file as soon as its step ends:
 #
-#   log.txt            versions, nvidia-smi, and every step's output with its wall time
+#   log.txt            versions, nvidia-smi, every step's output with its wall time, and at
+#                      the end the steps that did not run (skipped for lack of time)
 #   bench-seed.json/.md, bench-small.json/.md
 #                      `trainscape bench --workload W`: run-steps/s, ratios, utilization
 #                      against the GPU's own float32 matmul rate at precision HIGHEST
@@ -14,37 +16,54 @@
 #                      and the programs rebuilt six ways (`--variants`: without early exit,
 #                      its loop unrolled 4 blocks, without the summaries, TF32 matmuls, the
 #                      step loop's layout, the loop unrolled 16 blocks)
-#   runs.tar.gz        runs.parquet + meta.json of the GPU sweeps below, the `diverging`
-#                      bench's bench.json/.md (early exit on and off), gap-small-cmdbuf/
-#                      (engine_gap.py again with XLA's command buffers for loops and branches)
-#                      and host-overlap/ (experiments/host_overlap_ab.py)
+#   runs.tar.gz        rewritten after every step: runs.parquet + meta.json of the GPU sweeps
+#                      below, the `diverging` bench's bench.json/.md (early exit on and off),
+#                      gap-small-cmdbuf/ (engine_gap.py again with XLA's command buffers for
+#                      loops and branches) and host-overlap/ (experiments/host_overlap_ab.py)
 #
-# Steps: (0) the early-exit tests (bit-identity on the GPU); (1) where the engine's time goes
-# (engine_gap.py: its programs alone, ts.run, the step loop, and the programs rebuilt), then
-# the bench, the `diverging` workload with early exit on and off, and the gap once more with
-# the loops in command buffers; (2) the default experiment (`trainscape run`, the seed
-# question) with matmul_precision "highest" (the default) and "default" (TF32 on this GPU),
-# and compare-precision between them and against the CPU copy in
-# results/studies/seed_question, and the highest run repeated in a fresh process, compared
-# bit for bit; (3) the default test suite with the GPU as JAX's default backend.
+# Steps, most wanted first (the order they run in):
+#   bench-seed bench-small   the engine against every peer (the 1.5x target over the step loop)
+#   bench-diverging          the `diverging` workload with early exit on and off
+#   run-highest compare-cpu  the seed question at matmul precision "highest" (the default),
+#                            compared with the CPU's copy in results/studies/seed_question
+#   tests-early-exit         tests/engine/test_early_exit.py: bit-identity on the GPU
+#   gap-small gap-seed       where the engine's time goes, and which rebuilt program pays
+#   tests                    the default test suite, the GPU as JAX's default backend
+#   gap-small-cmdbuf host-overlap run-again same-bits run-det1 run-det2 same-bits-det
+#   run-tf32 compare-tf32    command buffers, the host worker, bits from one process to the
+#                            next, and TF32 against "highest"
 #
-#   OUT=/some/folder bash experiments/gpu_bench.sh
+# Time: BUDGET (default 540 s) is the whole script's; a step gets its own limit or what is
+# left of the budget, whichever is less, and one with under 20 s left is skipped. On the H200
+# with 0.8.0 the steps took: bench-seed 89 s, bench-small 48 s, each `trainscape run` 6-18 s,
+# the test suite 148 s (533 tests then, about 820 now; TESTS_LIMIT, default 300 s); the gap
+# steps and the host worker have not run on a GPU yet. Where a GPU machine is at hand for a
+# short while (15 minutes, say), run it twice on that machine: first under a 600 s limit,
 #
-# The steps run in that order of priority, and each one's files are in $OUT as soon as it
-# ends (engine_gap.py's json after each of its rounds): a call stopped by its time limit
-# keeps every step before it. On the H200 with 0.8.0 the steps took: bench-seed 89-97 s,
-# bench-small 48-60 s, each `trainscape run` 6-18 s, the test suite 148 s (533 tests then,
-# 811 now: its limit is TESTS_LIMIT, default 300 s); the gap steps have not run on a GPU
-# yet. Where one call cannot hold it all, pass SKIP_TESTS=1 and run the suite in a call of
-# its own. GAP_VARIANTS: engine_gap.py's variants on seed and small.
+#   OUT=$OUT BUDGET=540 bash experiments/gpu_bench.sh
 #
-# Offline machines: Python wheels in ./.whl (e.g. pydantic for Python 3.12) are installed into
-# /tmp/site first. Knobs (also for a smoke test on a CPU): WORKLOADS, PEERS,
-# BENCH_ARGS, GAP_ARGS, GAP_VARIANTS, RUN_SETS, TEST_ARGS, TESTS_LIMIT, SKIP_TESTS, PYTHON.
+# and, at once while the machine is warm, a second with STEPS set to the names the first
+# one's log.txt lists as not run and BUDGET to what the session has left, e.g.
+#
+#   OUT=$OUT BUDGET=200 STEPS="tests gap-small-cmdbuf" bash experiments/gpu_bench.sh
+#
+# STEPS: the step names to run (shell patterns, space- or comma-separated; default all).
+# SKIP_TESTS=1 leaves out both test steps.
+#
+# Offline machines: Python wheels in ./.whl are installed into /tmp/site first. A CUDA image
+# without pydantic: run `bash experiments/gpu_wheels.sh` where there is network and copy .whl/
+# along with the checkout; without it the script stops after the versions, exit 3. Knobs (also for a smoke test on a CPU): WORKLOADS, PEERS, BENCH_ARGS,
+# GAP_ARGS, GAP_VARIANTS, RUN_SETS, TEST_ARGS, TESTS_LIMIT, SKIP_TESTS, STEPS, BUDGET, WORK
+# (the steps' folder, default /tmp/trainscape-gpu-bench; empty it for a fresh start), PYTHON.
 OUT=${OUT:-results/bench/gpu}
 PY=${PYTHON:-python3}
+BUDGET=${BUDGET:-540}
 mkdir -p "$OUT"
-W=$(mktemp -d)
+# the steps' folders: kept across calls on one machine, so that a second call's comparisons
+# (same-bits, compare-tf32) find the first call's sweeps
+W=${WORK:-/tmp/trainscape-gpu-bench}
+mkdir -p "$W"
+NOT_RUN=()
 export PYTHONUNBUFFERED=1
 # JAX and torch share the GPU in the bench process: no up-front grab of 75% of its memory
 export XLA_PYTHON_CLIENT_PREALLOCATE=false
@@ -55,20 +74,45 @@ fi
 export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
 LOG="$OUT/log.txt"
 
-step() {  # step NAME SECONDS CMD...: run CMD under a time limit, log its output and wall time
-    local name=$1 lim=$2 t0=$SECONDS rc
+wanted() {  # wanted NAME: is NAME among STEPS (all steps when STEPS is empty)?
+    local - pat
+    [ -z "${STEPS:-}" ] && return 0
+    set -f  # the patterns are matched against names, not files
+    for pat in ${STEPS//,/ }; do
+        # shellcheck disable=SC2053  # a pattern on purpose
+        [[ $1 == $pat ]] && return 0
+    done
+    return 1
+}
+
+pack() {  # the sweeps' and experiments' files so far, without curves and figures, in one file
+    (cd "$W" && tar czf "$OUT/runs.tar.gz.part" --exclude=curves.parquet --exclude='*.png' \
+        --exclude='chunks' . 2>/dev/null) && mv "$OUT/runs.tar.gz.part" "$OUT/runs.tar.gz"
+}
+
+step() {  # step NAME SECONDS CMD...: run CMD under min(SECONDS, what is left of BUDGET)
+    local name=$1 lim=$2 t0=$SECONDS rc left
     shift 2
+    wanted "$name" || return 0
+    left=$((BUDGET - SECONDS - 10))  # 10 s kept for the last pack
+    if [ "$left" -lt 20 ]; then
+        NOT_RUN+=("$name")
+        echo "== $name: not run, ${left} s left of BUDGET=${BUDGET}" | tee -a "$LOG"
+        return 0
+    fi
+    [ "$lim" -gt "$left" ] && lim=$left
     echo "== $name: $* (limit ${lim}s, $(date -u +%T))" | tee -a "$LOG"
     timeout "$lim" "$@" 2>&1 | tee -a "$LOG"
     rc=${PIPESTATUS[0]}
     echo "== $name: exit $rc after $((SECONDS - t0)) s" | tee -a "$LOG"
+    pack
 }
 
 {
     date -u
     nvidia-smi || true
     nproc
-    "$PY" - <<'EOF'
+    "$PY" - <<'PYEOF'
 import importlib, sys
 print("python", sys.version.split()[0], sys.executable)
 for m in ("jax", "jaxlib", "optax", "numpy", "pandas", "pyarrow", "pydantic", "torch",
@@ -79,28 +123,20 @@ for m in ("jax", "jaxlib", "optax", "numpy", "pandas", "pyarrow", "pydantic", "t
         print(m, "missing:", e)
 import jax
 print("devices", jax.devices(), "backend", jax.default_backend())
-EOF
+PYEOF
+    echo "budget ${BUDGET} s; steps: ${STEPS:-all}"
 } 2>&1 | tee -a "$LOG"
+if ! "$PY" -c "import trainscape" >>"$LOG" 2>&1; then
+    echo "== trainscape does not import (above); pydantic: bash experiments/gpu_wheels.sh" \
+        "where there is network, and copy .whl/ along" | tee -a "$LOG"
+    exit 3
+fi
 
-# first, briefly, whether early exit is exact on this GPU too (its `while_loop` and the full
-# `scan` are different programs, and XLA:GPU picks matmul algorithms by timing them): the
-# early-exit tests alone, so that a call cut short still has this answer
-[ -n "${SKIP_TESTS:-}" ] || step tests-early-exit 120 "$PY" -m pytest -q -p no:cacheprovider \
-    -o addopts="-ra" ${TEST_ARGS:--n 8} tests/engine/test_early_exit.py
-
-# then, as the open question: is the engine's gap to the step loop in its program (and in
-# which part: layout, summaries) or around it?
+# the issue's target: the engine against the JAX step loop and every other peer, one process
+# per workload (a timeout costs one workload only)
 for wl in ${WORKLOADS:-seed small}; do
-    step "gap-$wl" 150 "$PY" experiments/engine_gap.py --workload "$wl" ${GAP_ARGS:-} \
-        --variants "${GAP_VARIANTS:-no_early_exit,unroll4,no_summaries,precision_default,samples_shared,unroll16}" \
-        --out "$W/gap-$wl"
-    cp "$W/gap-$wl/engine_gap.json" "$OUT/gap-$wl.json" 2>/dev/null
-done
-
-for wl in ${WORKLOADS:-seed small}; do  # one process each: a timeout costs one workload only
     step "bench-$wl" 150 "$PY" -m trainscape bench --workload "$wl" ${BENCH_ARGS:---repeats 3} \
-        ${PEERS:+--peers $PEERS} \
-        --out "$W/bench-$wl"
+        ${PEERS:+--peers $PEERS} --out "$W/bench-$wl"
     for f in json md; do cp "$W/bench-$wl/bench.$f" "$OUT/bench-$wl.$f" 2>/dev/null; done
 done
 
@@ -110,6 +146,30 @@ done
 step bench-diverging 120 "$PY" -m trainscape bench --workload diverging \
     --peers engine,engine_no_early_exit ${BENCH_ARGS:---repeats 3} --out "$W/bench-diverging"
 
+# the seed question at "highest", and its labels and losses against the CPU's
+step run-highest 120 "$PY" -m trainscape run --no-progress ${RUN_SETS:-} \
+    --out "$W/seed_question_highest"
+step compare-cpu 60 "$PY" -m trainscape compare-precision \
+    results/studies/seed_question "$W/seed_question_highest"
+
+# is early exit exact on this GPU too? (its `while_loop` and the full `scan` are different
+# programs, and XLA:GPU picks matmul algorithms by timing them)
+[ -n "${SKIP_TESTS:-}" ] || step tests-early-exit 120 "$PY" -m pytest -q -p no:cacheprovider \
+    -o addopts="-ra" ${TEST_ARGS:--n 8} tests/engine/test_early_exit.py
+
+# where the engine's time goes (its programs alone, ts.run, the step loop) and which rebuilt
+# program pays: `small` first, the workload furthest from the target
+for wl in $(for w in ${WORKLOADS:-seed small}; do echo "$w"; done | sort -r); do
+    step "gap-$wl" 150 "$PY" experiments/engine_gap.py --workload "$wl" ${GAP_ARGS:-} \
+        --variants "${GAP_VARIANTS:-no_early_exit,unroll4,no_summaries,precision_default,samples_shared,unroll16}" \
+        --out "$W/gap-$wl"
+    cp "$W/gap-$wl/engine_gap.json" "$OUT/gap-$wl.json" 2>/dev/null
+done
+
+# tests marked cpu_only skip themselves on a GPU
+[ -n "${SKIP_TESTS:-}" ] || step tests "${TESTS_LIMIT:-300}" "$PY" -m pytest -q \
+    -p no:cacheprovider -o addopts="-ra" -m "not slow" ${TEST_ARGS:--n 8} tests
+
 # XLA:GPU's command buffers (CUDA graphs) with while loops and conditionals added to the
 # default command types: does the early-exit loop's per-iteration condition stop costing?
 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" \
@@ -118,12 +178,10 @@ XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL" \
 
 # the host's work on a chunk (tables, Parquet, checksums, the final files) overlapped with the
 # next chunk's compute, against one after the other and against 0.12.1's assembly after the
-# last chunk: sweeps on disk, chunks of 2048 runs so that there is something to overlap (its
-# json goes into runs.tar.gz)
+# last chunk: sweeps on disk, chunks of 2048 runs so that there is something to overlap
 step host-overlap 180 "$PY" experiments/host_overlap_ab.py --cases tiny,small --rounds 3 \
     --chunk-size 2048 --out "$W/host-overlap"
 
-step run-highest 120 "$PY" -m trainscape run --no-progress ${RUN_SETS:-} --out "$W/seed_question_highest"
 # the same sweep again in a fresh process that compiles (and autotunes) everything anew:
 # are a GPU's results the same bits from one process to the next?
 step run-again 120 "$PY" -m trainscape run --no-progress --no-plot --no-cache ${RUN_SETS:-} \
@@ -148,13 +206,7 @@ step run-tf32 120 "$PY" -m trainscape run --no-progress --no-plot ${RUN_SETS:-} 
     --set train.matmul_precision=default --out "$W/seed_question_tf32"
 step compare-tf32 60 "$PY" -m trainscape compare-precision \
     "$W/seed_question_highest" "$W/seed_question_tf32"
-step compare-cpu 60 "$PY" -m trainscape compare-precision \
-    results/studies/seed_question "$W/seed_question_highest"
-(cd "$W" && tar czf "$OUT/runs.tar.gz" --exclude=curves.parquet --exclude='*.png' \
-    seed_question_highest seed_question_again det1 det2 seed_question_tf32 bench-diverging \
-    gap-small-cmdbuf host-overlap 2>/dev/null)
 
-# tests marked cpu_only skip themselves on a GPU
-[ -n "${SKIP_TESTS:-}" ] || step tests "${TESTS_LIMIT:-300}" "$PY" -m pytest -q -p no:cacheprovider \
-    -o addopts="-ra" -m "not slow" ${TEST_ARGS:--n 8} tests
-echo "== done $(date -u +%T)" | tee -a "$LOG"
+pack
+echo "== not run (STEPS for a next call): ${NOT_RUN[*]:-none}" | tee -a "$LOG"
+echo "== done $(date -u +%T) after $SECONDS s" | tee -a "$LOG"

@@ -67,3 +67,14 @@ def experiment_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def chunk_unit(cfg: dict) -> int:
+    """Runs in one block on every device for `cfg` as the engine plans it here: the smallest
+    chunk, and the step chunk sizes are rounded up to (32 x 2 on the suite's 2 CPU devices;
+    thousands on a GPU, or with TRAINSCAPE_TEST_LAYOUT=gpu)."""
+    import trainscape as ts
+    from trainscape.engine import plan
+    from trainscape.sweep import prepare
+
+    return prepare.Prepared(ts.parse(cfg)).block * len(plan.run_devices())

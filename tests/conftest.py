@@ -1,5 +1,4 @@
-import os
-
+import layout
 import matplotlib
 import pytest
 
@@ -7,38 +6,17 @@ import trainscape
 
 matplotlib.use("Agg")
 
-# TRAINSCAPE_TEST_LAYOUT=gpu: the suite on the CPU as the engine plans a GPU's work (one
-# device; blocks of `plan.block_runs("gpu")` runs, each vmapped whole; the GPU's loop unroll),
-# and tests marked cpu_only skipped as on a GPU. A test that assumes the CPU's blocks of 32
-# fails here as it would on a GPU, without one. Only the planning is the GPU's: the programs
-# still run on XLA:CPU, so GPU numerics (matmul algorithms, TF32) are not emulated.
-LAYOUT_ENV = "TRAINSCAPE_TEST_LAYOUT"
-
-
-def _plan_as_on_a_gpu() -> None:
-    from trainscape import runtime
-    from trainscape.engine import plan
-
-    runtime._ONE_DEVICE_NOTED[0] = True  # one device, as on the GPU: nothing to note
-    block_runs, group_size, loop_unroll = plan.block_runs, plan.group_size, plan.loop_unroll
-    plan.block_runs = lambda platform=None, flops_per_run_step=None: block_runs(
-        "gpu", flops_per_run_step)
-    plan.group_size = lambda flops_per_run_step, platform=None: group_size(
-        flops_per_run_step, "gpu")
-    plan.loop_unroll = lambda platform=None: loop_unroll("gpu")
-
 
 def pytest_configure(config):
     """What the command line sets up for itself (runtime.configure): every core a JAX CPU
     device, so the sharded paths run, and the compile cache."""
-    layout = os.environ.get(LAYOUT_ENV)
-    if layout not in (None, "", "gpu"):
-        raise pytest.UsageError(f"{LAYOUT_ENV}: got {layout!r}; allowed: gpu")
-    if layout == "gpu":
-        trainscape.configure(cpu_devices=1)
-        _plan_as_on_a_gpu()
-    else:
-        trainscape.configure()
+    try:
+        planned = layout.wanted()
+    except ValueError as e:
+        raise pytest.UsageError(str(e)) from None
+    if planned == "gpu":  # the suite as on a GPU (tests/layout.py)
+        layout.plan_as_on_a_gpu()
+    trainscape.configure()
 
 
 def pytest_collection_modifyitems(config, items):
@@ -50,8 +28,8 @@ def pytest_collection_modifyitems(config, items):
     import jax
 
     backend = jax.default_backend()
-    if os.environ.get(LAYOUT_ENV):
-        backend = f"cpu planned as {os.environ[LAYOUT_ENV]} ({LAYOUT_ENV})"
+    if layout.wanted():
+        backend = f"cpu planned as {layout.wanted()} ({layout.ENV})"
     elif backend == "cpu":
         return
     for item in marked:

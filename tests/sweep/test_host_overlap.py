@@ -7,14 +7,13 @@ import threading
 
 import pandas as pd
 import pytest
-from configs import SCALE_TINY
+from configs import SCALE_TINY, chunk_unit
 
 import trainscape as ts
-from trainscape.engine import plan
 from trainscape.io import store
 from trainscape.sweep import runner
 
-CHUNK = plan.BLOCK * 2  # runs per chunk on the 2 CPU devices the suite has
+CHUNK = chunk_unit(SCALE_TINY)  # runs per chunk: a block on each device
 N_CHUNKS = 4
 CFG = {**SCALE_TINY, "sweep": {**SCALE_TINY["sweep"],
                                "seed": {"range": N_CHUNKS * CHUNK // 16}}}

@@ -216,7 +216,8 @@ def test_disk_full_while_the_final_curves_are_assembled(sweep_cfg, measured_asse
         line = _error_line(capsys.readouterr().err)
         assert "curves.parquet" in line and "No space left on device" in line, line
         assert _check_nothing_half_written(out) == set(range(N_CHUNKS))
-        with pytest.raises(InputError, match=f"did not finish .4 of 4 chunks saved, 0 of {N_RUNS:,}"):
+        with pytest.raises(InputError,
+                           match=f"did not finish .4 of 4 chunks saved, 0 of {N_RUNS:,}"):
             ts.load(out)  # not a half-finished table: a refusal naming what is missing
         ballast.unlink()
         assert _run(sweep_cfg, out, "--resume") == 0

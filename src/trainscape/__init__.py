@@ -1,9 +1,12 @@
 """trainscape: map where training converges, spikes and diverges across hyperparameter grids.
 
 Importing it changes nothing global (JAX's dtypes and devices, the environment, matplotlib's
-backend); `configure()` makes the settings the command line uses, when asked.
+backend); `configure()` makes the settings the command line uses, when asked. The one
+exception is the `trainscape` command's own process (`_command_process`).
 """
 
+# first: before anything loads pyarrow (see the module)
+from . import _command_process  # noqa: F401, I001
 from .analysis.compare import compare, compare_dtypes
 from .analysis.coord_check import coord_check
 from .analysis.critical import critical_lr

@@ -50,7 +50,11 @@ def configure(cpu_devices: int | None = None, cache_dir: str | None | bool = Non
     arrow_system_pool: Arrow allocates with the C library's malloc, whose freed memory a
         sweep on disk hands back to the system (Arrow's default mimalloc pool kept 40-60 MiB of
         a sweep's freed Parquet buffers resident). A pool the user chose with
-        ARROW_DEFAULT_MEMORY_POOL wins.
+        ARROW_DEFAULT_MEMORY_POOL wins. This sets pyarrow's default pool only: Parquet's
+        writer allocates from Arrow's C++ default, fixed when pyarrow loads (importing
+        trainscape loads it), which the `trainscape` command's process chooses before that
+        (`_command_process`); a program gets it by setting ARROW_DEFAULT_MEMORY_POOL=system
+        before its first import of pandas or pyarrow.
 
     Returns what was set: {"cpu_devices": n or None, "cache_dir": path or None}."""
     done: dict = {"cpu_devices": None, "cache_dir": None}

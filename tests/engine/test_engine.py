@@ -214,6 +214,7 @@ def test_runs_trained_in_groups_do_not_depend_on_their_place_in_the_grid(work, s
         engine_compile.compiled_sweep.cache_clear()
 
 
+@pytest.mark.cpu_only("the CPU's planning named explicitly")
 def test_block_sizes_per_platform_and_network():
     """32 runs per block on a CPU whatever the network; on a GPU the smallest power of two from
     32 whose runs do 8 GFLOP per step (6 x rows x parameters each), at most 4096."""
@@ -519,6 +520,7 @@ def _n_params(sizes):
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
 
 
+@pytest.mark.cpu_only("the CPU's groups (SUB_BATCH_FLOPS)")
 def test_sub_batch_is_the_smallest_power_of_two_group_doing_enough_work_per_step():
     """On CPU a block's runs are trained in groups of `sub_batch` runs: the smallest power of
     two whose work per step, 6 x rows x parameters per run, reaches SUB_BATCH_FLOPS (32 M)."""
@@ -544,6 +546,7 @@ def test_sub_batch_is_the_smallest_power_of_two_group_doing_enough_work_per_step
     assert plan.sub_batch(prep.static, prep.x, "gpu") == 256
 
 
+@pytest.mark.cpu_only("the CPU's groups (SUB_BATCH_FLOPS)")
 @pytest.mark.parametrize("group", [1, 4, 32])
 def test_runs_trained_in_groups_match_numpy_gradient_descent(group, monkeypatch):
     """Whatever the group size, every run of a block trains on its own learning rate and
@@ -603,6 +606,7 @@ def test_groups_of_padding_only_are_skipped(work, sub, monkeypatch):
     assert not np.any(part.loss_R[trained:]) and np.all(full.loss_R[trained:] != 0)
 
 
+@pytest.mark.cpu_only("the CPU's blocks and groups")
 def test_meta_records_how_the_engine_ran_each_program():
     """meta.json says how many runs were trained together and in which layout: one at a time,
     feature-major, for the seed network on breast cancer (42 MFLOP per run-step); the whole

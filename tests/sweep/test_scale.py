@@ -364,3 +364,27 @@ def test_configure_picks_the_system_allocator_for_arrow_unless_told():
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                          text=True, check=True).stdout.split()
     assert out[-1] == "mimalloc"
+
+
+def test_the_command_writes_parquet_with_the_c_librarys_allocator(tmp_path):
+    """Parquet's writer allocates from Arrow's C++ default pool, fixed when pyarrow loads, so
+    `configure()` comes too late for it: the command's process chooses the pool before the
+    package loads pyarrow (trainscape/_command_process.py). mimalloc, asked to report on
+    exit (MIMALLOC_SHOW_STATS), says nothing when it was never used; a pool the user chose
+    still wins."""
+    cfg = tmp_path / "t.toml"
+    cfg.write_text('name = "t"\n[data]\nname = "moons"\nn_samples = 32\n[model]\nhidden = [3]\n'
+                   '[train]\nsteps = 3\n[sweep]\nlearning_rate = [0.1, 1.0]\n')
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    env["MIMALLOC_SHOW_STATS"] = "1"
+
+    def mimalloc_report(out: str, **extra) -> bool:
+        proc = subprocess.run([sys.executable, "-m", "trainscape", "run", str(cfg), "--out",
+                               str(tmp_path / out), "--no-plot", "--no-progress"],
+                              env={**env, **extra}, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert (tmp_path / out / "runs.parquet").is_file()
+        return "peak commit:" in proc.stdout + proc.stderr  # the last line of its report
+
+    assert not mimalloc_report("default")
+    assert mimalloc_report("chosen", ARROW_DEFAULT_MEMORY_POOL="mimalloc")

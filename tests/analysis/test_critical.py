@@ -96,6 +96,7 @@ def test_critical_lr_is_2_over_lambda(lsq_table):
     assert (t["n_rounds"] == critical._count_rounds(0.01, 10.0, RTOL)).all()
 
 
+@pytest.mark.cpu_only("sized in the CPU's blocks of 32 runs (chunk counts, dispatches)")
 def test_one_batched_engine_call_per_round_and_chunk_size_independence(monkeypatch):
     calls = []
     real = execute.run_chunks

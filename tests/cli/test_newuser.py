@@ -217,6 +217,7 @@ def test_version_flag(capsys):
     assert capsys.readouterr().out.strip() == f"trainscape {ts.__version__}"
 
 
+@pytest.mark.cpu_only("sized in the CPU's blocks of 32 runs (chunk counts, dispatches)")
 def test_resume_says_how_many_runs_were_reused_and_computed(tmp_path, monkeypatch, capsys):
     """Stopped after 1 of 2 chunks (as Ctrl+C would), `--resume` says 64 runs were saved and
     64 remain before computing, and 64 reused / 64 computed at the end."""

@@ -419,6 +419,7 @@ def test_signal_thread_acknowledges_for_a_stuck_main_thread_in_process(monkeypat
     assert stops == []
 
 
+@pytest.mark.cpu_only("sized in the CPU's blocks of 32 runs (chunk counts, dispatches)")
 def test_corrupt_partial_and_missing_chunks_are_recomputed(big_cfg, reference, tmp_path,
                                                            monkeypatch, capsys):
     out = tmp_path / "out"
@@ -539,6 +540,7 @@ def csv_sweep(tmp_path):
     return cfg, csv, out
 
 
+@pytest.mark.cpu_only("sized in the CPU's blocks of 32 runs (chunk counts, dispatches)")
 def test_resume_refuses_other_config_or_data_and_never_overwrites(csv_sweep, capsys):
     cfg, csv, out = csv_sweep
     before = _tree(out)
@@ -834,7 +836,7 @@ STATIC_DICT = {"data": {"name": "moons", "n_samples": 128}, "model": {"hidden": 
 
 def test_dispatch_shrinks_to_what_the_estimate_says_fits(monkeypatch):
     prep = prepare.Prepared(schema.resolve_config(STATIC_DICT))
-    group = plan.BLOCK * len(plan.run_devices())
+    group = prep.block * len(plan.run_devices())
     one_block = plan.memory_need(prep, group)
     monkeypatch.setattr(memory, "device_memory_bytes", lambda device=None: one_block + 1)
     assert plan.fit_dispatch(prep, 4 * group) == group
@@ -858,6 +860,7 @@ def _oom_engine(monkeypatch, fail_times: int, message: str):
     return calls
 
 
+@pytest.mark.cpu_only("sized in the CPU's blocks of 32 runs (chunk counts, dispatches)")
 def test_allocation_failure_halves_the_dispatch_and_keeps_chunks(big_cfg, reference, tmp_path,
                                                                  monkeypatch, capsys):
     calls = _oom_engine(monkeypatch, 1, "RESOURCE_EXHAUSTED: Out of memory while trying to "

@@ -56,6 +56,7 @@ def cfg(tmp_path_factory):
     return f
 
 
+@pytest.mark.cpu_only("sized in the CPU's blocks of 32 runs (chunk counts, dispatches)")
 def test_two_processes_equal_one(cfg, tmp_path):
     results = _launch(cfg, tmp_path / "two")
     for rc, _, err in results:
@@ -103,6 +104,7 @@ def test_bad_distributed_flags(cfg, tmp_path, args, needle, capsys, monkeypatch)
     assert not (tmp_path / "x").exists()
 
 
+@pytest.mark.cpu_only("sized in the CPU's blocks of 32 runs (chunk counts, dispatches)")
 def test_two_processes_resume_a_one_process_sweep(cfg, tmp_path, monkeypatch):
     from trainscape.cli import signals
     from trainscape.io import store

@@ -139,6 +139,7 @@ def _peak_traced(cfg, out, chunk):
         tracemalloc.stop()
 
 
+@pytest.mark.cpu_only("sized in the CPU's blocks of 32 runs (chunk counts, dispatches)")
 def test_peak_host_memory_does_not_grow_with_the_grid(tmp_path, monkeypatch):
     """Python/NumPy/pandas allocations (tracemalloc) of a sweep 16x larger, same chunk size:
     assembling every curve in memory would make the peak grow ~16x; streaming keeps it flat.
@@ -171,6 +172,7 @@ def _probe(prep):
     return lambda: execute.probe_seconds_per_run_step(prep)
 
 
+@pytest.mark.cpu_only("sized in the CPU's blocks of 32 runs (chunk counts, dispatches)")
 def test_auto_chunk_size_probe_cache_and_caps(tmp_path, monkeypatch):
     cache = tmp_path / "probe.json"
     monkeypatch.setattr(plan, "cache_file", lambda: cache)
@@ -210,6 +212,7 @@ def test_probe_cache_key_changes_with_the_engine_version(monkeypatch):
     assert plan.shape_key(prep) != key
 
 
+@pytest.mark.cpu_only("sized in the CPU's blocks of 32 runs (chunk counts, dispatches)")
 def test_auto_chunk_size_targets_the_chunk_seconds(tmp_path, monkeypatch):
     monkeypatch.setattr(execute, "probe_seconds_per_run_step", lambda prep: (1e-6, True))
     prep = prepare.Prepared(ts.parse(tiny(n_seeds=4096)))  # 65536 runs x 6 steps

@@ -525,7 +525,7 @@ seed = {range = 25000}
 """
 
 
-def test_a_grid_at_the_cap_is_planned_in_memory_that_does_not_grow_with_it(tmp_path):
+def test_a_grid_at_the_cap_is_planned_in_memory_that_does_not_grow_with_it(tmp_path, x64):
     """10**9 runs (the cap) in two program groups: preparing, validating, laying out the
     chunks and the memory and disk checks hold no per-run array (a few MB traced), and the
     disk check refuses it for a small folder at once."""

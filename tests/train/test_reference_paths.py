@@ -243,7 +243,7 @@ INIT_STD = {
 
 
 @pytest.mark.parametrize("init", list(INIT_STD))
-def test_init_weight_distribution_matches_its_formula(init):
+def test_init_weight_distribution_matches_its_formula(init, x64):
     """For layers of 400 x 300 and 300 x 100 weights: the empirical mean and standard deviation
     against the formula (6 standard errors), zero biases, and the tails: lecun's weights lie
     within its truncation bound (and reach near it), the others' are not truncated."""
@@ -251,7 +251,7 @@ def test_init_weight_distribution_matches_its_formula(init):
     p = mlp_init(jax.random.PRNGKey(7), sizes, init=init, dtype="float64")
     for layer, fi, fo in zip(p, sizes[:-1], sizes[1:], strict=True):
         w = np.asarray(layer["w"])
-        assert w.shape == (fi, fo)
+        assert w.shape == (fi, fo) and w.dtype == np.float64
         n, std = w.size, INIT_STD[init](fi, fo)
         assert abs(w.mean()) < 6 * std / math.sqrt(n), (init, fi, fo)
         # standard error of a sample standard deviation: about std / sqrt(2 n) (less when

@@ -27,8 +27,8 @@
 #   run-highest compare-cpu  the seed question at matmul precision "highest" (the default),
 #                            compared with the CPU's copy in results/studies/seed_question
 #   tests-early-exit         tests/engine/test_early_exit.py: bit-identity on the GPU
-#   gap-small gap-seed       where the engine's time goes, and which rebuilt program pays
 #   tests                    the default test suite, the GPU as JAX's default backend
+#   gap-small gap-seed       where the engine's time goes, and which rebuilt program pays
 #   gap-small-cmdbuf host-overlap run-again same-bits run-det1 run-det2 same-bits-det
 #   run-tf32 compare-tf32    command buffers, the host worker, bits from one process to the
 #                            next, and TF32 against "highest"
@@ -157,6 +157,10 @@ step compare-cpu 60 "$PY" -m trainscape compare-precision \
 [ -n "${SKIP_TESTS:-}" ] || step tests-early-exit 120 "$PY" -m pytest -q -p no:cacheprovider \
     -o addopts="-ra" ${TEST_ARGS:--n 8} tests/engine/test_early_exit.py
 
+# the default suite (tests marked cpu_only skip themselves on a GPU)
+[ -n "${SKIP_TESTS:-}" ] || step tests "${TESTS_LIMIT:-300}" "$PY" -m pytest -q \
+    -p no:cacheprovider -o addopts="-ra" -m "not slow" ${TEST_ARGS:--n 8} tests
+
 # where the engine's time goes (its programs alone, ts.run, the step loop) and which rebuilt
 # program pays: `small` first, the workload furthest from the target
 for wl in $(for w in ${WORKLOADS:-seed small}; do echo "$w"; done | sort -r); do
@@ -165,10 +169,6 @@ for wl in $(for w in ${WORKLOADS:-seed small}; do echo "$w"; done | sort -r); do
         --out "$W/gap-$wl"
     cp "$W/gap-$wl/engine_gap.json" "$OUT/gap-$wl.json" 2>/dev/null
 done
-
-# tests marked cpu_only skip themselves on a GPU
-[ -n "${SKIP_TESTS:-}" ] || step tests "${TESTS_LIMIT:-300}" "$PY" -m pytest -q \
-    -p no:cacheprovider -o addopts="-ra" -m "not slow" ${TEST_ARGS:--n 8} tests
 
 # XLA:GPU's command buffers (CUDA graphs) with while loops and conditionals added to the
 # default command types: does the early-exit loop's per-iteration condition stop costing?

@@ -19,7 +19,7 @@ SCRIPT = ROOT / "experiments" / "gpu_bench.sh"
 
 # every step of the script, in the order it runs them when none is left out
 ORDER = ["bench-seed", "bench-small", "bench-diverging", "run-highest", "compare-cpu",
-         "tests-early-exit", "gap-small", "gap-seed", "tests", "gap-small-cmdbuf",
+         "tests-early-exit", "tests", "gap-small", "gap-seed", "gap-small-cmdbuf",
          "host-overlap", "run-again", "same-bits", "run-det1", "run-det2", "same-bits-det",
          "run-tf32", "compare-tf32"]
 

@@ -4,6 +4,7 @@ its runs are frozen, with results bit-identical to computing every step."""
 import numpy as np
 import pandas as pd
 import pytest
+from configs import chunk_unit
 from configs import with_sections as _with
 
 import trainscape as ts
@@ -177,10 +178,6 @@ def test_the_compiled_loop_ends_when_every_run_is_frozen():
 MIXED = {**GRID, "sweep": {"seed": {"range": 2 * G}, "learning_rate": [1000.0, 3000.0]}}
 
 
-def _dispatch_runs(cfg) -> int:
-    """Runs per dispatch: a block on every device."""
-    return prepare.Prepared(ts.parse(cfg)).block * len(plan.run_devices())
-
 
 def test_the_probe_puts_runs_that_freeze_early_together(monkeypatch):
     """With the probe covering the first 10 of 40 steps: the dispatch of the highest learning
@@ -193,7 +190,7 @@ def test_the_probe_puts_runs_that_freeze_early_together(monkeypatch):
     _assert_same(on, off)
     frozen = _frozen_at(on.curves)
     lr = on.runs["learning_rate"].to_numpy()
-    d = _dispatch_runs(MIXED)
+    d = chunk_unit(MIXED)  # runs per dispatch: a block on every device
     desc = np.argsort(lr, kind="stable")[::-1]
     lead, rest = desc[:d], desc[d:]
     seen = (frozen[rest] >= 0) & (frozen[rest] < 10)
@@ -242,7 +239,7 @@ def test_a_grid_is_probed_only_where_its_top_rates_freeze(monkeypatch, rates, wa
         return real(p, hp, rows, g0, hdt, max_blocks)
 
     monkeypatch.setattr(execute, "_dispatch", counted)
-    d = _dispatch_runs(GRID)
+    d = chunk_unit(GRID)  # runs per dispatch: a block on every device
     cfg = {**GRID, "sweep": {"seed": {"range": 2 * d}, "learning_rate": rates}}
     prep = prepare.Prepared(ts.parse(cfg))
     outs = list(execute.run_chunks(prep.groups, prep.hp, prep.x, prep.y, chunk_size=2 * d))

@@ -457,7 +457,7 @@ def test_feature_major_matmuls_take_the_form_xla_hands_to_its_small_matrix_libra
 
 @pytest.mark.parametrize("hidden, shared", [([16, 16], True), ([128], False)])
 def test_feature_major_runs_share_one_copy_of_the_data_with_the_same_results(
-        hidden, shared, monkeypatch):
+        hidden, shared, monkeypatch, x64):
     """Feature-major networks train every run of a block on one shared x, which turns the
     first layer's weight gradient into a single matmul over the block (`compiled_sweep`).
     Training curves must match the per-run broadcast copy the other networks get, which is
@@ -548,7 +548,7 @@ def test_sub_batch_is_the_smallest_power_of_two_group_doing_enough_work_per_step
 
 @pytest.mark.cpu_only("the CPU's groups (SUB_BATCH_FLOPS)")
 @pytest.mark.parametrize("group", [1, 4, 32])
-def test_runs_trained_in_groups_match_numpy_gradient_descent(group, monkeypatch):
+def test_runs_trained_in_groups_match_numpy_gradient_descent(group, monkeypatch, x64):
     """Whatever the group size, every run of a block trains on its own learning rate and
     lands in its own row: each curve equals NumPy gradient descent at that rate (float64)."""
     x, y = ts.load_dataset({"name": "breast_cancer", "standardize": True})

@@ -279,11 +279,12 @@ def test_parameterization_against_numpy(reg, param, bias):
     np.testing.assert_allclose(curves_by_run(res)[0], ref, rtol=RTOL)
 
 
-def test_ntk_and_mean_field_init_is_standard_normal():
+def test_ntk_and_mean_field_init_is_standard_normal(x64):
     for param in ("ntk", "mean_field"):
         p = mlp_init(jax.random.PRNGKey(0), (200, 300, 1), bias=False, dtype="float64",
                      parameterization=param)
         w = np.asarray(p[0]["w"])
+        assert w.dtype == np.float64
         assert abs(w.std() - 1) < 0.01 and abs(w.mean()) < 0.01
         assert all("b" not in layer for layer in p)
 

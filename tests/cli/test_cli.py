@@ -164,6 +164,19 @@ def test_bench_help_points_to_a_file_that_exists(capsys):
     assert "on the workloads described in results/bench/README.md" in text
     root = Path(__file__).resolve().parents[2]
     assert "## Workloads" in (root / "results" / "bench" / "README.md").read_text()
+    from trainscape.bench.peers import PEERS
+
+    assert all(p in text for p in PEERS), text  # the names --peers takes
+
+
+def test_every_documented_module_entry_point_runs():
+    """`python -m` forms named in the docs (the bench's own argument parsers once named
+    modules that no longer existed)."""
+    for module, usage in (("trainscape", "usage: trainscape"),
+                          ("trainscape.bench.memory", "usage: python -m trainscape.bench.memory")):
+        p = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True,
+                           text=True)
+        assert p.returncode == 0 and p.stdout.startswith(usage), (module, p.stdout, p.stderr)
 
 
 @pytest.mark.parametrize("argv, hint", [
@@ -172,6 +185,9 @@ def test_bench_help_points_to_a_file_that_exists(capsys):
     (["run", "--chunksize", "64"], "(did you mean '--chunk-size'?)"),
     (["run", "--memory-budgte=1GB"], "(did you mean '--memory-budget'?)"),
     (["run", "--zzzzzz"], None),
+    # a prefix of a flag is refused, not taken for the flag
+    (["run", "--no-progres"], "(did you mean '--no-progress'?)"),
+    (["zoom", "x.toml", "--levels", "2", "--marg", "1"], "(did you mean '--margin'?)"),
 ])
 def test_mistyped_command_or_flag_gets_a_suggestion(argv, hint, capsys, tmp_path,
                                                     monkeypatch):

@@ -270,6 +270,36 @@ def test_cli_zoom_and_report(tmp_path, capsys):
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "Box-counting dimension" in text and (tmp_path / "rep" / "zoom-strip.png").is_file()
     assert main(["zoom", str(toml), "--levels", "1", "--out", str(out)]) == 2  # exists
+    assert "(zoom.json, level-0/ ... level-1/)" in said
+
+
+def test_a_zoom_without_boundary_says_so_and_names_only_the_folders_written(tmp_path, capsys):
+    """Every run of level 0 diverges: no cell to refine, so only level-0/ is written, and
+    there is no dimension to print or plot (no nan, no log of zero counts)."""
+    import warnings
+
+    from trainscape.cli.main import main
+
+    toml = tmp_path / "z.toml"
+    toml.write_text(
+        'name = "all-diverge"\n[data]\nname = "moons"\nn_samples = 32\n[model]\nhidden = [4]\n'
+        '[train]\nsteps = 8\n[sweep]\nlearning_rate = {geomspace = [1e4, 1e6], num = 3}\n'
+        'init_scale = {linspace = [0.5, 3.0], num = 3}\n')
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["zoom", str(toml), "--levels", "2", "--out", str(out),
+                     "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "nan" not in said and "(zoom.json, level-0/)" in said, said
+    assert "no boundary at the finest level: every computed point is diverged" in said
+    assert sorted(p.name for p in out.glob("level-*")) == ["level-0"]
+    report = (out / "report.md").read_text()
+    assert "nan" not in report and "Box-counting dimension: none, no boundary" in report
+    import trainscape as ts
+
+    back = ts.load(out)
+    assert back.n_runs == 9 and back.boundary.empty
 
 
 def test_explicit_table_is_checked_before_anything_runs(tmp_path):

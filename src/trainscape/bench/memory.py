@@ -13,7 +13,7 @@ about 130 MiB at its peak, so comparing a cold run of one size with a warm run o
 the grid.
 
     trainscape bench --workload memory [--out DIR]
-    python -m trainscape.bench_memory --runs 10000,1000000 --out DIR
+    python -m trainscape.bench.memory --runs 10000,1000000 --out DIR
 """
 
 from __future__ import annotations
@@ -139,7 +139,7 @@ def main(runs=(10_000, 1_000_000), out_dir: str | os.PathLike | None = None) -> 
 if __name__ == "__main__":
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m trainscape.bench_memory")
+    ap = argparse.ArgumentParser(prog="python -m trainscape.bench.memory")
     ap.add_argument("--runs", default="10000,1000000", help="comma-separated grid sizes")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()

@@ -1159,7 +1159,7 @@ def main(
     repeats: int = 3,
     stream: TextIO | None = None,
 ) -> int:
-    """Entry point for ``trainscape bench [--workload seed|small|all] [--out DIR]``.
+    """Entry point for ``trainscape bench [--workload seed|small|diverging|all] [--out DIR]``.
 
     ``peers`` may be a comma-separated string. Returns 0, or 1 if the peers disagree
     numerically (the timings are then not comparing the same computation)."""
@@ -1182,14 +1182,3 @@ def main(
         return 1
     return 0
 
-
-if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser(prog="python -m trainscape.bench")
-    ap.add_argument("--workload", default="all", choices=[*WORKLOADS, "all"])
-    ap.add_argument("--out", default=None)
-    ap.add_argument("--peers", default=None, help=f"comma-separated subset of {','.join(PEERS)}")
-    ap.add_argument("--repeats", type=int, default=3)
-    a = ap.parse_args()
-    sys.exit(main(a.workload, a.out, peers=a.peers, repeats=a.repeats))

@@ -17,6 +17,12 @@ from ..io.atomic import WriteError
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        # a flag is taken only as spelled in full: a prefix (`--no-prog`) would otherwise
+        # pass silently, and a later flag sharing it would change what it means
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message):  # usage errors: one line, exit 2, with a suggestion if near
         self.exit(2, f"{self.prog}: error: {message}{self._suggest(message)}\n")
 
@@ -119,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="largest estimated memory of one chunk (e.g. 2GB; default: half of "
                         "the device's free memory); ignored with --chunk-size")
     r.add_argument("--no-cache", action="store_true",
-                   help="do not use JAX's persistent compilation cache (~/.cache/trainscape)")
+                   help="do not use JAX's persistent compilation cache ($TRAINSCAPE_CACHE_DIR, "
+                        "else $XDG_CACHE_HOME/trainscape/jax, else ~/.cache/trainscape/jax)")
     d = r.add_argument_group(
         "several processes", "one sweep shared by processes on one or many hosts "
         "(jax.distributed); the output folder must be on a file system all of them see")
@@ -128,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "Open MPI, Kubernetes) unless the three options below are given")
     d.add_argument("--coordinator", metavar="HOST:PORT",
                    help="address of process 0's coordinator (implies --distributed)")
-    d.add_argument("--num-processes", type=_positive_int, metavar="N")
+    d.add_argument("--num-processes", type=_positive_int, metavar="N",
+                   help="how many processes share the sweep")
     d.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
     r.set_defaults(func=cmd_run)
 
@@ -250,8 +258,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "of a tiny network, each in its own process, with a cold and then a "
                         "warm compile cache (about 2 minutes on 2 cores); not part of 'all'")
     b.add_argument("--out", help="write bench.json and bench.md into this folder")
-    b.add_argument("--peers", help="comma-separated subset of peers (default: all)")
-    b.add_argument("--repeats", type=_positive_int, default=3)
+    b.add_argument("--peers", metavar="P,Q",
+                   help="comma-separated subset of the peers numpy_loop, torch_eager, "
+                        "torch_vmap, jax_step_loop, engine, engine_no_early_exit (default: all)")
+    b.add_argument("--repeats", type=_positive_int, default=3,
+                   help="timed rounds per peer, the best reported (default 3)")
     b.set_defaults(func=cmd_bench)
     return p
 
@@ -276,7 +287,10 @@ def cmd_zoom(args) -> int:
               file=sys.stderr)
         return 130
     print(summary_text(z))
-    print(f"\nzoom: {z.path}/ (zoom.json, level-0/ ... level-{args.levels}/)")
+    written = [k for k, res in enumerate(z.levels) if res is not None]  # levels with runs
+    folders = (f"level-{written[0]}/" if len(written) == 1
+               else f"level-{written[0]}/ ... level-{written[-1]}/")
+    print(f"\nzoom: {z.path}/ (zoom.json, {folders})")
     if not args.no_plot:
         print(f"report: {report(z)}")
     return 0

@@ -80,6 +80,12 @@ def plot_box_counts(z: Zoom, ax=None):
     if ax is None:
         _, ax = plt.subplots(figsize=(5, 4), layout="constrained")
     d = z.dimension
+    if not len(z.refinement.finest_boundary):
+        ax.text(0.5, 0.5, no_boundary(z), ha="center", va="center", wrap=True,
+                transform=ax.transAxes, fontsize=9)
+        ax.set_axis_off()
+        ax.set_title("box counting of the finest boundary")
+        return ax
     span = max(z.refinement.shape) - 1
     x = np.log10(span / np.asarray(d["sizes"], dtype=float))
     y = np.log10(np.asarray(d["counts"], dtype=float))
@@ -135,6 +141,14 @@ def report(z: Zoom, out: str | Path | None = None) -> Path:
     return f
 
 
+def no_boundary(z: Zoom) -> str:
+    """What to say when the finest level has no boundary cell (no dimension to measure)."""
+    codes = np.unique(z.image())
+    same = (f"every computed point is {outcome_names(z.by)[codes[0]]}" if len(codes) == 1
+            else "the outcome does not change from corner to corner of any computed cell")
+    return f"no boundary at the finest level: {same}; widen the axes' ranges to enclose one"
+
+
 def report_text(z: Zoom) -> str:
     d = z.dimension
     s = z.settings
@@ -148,10 +162,11 @@ def report_text(z: Zoom) -> str:
         f"Runs: {z.n_runs:,} of the {z.dense_runs:,} a dense "
         f"{z.refinement.shape[0]} x {z.refinement.shape[1]} grid needs "
         f"({100 * z.n_runs / z.dense_runs:.1f}%).", "",
-        f"Box-counting dimension of the finest boundary: **{d['estimate']:.3f}** "
-        f"({100 * d['confidence']:.0f}% interval {d['ci_low']:.3f} to {d['ci_high']:.3f}, "
-        f"least-squares slope of log N against log 1/size over the {len(d['sizes'])} level "
-        "cell sizes).", "",
+        (f"Box-counting dimension of the finest boundary: **{d['estimate']:.3f}** "
+         f"({100 * d['confidence']:.0f}% interval {d['ci_low']:.3f} to {d['ci_high']:.3f}, "
+         f"least-squares slope of log N against log 1/size over the {len(d['sizes'])} level "
+         "cell sizes).") if len(z.refinement.finest_boundary) else
+        f"Box-counting dimension: none, {no_boundary(z)}.", "",
         "| level | cell size (finest cells) | new runs | boundary cells | cells refined | "
         "boxes holding finest boundary |",
         "|---|---|---|---|---|---|",
@@ -165,8 +180,8 @@ def report_text(z: Zoom) -> str:
 
 
 def summary_text(z: Zoom) -> str:
-    d = z.dimension
+    n, d = len(z.refinement.finest_boundary), z.dimension
     return (f"{z.n_runs:,} runs ({100 * z.n_runs / z.dense_runs:.1f}% of a dense "
             f"{z.refinement.shape[0]} x {z.refinement.shape[1]} grid, {z.dense_runs:,} runs); "
-            f"{len(z.refinement.finest_boundary):,} boundary cells at the finest level; "
-            f"dimension {d['estimate']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]")
+            + (f"{n:,} boundary cells at the finest level; dimension {d['estimate']:.3f} "
+               f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}]" if n else no_boundary(z)))

@@ -668,6 +668,11 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             value = text  # a bare word such as tanh
         parts = key.split(".")
         if parts[0] == "sweep" and len(parts) >= 2:
+            axis, inner = parts[1], ".".join(parts[2:])
+            if inner and axis in SWEEP_AXES and not _PER_ENTRY_LR.match(f"{axis}.{inner}"):
+                # an axis's spec is one TOML value (sweep.seed.range would be an axis name)
+                raise ConfigError(f"--set {item!r}: a sweep axis is set whole, e.g. "
+                                  f"--set 'sweep.{axis}={{{inner} = {text.strip()}}}'")
             parts = ["sweep", ".".join(parts[1:])]
         node = out
         for p in parts[:-1]:

@@ -89,3 +89,27 @@ def test_the_command_line_synopsis_names_every_command_and_flag(doc):
                  if o.startswith("--") and o != "--help"}
         missing = {f for f in flags if not re.search(re.escape(f) + r"\b", synopsis[command])}
         assert not missing, (doc, command, missing)
+
+
+def test_the_guide_names_every_public_name():
+    import trainscape as ts
+
+    text = " ".join((ROOT / "docs" / "guide.md").read_text().split())
+    public = text[text.index("The public names:"):][:1200]
+    missing = [n for n in ts.__all__ if n != "__version__" and f"`ts.{n}`" not in public]
+    assert not missing, missing
+
+
+def test_the_guide_explains_every_key_of_meta_json(tmp_path):
+    import trainscape as ts
+
+    ts.run({"data": {"name": "moons", "n_samples": 16}, "model": {"hidden": [2]},
+            "train": {"steps": 2}, "sweep": {"seed": [0]}}, out=tmp_path / "r", progress=False)
+    import json
+
+    keys = json.loads((tmp_path / "r" / "meta.json").read_text())
+    text = (ROOT / "docs" / "guide.md").read_text()
+    table = text[text.index("`meta.json`:\n\n| key | meaning |"):].split("\n\n")[1]
+    explained = set(re.findall(r"^\| `(\w+)`(?:, `(\w+)`)?", table, re.M))
+    explained = {k for pair in explained for k in pair if k}
+    assert set(keys) <= explained, set(keys) - explained

@@ -302,6 +302,29 @@ def test_a_zoom_without_boundary_says_so_and_names_only_the_folders_written(tmp_
     assert back.n_runs == 9 and back.boundary.empty
 
 
+def test_a_zoom_refused_at_level_0_leaves_nothing_and_its_folder_usable(tmp_path, monkeypatch,
+                                                                         capsys):
+    """Input that level 0 refuses (a missing data file) leaves neither zoom.json nor a new
+    folder, with --out and without; the same --out then takes the corrected zoom."""
+    from trainscape.cli.main import main
+
+    monkeypatch.chdir(tmp_path)
+    toml = tmp_path / "z.toml"
+    toml.write_text(
+        'name = "tiny-zoom"\n[data]\nname = "moons"\nn_samples = 32\n[model]\nhidden = [4]\n'
+        '[train]\nsteps = 4\n[sweep]\nlearning_rate = {geomspace = [0.3, 300.0], num = 3}\n'
+        'init_scale = {linspace = [0.5, 3.0], num = 3}\n')
+    (tmp_path / "empty").mkdir()
+    for out in (["--out", "new"], ["--out", "empty"], []):
+        assert main(["zoom", str(toml), "--levels", "1", "--no-progress", *out,
+                     "--set", "data.path=nosuch.csv"]) == 2
+        assert "nosuch.csv" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["empty", "z.toml"]
+    assert main(["zoom", str(toml), "--levels", "1", "--no-progress", "--no-plot",
+                 "--out", "empty"]) == 0
+    assert (tmp_path / "empty" / "level-1").is_dir()
+
+
 def test_explicit_table_is_checked_before_anything_runs(tmp_path):
     import pandas as pd
 

@@ -287,13 +287,15 @@ def zoom(config, levels: int, *, margin: int = DEFAULT_MARGIN, by: str = "diverg
     settings = _settings(raw, axes, levels, margin, by)
     if resume and (out is None or out == "auto"):
         raise InputError("resume=True needs the folder of the interrupted zoom (out=DIR)")
-    path = None
-    made = False
+    path, made = None, False
     if out == "auto":
         path, made = runner.default_out(f"{exp.name}-zoom"), True
     elif out is not None:
         path = Path(out)
         _open_folder(path, settings, resume)
+    # what this call adds, removed again if level 0 refuses its input before writing a run
+    new_folder = made or path is not None and not path.exists()
+    new_state = path is not None and not (path / ZOOM_FILE).exists()
     if path is not None:
         _write_state(path, settings, [], False)
     results: list = []
@@ -328,8 +330,12 @@ def zoom(config, levels: int, *, margin: int = DEFAULT_MARGIN, by: str = "diverg
     try:
         ref = zg.zoom_plan(n, m, levels, margin, evaluate, on_level=on_level)
     except BaseException:
-        if made:
-            runner.drop_if_empty(path)
+        if new_state and not (path / "level-0").exists():
+            (path / ZOOM_FILE).unlink(missing_ok=True)
+            if made:
+                runner.drop_if_empty(path)  # and ./results/ if this made it
+            elif new_folder and not any(path.iterdir()):
+                path.rmdir()
         raise
     z = Zoom(settings, axes, exp, results, ref, path)
     if path is not None:

@@ -302,6 +302,45 @@ def test_a_zoom_without_boundary_says_so_and_names_only_the_folders_written(tmp_
     assert back.n_runs == 9 and back.boundary.empty
 
 
+def test_a_zoom_folder_report_and_explore_refuse_what_they_cannot_write(tmp_path, capsys):
+    """`report ZOOM --out`: a folder of four files, checked before drawing (a file, a path
+    under a file, a name ending in .html, a folder holding someone else's report.md or
+    figure, and --format html were tracebacks, or a folder named like a file); `explore
+    ZOOM` names a level to explore (was an AttributeError)."""
+    from trainscape.cli.main import main
+
+    toml = tmp_path / "z.toml"
+    toml.write_text(
+        'name = "tiny-zoom"\n[data]\nname = "moons"\nn_samples = 32\n[model]\nhidden = [4]\n'
+        '[train]\nsteps = 4\n[sweep]\nlearning_rate = {geomspace = [0.3, 300.0], num = 3}\n'
+        'init_scale = {linspace = [0.5, 3.0], num = 3}\n')
+    z = tmp_path / "z"
+    assert main(["zoom", str(toml), "--levels", "1", "--out", str(z), "--no-progress"]) == 0
+    capsys.readouterr()
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "report.md").write_text("# their notes\n")
+    (tmp_path / "figs").mkdir()
+    (tmp_path / "figs" / "zoom-map.png").write_bytes(b"theirs")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    for args in (["--out", "afile"], ["--out", "afile/x"], ["--out", "new.html"],
+                 ["--out", "nodir/x"], ["--out", "theirs"], ["--out", "figs"],
+                 ["--format", "html"]):
+        args = [a if a.startswith("--") or a == "html" else str(tmp_path / a) for a in args]
+        assert main(["report", str(z), *args]) == 2, args
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert main(["explore", str(z)]) == 2
+    assert "explore one level" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert not (tmp_path / "new.html").exists() and not (tmp_path / "nodir").exists()
+    # its own report, again, and in a new folder
+    assert main(["report", str(z)]) == 0
+    assert main(["report", str(z), "--out", str(tmp_path / "rep")]) == 0
+    assert (tmp_path / "rep" / "zoom-strip.png").is_file()
+    assert main(["explore", str(z / "level-0")]) == 0
+
+
 def test_a_zoom_refused_at_level_0_leaves_nothing_and_its_folder_usable(tmp_path, monkeypatch,
                                                                          capsys):
     """Input that level 0 refuses (a missing data file) leaves neither zoom.json nor a new

@@ -525,6 +525,29 @@ def test_report_never_replaces_a_results_file_or_another_file(tmp_path, capsys):
     assert {k: v for k, v in _files(tmp_path).items() if k != "res/report.html"} == before
 
 
+def test_report_replaces_only_an_earlier_report_and_its_own_figures(tmp_path, capsys):
+    """A user's README.md, page.html, or a PNG a Markdown report's figure would be named like,
+    are never replaced (only the suffix was once checked); earlier reports are."""
+    from trainscape.cli.main import main
+
+    folder = tmp_path / "res"
+    _hand_made([0.1, 1.0], 2, _converge).save(folder)
+    (tmp_path / "README.md").write_text("# mine\n")
+    (tmp_path / "page.html").write_text("<html>mine</html>")
+    (tmp_path / "notes-labels.png").write_bytes(b"mine")
+    before = _files(tmp_path)
+    for out in ("README.md", "page.html", "notes.md"):
+        assert main(["report", str(folder), "--out", str(tmp_path / out)]) == 2, out
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and out in err, err
+    assert _files(tmp_path) == before
+    for out in ("rep.md", "rep.html"):  # a new report, then the same again over it
+        assert main(["report", str(folder), "--out", str(tmp_path / out)]) == 0
+        assert main(["report", str(folder), "--out", str(tmp_path / out)]) == 0
+    assert (tmp_path / "rep-labels.png").is_file()
+    assert {k: v for k, v in _files(tmp_path).items() if k in before} == before
+
+
 def test_report_refuses_an_unwritable_folder_before_drawing(tmp_path, monkeypatch):
     import os
 

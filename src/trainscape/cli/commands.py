@@ -250,6 +250,9 @@ def report(results_dir, fmt: str | None = None, out=None) -> int:
     from ..viz.zoom import report
 
     if is_zoom(results_dir):
+        if fmt == "html":
+            raise InputError("--format html: a zoom's report is Markdown (report.md and its "
+                             "figures in one folder); leave --format out or give md")
         print(f"report: {report(load(results_dir), out)}")
         return 0
     path = viz_report.build(results_dir, fmt=fmt, out=out)

@@ -406,6 +406,10 @@ def explore(results: Results | str | os.PathLike, path: str | os.PathLike | None
         res = results
     elif isinstance(results, (str, os.PathLike)):
         res = load(results)
+        if not isinstance(res, Results):  # a zoom folder: its levels are results folders
+            raise InputError(f"results {str(results)!r}: a zoom folder, whose levels are "
+                             "separate grids; explore one level, e.g. "
+                             f"{str(Path(results) / 'level-0')!r}")
     else:
         raise InputError(f"results: expected a Results or a results folder, got "
                          f"{type(results).__name__}")

@@ -918,6 +918,23 @@ def _target(res: Results, fmt: str | None, out) -> tuple[Path, str]:
     return p, fmt
 
 
+# near the top of every report (title, or the line under it; a zoom's report.md: its title)
+MARKS = (b"trainscape report", b"# Boundary zoom: ")
+
+
+def is_earlier_report(p: Path) -> bool:
+    """Whether `p` is a report file this module (or the zoom's report) wrote: the only kind of
+    existing file a report replaces."""
+    if not p.is_file() or p.suffix.lower() not in _REPORT_SUFFIXES:
+        return False
+    try:
+        with open(p, "rb") as f:
+            head = f.read(2048)
+    except OSError:
+        return False
+    return any(m in head for m in MARKS)
+
+
 def _check_target(p: Path) -> None:
     """Refuse, before any figure is drawn, a report that would replace anything but an earlier
     report (a finished runs.parquet was once overwritten with HTML) or go to a folder that
@@ -935,8 +952,8 @@ def _check_target(p: Path) -> None:
             raise InputError(f"{where}: would replace {first!r} of the results folder "
                              f"{str(top)!r}; a report never replaces a results folder's own "
                              "files: give another file name")
-    if p.exists() and p.suffix.lower() not in _REPORT_SUFFIXES:
-        raise InputError(f"{where}: exists and is not a report (.html or .md); a report "
+    if p.exists() and not is_earlier_report(p):
+        raise InputError(f"{where}: exists and is not an earlier trainscape report; a report "
                          "replaces only an earlier report: give a new file name")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise InputError(f"{where}: folder {str(folder)!r} is not writable")
@@ -953,6 +970,7 @@ def build(results_or_path, *, fmt: str | None = None, out=None) -> Path:
     """
     res = _with_runs(results_or_path)
     path, fmt = _target(res, fmt, out)
+    replacing = path.exists()  # an earlier report (_check_target): its figures are ours too
     text, facts = answer(res)
     figs = _figures(res, facts)
     table = _divergence_rows(res)
@@ -961,6 +979,10 @@ def build(results_or_path, *, fmt: str | None = None, out=None) -> Path:
         doc = _render_html(res, text, figs, table, toml, env)
     else:
         names = {f.name: f"{path.stem}-{f.name}.png" for f in figs}
+        taken = [n for n in names.values() if (path.parent / n).exists()]
+        if taken and not replacing:
+            raise InputError(f"out {str(path)!r}: its figure {taken[0]!r} would replace a "
+                             "file that is not part of an earlier report: give a new file name")
         for f in figs:
             atomic.write_bytes(f.png, path.parent / names[f.name])
         doc = _render_md(res, text, figs, table, toml, env, names)

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..io import atomic
 from ..sweep import zoom_grid as zg
 from ..sweep.zoom import Zoom, outcome_names
 from ..train.classify import LABELS
@@ -122,23 +123,55 @@ def report(z: Zoom, out: str | Path | None = None) -> Path:
     """Figures (zoom-map.png, zoom-boxcount.png, zoom-strip.png) and report.md in `out`
     (default: the zoom folder): the map, the dimension with its interval, the counts per
     level and the cost against the dense grid."""
+    import io
+
     import matplotlib.pyplot as plt
 
     out = Path(out) if out is not None else z.path
     if out is None:
         raise InputError("report: give out=DIR for a zoom kept in memory")
-    out.mkdir(parents=True, exist_ok=True)
-    figs = {}
+    _check_report_folder(out)
+    out.mkdir(exist_ok=True)
     for name, draw in (("zoom-map.png", lambda: plot_map(z).figure),
                        ("zoom-boxcount.png", lambda: plot_box_counts(z).figure),
                        ("zoom-strip.png", lambda: plot_strip(z)[0].figure)):
         fig = draw()
-        fig.savefig(out / name, dpi=130)
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=130)
         plt.close(fig)
-        figs[name] = out / name
-    f = out / "report.md"
-    f.write_text(report_text(z))
+        atomic.write_bytes(buf.getvalue(), out / name)
+    f = out / REPORT_FILES[0]
+    atomic.write_bytes(report_text(z).encode("utf-8"), f)
     return f
+
+
+REPORT_FILES = ("report.md", "zoom-map.png", "zoom-boxcount.png", "zoom-strip.png")
+
+
+def _check_report_folder(out: Path) -> None:
+    """A zoom's report is a folder of four files: refuse, before drawing, a folder that
+    cannot be made, or files that are not an earlier report's."""
+    from .report import is_earlier_report
+
+    where = f"out {str(out)!r}"
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{where}: is a file; a zoom's report is a folder (report.md and "
+                         "its figures): give a folder")
+    if not out.exists():
+        if out.suffix.lower() in (".md", ".html", ".htm", ".markdown"):
+            raise InputError(f"{where}: a zoom's report is a folder (report.md and its "
+                             "figures), not one file: give a folder")
+        if not out.parent.is_dir():
+            raise InputError(f"{where}: folder {str(out.parent)!r} does not exist")
+        return
+    if (out / REPORT_FILES[0]).exists() and not is_earlier_report(out / REPORT_FILES[0]):
+        raise InputError(f"{where}: its report.md is not an earlier trainscape report; a "
+                         "report replaces only an earlier report: give another folder")
+    if not (out / REPORT_FILES[0]).exists():
+        taken = [n for n in REPORT_FILES[1:] if (out / n).exists()]
+        if taken:
+            raise InputError(f"{where}: {taken[0]!r} exists and is not part of an earlier "
+                             "report: give another folder")
 
 
 def no_boundary(z: Zoom) -> str:

@@ -88,6 +88,7 @@ def test_set_overrides_and_chunk_size(tiny, tmp_path):
      "--set optimizer.momentum=0.5: optimizer 'sgd' has no momentum; optimizers that use it: "
      "momentum, nesterov"),
     (["run", "--set", "data.path=x.csv", "--set", "data.name=moons"], "not both"),
+    (["run", "{tiny}", "--out", ""], "run: --out is empty; give a file or folder"),
     (["run", "--set", "sweep.seed.range=2"],
      "--set 'sweep.seed.range=2': a sweep axis is set whole, e.g. "
      "--set 'sweep.seed={range = 2}'"),

@@ -275,6 +275,7 @@ def test_cli_dotted_module_and_partial_names(tmp_path, monkeypatch):
     ("no_such_module_for_gradcheck", "cannot import"),
     ("json", "has no function 'loss'"),
     (f"{EXAMPLE}:loss,nope,example", "has no function 'nope'"),
+    (f"{EXAMPLE}:loss,gradz,example", r"has no function 'gradz'.*\(did you mean 'grads'\?\)"),
     (f"{EXAMPLE}:a,b,c,d", "at most three"),
     ("", "expected module_or_path"),
 ])

@@ -428,6 +428,8 @@ def test_compare_precision_picks_two_of_three_dtypes(tmp_path):
         compare_precision(tmp_path / "r", dtypes="float32", stream=out)
     with pytest.raises(ts.InputError, match="'float16' is not in the sweep"):
         compare_precision(tmp_path / "r", dtypes="float32,float16", stream=out)
+    with pytest.raises(ts.InputError, match=r"\(did you mean 'bfloat16'\?\)"):
+        compare_precision(tmp_path / "r", dtypes="float32,blfoat16", stream=out)
     with pytest.raises(ts.InputError, match="leave it out"):
         compare_precision(tmp_path / "r", tmp_path / "r", dtypes="float32,float64", stream=out)
 

@@ -11,6 +11,7 @@ import pandas as pd
 
 from ..errors import InputError
 from ..io.results import Results, as_results
+from ..spec.registry import did_you_mean
 
 # the axis that is compared across, never joined on
 PRECISION_AXIS = "dtype"
@@ -99,7 +100,8 @@ def compare_dtypes(results, a: str = "float32", b: str = "float64") -> pd.DataFr
         if name not in swept:
             have = f"its dtype axis is {list(swept)}" if swept else "it has no dtype axis"
             raise InputError(f"compare_dtypes: {name!r} is not in the sweep ({have}); "
-                             "sweep e.g. dtype = [\"float32\", \"float64\"]")
+                             "sweep e.g. dtype = [\"float32\", \"float64\"]"
+                             f"{did_you_mean(name, list(swept))}")
     if a == b:
         raise InputError(f"compare_dtypes: a and b are both {a!r}; give two different dtypes")
     axes = [x for x in res.axes if x != PRECISION_AXIS]

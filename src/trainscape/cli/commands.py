@@ -228,9 +228,13 @@ def _import_path(path: Path):
 def _get_callable(spec: str, module, target: str, name: str):
     fn = getattr(module, name, None)
     if not callable(fn):
+        from ..spec.registry import did_you_mean
+
+        functions = [k for k, v in vars(module).items() if callable(v) and not k.startswith("_")]
         raise InputError(
             f"gradcheck spec {spec!r}: {target!r} has no function {name!r}; it must define "
             "loss(params, x, y), grads(params, x, y) and example() (or name them after ':')"
+            f"{did_you_mean(name, functions)}"
         )
     return fn
 

@@ -466,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["MPLBACKEND"] = "Agg"
     runtime.configure(cache_dir=False if getattr(args, "no_cache", False) else None)
     try:
+        if getattr(args, "out", None) == "":  # would write into the current folder
+            raise InputError(f"{args.command}: --out is empty; give a file or folder")
         return args.func(args)
     except InputError as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__

@@ -166,3 +166,95 @@ def test_coord_check_command(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["coord-check", str(cfg), "--widths", "4,x"])
     assert e.value.code == 2
+
+
+def _coord_refused(capsys, *argv) -> str:
+    """`trainscape coord-check ...` refused as bad input: exit 2, one line on stderr, nothing
+    computed (the table is printed before anything is written)."""
+    from trainscape.cli.main import main
+
+    rc = main(["coord-check", *map(str, argv)])
+    out, err = capsys.readouterr()
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("trainscape: error: "), err
+    assert out == ""
+    return err
+
+
+@pytest.fixture
+def coord_toml(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[data]\nname = "teacher"\nn_samples = 16\n[model]\nhidden = [4, 4]\n'
+                   '[loss]\nname = "mse"\n')
+    return cfg
+
+
+def test_coord_check_refuses_a_width_too_large_for_memory(coord_toml, tmp_path, capsys):
+    # hidden [1e8, 1e8]: 1e16 parameters, more than any machine (was an XLA
+    # RESOURCE_EXHAUSTED traceback, exit 1)
+    err = _coord_refused(capsys, coord_toml, "--widths", "8,100000000", "--steps", "1",
+                         "--seeds", "1", "--out", tmp_path / "o")
+    assert "--widths" in err and "100000000" in err and "available" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_coord_check_refuses_seeds_beyond_int32_or_memory(coord_toml, capsys, monkeypatch):
+    # seeds 0..n-1 are int32, as [train] seed (was a list of n seeds built in memory)
+    err = _coord_refused(capsys, coord_toml, "--widths", "4", "--seeds", "3000000000")
+    assert "--seeds" in err and "3000000000" in err and "2,147,483,648" in err
+    with pytest.raises(InputError, match="int32"):  # was an OverflowError from jnp.int32
+        ts.coord_check(_coord_cfg("standard"), widths=[8], steps=1, seeds=[2**31])
+    # fewer, but still too many for the host's memory: refused before any is trained
+    from trainscape.io import memory
+
+    monkeypatch.setattr(memory, "host_available_bytes", lambda: 2**20)
+    err = _coord_refused(capsys, coord_toml, "--widths", "4", "--steps", "1", "--seeds", "2000")
+    assert "--seeds" in err and "2,000 seeds" in err and "1.0 MiB is available" in err
+
+
+def test_coord_check_refuses_out_under_a_file(coord_toml, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    err = _coord_refused(capsys, coord_toml, "--widths", "4", "--steps", "1", "--seeds", "1",
+                         "--out", tmp_path / "afile" / "sub")
+    assert "afile" in err and "not a folder" in err  # was NotADirectoryError after computing
+
+
+def test_coord_check_refuses_empty_out(coord_toml, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # was: written into the current folder
+    err = _coord_refused(capsys, coord_toml, "--widths", "4", "--steps", "1", "--seeds", "1",
+                         "--out", "")
+    assert "--out ''" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
+
+
+def test_coord_check_never_replaces_a_file_or_writes_into_results(coord_toml, tmp_path, capsys,
+                                                                  monkeypatch):
+    from trainscape.cli.main import main
+    from trainscape.io import atomic
+
+    written = []
+    write = atomic.write_bytes
+    monkeypatch.setattr(atomic, "write_bytes", lambda data, path: (written.append(path.name),
+                                                                  write(data, path)))
+    args = [str(coord_toml), "--widths", "4", "--steps", "1", "--seeds", "1"]
+    assert main(["coord-check", *args, "--out", str(tmp_path / "o")]) == 0
+    assert written == ["coord_check.csv", "coord_check.png"]  # each whole or not at all
+    capsys.readouterr()
+    before = {f: (tmp_path / "o" / f).read_bytes() for f in written}
+    err = _coord_refused(capsys, *args, "--out", tmp_path / "o")  # was silently replaced
+    assert "coord_check.csv' already exists" in err and "never replaced" in err
+    (tmp_path / "o" / "coord_check.csv").unlink()
+    err = _coord_refused(capsys, *args, "--out", tmp_path / "o")
+    assert "coord_check.png' already exists" in err
+    assert (tmp_path / "o" / "coord_check.png").read_bytes() == before["coord_check.png"]
+    # a finished results folder, a zoom folder, and a folder inside either: never written to
+    (tmp_path / "res").mkdir()
+    for f in ("runs.parquet", "meta.json"):
+        (tmp_path / "res" / f).write_text("")
+    (tmp_path / "z").mkdir()
+    (tmp_path / "z" / "zoom.json").write_text("{}")
+    for out in ("res", "res/sub", "z", "z/sub"):
+        err = _coord_refused(capsys, *args, "--out", tmp_path / out)
+        assert "holds trainscape results" in err, out
+    assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["meta.json", "runs.parquet"]
+    assert sorted(p.name for p in (tmp_path / "z").iterdir()) == ["zoom.json"]

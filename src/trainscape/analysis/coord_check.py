@@ -18,16 +18,19 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from ..engine import plan
 from ..errors import InputError
+from ..io import memory
 from ..nn import losses, optim
 from ..nn.models import layer_outputs
 from ..runtime import x64
 from ..spec import schema as cfg
-from ..spec.schema import resolve_config
+from ..spec.schema import INT32_MAX, resolve_config
 from ..sweep.prepare import Prepared
 from ..train.loop import init_params_of
 
 COLUMNS = ("width", "seed", "layer", "step", "mean_abs", "mean_abs_change")
+CSV, PNG = "coord_check.csv", "coord_check.png"  # what `--out` gets
 
 
 @x64
@@ -38,16 +41,18 @@ def coord_check(config, widths, steps: int = 4, seeds=3, data=None, *,
 
     config: as for :func:`trainscape.run`; its `[model] hidden` gives the depth (uniform, or
     swept `depth`: the first value); its sweep is ignored. widths: the hidden widths to check.
-    seeds: a number n (seeds 0..n-1) or a list of seeds.
+    seeds: a number n (seeds 0..n-1) or a list of seeds (int32: 0..2**31 - 1).
 
     Returns a tidy table, one row per (width, seed, layer, step): `layer` is 1..depth for the
     hidden activations and depth + 1 for the output, `mean_abs` = mean over samples and units
     of |h|, `mean_abs_change` = mean of |h_t - h_0|. Draw it with
-    :func:`trainscape.viz.scaling.plot_coord_check`."""
+    :func:`trainscape.viz.scaling.plot_coord_check`.
+
+    Bad arguments, and widths or seeds too many for this machine's memory, are refused with an
+    InputError before anything is compiled."""
     exp = resolve_config(config, overrides)
     widths = _positive_ints("widths", widths)
-    seeds = list(range(seeds)) if isinstance(seeds, int) and not isinstance(seeds, bool) \
-        else _positive_ints("seeds", seeds, allow_zero=True)
+    seeds = _seeds(seeds)
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise InputError(f"steps: expected a positive integer, got {steps!r}")
     if exp.model.hidden and len(set(exp.model.hidden)) > 1 and "depth" not in exp.sweep:
@@ -58,6 +63,7 @@ def coord_check(config, widths, steps: int = 4, seeds=3, data=None, *,
     raw["model"]["hidden"] = [widths[0]] * int(depth)
     raw["sweep"] = {"width": widths}
     prep = Prepared(cfg.parse(raw), data=data)
+    _check_memory(prep, len(seeds), steps)
     hp = {k: jnp.asarray(v) for k, v in prep.hp_defaults.items()}
     parts = []
     for (static, _), sizes in zip(prep.groups, prep.group_sizes, strict=True):
@@ -110,6 +116,48 @@ def _one_run(static, hp, x, y, seed, steps):
     return (jnp.concatenate([a0[None], abs_TxL]).T, jnp.concatenate([c0[None], ch_TxL]).T)
 
 
+def _seeds(seeds) -> range | list[int]:
+    """Seeds 0..n-1 for a number n (a range: never a list of n items), or the list given; int32,
+    as the engine holds them (`[train] seed`)."""
+    if isinstance(seeds, int | np.integer) and not isinstance(seeds, bool):
+        if not 1 <= seeds <= INT32_MAX + 1:
+            raise InputError(f"seeds: got {seeds}; expected a number of seeds from 1 to "
+                             f"{INT32_MAX + 1:,} (seeds 0..n-1 are int32)")
+        return range(int(seeds))
+    out = _positive_ints("seeds", seeds, allow_zero=True)
+    if max(out) > INT32_MAX:
+        raise InputError(f"seeds: got {max(out)}; seeds must be in [0, {INT32_MAX}] (seeds "
+                         "are int32)")
+    return out
+
+
+def _check_memory(prep: Prepared, n_seeds: int, steps: int) -> None:
+    """Refuse a width whose one run cannot fit in the device's memory, and a table that cannot
+    fit in host memory, with the estimates `ts.run` refuses a grid with (io/memory.py)."""
+    fmt = memory.format_bytes
+    device = plan.run_devices()[0]
+    available = memory.device_memory_bytes(device)
+    n_layers = len(prep.group_sizes[0]) - 1  # hidden layers and the output
+    points = n_layers * (steps + 1)  # recorded per run: a size and a change per point
+    for (static, _), sizes in zip(prep.groups, prep.group_sizes, strict=True):
+        need = memory.estimate_bytes(plan.n_params(static), prep.x.shape[0], prep.x.shape[1],
+                                     tuple(sizes[1:]), points, 1, static.dtype)
+        if available is not None and need > available:
+            raise InputError(
+                f"widths: width {sizes[1]} is too large for this machine: one run needs about "
+                f"{fmt(need)} on the {device.platform} device, but {fmt(available)} is "
+                "available; give smaller widths (or reduce [data] n_samples)")
+    n_runs = len(prep.groups) * n_seeds
+    need = memory.host_results_bytes(n_runs, points)
+    host = memory.host_available_bytes()
+    if host is not None and need > host:
+        raise InputError(
+            f"seeds: {n_seeds:,} seeds are too many for this machine: the table's "
+            f"{n_runs * points:,} rows (widths x seeds x layers x steps 0..{steps}) need "
+            f"about {fmt(need)} of host memory, but {fmt(host)} is available; give fewer "
+            "seeds, widths or steps")
+
+
 def _positive_ints(name, values, allow_zero=False) -> list[int]:
     lo = 0 if allow_zero else 1
     if isinstance(values, str) or not hasattr(values, "__iter__"):
@@ -157,32 +205,75 @@ def format_table(table: pd.DataFrame) -> str:
 def cli(config_path, widths, steps: int = 4, seeds: int = 3,
         overrides: list[str] | None = None, out=None, stream=None) -> int:
     """`trainscape coord-check CONFIG --widths ...`: print the table; with `out`, write
-    coord_check.csv and coord_check.png (mean |activation| above, its change below)."""
+    coord_check.csv and coord_check.png (mean |activation| above, its change below) into that
+    folder, each whole or not at all. Bad input, an `out` that cannot take them or already
+    holds either (an existing file is never replaced) and widths or seeds too many for the
+    machine are refused with an InputError before anything is computed or written."""
     import sys
-    from pathlib import Path
 
     stream = sys.stdout if stream is None else stream
-    target = None
-    if out is not None:
-        target = Path(out)
-        if target.exists() and not target.is_dir():
-            raise InputError(f"--out {str(target)!r}: is a file; give a folder")
-    table = coord_check(config_path, widths, steps=steps, seeds=seeds, overrides=overrides)
+    target = None if out is None else check_out(out)
+    try:
+        table = coord_check(config_path, widths, steps=steps, seeds=seeds, overrides=overrides)
+    except InputError as e:  # the checks of the arguments, worded for the command line
+        if str(e).startswith(("widths:", "seeds:", "steps:")):
+            raise InputError(f"--{e}") from None
+        raise
     stream.write(format_table(table))
     if target is not None:
         import matplotlib.pyplot as plt
 
+        from ..io import atomic
         from ..viz.scaling import plot_coord_check
+        from ..viz.summary import png_bytes
 
-        target.mkdir(parents=True, exist_ok=True)
-        table.to_csv(target / "coord_check.csv", index=False)
         n = table["layer"].nunique()
         fig, axes = plt.subplots(2, n, figsize=(3.2 * n, 5.6), squeeze=False,
                                  constrained_layout=True)
         plot_coord_check(table, "mean_abs", axes[0])
         plot_coord_check(table, "mean_abs_change", axes[1])
-        fig.savefig(target / "coord_check.png", dpi=120)
-        plt.close(fig)
-        stream.write(f"\ntable: {target / 'coord_check.csv'}\nfigure: "
-                     f"{target / 'coord_check.png'}\n")
+        png = png_bytes(fig, dpi=120)
+        check_out(out)  # again: nothing made there while it computed is replaced
+        target.mkdir(parents=True, exist_ok=True)
+        atomic.write_bytes(table.to_csv(index=False).encode(), target / CSV)
+        atomic.write_bytes(png, target / PNG)
+        stream.write(f"\ntable: {target / CSV}\nfigure: {target / PNG}\n")
     return 0
+
+
+def check_out(out):
+    """The folder `--out` names, refused unless it can take coord_check.csv and
+    coord_check.png without replacing anything: not empty, not a file or under one, writable,
+    not a results or zoom folder (nor inside one), holding neither file yet."""
+    import os
+    from pathlib import Path
+
+    from ..io import store
+    from ..sweep.zoom import ZOOM_FILE
+
+    where = f"--out {str(out)!r}"
+    if not os.fspath(out):
+        raise InputError(f"--out '': empty; give a folder for {CSV} and {PNG}, e.g. --out .")
+    target = Path(out)
+    if target.exists() and not target.is_dir():
+        raise InputError(f"{where}: is a file; give a folder")
+    folder = target  # the nearest that exists: the rest is made when the files are written
+    while not (folder.exists() or folder.is_symlink()) and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"{where}: {str(folder)!r} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{where}: folder {str(folder)!r} is not writable")
+    real = target.resolve()  # R/x/.. is R
+    for top in (real, real.parent):
+        if store.folder_state(top) in ("interrupted", "finished") or \
+                (top / ZOOM_FILE).is_file():
+            raise InputError(f"{where}: {str(top)!r} holds trainscape results; the coordinate "
+                             "check never writes into a results or zoom folder: give another "
+                             "folder")
+    for name in (CSV, PNG):
+        f = target / name
+        if f.exists() or f.is_symlink():
+            raise InputError(f"{where}: {str(f)!r} already exists (an existing file is never "
+                             "replaced); give another folder, or move the old check away")
+    return target

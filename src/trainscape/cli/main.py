@@ -228,7 +228,8 @@ def build_parser() -> argparse.ArgumentParser:
     cc.add_argument("--seeds", type=_positive_int, default=3, help="seeds 0..N-1 (default 3)")
     cc.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="override a config key (repeatable)")
-    cc.add_argument("--out", help="folder for coord_check.csv and coord_check.png")
+    cc.add_argument("--out", help="folder for coord_check.csv and coord_check.png (made if "
+                                  "missing; existing ones are never replaced)")
     cc.set_defaults(func=cmd_coord_check)
 
     c = sub.add_parser(

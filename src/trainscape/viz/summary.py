@@ -62,14 +62,20 @@ def text_summary(res: Results, timings: bool = True) -> str:
 MAX_HEATMAP_ROWS = 512
 
 
-def _save(fig, f: Path) -> None:
-    """Draw `fig` in memory, then write it whole or not at all (`atomic.write_bytes`)."""
+def png_bytes(fig, dpi: int = 150) -> bytes:
+    """`fig` drawn in memory as a PNG (and closed), for `atomic.write_bytes` to write whole or
+    not at all."""
     import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=150)
+    fig.savefig(buf, format="png", dpi=dpi)
     plt.close(fig)
-    atomic.write_bytes(buf.getvalue(), f)
+    return buf.getvalue()
+
+
+def _save(fig, f: Path) -> None:
+    """Draw `fig` in memory, then write it whole or not at all (`atomic.write_bytes`)."""
+    atomic.write_bytes(png_bytes(fig), f)
 
 
 def write_figures(res: Results, folder: Path) -> list[Path]:

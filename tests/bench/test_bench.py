@@ -464,3 +464,80 @@ def test_the_early_exit_target_is_met_at_or_below_its_ratio():
     assert missed["measured"] == pytest.approx(0.56) and missed["goal"] == 0.55
     (unknown,) = bench.check_targets("diverging", {"engine": {"best_seconds": 1.0}})
     assert unknown["met"] is None
+
+
+# Bad input: one line, status 2, nothing written, and refused before any timing.
+
+
+@pytest.fixture
+def no_timing(monkeypatch):
+    """A bench that gets as far as describing the machine has started work: fail if it does."""
+    def started(*a, **k):
+        raise AssertionError("the bench started before refusing its input")
+
+    monkeypatch.setattr(bench, "machine_info", started)
+    monkeypatch.setattr(bench, "measure_matmul_rate", started)
+
+
+def _bench_cli(capsys, *args):
+    from trainscape.cli.main import main
+
+    rc = main(["bench", "--workload", "small", "--repeats", "1", *args])
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1, (rc, err)
+    return err
+
+
+def test_an_out_that_cannot_be_a_folder_is_refused_before_the_bench(
+        tmp_path, monkeypatch, capsys, no_timing):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("mine")
+    assert "'afile': exists and is not a folder" in _bench_cli(capsys, "--out", "afile")
+    assert "'afile' is a file, not a folder" in _bench_cli(capsys, "--out", "afile/sub")
+    assert "folder 'nodir' does not exist" in _bench_cli(capsys, "--out", "nodir/sub")
+    assert "--out '': empty" in _bench_cli(capsys, "--out", "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.parametrize("name", ["bench.json", "bench.md"])
+def test_a_finished_bench_is_never_replaced(tmp_path, capsys, no_timing, name):
+    (tmp_path / name).write_text("finished")
+    err = _bench_cli(capsys, "--out", str(tmp_path))
+    assert f"{str(tmp_path / name)!r} already exists; choose another folder" in err
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    assert (tmp_path / name).read_text() == "finished"
+
+
+def test_bench_files_are_written_whole_into_a_new_folder_and_then_kept(tmp_path, monkeypatch):
+    """A stand-in bench (no timing): the files go through io.atomic into a folder made for
+    them, and a second bench into that folder is refused before it starts."""
+    from trainscape.io import atomic
+
+    written = []
+
+    def write_bytes(data, path):
+        written.append(path.name)
+        atomic_write(data, path)
+
+    atomic_write = atomic.write_bytes
+    monkeypatch.setattr(atomic, "write_bytes", write_bytes)
+    monkeypatch.setattr(bench, "machine_info", dict)
+    monkeypatch.setattr(bench, "measure_matmul_rate", lambda: {"jax_flops": 1.0})
+    monkeypatch.setattr(bench, "bench_workload", lambda w, *a: {"done": w.name})
+    monkeypatch.setattr(bench, "format_report", lambda result: "the report\n")
+    out = tmp_path / "new"
+    bench.run_bench([TINY], peers=["numpy_loop"], repeats=1, out_dir=out, stream=None)
+    assert sorted(written) == ["bench.json", "bench.md"]
+    assert json.loads((out / "bench.json").read_text())["workloads"] == {"tiny": {"done": "tiny"}}
+    assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.md"]
+    with pytest.raises(bench.InputError, match="bench.json' already exists"):
+        bench.run_bench([TINY], peers=["numpy_loop"], repeats=1, out_dir=out, stream=None)
+    assert len(written) == 2 and (out / "bench.md").read_text() == "the report\n"
+
+
+def test_peers_naming_no_peer_are_refused_with_the_allowed_ones(capsys, no_timing):
+    err = _bench_cli(capsys, "--peers", ",,")
+    assert "bench peers: got ',,', which names no peer; allowed: numpy_loop, " in err
+    with pytest.raises(ConfigError, match="names no peer"):
+        bench.run_bench([TINY], peers=[], repeats=1, stream=None)

@@ -103,3 +103,57 @@ def test_measure_reports_the_childs_own_peak_and_its_files(tmp_path):
     assert row["file_bytes"] == {"meta.json": len(META), "runs.parquet": 1000,
                                  "curves.parquet": 3000}
     assert row["runs"] == 100 and not (tmp_path / "out-100").exists()
+
+
+def _no_sweep(*a, **k):
+    raise AssertionError("a sweep ran before the output folder was checked")
+
+
+def test_an_unusable_out_is_refused_before_the_first_sweep(tmp_path, monkeypatch):
+    from trainscape.errors import InputError
+
+    monkeypatch.setattr(bench_memory, "measure", _no_sweep)
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "done").mkdir()
+    (tmp_path / "done" / "memory.md").write_text("finished")
+    for out, says in ((tmp_path / "afile", "exists and is not a folder"),
+                      (tmp_path / "afile" / "sub", "is a file, not a folder"),
+                      ("", "empty"),
+                      (tmp_path / "done", "memory.md' already exists; choose another folder")):
+        with pytest.raises(InputError, match=says):
+            bench_memory.main((100,), out)
+    assert (tmp_path / "done" / "memory.md").read_text() == "finished"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "done"]
+
+
+def test_memory_files_are_written_into_a_new_folder_and_never_replaced(tmp_path, monkeypatch):
+    from trainscape.bench import peers
+    from trainscape.errors import InputError
+
+    monkeypatch.setattr(peers, "machine_info", dict)
+    monkeypatch.setattr(bench_memory, "measure", lambda n, scratch, cache: _row(n, None, 100))
+    out = tmp_path / "new"
+    assert bench_memory.main((100,), out) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["memory.json", "memory.md"]
+    assert [r["cache"] for r in json.loads((out / "memory.json").read_text())["rows"]] == [
+        "cold", "warm"]
+    monkeypatch.setattr(bench_memory, "measure", _no_sweep)
+    with pytest.raises(InputError, match="memory.json' already exists"):
+        bench_memory.main((100,), out)
+
+
+def test_the_module_form_reports_bad_input_in_one_line(tmp_path, monkeypatch, capsys):
+    """`python -m trainscape.bench.memory`, run here (runpy) with no child process allowed."""
+    import runpy
+    import warnings
+
+    monkeypatch.setattr(subprocess, "Popen", _no_sweep)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    monkeypatch.setattr(sys, "argv", ["memory", "--runs", "100", "--out", "afile"])
+    with warnings.catch_warnings(), pytest.raises(SystemExit) as e:
+        warnings.simplefilter("ignore", RuntimeWarning)  # the module is imported already
+        runpy.run_module("trainscape.bench.memory", run_name="__main__")
+    assert e.value.code == 2 and capsys.readouterr().err.splitlines() == [
+        "python -m trainscape.bench.memory: error: bench --out 'afile': exists and is not a "
+        "folder; give a folder (new or holding no memory.json or memory.md)"]

@@ -114,8 +114,12 @@ def format_report(rows: list[dict]) -> str:
 
 
 def main(runs=(10_000, 1_000_000), out_dir: str | os.PathLike | None = None) -> int:
-    from ..bench.peers import machine_info
+    """Measure each grid size of `runs`, print the table and, with `out_dir`, write memory.json
+    and memory.md there. An `out_dir` that cannot take them, or already holds one, is refused
+    (InputError) before the first sweep."""
+    from ..bench.peers import check_out, machine_info, write_out
 
+    out = check_out(out_dir, ("memory.json", "memory.md"))
     rows = []
     with tempfile.TemporaryDirectory(prefix="trainscape-memory-") as tmp:
         for n in runs:
@@ -126,13 +130,10 @@ def main(runs=(10_000, 1_000_000), out_dir: str | os.PathLike | None = None) -> 
                 print(format_report(rows).splitlines()[-1], flush=True)
     report = format_report(rows)
     print(report)
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "memory.json").write_text(json.dumps(
+    if out is not None:
+        write_out(out, {"memory.json": json.dumps(
             {"machine": machine_info(), "config": config(runs[0]), "rows": rows}, indent=2,
-            default=str) + "\n")
-        (out / "memory.md").write_text(report + "\n")
+            default=str) + "\n", "memory.md": report + "\n"})
     return 0
 
 
@@ -143,4 +144,10 @@ if __name__ == "__main__":
     ap.add_argument("--runs", default="10000,1000000", help="comma-separated grid sizes")
     ap.add_argument("--out", default=None)
     a = ap.parse_args()
-    sys.exit(main([int(x) for x in a.runs.split(",")], a.out))
+    from ..errors import InputError
+
+    try:
+        sys.exit(main([int(x) for x in a.runs.split(",")], a.out))
+    except InputError as e:  # one line and status 2, as `trainscape bench` reports it
+        print(f"{ap.prog}: error: {e}", file=sys.stderr)
+        sys.exit(2)

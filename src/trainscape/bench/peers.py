@@ -47,7 +47,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..errors import ConfigError
+from ..errors import ConfigError, InputError
+from ..io import atomic
 
 # engine_no_early_exit: the engine with [train] early_exit = false (every step computed), so
 # every workload times early exit on against off in the same process
@@ -1101,20 +1102,20 @@ def format_report(result: dict) -> str:
 def run_bench(
     workloads: Iterable[str | Workload] = ("seed", "small"),
     *,
-    peers: Sequence[str] | None = None,
+    peers: Sequence[str] | str | None = None,
     repeats: int = 3,
     out_dir: str | os.PathLike | None = None,
     stream: TextIO | None = sys.stdout,
 ) -> dict:
     """Time the peers on each workload, print the report to ``stream`` (None: silent) and, with
-    ``out_dir``, write bench.json (all numbers + machine) and bench.md (the report) there."""
-    peers = list(PEERS if peers is None else peers)
-    unknown = [p for p in peers if p not in PEERS]
-    if unknown:
-        raise ConfigError(f"bench peers: got {unknown}; allowed: {', '.join(PEERS)}")
+    ``out_dir``, write bench.json (all numbers + machine) and bench.md (the report) there.
+    ``peers`` may be a comma-separated string. Bad input (peers, repeats, workloads, an
+    ``out_dir`` that cannot take the files or already holds one) raises before any timing."""
+    peers = parse_peers(peers)
     if repeats < 1:
         raise ConfigError(f"bench repeats: got {repeats}; must be >= 1")
     wl = [_resolve(w) for w in workloads]
+    out = check_out(out_dir, ("bench.json", "bench.md"))
     machine = machine_info()
     if "torch_eager" in peers and machine.get("torch"):
         import torch
@@ -1135,12 +1136,68 @@ def run_bench(
     report = format_report(result)
     if stream is not None:
         print(report, file=stream, flush=True)
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "bench.json").write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
-        (out / "bench.md").write_text(report)
+    if out is not None:
+        write_out(out, {"bench.json": json.dumps(result, indent=2, default=_json_default) + "\n",
+                        "bench.md": report})
     return result
+
+
+def parse_peers(peers: Sequence[str] | str | None) -> list[str]:
+    """The peers to time: all for None, else the given names (a comma-separated string or a
+    list), each one of PEERS; none at all (``--peers ,,``) is refused."""
+    given = peers
+    if isinstance(peers, str):
+        peers = [p.strip() for p in peers.split(",") if p.strip()]
+    peers = list(PEERS if peers is None else peers)
+    unknown = [p for p in peers if p not in PEERS]
+    if unknown:
+        raise ConfigError(f"bench peers: got {unknown}; allowed: {', '.join(PEERS)}")
+    if not peers:
+        raise ConfigError(f"bench peers: got {given!r}, which names no peer; allowed: "
+                          f"{', '.join(PEERS)}")
+    return peers
+
+
+def check_out(out_dir: str | os.PathLike | None, names: Sequence[str]) -> Path | None:
+    """The folder a bench writes the files `names` into (None for no `out_dir`), checked before
+    any benchmarking: an existing folder that holds none of `names` (a finished bench is never
+    replaced), or a new one whose parent is a folder; writable either way. Anything else
+    raises InputError naming the flag, what was given and what is allowed."""
+    if out_dir is None:
+        return None
+    where = f"bench --out {str(out_dir)!r}"
+    if str(out_dir) == "":  # Path("") is the current folder
+        raise InputError(f"{where}: empty; give a folder to write {' and '.join(names)} into")
+    out = Path(out_dir)
+    folder = out
+    if out.is_dir():
+        for name in names:
+            if (out / name).exists() or (out / name).is_symlink():
+                raise InputError(f"{where}: {str(out / name)!r} already exists; choose another "
+                                 "folder (a finished bench is never replaced)")
+    elif out.exists() or out.is_symlink():
+        raise InputError(f"{where}: exists and is not a folder; give a folder (new or holding "
+                         f"no {' or '.join(names)})")
+    else:
+        folder = out.parent
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{where}: {str(folder)!r} is a file, not a folder")
+        if not folder.is_dir():
+            raise InputError(f"{where}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{where}: folder {str(folder)!r} is not writable")
+    return out
+
+
+def write_out(out: Path, files: dict[str, str]) -> None:
+    """Write each of `files` (name: text) into the folder `out` (made if new; its parent was
+    checked by check_out), each file whole or not at all."""
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as e:
+        raise atomic.write_error(out, None, e) from e
+    for name, text in files.items():
+        atomic.write_bytes(text.encode("utf-8"), out / name)
 
 
 def _json_default(o: Any) -> Any:
@@ -1162,10 +1219,9 @@ def main(
     """Entry point for ``trainscape bench [--workload seed|small|diverging|all] [--out DIR]``.
 
     ``peers`` may be a comma-separated string. Returns 0, or 1 if the peers disagree
-    numerically (the timings are then not comparing the same computation)."""
+    numerically (the timings are then not comparing the same computation). Bad input raises
+    InputError before any timing: see run_bench."""
     names = list(WORKLOADS) if workload == "all" else [_resolve(workload).name]
-    if isinstance(peers, str):
-        peers = [p.strip() for p in peers.split(",") if p.strip()]
     result = run_bench(
         names,
         peers=peers,

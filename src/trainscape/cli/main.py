@@ -258,7 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'memory': peak host memory of a 10,000-run and a 1,000,000-run sweep "
                         "of a tiny network, each in its own process, with a cold and then a "
                         "warm compile cache (about 2 minutes on 2 cores); not part of 'all'")
-    b.add_argument("--out", help="write bench.json and bench.md into this folder")
+    b.add_argument("--out", help="write bench.json and bench.md (memory: memory.json and "
+                                 "memory.md) into this folder: an existing one without them, "
+                                 "or a new one")
     b.add_argument("--peers", metavar="P,Q",
                    help="comma-separated subset of the peers numpy_loop, torch_eager, "
                         "torch_vmap, jax_step_loop, engine, engine_no_early_exit (default: all)")

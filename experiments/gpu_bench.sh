@@ -134,7 +134,9 @@ fi
 
 # the target: the engine against the JAX step loop and every other peer, one process
 # per workload (a timeout costs one workload only)
+# (a bench never replaces its files: a step run again measures into a fresh folder)
 for wl in ${WORKLOADS:-seed small}; do
+    wanted "bench-$wl" && rm -rf "$W/bench-$wl"
     step "bench-$wl" 150 "$PY" -m trainscape bench --workload "$wl" ${BENCH_ARGS:---repeats 3} \
         ${PEERS:+--peers $PEERS} --out "$W/bench-$wl"
     for f in json md; do cp "$W/bench-$wl/bench.$f" "$OUT/bench-$wl.$f" 2>/dev/null; done
@@ -143,6 +145,7 @@ done
 # early exit on the accelerator, where the loop over steps becomes a while_loop with a
 # data-dependent condition: the `diverging` workload with early exit on and off in the same
 # rounds (its markdown lands in log.txt, its json in runs.tar.gz)
+wanted bench-diverging && rm -rf "$W/bench-diverging"
 step bench-diverging 120 "$PY" -m trainscape bench --workload diverging \
     --peers engine,engine_no_early_exit ${BENCH_ARGS:---repeats 3} --out "$W/bench-diverging"
 

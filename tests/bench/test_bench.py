@@ -495,7 +495,7 @@ def test_an_out_that_cannot_be_a_folder_is_refused_before_the_bench(
     assert "'afile': exists and is not a folder" in _bench_cli(capsys, "--out", "afile")
     assert "'afile' is a file, not a folder" in _bench_cli(capsys, "--out", "afile/sub")
     assert "folder 'nodir' does not exist" in _bench_cli(capsys, "--out", "nodir/sub")
-    assert "--out '': empty" in _bench_cli(capsys, "--out", "")
+    assert "bench: --out is empty" in _bench_cli(capsys, "--out", "")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
     assert (tmp_path / "afile").read_text() == "mine"
 

@@ -223,7 +223,7 @@ def test_coord_check_refuses_empty_out(coord_toml, tmp_path, capsys, monkeypatch
     monkeypatch.chdir(tmp_path)  # was: written into the current folder
     err = _coord_refused(capsys, coord_toml, "--widths", "4", "--steps", "1", "--seeds", "1",
                          "--out", "")
-    assert "--out ''" in err
+    assert "coord-check: --out is empty" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.toml"]
 
 

@@ -123,9 +123,7 @@ def report(z: Zoom, out: str | Path | None = None) -> Path:
     """Figures (zoom-map.png, zoom-boxcount.png, zoom-strip.png) and report.md in `out`
     (default: the zoom folder): the map, the dimension with its interval, the counts per
     level and the cost against the dense grid."""
-    import io
-
-    import matplotlib.pyplot as plt
+    from .summary import png_bytes
 
     out = Path(out) if out is not None else z.path
     if out is None:
@@ -135,11 +133,7 @@ def report(z: Zoom, out: str | Path | None = None) -> Path:
     for name, draw in (("zoom-map.png", lambda: plot_map(z).figure),
                        ("zoom-boxcount.png", lambda: plot_box_counts(z).figure),
                        ("zoom-strip.png", lambda: plot_strip(z)[0].figure)):
-        fig = draw()
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=130)
-        plt.close(fig)
-        atomic.write_bytes(buf.getvalue(), out / name)
+        atomic.write_bytes(png_bytes(draw(), dpi=130), out / name)
     f = out / REPORT_FILES[0]
     atomic.write_bytes(report_text(z).encode("utf-8"), f)
     return f

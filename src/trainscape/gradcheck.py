@@ -174,6 +174,11 @@ def _user_grad_leaves(grads: Any, treedef: Any, shapes: list[tuple]) -> list[Any
     leaves, g_treedef = jax.tree_util.tree_flatten(grads)
     if g_treedef == treedef:
         return leaves
+    got, want = _dict_keys(g_treedef), _dict_keys(treedef)
+    if got and got != want:  # pairing {"v": ...} with {"w": ...} would be a guess by position
+        raise InputError(f"gradcheck grad_fn: returned dict keys {sorted(got)}; params has "
+                         f"{sorted(want) if want else 'no dict keys'}; return the gradient "
+                         "under the params' own keys")
     if len(leaves) == len(shapes) and all(
         np.shape(g) == s for g, s in zip(leaves, shapes, strict=True)
     ):
@@ -182,6 +187,13 @@ def _user_grad_leaves(grads: Any, treedef: Any, shapes: list[tuple]) -> list[Any
         f"gradcheck grad_fn: returned {len(leaves)} arrays as {_short(g_treedef)}; need one per "
         f"parameter array ({len(shapes)}), structured like params {_short(treedef)}"
     )
+
+
+def _dict_keys(treedef: Any) -> set:
+    """Every dict key at any depth of a pytree structure."""
+    paths, _ = jax.tree_util.tree_flatten_with_path(jax.tree_util.tree_unflatten(
+        treedef, [0] * treedef.num_leaves))
+    return {k.key for path, _ in paths for k in path if isinstance(k, jax.tree_util.DictKey)}
 
 
 def _short(treedef: Any, limit: int = 120) -> str:

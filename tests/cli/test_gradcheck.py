@@ -228,6 +228,10 @@ def test_bad_inputs_raise_input_error():
     with pytest.raises(InputError, match="structured like params"):
         gradcheck(np_loss, lambda p, x, y: [(g["w"], g["b"]) for g in np_grads(p, x, y)],
                   params, x, y)
+    # Other dict keys would be paired by position (here "v" with "b", "u" with "w"): refused
+    renamed = lambda p, x, y: [{"u": g["w"], "v": g["b"]} for g in np_grads(p, x, y)]  # noqa: E731
+    with pytest.raises(InputError, match=r"dict keys \['u', 'v'\]; params has \['b', 'w'\]"):
+        gradcheck(np_loss, renamed, params, x, y)
     # A tuple where params has a list is fine: the leaves line up one for one.
     assert gradcheck(np_loss, lambda p, x, y: tuple(np_grads(p, x, y)), params, x, y)["ok"].all()
     with pytest.raises(InputError, match="must return one float"):

@@ -227,6 +227,10 @@ ERROR_CASES = {
         lambda t: {"path": _csv(t, pd.DataFrame({"a": [1, 2], "s": ["p", "q"], "y": [0, 1]}))},
         ["d.csv", "column 's'", "non-numeric"],
     ),
+    "header only": (  # its columns read as text: it once said column 'a' was non-numeric
+        lambda t: {"path": _csv(t, pd.DataFrame({"a": [], "y": []}))},
+        ["d.csv", "0 data row(s) under the header"],
+    ),
     "string target": (
         lambda t: {"path": _csv(t, pd.DataFrame({"a": [1, 2], "y": ["M", "B"]}))},
         ["d.csv", "column 'y'", "non-numeric"],

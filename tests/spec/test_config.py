@@ -1,5 +1,6 @@
 """Config parsing: every axis form, defaults, overrides, and errors that name the key."""
 
+import os
 import tomllib
 from pathlib import Path
 
@@ -200,6 +201,9 @@ def test_hyperparameters_in_range_of_the_run_dtype_pass():
 def test_config_path_that_is_a_folder_or_unreadable(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="is a folder"):
         cfg.parse(tmp_path)
+    os.mkfifo(tmp_path / "pipe.toml")  # reading it would wait for a writer forever
+    with pytest.raises(ConfigError, match="is not a regular file"):
+        cfg.parse(tmp_path / "pipe.toml")
     p = tmp_path / "c.toml"
     p.write_text("[train]\nsteps = 5\n")
     real_open = Path.open

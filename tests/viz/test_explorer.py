@@ -169,6 +169,8 @@ def test_never_replaces_a_result_file(folder, page, tmp_path):
     with pytest.raises(InputError, match="not an earlier explorer"):
         ts.explore(folder, other)
     assert other.read_text() == "<html>a report</html>"
+    with pytest.raises(InputError, match="report.html' is a file, not a folder"):
+        ts.explore(folder, other / "x.html")
     again = ts.explore(ts.load(folder), tmp_path)  # a folder: explorer.html inside; then again
     assert again == tmp_path / "explorer.html" and ts.explore(folder, again) == again
 

@@ -397,6 +397,9 @@ def _load_table(p: Path, suffix: str, target: str, source: str):
         )
     if len(columns) < 2:
         raise DataError(f"{source}: only the target column '{target}'; no feature columns")
+    if len(df) < 2:  # before the dtypes: the columns of a header-only file read as text
+        raise DataError(f"{source}: {len(df)} data row(s) under the header; at least 2 are "
+                        "needed")
     return validate_arrays(df.drop(columns=[target]), df[target], source)
 
 

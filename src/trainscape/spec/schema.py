@@ -257,8 +257,11 @@ def load_toml(path: str | Path) -> dict:
     p = Path(path)
     if p.is_dir():
         raise ConfigError(f"config file {str(p)!r} is a folder; give a .toml file")
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"config file {str(p)!r} does not exist")
+    if not p.is_file():
+        raise ConfigError(f"config file {str(p)!r} is not a regular file (a pipe, socket or "
+                          "device); give a .toml file")
     try:
         # utf-8-sig: a byte-order mark, as some Windows editors write, is not TOML
         raw = tomllib.loads(p.read_bytes().decode("utf-8-sig"))

@@ -382,6 +382,8 @@ def _target(res: Results, path) -> Path:
         if p.is_dir():
             p = p / FILE_NAME
     where, folder = f"out {str(p)!r}", p.parent
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{where}: {str(folder)!r} is a file, not a folder")
     if not folder.is_dir():
         raise InputError(f"{where}: folder {str(folder)!r} does not exist")
     if p.exists():

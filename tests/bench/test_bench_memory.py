@@ -157,3 +157,9 @@ def test_the_module_form_reports_bad_input_in_one_line(tmp_path, monkeypatch, ca
     assert e.value.code == 2 and capsys.readouterr().err.splitlines() == [
         "python -m trainscape.bench.memory: error: bench --out 'afile': exists and is not a "
         "folder; give a folder (new or holding no memory.json or memory.md)"]
+    # a grid size that is not a positive integer: refused before any sweep (was a traceback)
+    monkeypatch.setattr(sys, "argv", ["memory", "--runs", "100,x"])
+    with warnings.catch_warnings(), pytest.raises(SystemExit) as e:
+        warnings.simplefilter("ignore", RuntimeWarning)
+        runpy.run_module("trainscape.bench.memory", run_name="__main__")
+    assert e.value.code == 2 and "expected positive integers" in capsys.readouterr().err

@@ -140,14 +140,16 @@ def main(runs=(10_000, 1_000_000), out_dir: str | os.PathLike | None = None) -> 
 if __name__ == "__main__":
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m trainscape.bench.memory")
-    ap.add_argument("--runs", default="10000,1000000", help="comma-separated grid sizes")
-    ap.add_argument("--out", default=None)
-    a = ap.parse_args()
+    from ..cli.main import _int_list
     from ..errors import InputError
 
+    ap = argparse.ArgumentParser(prog="python -m trainscape.bench.memory")
+    ap.add_argument("--runs", type=_int_list, default=[10_000, 1_000_000],
+                    help="comma-separated grid sizes (default 10000,1000000)")
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args()
     try:
-        sys.exit(main([int(x) for x in a.runs.split(",")], a.out))
+        sys.exit(main(a.runs, a.out))
     except InputError as e:  # one line and status 2, as `trainscape bench` reports it
         print(f"{ap.prog}: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import InputError
 from ..io import atomic
 from ..sweep import zoom_grid as zg
-from ..sweep.zoom import Zoom, outcome_names
+from ..sweep.zoom import Zoom, is_zoom, outcome_names
 from ..train.classify import LABELS
 
 
@@ -161,7 +161,7 @@ def _check_report_folder(out: Path) -> None:
     if (out / REPORT_FILES[0]).exists() and not is_earlier_report(out / REPORT_FILES[0]):
         raise InputError(f"{where}: its report.md is not an earlier trainscape report; a "
                          "report replaces only an earlier report: give another folder")
-    if not (out / REPORT_FILES[0]).exists():
+    if not (out / REPORT_FILES[0]).exists() and not is_zoom(out):  # a zoom's own: its figures
         taken = [n for n in REPORT_FILES[1:] if (out / n).exists()]
         if taken:
             raise InputError(f"{where}: {taken[0]!r} exists and is not part of an earlier "

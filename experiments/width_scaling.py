@@ -104,6 +104,15 @@ def main(out: Path) -> None:
     write_report(out, facts)
 
 
+def _wall_time(t: dict) -> str:
+    """'standard: sweep 176 s, critical lr 314 s; ...' from scaling.json's timing."""
+    parts = [f"{par}: sweep {t[par]['sweep_s']:.0f} s, critical lr {t[par]['critical_lr_s']:.0f} s"
+             for par in ("standard", "mup") if par in t]
+    if "coord_check_s" in t:
+        parts.append(f"coordinate check {t['coord_check_s']:.0f} s")
+    return "; ".join(parts)
+
+
 def write_report(out: Path, f: dict) -> None:
     def row(par, q):
         x = f["fits"][par][q]
@@ -126,7 +135,7 @@ def write_report(out: Path, f: dict) -> None:
         "Coordinate check (lr 0.05, 3 steps, 3 seeds): mean |change since init| of each "
         "layer against width.", "", "![coord check](coord_check.png)", "",
         f"Measured {f['date']} on a {f['machine']}, trainscape {f['trainscape']}, "
-        f"{f['dtype']}, JAX CPU backend. Wall time: {json.dumps(f['timing'])} (seconds).", "",
+        f"{f['dtype']}, JAX CPU backend. Wall time: {_wall_time(f['timing'])}.", "",
     ]
     (out / "report.md").write_text("\n".join(lines))
 

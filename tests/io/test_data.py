@@ -350,3 +350,20 @@ def test_validate_arrays_normalises():
 )
 def test_task_of(y, task):
     assert task_of(np.ones((len(y), 1)), y) == task
+
+
+def test_load_dataset_takes_a_name_and_refuses_what_is_not_a_spec():
+    """load_dataset("moons") returned breast_cancer (a string has no [data] attributes, so
+    every key read as unset); 5 and ["moons"] did the same."""
+    from trainscape.errors import DataError
+    from trainscape.io.data import load_dataset
+
+    x, y = load_dataset("moons")
+    x2, y2 = load_dataset({"name": "moons"})
+    np.testing.assert_array_equal(x, x2) and np.testing.assert_array_equal(y, y2)
+    assert x.shape == (256, 2)
+    for bad in (5, ["moons"]):
+        with pytest.raises(DataError, match="expected a mapping of \\[data\\] keys or a dataset"):
+            load_dataset(bad)
+    with pytest.raises(DataError, match="data.holdout: load_dataset returns the whole dataset"):
+        load_dataset({"name": "moons", "holdout": 0.2})

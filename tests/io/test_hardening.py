@@ -614,3 +614,88 @@ seed = {range = 40000}
         proc.kill()
         proc.wait()
     assert peak_kb < 1.5e6, f"{peak_kb / 1e6:.2f} GB before the first chunk"
+
+
+# ------------------------------------------------------------ the Python API's arguments
+
+_API_TINY = {"data": {"name": "moons", "n_samples": 16}, "model": {"hidden": [2]},
+             "train": {"steps": 2}, "sweep": {"learning_rate": [0.1, 1.0]}}
+
+
+def _tree(root: Path) -> dict:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def test_results_save_never_replaces_results_or_writes_into_a_foreign_folder(tmp_path):
+    """`Results.save` replaced a finished folder's tables (keeping its manifest, so `resume`
+    then returned the other sweep as this one's), and wrote into any folder."""
+    finished = tmp_path / "finished"
+    ts.run(_API_TINY, out=finished, progress=False)
+    other = ts.run({**_API_TINY, "sweep": {"learning_rate": [0.5]}}, out=None, progress=False)
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "n.txt").write_text("mine")
+    (tmp_path / "afile").write_text("mine")
+    before = _tree(tmp_path)
+    for target, said in ((finished, "holds finished results"), (tmp_path / "notes", "not empty"),
+                         (tmp_path / "afile", "is a file"), (5, "got int 5"),
+                         ("", "empty path")):
+        with pytest.raises(InputError, match=said) as e:
+            other.save(target)
+        assert "\n" not in str(e.value)
+    assert _tree(tmp_path) == before
+    assert ts.load(other.save(tmp_path / "new")).n_runs == 1
+
+
+@pytest.mark.parametrize("kw, said", [
+    ({"out": 5}, "out: expected a path (str or os.PathLike), got int 5"),
+    ({"out": b"x"}, "out: expected a path"),
+    ({"out": ""}, "out: empty path"),  # was: written into the current folder
+    ({"progress": "no"}, "progress: expected True or False, got 'no'"),  # showed the bar
+    ({"out": "o", "resume": 1}, "resume: expected True or False, got 1"),
+])
+def test_run_arguments_of_the_wrong_type_are_refused(kw, said, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InputError, match=re.escape(said)):
+        ts.run(_API_TINY, **kw)
+    assert not any(tmp_path.iterdir())
+
+
+def test_zoom_load_and_explore_refuse_a_path_that_is_not_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    two_axes = {**_API_TINY, "sweep": {"learning_rate": {"geomspace": [0.1, 1.0], "num": 2},
+                                       "init_scale": {"linspace": [0.5, 1.0], "num": 2}}}
+    for bad in (5, ""):
+        with pytest.raises(InputError, match="out: (expected a path|empty path)"):
+            ts.zoom(two_axes, 1, out=bad, progress=False)
+        with pytest.raises(InputError, match="path: (expected a path|empty path)"):
+            ts.explore(ts.run(_API_TINY, out=None, progress=False), bad)
+    for bad in (5, None, ""):
+        with pytest.raises(InputError, match="results folder: (expected a path|empty)"):
+            ts.load(bad)
+    assert not any(tmp_path.iterdir())
+
+
+def test_load_refuses_a_runs_table_without_its_columns_and_names_mistyped_ones(tmp_path):
+    """A runs.parquet without `label` (or replaced by a curves table) loaded, then failed
+    inside pandas; a mistyped column was a pandas/pyarrow error without the nearest name."""
+    folder = tmp_path / "r"
+    res = ts.run(_API_TINY, out=folder, progress=False)
+    for r in (ts.load(folder), res):  # read from the folder, and held in memory
+        with pytest.raises(InputError, match=r"no column 'learning_rat' \(did you mean "
+                                             r"'learning_rate'\?\)"):
+            r.label_counts("learning_rat")
+        with pytest.raises(InputError, match="read_runs: columns: the runs table has no column"):
+            r.read_runs(["learning_rat"])
+        with pytest.raises(InputError, match="expected a list of column names, got 'label'"):
+            r.read_runs("label")  # iterated its characters
+        with pytest.raises(InputError, match="'label' is what is counted"):
+            r.cell_counts("label")
+        assert r.label_counts("learning_rate")["total"].tolist() == [1, 1]
+    runs = pd.read_parquet(folder / "runs.parquet")
+    runs.drop(columns="label").to_parquet(folder / "runs.parquet", index=False)
+    with pytest.raises(InputError, match="runs.parquet' is damaged: it has no label column"):
+        ts.load(folder)
+    pd.read_parquet(folder / "curves.parquet").to_parquet(folder / "runs.parquet", index=False)
+    with pytest.raises(InputError, match="it has no label, learning_rate column"):
+        ts.load(folder)

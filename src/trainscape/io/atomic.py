@@ -22,6 +22,19 @@ class WriteError(RuntimeError):
     finished before it is kept; a sweep can be resumed once the cause is fixed."""
 
 
+def path_arg(value, what: str) -> Path:
+    """`value` as a Path, refused unless a non-empty str or os.PathLike (a number or a list
+    was a TypeError deep in pathlib, and "" the current folder)."""
+    from ..errors import InputError
+
+    if isinstance(value, bytes) or not isinstance(value, str | os.PathLike):
+        raise InputError(f"{what}: expected a path (str or os.PathLike), got "
+                         f"{type(value).__name__} {value!r}")
+    if not os.fspath(value):
+        raise InputError(f"{what}: empty path; give a file or folder name")
+    return Path(value)
+
+
 def tmp_name(path: Path) -> Path:
     """The temporary name `path` is written under before it is renamed into place."""
     return path.with_name(path.name + ".tmp")

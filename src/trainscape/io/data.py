@@ -75,6 +75,9 @@ def _check_unknown_keys(spec: Any) -> None:
     if not isinstance(spec, Mapping):
         return
     for k in spec:
+        if k == "holdout":  # a [data] key that ts.run applies, not the loader
+            raise DataError(f"{_key(str(k))}: load_dataset returns the whole dataset; the "
+                            "held-out split is made by ts.run (give it in the config)")
         if k not in SPEC_KEYS:
             raise DataError(
                 f"{_key(str(k))}: unknown key; allowed: {', '.join(SPEC_KEYS)}"
@@ -116,7 +119,14 @@ def _reject_unused(given: dict[str, Any], source: str, what: str) -> None:
 
 
 def load_dataset(spec: Any = None) -> tuple[np.ndarray, np.ndarray]:
-    """Load the dataset a spec (mapping or attribute object; None = defaults) describes."""
+    """Load the dataset a spec (a mapping or attribute object with the [data] keys, a built-in
+    name such as "moons", or None for the defaults) describes."""
+    if isinstance(spec, str):
+        spec = {"name": spec}
+    elif spec is not None and not isinstance(spec, Mapping) and \
+            not any(hasattr(spec, k) for k in ("name", "path")):
+        raise DataError(f"data: expected a mapping of [data] keys or a dataset name, got "
+                        f"{type(spec).__name__} {spec!r}")
     _check_unknown_keys(spec)
     given = _given(spec)
     standardize = _bool(given.get("standardize", DEFAULTS["standardize"]), "standardize")

@@ -87,9 +87,40 @@ class Results:
             return len(self.runs)
         return pq.ParquetFile(self.path / RUNS_FILE).metadata.num_rows
 
+    def _run_columns(self) -> list[str]:
+        if self._runs is not None or self.path is None:
+            return [str(c) for c in self.runs.columns]
+        return pq.read_schema(self.path / RUNS_FILE).names
+
+    def _check_columns(self, columns, what: str, single: bool = False) -> list[str]:
+        """`columns` (a list of names of the runs table, or with `single` one name) as a
+        list, refused in one line naming the nearest column for a typo."""
+        from ..spec.registry import did_you_mean
+
+        names = [columns] if single and isinstance(columns, str) else columns
+        if isinstance(names, str) or not isinstance(names, list | tuple) or not names or \
+                not all(isinstance(c, str) for c in names):
+            form = "a column name or a list of them" if single else "a list of column names"
+            raise InputError(f"{what}: expected {form}, got {columns!r}")
+        have = self._run_columns()
+        for c in names:
+            if c not in have:
+                raise InputError(f"{what}: the runs table has no column {c!r}"
+                                 f"{did_you_mean(c, have)}")
+        return list(names)
+
+    def _check_by(self, by, what: str) -> list[str]:
+        by = self._check_columns(by, what, single=True)
+        if "label" in by:
+            raise InputError(f"{what}: 'label' is what is counted; give the columns to count "
+                             "it by (axes such as learning_rate)")
+        return by
+
     def read_runs(self, columns: list[str] | None = None) -> pd.DataFrame:
         """The runs table, or only `columns` of it (in run_id order), without loading the rest
         (`label` is then a categorical)."""
+        if columns is not None:
+            columns = self._check_columns(columns, "read_runs: columns")
         if self._runs is not None:
             return self._runs if columns is None else self._runs[list(columns)]
         want = None if columns is None else list(dict.fromkeys(["run_id", *columns]))
@@ -105,6 +136,7 @@ class Results:
         when the runs are not loaded."""
         from ..analysis.divergence import count_table, label_counts
 
+        self._check_by(by, "label_counts: by")
         if self._runs is not None or self.path is None:
             return label_counts(self.runs, by)
         by = [by] if isinstance(by, str) else list(by)
@@ -117,7 +149,7 @@ class Results:
         keep their sweep order). Read from the folder one row group at a time: memory grows
         with the number of cells, not of runs. Draw it with
         `plots.label_heatmap(counts, x, y, weights="runs")`."""
-        cols = [*([by] if isinstance(by, str) else by), "label"]
+        cols = [*self._check_by(by, "cell_counts: by"), "label"]
         if self._runs is not None or self.path is None:
             batches = iter([self.runs[cols]])
         else:
@@ -161,8 +193,18 @@ class Results:
                 f"axes={list(self.axes)}, labels={counts}{where})")
 
     def save(self, path: str | Path) -> Path:
-        """Write the three files into `path` (atomically per file)."""
-        p = Path(path)
+        """Write the three files into `path` (atomically per file): a new or empty folder.
+        A folder holding results (finished or interrupted) or anything else is refused, so
+        finished results are never replaced."""
+        from ..io.store import folder_state
+
+        p = atomic.path_arg(path, "save: path")
+        state = folder_state(p)
+        if state != "new" or p.is_dir() and any(p.iterdir()):
+            what = {"file": "is a file", "finished": "holds finished results",
+                    "interrupted": "holds an interrupted sweep"}.get(state, "is not empty")
+            raise InputError(f"save: folder {str(p)!r} {what}; results are saved into a new "
+                             "or empty folder (finished results are never replaced)")
         p.mkdir(parents=True, exist_ok=True)
         atomic_parquet(self.runs, p / RUNS_FILE)
         atomic_parquet(self.curves, p / CURVES_FILE)
@@ -209,7 +251,7 @@ def load(path: str | Path) -> Results:
     """Read a results folder written by `ts.run` / `trainscape run` (or, for a folder written
     by `ts.zoom`, the `trainscape.sweep.zoom.Zoom` it holds). A damaged or unreadable file is
     refused here, naming it, so no command trips over it later."""
-    p = Path(path)
+    p = atomic.path_arg(path, "results folder")
     if (p / "zoom.json").is_file():
         from ..sweep.zoom import load as load_zoom  # a zoom folder: one results folder a level
 
@@ -245,8 +287,14 @@ def load(path: str | Path) -> Results:
             names = pq.ParquetFile(f).schema_arrow.names
         except (OSError, pa.ArrowException) as e:
             raise _damaged(f, e) from None
-        if name == RUNS_FILE and "run_id" not in names:  # (curves of no runs have no columns)
-            raise InputError(f"results file {str(f)!r} is damaged: it has no run_id column")
+        # (curves of no runs have no columns); the runs table's own columns: a file replaced
+        # by another table (curves, say) once loaded and failed later inside pandas
+        need = ["run_id", "label", *config.axes] if name == RUNS_FILE else \
+            (["run_id", "step", "loss"] if names else [])
+        lacking = [c for c in need if c not in names]
+        if lacking:
+            raise InputError(f"results file {str(f)!r} is damaged: it has no "
+                             f"{', '.join(lacking)} column")
     return Results(config=config, meta=meta, path=p)
 
 

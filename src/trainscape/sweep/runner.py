@@ -24,7 +24,7 @@ from ..engine import execute, plan
 from ..engine.compile import compiler_options
 from ..engine.plan import check_memory, fit_dispatch
 from ..errors import InputError
-from ..io import memory, store
+from ..io import atomic, memory, store
 from ..io.results import META_FILE, Results, atomic_json, load
 from ..nn.models import Model
 from ..runtime import note_cpu_devices, x64
@@ -89,6 +89,11 @@ def default_out(name: str, root: Path = DEFAULT_RESULTS_ROOT) -> Path:
                              f"{e.strerror or e}; choose another with --out (out=DIR)") from None
 
 
+def _check_flag(name: str, value) -> None:
+    if not isinstance(value, bool | np.bool_):  # "no" would count as True
+        raise InputError(f"{name}: expected True or False, got {value!r}")
+
+
 def drop_if_empty(path: Path) -> None:
     """Remove a `default_out` folder (and `root`, if that is empty too) that nothing was
     written into: bad input leaves nothing behind."""
@@ -151,6 +156,10 @@ def run(config=None, *, data=None, test_data=None, model: Model | None = None,
                                    not isinstance(chunk_size, int | np.integer) or
                                    chunk_size < 1):
         raise InputError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
+    if out is not None and out != "auto":
+        atomic.path_arg(out, "out")
+    _check_flag("progress", progress)
+    _check_flag("resume", resume)
     if resume and (out is None or out == "auto"):
         raise InputError("resume=True needs the folder of the interrupted sweep (out=DIR)")
     try:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, InputError
-from ..io import store
+from ..io import atomic, store
 from ..spec import schema as cfg
 from ..train.classify import LABELS
 from . import runner
@@ -288,6 +288,8 @@ def zoom(config, levels: int, *, margin: int = DEFAULT_MARGIN, by: str = "diverg
     if resume and (out is None or out == "auto"):
         raise InputError("resume=True needs the folder of the interrupted zoom (out=DIR)")
     path, made = None, False
+    if out is not None and out != "auto":
+        atomic.path_arg(out, "out")
     if out == "auto":
         path, made = runner.default_out(f"{exp.name}-zoom"), True
     elif out is not None:

@@ -378,7 +378,7 @@ def _target(res: Results, path) -> Path:
             raise InputError("path: these results are not on disk; give a file for the explorer")
         p = Path(res.path) / FILE_NAME
     else:
-        p = Path(path)
+        p = atomic.path_arg(path, "path")
         if p.is_dir():
             p = p / FILE_NAME
     where, folder = f"out {str(p)!r}", p.parent

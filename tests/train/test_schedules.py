@@ -120,3 +120,38 @@ def test_a_config_saved_before_schedules_still_reads():
         del saved[k]
     exp = schema.parse({"optimizer": saved})
     assert exp.optimizer.schedule == "constant" and exp.optimizer.momentum == 0.9
+
+
+@pytest.mark.parametrize("schedule", list(registry.SCHEDULES))
+def test_lr_at_step_gives_one_rate_per_update(schedule, x64):
+    """Every schedule, `constant` too, gives `steps` rates (optax's own values), and an array of
+    the shape of `step` when one is given."""
+    rates = lr_at_step(schedule, PEAK, STEPS, 3, END)
+    assert rates.shape == (STEPS,) and rates.dtype == np.float64
+    np.testing.assert_allclose(rates, optax_rate(schedule, PEAK, 3), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(lr_at_step(schedule, PEAK, STEPS, 3, END, step=[[0, 5]]),
+                               optax_rate(schedule, PEAK, 3)[[[0, 5]]], rtol=1e-12)
+    assert lr_at_step(schedule, PEAK, STEPS, 3, END, step=[[0, 5]]).shape == (1, 2)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"name": "cosin"}, r"lr_at_step name: got 'cosin'; allowed: .*\(did you mean 'cosine'\?\)"),
+    ({"steps": 0}, "lr_at_step steps: got 0; must be a positive integer"),
+    ({"steps": 2.5}, "lr_at_step steps: got 2.5"),
+    ({"learning_rate": -0.1}, "lr_at_step learning_rate: got -0.1; learning rates must be pos"),
+    ({"learning_rate": "a"}, "lr_at_step learning_rate: expected a number, got 'a'"),
+    ({"end_factor": 1.5}, r"lr_at_step end_factor: got 1.5; must be in \[0, 1\]"),
+    ({"warmup_steps": -1}, "lr_at_step warmup_steps: got -1; must be >= 0"),
+    ({"warmup_steps": 1.5}, "lr_at_step warmup_steps: got 1.5; must be a whole number"),
+    ({"warmup_steps": STEPS}, f"needs warmup_steps < steps = {STEPS}"),
+    ({"name": "warmup_constant", "warmup_steps": STEPS + 1},
+     f"needs warmup_steps <= steps = {STEPS}"),
+    ({"step": -1}, "lr_at_step step: got -1; must be update counts"),
+    ({"step": [0, 1.5]}, r"lr_at_step step: got \[0, 1.5\]"),
+])
+def test_lr_at_step_refuses_what_the_config_refuses(kwargs, match):
+    args = {"name": "warmup_cosine", "learning_rate": PEAK, "steps": STEPS, "warmup_steps": 2,
+            "end_factor": END, **kwargs}
+    with pytest.raises(ts.ConfigError, match=match) as err:
+        lr_at_step(**args)
+    assert "\n" not in str(err.value)

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..spec import registry
+from ..errors import ConfigError
+from ..spec import registry, schema
 
 
 def _phase(unit: Callable, start, length) -> Callable:
@@ -76,17 +77,51 @@ def schedule(name: str, peak, steps: int, warmup_steps=0, end_factor=0.0) -> Cal
     """The learning rate as a function of the update count (t = 0 the first update), with peak
     rate `peak`; `warmup_steps` and `end_factor` may be traced scalars."""
     if name not in BUILDERS:
-        raise ValueError(f"unknown schedule {name!r}; allowed: {', '.join(registry.SCHEDULES)}")
+        raise ConfigError(f"schedule: {registry.allowed(name, registry.SCHEDULES)}")
     return BUILDERS[name](peak, steps, warmup_steps, end_factor)
 
 
 def lr_at_step(name: str, learning_rate: float, steps: int, warmup_steps: int = 0,
                end_factor: float = 0.0, step=None) -> np.ndarray:  # ts.lr_at_step
-    """The learning rate each update of a run used (float64): at `step` (an int or array), or
-    at every update 0 .. steps - 1 when `step` is None. The same functions the training program
-    evaluates, here in float64 on the host, for reports and plots."""
-    t = np.arange(steps) if step is None else np.asarray(step)
+    """The learning rate each update of a run used (float64), an array of the shape of `step`
+    (an int or array of update counts >= 0), or of shape (steps,), the rate of every update
+    0 .. steps - 1, when `step` is None. The same functions the training program evaluates,
+    here in float64 on the host, for reports and plots.
+
+    The arguments follow the config's rules for `[optimizer] schedule`, `learning_rate` (> 0),
+    `warmup_steps` (a whole number >= 0, at most `steps`, below it when a decay follows),
+    `end_factor` (in [0, 1]) and `[train] steps` (a positive integer); anything else is a
+    one-line ConfigError."""
+    _check_lr_args(name, learning_rate, steps, warmup_steps, end_factor)
+    t = np.arange(steps) if step is None else _steps_of(step)
     with jax.enable_x64(True):
         fn = schedule(name, jnp.float64(learning_rate), steps, jnp.float64(warmup_steps),
                       jnp.float64(end_factor))
-        return np.asarray(fn(jnp.asarray(t, jnp.float64)), np.float64)
+        # optax's constant schedule ignores the count: broadcast to one rate per update
+        return np.broadcast_to(np.asarray(fn(jnp.asarray(t, jnp.float64)), np.float64),
+                               t.shape).copy()
+
+
+def _check_lr_args(name, learning_rate, steps, warmup_steps, end_factor) -> None:
+    if not isinstance(name, str) or name not in registry.SCHEDULES:
+        raise ConfigError(f"lr_at_step name: {registry.allowed(name, registry.SCHEDULES)}")
+    if isinstance(steps, bool) or not isinstance(steps, int | np.integer) or \
+            not 0 < steps < schema.INT32_MAX:
+        raise ConfigError(f"lr_at_step steps: got {steps!r}; must be a positive integer below "
+                          f"{schema.INT32_MAX:,} (steps are counted in int32)")
+    for key, v in (("learning_rate", learning_rate), ("warmup_steps", warmup_steps),
+                   ("end_factor", end_factor)):
+        # a NumPy scalar (a value read from a runs table) is checked as the number it holds
+        schema.check_value(key, f"lr_at_step {key}", v.item() if isinstance(v, np.generic) else v)
+    schema.check_warmup("lr_at_step warmup_steps", warmup_steps, name, steps, "steps")
+
+
+def _steps_of(step) -> np.ndarray:
+    t = np.asarray(step)
+    if t.dtype == bool or not (np.issubdtype(t.dtype, np.integer) or
+                               np.issubdtype(t.dtype, np.floating)) or \
+            not np.all(np.isfinite(t)) or np.any(t < 0) or np.any(t != np.round(t)):
+        shown = step if t.size <= 5 else f"an array of {t.size} values"
+        raise ConfigError(f"lr_at_step step: got {shown!r}; must be update counts: whole "
+                          "numbers >= 0, or None for every update")
+    return t

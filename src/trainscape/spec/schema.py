@@ -399,6 +399,21 @@ def expand_axis(name: str, spec) -> tuple:
     return vals
 
 
+def check_value(name: str, key: str, v) -> None:
+    """The rules a value of axis/key `name` meets in a config, for a value given elsewhere
+    (`key` names it in the one-line ConfigError)."""
+    _check_axis_values(name, key, (v,))
+
+
+def check_warmup(key: str, w, schedule: str, steps: int, steps_key: str = "[train] steps"
+                 ) -> None:
+    """A warmup must end by the last update; one followed by a decay must leave it a step."""
+    decays = "end_factor" in registry.SCHEDULES[schedule]
+    if w > steps or (decays and w >= steps):
+        limit = f"< {steps_key} = {steps}" if decays else f"<= {steps_key} = {steps}"
+        raise ConfigError(f"{key}: got {w!r}; schedule {schedule!r} needs warmup_steps {limit}")
+
+
 def _check_axis_values(name: str, key: str, vals: tuple) -> None:
     if len(set(vals)) != len(vals):
         dup = sorted({v for v in vals if vals.count(v) > 1})
@@ -513,15 +528,10 @@ def _from_dict(raw: dict) -> Experiment:
 
 
 def _check_warmup(s: dict, sweep: dict) -> None:
-    """A warmup must end by the last update; one followed by a decay must leave it a step."""
-    opt, steps = s["optimizer"], s["train"].steps
-    decays = "end_factor" in registry.SCHEDULES[opt.schedule]
+    opt = s["optimizer"]
     for key, w in (("[optimizer] warmup_steps", opt.warmup_steps),
                    *(("sweep.warmup_steps", v) for v in sweep.get("warmup_steps", ()))):
-        if w > steps or (decays and w >= steps):
-            limit = f"< [train] steps = {steps}" if decays else f"<= [train] steps = {steps}"
-            raise ConfigError(f"{key}: got {w!r}; schedule {opt.schedule!r} needs warmup_steps "
-                              f"{limit}")
+        check_warmup(key, w, opt.schedule, s["train"].steps)
 
 
 def _check_shape(m: ModelConfig, sweep: dict) -> None:

@@ -82,6 +82,58 @@ def test_custom_model_of_the_right_shape_passes_the_check(raw_data):
     assert len(res.runs) == 1
 
 
+def _f(*args):
+    return args[0]
+
+
+@pytest.mark.parametrize("args, kwargs, match", [
+    ((1, 2), {}, "ts.Model init: got 1; expected a function init"),
+    ((None, _f), {}, "ts.Model init: got None"),
+    ((_f, "x @ w"), {}, "ts.Model apply: got 'x @ w'; expected a function apply"),
+    ((_f, _f), {"transposed_input": True}, "ts.Model transposed_input: got True; expected a "
+                                           "function transposed_input"),
+    ((_f, _f), {"apply_dropout": 3}, "ts.Model apply_dropout: got 3"),
+    ((_f, _f), {"layer_names": "ab"}, "ts.Model layer_names: got 'ab'; expected a tuple or list "
+                                      "of strings"),
+    ((_f, _f), {"layer_names": ["a", 1]}, r"ts.Model layer_names: got \['a', 1\]"),
+    ((_f, _f), {"layer_names": ["a", "a"]}, "names must be distinct \\('a' repeated\\)"),
+])
+def test_model_fields_are_checked_when_it_is_made(args, kwargs, match):
+    with pytest.raises(ts.InputError, match=match) as err:
+        ts.Model(*args, **kwargs)
+    assert "\n" not in str(err.value)
+    with pytest.raises(ts.InputError, match=match):  # _replace makes a Model the same way
+        ts.Model(_f, _f)._replace(**dict(zip(("init", "apply"), args, strict=True)), **kwargs)
+
+
+def test_model_layer_names_list_is_kept_as_a_tuple():
+    m = ts.Model(_f, _f, layer_names=["a", "b"])
+    assert m.layer_names == ("a", "b") and hash(m) == hash(ts.Model(_f, _f, None, None, ("a", "b")))
+
+
+def _model_of(*shapes, dtype="float64", layer_names=None):
+    import jax.numpy as jnp
+
+    return ts.Model(init=lambda key: [jnp.zeros(s, dtype) for s in shapes],
+                    apply=lambda p, x: x @ p[0], layer_names=layer_names)
+
+
+@pytest.mark.parametrize("model, init_params, match", [
+    (_model_of((3, 1)), [np.array([["a"], ["b"], ["c"]])], r"init_params=: \[0\] has dtype str"),
+    (_model_of((3, 1)), [np.ones((3, 1)) * 1j], r"init_params=: \[0\] has dtype complex128"),
+    (_model_of((3, 1), dtype="complex64"), None, r"model=: init\(key\) \[0\] has dtype complex64"),
+    (_model_of((3, 1), (1,), layer_names=["a", "b", "c"]), None,
+     r"layer_names has 3 names \('a', 'b', 'c'\); the params have 2 top-level entries"),
+])
+def test_params_that_are_not_real_numbers_or_misnamed_are_refused(raw_data, model, init_params,
+                                                                   match):
+    x, y = raw_data
+    with pytest.raises(ts.InputError, match=match) as err:
+        ts.run(TINY, data=(x, y), model=model, init_params=init_params, out=None,
+               progress=False)
+    assert "\n" not in str(err.value)
+
+
 def _gd_per_layer(params, x, y, lrs, steps, loss):
     """NumPy full-batch gradient descent with one learning rate per layer: losses 0..steps."""
     from numpy_mlp import loss_and_grads

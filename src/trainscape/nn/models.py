@@ -16,10 +16,19 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from ..errors import InputError
 from . import mup
 
 
-class Model(NamedTuple):
+class _ModelFields(NamedTuple):
+    init: Callable[[jax.Array], Any]
+    apply: Callable[[Any, jax.Array], jax.Array]
+    apply_dropout: Callable[[Any, jax.Array, jax.Array, Any], jax.Array] | None = None
+    transposed_input: Callable[[Any, jax.Array], bool] | None = None
+    layer_names: tuple[str, ...] | None = None
+
+
+class Model(_ModelFields):
     """The interface of a model trainscape trains: two pure functions, and optional capabilities
     as fields (None: the model does not have it).
 
@@ -33,18 +42,45 @@ class Model(NamedTuple):
         built-in MLP's feature-major layout, `feature_major`): the training loop then stores x
         transposed once, outside the step loop, and a block's runs share one copy of it.
     layer_names: the name of each top-level entry of the params, in order (the layer that
-        `learning_rate.K` addresses is `layer_names[K]`); None: named from the params pytree.
+        `learning_rate.K` addresses is `layer_names[K]`): distinct strings, one per entry
+        (a list is kept as a tuple); None: named from the params pytree.
+
+    The constructor checks the fields' types (a one-line InputError naming the field); what
+    the functions compute is checked against the data and the loss before anything compiles.
 
     Every field must be hashable and compare equal across calls with the same meaning (plain
     functions, or frozen dataclasses as the built-in MLP's are): compiled programs are cached
     by it, so a second sweep of the same model does not compile again.
     """
 
-    init: Callable[[jax.Array], Any]
-    apply: Callable[[Any, jax.Array], jax.Array]
-    apply_dropout: Callable[[Any, jax.Array, jax.Array, Any], jax.Array] | None = None
-    transposed_input: Callable[[Any, jax.Array], bool] | None = None
-    layer_names: tuple[str, ...] | None = None
+    __slots__ = ()
+
+    def __new__(cls, init, apply, apply_dropout=None, transposed_input=None, layer_names=None):
+        for field, fn, what in (("init", init, "init(key) -> params"),
+                                ("apply", apply, "apply(params, x) -> outputs"),
+                                ("apply_dropout", apply_dropout,
+                                 "apply_dropout(params, x, key, rate) -> outputs, or None"),
+                                ("transposed_input", transposed_input,
+                                 "transposed_input(params, x) -> bool, or None")):
+            if not callable(fn) and (fn is not None or field in ("init", "apply")):
+                raise InputError(f"ts.Model {field}: got {_shown(fn)}; expected a function "
+                                 f"{what}")
+        if layer_names is not None:
+            if isinstance(layer_names, str) or not isinstance(layer_names, list | tuple) or \
+                    not all(isinstance(n, str) for n in layer_names):
+                raise InputError(f"ts.Model layer_names: got {_shown(layer_names)}; expected a "
+                                 "tuple or list of strings (one per top-level params entry), "
+                                 "or None")
+            if len(set(layer_names)) != len(layer_names):
+                dup = sorted({n for n in layer_names if layer_names.count(n) > 1})
+                raise InputError(f"ts.Model layer_names: got {_shown(layer_names)}; names must "
+                                 f"be distinct ({', '.join(map(repr, dup))} repeated)")
+            layer_names = tuple(layer_names)
+        return super().__new__(cls, init, apply, apply_dropout, transposed_input, layer_names)
+
+    @classmethod
+    def _make(cls, iterable) -> Model:  # _replace builds through it: checked as well
+        return cls(*iterable)
 
     @staticmethod
     def from_flax(module, example_x) -> Model:
@@ -66,6 +102,11 @@ class Model(NamedTuple):
         from .adapters import from_equinox
 
         return from_equinox(module)
+
+
+def _shown(v, limit: int = 80) -> str:
+    text = repr(v)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 # XLA:CPU's float32 tanh, written out as JAX operations: tanh(x) = x for |x| < 0.0004, else an

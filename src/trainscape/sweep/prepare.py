@@ -124,6 +124,8 @@ class Prepared:
             for sh, sz in self.shapes.items() for dt in dtypes}
         self.model = models[(next(iter(self.shapes)), dtypes[0])]
         if model is not None:
+            check_param_dtypes("model=: init(key)",
+                               jax.eval_shape(model.init, jax.random.PRNGKey(0)))
             check_output_shape(model, x.shape, self.y, loss, dtypes[0])
         if init_params is not None and len(self.shapes) > 1:
             raise InputError("init_params=: one set of weights cannot start networks of "
@@ -281,6 +283,7 @@ def check_init_params(model: Model, init_params) -> None:
     g_leaves, g_def = jax.tree.flatten(init_params)
     if w_def != g_def:
         raise InputError(f"init_params=: structure {g_def} does not match the model's {w_def}")
+    check_param_dtypes("init_params=:", init_params)
     for path_leaf, w, g in zip(jax.tree_util.tree_flatten_with_path(want)[0], w_leaves,
                                g_leaves, strict=True):
         if tuple(np.shape(g)) != tuple(w.shape):
@@ -291,6 +294,21 @@ def check_init_params(model: Model, init_params) -> None:
             )
         if not np.all(np.isfinite(np.asarray(g, dtype=np.float64))):
             raise InputError(f"init_params=: {jax.tree_util.keystr(path_leaf[0])} has NaN/inf")
+
+
+def check_param_dtypes(what: str, tree) -> None:
+    """Parameters are real numbers: a string array would fail deep inside NumPy, and a complex
+    one would lose its imaginary part (data= refuses complex arrays too)."""
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None:
+            dtype = np.asarray(leaf).dtype
+        # (bool is neither; bfloat16 is floating for jax.numpy, not for NumPy)
+        if not (jax.numpy.issubdtype(dtype, jax.numpy.floating)
+                or jax.numpy.issubdtype(dtype, jax.numpy.integer)):
+            raise InputError(f"{what} {jax.tree_util.keystr(path) or 'the params'} has dtype "
+                             f"{np.dtype(dtype).name}; parameters must be real floating-point "
+                             "(or integer) arrays")
 
 
 def check_output_shape(model: Model, x_shape: tuple, y: np.ndarray, loss: str,
@@ -334,6 +352,9 @@ def entry_names(model: Model) -> list[str]:
             [f"layer {k}" for k in range(len(tree))] if isinstance(tree, list | tuple)
             else ["params"])
     names = list(model.layer_names) if model.layer_names is not None else [str(k) for k in keys]
+    if len(names) != len(keys):  # each name labels an entry in meta.json and the report
+        raise InputError(f"model=: layer_names has {len(names)} names {tuple(names)}; the "
+                         f"params have {len(keys)} top-level entries ({', '.join(map(str, keys))})")
 
     def describe(k, sub):
         parts = []

@@ -2,6 +2,7 @@
 
 Each check runs in a fresh interpreter: the test process itself has long since imported
 trainscape and configured JAX (conftest.py), so only a new process shows what an import does.
+Refusals, which set nothing, are checked in this process.
 """
 
 import json
@@ -163,3 +164,41 @@ def test_the_library_installs_no_signal_handler(monkeypatch):
             "train": {"steps": 8}, "sweep": {"learning_rate": [0.1, 3.0], "seed": {"range": 2}}},
            out=None, progress=False)
     assert seen == [before]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"cpu_devices": 0}, "configure cpu_devices: got 0; allowed: an integer from 1 to"),
+    ({"cpu_devices": -1}, "got -1"), ({"cpu_devices": "2"}, "got '2'"),
+    ({"cpu_devices": 1.5}, "got 1.5"), ({"cpu_devices": True}, "got True"),
+    ({"cpu_devices": [1]}, r"got \[1\]"), ({"cpu_devices": 10**6}, "got 1000000"),
+    ({"cache_dir": 5}, "configure cache_dir: got 5; allowed: a folder"),
+    ({"cache_dir": True}, "cache_dir: got True"), ({"cache_dir": ["a"]}, r"got \['a'\]"),
+    ({"cache_dir": "a_file"}, "cache_dir: got 'a_file', a file; give a folder"),
+])
+def test_configure_refuses_bad_values_before_setting_anything(kwargs, match, tmp_path,
+                                                              monkeypatch):
+    import jax
+
+    import trainscape as ts
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    before = jax.config.jax_compilation_cache_dir
+    with pytest.raises(ts.InputError, match=match) as err:
+        ts.configure(**kwargs)
+    assert "\n" not in str(err.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]  # no folder '5', 'True'
+    assert jax.config.jax_compilation_cache_dir == before
+
+
+@pytest.mark.parametrize("value", ["0", "x", "-2", "1.5", str(10**6)])
+def test_a_bad_cpu_devices_variable_is_one_line(value, monkeypatch, capsys):
+    import trainscape as ts
+    from trainscape.cli.main import main
+
+    monkeypatch.setenv("TRAINSCAPE_CPU_DEVICES", value)
+    with pytest.raises(ts.InputError, match=rf"\$TRAINSCAPE_CPU_DEVICES: got '?{value}'?; "):
+        ts.configure()
+    assert main(["gradcheck", "no_such_module"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "TRAINSCAPE_CPU_DEVICES" in err

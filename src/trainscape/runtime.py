@@ -19,6 +19,8 @@ import warnings
 
 import jax
 
+from .errors import InputError
+
 # Pieces of the compile-cache folder: $TRAINSCAPE_CACHE_DIR, else
 # $XDG_CACHE_HOME/trainscape/jax, else ~/.cache/trainscape/jax.
 CACHE_ENV = "TRAINSCAPE_CACHE_DIR"
@@ -27,6 +29,9 @@ CPU_DEVICES_ENV = "TRAINSCAPE_CPU_DEVICES"
 # A program is written to the persistent cache when it took at least this long to compile
 # (JAX's default, 1 s, left most of a sweep's small programs out).
 CACHE_MIN_COMPILE_SECONDS = 0.5
+# At most this many CPU devices per core (more only slices the same cores thinner; 10**6 made
+# the next JAX computation hang).
+MAX_CPU_DEVICES_PER_CORE = 4
 
 
 def default_cache_dir() -> str:
@@ -39,14 +44,15 @@ def configure(cpu_devices: int | None = None, cache_dir: str | None | bool = Non
               arrow_system_pool: bool = True) -> dict:
     """Set up this process for sweeps; call it before the first JAX computation.
 
-    cpu_devices: CPU devices JAX exposes (default: $TRAINSCAPE_CPU_DEVICES, else one per
-        core). XLA runs one vmapped block on one CPU thread, so one device per core lets the
-        engine shard the runs over every core. Ignored (with a note in the returned dict)
-        once JAX's backends are initialized.
+    cpu_devices: CPU devices JAX exposes, an integer from 1 to 4 per core (default:
+        $TRAINSCAPE_CPU_DEVICES, same rule, else one per core). XLA runs one vmapped block
+        on one CPU thread, so one device per core lets the engine shard the runs over every
+        core. Ignored (with a note in the returned dict) once JAX's backends are initialized.
     cache_dir: JAX's persistent compilation cache (a second process with the same shapes
-        loads its programs from disk instead of compiling them): a folder, None for
-        `default_cache_dir()`, False for none. $TRAINSCAPE_NO_CACHE=1 also turns it off; a
-        folder the user already configured in JAX is kept.
+        loads its programs from disk instead of compiling them): a folder (str or
+        os.PathLike, not a file), None for `default_cache_dir()`, False for none.
+        $TRAINSCAPE_NO_CACHE=1 also turns it off; a folder the user already configured in
+        JAX is kept.
     arrow_system_pool: Arrow allocates with the C library's malloc, whose freed memory a
         sweep on disk hands back to the system (Arrow's default mimalloc pool kept 40-60 MiB of
         a sweep's freed Parquet buffers resident). A pool the user chose with
@@ -56,12 +62,19 @@ def configure(cpu_devices: int | None = None, cache_dir: str | None | bool = Non
         (`_command_process`); a program gets it by setting ARROW_DEFAULT_MEMORY_POOL=system
         before its first import of pandas or pyarrow.
 
-    Returns what was set: {"cpu_devices": n or None, "cache_dir": path or None}."""
+    Returns what was set: {"cpu_devices": n or None, "cache_dir": path or None}. A value
+    outside these rules is a one-line InputError, raised before anything is set."""
+    _check_cache_dir(cache_dir)
+    if cpu_devices is None:
+        env = os.environ.get(CPU_DEVICES_ENV, "").strip()
+        n = (_cpu_devices(f"${CPU_DEVICES_ENV}", int(env) if env.isdigit() else env)
+             if env else os.cpu_count() or 1)
+    else:
+        n = _cpu_devices("configure cpu_devices", cpu_devices)
     done: dict = {"cpu_devices": None, "cache_dir": None}
-    n = cpu_devices or int(os.environ.get(CPU_DEVICES_ENV, 0) or 0) or (os.cpu_count() or 1)
     try:
-        jax.config.update("jax_num_cpu_devices", int(n))
-        done["cpu_devices"] = int(n)
+        jax.config.update("jax_num_cpu_devices", n)
+        done["cpu_devices"] = n
     except Exception as e:  # noqa: BLE001 - backends already initialized
         done["note"] = f"CPU device count left as it is: {e}"
     if cache_dir is not False and not os.environ.get(NO_CACHE_ENV):
@@ -75,6 +88,24 @@ def configure(cpu_devices: int | None = None, cache_dir: str | None | bool = Non
 
         pa.set_memory_pool(pa.system_memory_pool())
     return done
+
+
+def _cpu_devices(what: str, v) -> int:
+    top = MAX_CPU_DEVICES_PER_CORE * (os.cpu_count() or 1)
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= top:
+        raise InputError(f"{what}: got {v!r}; allowed: an integer from 1 to {top} "
+                         f"({MAX_CPU_DEVICES_PER_CORE} per core), or unset for one per core")
+    return v
+
+
+def _check_cache_dir(v) -> None:
+    if v is None or v is False:
+        return
+    if isinstance(v, bool) or not isinstance(v, str | os.PathLike) or not os.fspath(v):
+        raise InputError(f"configure cache_dir: got {v!r}; allowed: a folder (str or "
+                         "os.PathLike), None for the default, False for no cache")
+    if os.path.exists(v) and not os.path.isdir(v):
+        raise InputError(f"configure cache_dir: got {os.fspath(v)!r}, a file; give a folder")
 
 
 def x64(fn):

@@ -467,8 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.modules["matplotlib"].use("Agg")
     else:
         os.environ["MPLBACKEND"] = "Agg"
-    runtime.configure(cache_dir=False if getattr(args, "no_cache", False) else None)
-    try:
+    try:  # a bad $TRAINSCAPE_CPU_DEVICES is the user's to fix, said in one line
+        runtime.configure(cache_dir=False if getattr(args, "no_cache", False) else None)
         if getattr(args, "out", None) == "":  # would write into the current folder
             raise InputError(f"{args.command}: --out is empty; give a file or folder")
         return args.func(args)

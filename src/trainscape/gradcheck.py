@@ -58,7 +58,8 @@ def gradcheck(
     traced (written with `jax.numpy`); otherwise (plain NumPy) central finite differences in
     float64 with step h = eps**(1/3) * max(1, |p|) per entry (eps of the loss's output dtype).
     Finite differences check every entry of arrays with <= `max_entries_per_array` entries and a
-    random sample of that many (reproducible from `seed`) of larger ones; None checks all.
+    random sample of that many (reproducible from `seed`, an integer >= 0) of larger ones;
+    None checks all. Arguments of the wrong kind are a one-line InputError up front.
 
     Columns: param (`jax.tree_util.keystr` path), shape, max_abs_err, rel_err, ok, hint,
     reference, checked (entries compared), rtol, atol. Over the checked entries,
@@ -68,12 +69,17 @@ def gradcheck(
     and (finite differences) the loss output: float64 rtol=1e-5, atol=1e-8; float32 rtol=1e-3,
     atol=1e-5; 16-bit rtol=3e-2, atol=1e-2. `m` in hints is len(x), the number of samples.
     """
+    for name, fn in (("loss_fn", loss_fn), ("grad_fn", grad_fn)):
+        if not callable(fn):
+            raise InputError(f"gradcheck {name}: got {fn!r:.80}; expected a function "
+                             f"{name[:-3]}(params, x, y)")
     check_tol("rtol", rtol)
     check_tol("atol", atol)
-    if max_entries_per_array is not None and int(max_entries_per_array) < 1:
-        raise InputError(
-            f"gradcheck max_entries_per_array: got {max_entries_per_array}; allowed: >= 1 or None"
-        )
+    if max_entries_per_array is not None and not _is_int(max_entries_per_array, 1):
+        raise InputError(f"gradcheck max_entries_per_array: got {max_entries_per_array!r}; "
+                         "allowed: an integer >= 1, or None")
+    if not _is_int(seed, 0):
+        raise InputError(f"gradcheck seed: got {seed!r}; allowed: an integer >= 0")
     path_leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     if not path_leaves:
         raise InputError("gradcheck params: got an empty pytree; need at least one float array")
@@ -424,6 +430,10 @@ def format_table(table: pd.DataFrame, *, title: str = "gradcheck") -> str:
     lines.append(f"{len(table) - len(bad)}/{len(table)} arrays ok"
                  + (f"; FAILED: {', '.join(bad)}" if bad else ""))
     return "\n".join(lines) + "\n"
+
+
+def _is_int(v, lo: int) -> bool:
+    return not isinstance(v, bool) and isinstance(v, int | np.integer) and v >= lo
 
 
 def check_tol(name: str, v) -> None:

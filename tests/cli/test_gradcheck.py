@@ -308,3 +308,27 @@ def test_bad_tolerance_on_the_command_line_exits_2(capsys):
     assert main(["gradcheck", str(EXAMPLE), "--rtol", "inf"]) == 2
     err = capsys.readouterr().err
     assert "--rtol" in err and "finite" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"loss_fn": 3}, "gradcheck loss_fn: got 3; expected a function loss"),
+    ({"grad_fn": None}, "gradcheck grad_fn: got None; expected a function grad"),
+    ({"max_entries_per_array": "a"}, "gradcheck max_entries_per_array: got 'a'; allowed: an int"),
+    ({"max_entries_per_array": 2.7}, "max_entries_per_array: got 2.7"),
+    ({"max_entries_per_array": True}, "max_entries_per_array: got True"),
+    ({"max_entries_per_array": 0}, "max_entries_per_array: got 0"),
+    ({"seed": "a"}, "gradcheck seed: got 'a'; allowed: an integer >= 0"),
+    ({"seed": -1}, "gradcheck seed: got -1"), ({"seed": 1.5}, "gradcheck seed: got 1.5"),
+])
+def test_arguments_are_checked_before_anything_runs(kwargs, match):
+    params, x, y = make_problem()
+    calls = []
+
+    def loss(p, x, y):
+        calls.append(1)
+        return np_loss(p, x, y)
+
+    args = {"loss_fn": loss, "grad_fn": np_grads, **kwargs}
+    with pytest.raises(InputError, match=match) as err:
+        gradcheck(args.pop("loss_fn"), args.pop("grad_fn"), params, x, y, **args)
+    assert "\n" not in str(err.value) and not calls

@@ -258,3 +258,21 @@ def test_coord_check_never_replaces_a_file_or_writes_into_results(coord_toml, tm
         assert "holds trainscape results" in err, out
     assert sorted(p.name for p in (tmp_path / "res").iterdir()) == ["meta.json", "runs.parquet"]
     assert sorted(p.name for p in (tmp_path / "z").iterdir()) == ["zoom.json"]
+
+
+@pytest.mark.parametrize("widths, kwargs, match", [
+    ([0, 16, 32], {}, "by: column 'width' holds 0; a power law needs positive finite numbers"),
+    ([-8, 16], {}, "by: column 'width' holds -8"),
+    (["16", "32"], {}, "by: column 'width' holds '16'"),
+    ([16, np.inf], {}, "by: column 'width' holds inf"),
+    ([16, 32], {"seed": "a"}, "seed: expected an integer >= 0, got 'a'"),
+    ([16, 32], {"seed": -1}, "seed: expected an integer >= 0, got -1"),
+    ([16, 32], {"seed": 1.5}, "seed: expected an integer >= 0, got 1.5"),
+    ([16, 32], {"level": "a"}, "level: expected a number in \\(0, 1\\), got 'a'"),
+])
+def test_scaling_refuses_widths_and_seeds_it_cannot_use(widths, kwargs, match):
+    table = pd.DataFrame([{"width": w, "seed": s, "critical_lr": 1.0 + s, "bracket_ok": True}
+                          for w in widths for s in range(2)])
+    with pytest.raises(InputError, match=match) as err:
+        ts.scaling(table, n_boot=10, **kwargs)
+    assert "\n" not in str(err.value)

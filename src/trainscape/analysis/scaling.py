@@ -61,7 +61,8 @@ class Scaling:
 def scaling(table, by: str = "width", of: str = "critical_lr", *, n_boot: int = 2000,
             level: float = 0.95, seed: int = 0) -> Scaling:
     """Fit `of` ~ c * `by`**exponent over the shapes of `table` (see the module docstring for
-    the two quantities and the bootstrap)."""
+    the two quantities and the bootstrap). The `by` column must hold positive finite numbers;
+    `seed` (an integer >= 0) draws the bootstrap. Anything else is a one-line InputError."""
     if hasattr(table, "runs") and not isinstance(table, pd.DataFrame):
         table = table.runs
     if not isinstance(table, pd.DataFrame):
@@ -70,10 +71,20 @@ def scaling(table, by: str = "width", of: str = "critical_lr", *, n_boot: int = 
         raise InputError(f"of: got {of!r}; allowed: {', '.join(QUANTITIES)}")
     if by not in table.columns:
         raise InputError(f"by: the table has no column {by!r} (sweep it: sweep.{by})")
+    col = table[by]
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col) or \
+            not (np.isfinite(col) & (col > 0)).all():
+        bad = col if not pd.api.types.is_numeric_dtype(col) else col[~(np.isfinite(col) &
+                                                                       (col > 0))]
+        v = bad.iloc[0].item() if isinstance(bad.iloc[0], np.generic) else bad.iloc[0]
+        raise InputError(f"by: column {by!r} holds {v!r}; a power law needs positive finite "
+                         f"numbers ({by} > 0)")
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
         raise InputError(f"n_boot: expected a positive integer, got {n_boot!r}")
-    if not 0 < level < 1:
+    if isinstance(level, bool) or not isinstance(level, int | float) or not 0 < level < 1:
         raise InputError(f"level: expected a number in (0, 1), got {level!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
+        raise InputError(f"seed: expected an integer >= 0, got {seed!r}")
     t = table if "seed" in table.columns else table.assign(seed=0)
     if of == "critical_lr":
         value_of, cube = _geo_mean, _critical_cube(t, by)

@@ -43,12 +43,14 @@ def built(tiny, tmp_path_factory):
 
 
 def _hand_made(lrs, n_seeds, curve_of, axes=None, name="hand") -> Results:
-    """Results from hand-written loss curves, summarised and labelled as the engine does."""
+    """Results from hand-written loss curves, summarised and labelled as the engine does.
+    lrs None: no learning_rate axis (per-entry `learning_rate.K` axes in `axes` instead)."""
     axes = axes or {}
     rows, curve_rows = [], []
     extra = list(axes.items())
     combos = [{}]
-    for key, vals in [("learning_rate", lrs), *extra, ("seed", range(n_seeds))]:
+    for key, vals in [*([("learning_rate", lrs)] if lrs is not None else []), *extra,
+                      ("seed", range(n_seeds))]:
         combos = [{**c, key: v} for c in combos for v in vals]
     for run_id, cell in enumerate(combos):
         loss = curve_of(cell)
@@ -66,8 +68,8 @@ def _hand_made(lrs, n_seeds, curve_of, axes=None, name="hand") -> Results:
     runs = pd.DataFrame(rows)
     for c in ("diverged_step", "recover_step", "spike_step", "spike_recover_step"):
         runs[c] = runs[c].astype("Int64")
-    sweep = {"learning_rate": list(lrs), **{k: list(v) for k, v in axes.items()},
-             "seed": {"range": n_seeds}}
+    sweep = {**({"learning_rate": list(lrs)} if lrs is not None else {}),
+             **{k: list(v) for k, v in axes.items()}, "seed": {"range": n_seeds}}
     cfg = ts.parse({"name": name, "data": {"name": "moons"}, "train": {"steps": 20},
                     "sweep": sweep})
     return Results(runs=runs, curves=pd.DataFrame(curve_rows), config=cfg, meta={})
@@ -152,6 +154,13 @@ def _g(x, digits=2) -> str:
     return f"{float(x):.{digits}g}"
 
 
+def _exact(x) -> str:
+    """A median of step counts as the answer and the divergence table print it: exactly
+    (10.5, 28.5, 380), integers without a decimal point."""
+    x = float(x)
+    return str(int(x)) if x.is_integer() else repr(x)
+
+
 def _sentences(text: str) -> list[list[str]]:
     """The numbers of each sentence, in order (a sentence ends at a period before a space or
     the end; "2/curvature" and "3/3" give their numbers too)."""
@@ -183,9 +192,9 @@ def test_answer_sentences_match_numbers_recomputed_from_the_runs(tiny):
     cat_lr = max(lrs, key=lambda lr: (int(count[lr].get("catapult", 0)), -lr))
     sel = at[cat_lr].loc[at[cat_lr]["label"] == "catapult"]
     took = (sel["spike_recover_step"] - sel["spike_step"]).dropna()
-    expected.append([_g(cat_lr, 3), _g(sel["spike_step"].median()),
+    expected.append([_g(cat_lr, 3), _exact(sel["spike_step"].median()),
                      _g(sel["spike_ratio"].median()), n_of(cat_lr, "catapult"),
-                     str(len(at[cat_lr])), str(len(took)), _g(took.median()),
+                     str(len(at[cat_lr])), str(len(took)), _exact(took.median()),
                      _g(sel["final_loss"].median())])
     lam = runs.groupby("seed")["sharpness_init"].first()
     expected.append([str(len(lam)), _g(lam.median()), "2", _g(2 / lam.median())])
@@ -251,6 +260,179 @@ def test_catapult_majority_that_is_not_a_band_is_not_called_one():
     band, _ = report.answer(_hand_made([0.01, 1.0, 2.0, 3.0], 4, lambda c: curve(
         {"learning_rate": 1.0 if c["learning_rate"] >= 1 else 0.01})))
     assert "are the majority from lr = 1 to 3" in band
+
+
+def _spike(top: int, back: int, n: int = 41) -> np.ndarray:
+    """A falling loss with a 4x spike at step `top`, back below its earlier minimum `back`
+    steps later."""
+    loss = 2.0 * np.exp(-0.05 * np.arange(n))
+    low = loss[:top].min()
+    loss[top] = 4 * low
+    loss[top + 1:top + back] = np.linspace(3 * low, 1.05 * low, back - 1)
+    loss[top + back:] = np.minimum(loss[top + back:], 0.99 * low)
+    return loss
+
+
+def test_step_medians_print_exactly_as_in_the_divergence_table():
+    """A median of step counts halfway between two steps (10.5, 12.5) printed to 2 digits read
+    "10" and "12" in the answer while the divergence table said 12.5."""
+    def curve(cell):
+        if cell["learning_rate"] < 1:
+            return _converge(cell)
+        odd = cell["seed"] % 2
+        return _spike(10 + odd, 12 + odd)
+
+    res = _hand_made([0.01, 1.0], 4, curve)
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    sel = res.runs.loc[(res.runs["learning_rate"] == 1.0) & (res.runs["label"] == "catapult")]
+    assert len(sel) == 4
+    top = sel["spike_step"].astype(float).median()
+    took = (sel["spike_recover_step"] - sel["spike_step"]).astype(float).median()
+    assert (top, took) == (10.5, 12.5)
+    assert f"at a median step {_exact(top)}, " in text, text
+    assert f"a median {_exact(took)} steps after the top of the spike" in text, text
+    head, rows, _ = report._divergence_rows(res)
+    row = next(r for r in rows if r[0] == "1")
+    assert row[head.index("median steps to recover")] == _exact(took)
+
+
+def _held_out(curve, test_loss) -> Results:
+    res = _hand_made([0.1, 0.2, 0.3, 0.4], 6, curve)
+    runs = res.runs.assign(final_test_loss=[test_loss(r) for r in res.runs.itertuples()])
+    return Results(runs=runs, curves=res.curves, config=res.config, meta={})
+
+
+def _catapult_or_not(cell):
+    # catapults: seeds 0-2 at lr >= 0.2, only seed 0 at lr 0.1 (one catapult: not compared)
+    if cell["seed"] == 0 or (cell["learning_rate"] >= 0.2 and cell["seed"] < 3):
+        return _spike(5, 2, n=21)
+    return _converge(cell)
+
+
+@pytest.mark.parametrize("lower_at", [(), (0.3,)])
+def test_held_out_tally_says_its_rule_and_counts_in_words(lower_at):
+    """ "Over all 3 learning rates with both, the catapult's median is lower at 0." read as a
+    loss of 0, and did not say which learning rates were compared."""
+    def test_loss(r):
+        cat = r.label == "catapult"
+        if r.learning_rate in lower_at:
+            cat = not cat
+        return (0.3 if cat else 0.2) + 0.001 * r.seed
+
+    res = _held_out(_catapult_or_not, test_loss)
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    runs = res.runs
+    n = runs.groupby("learning_rate")["label"].value_counts().unstack(fill_value=0)
+    both = n.index[(n["catapult"] >= 2) & (n["converged"] >= 2)]
+    med = (runs[runs["learning_rate"].isin(both)]
+           .groupby(["learning_rate", "label"])["final_test_loss"].median().unstack())
+    lower = int((med["catapult"] < med["converged"]).sum())
+    higher = int((med["catapult"] > med["converged"]).sum())
+    assert len(both) == 3 and lower + higher == 3 and lower == len(lower_at)
+    head = (f"Of the {len(both)} learning rates with at least 2 catapult and 2 converged runs, "
+            "the catapult's median held-out loss is ")
+    if lower:
+        assert (head + f"lower than the converged runs' at {lower} of them and higher at "
+                f"{higher}.") in text, text
+    else:
+        assert head + f"higher than the converged runs' at all {higher}." in text, text
+    assert "lower at 0" not in text and "Over all" not in text
+
+
+@pytest.mark.parametrize("final, sentence", [
+    (9.8, "the curvature grew during training (progressive sharpening), from {init} at "
+          "initialization to {final} at the end, within {pct}% of 2/lr = {limit}: training "
+          "reached the edge of stability"),
+    (13.0, "the curvature grew during training (progressive sharpening), from {init} at "
+           "initialization to {final} at the end, above 2/lr = {limit}."),
+    (3.0, "the curvature at the end, {final}, is below 2/lr = {limit} as well"),
+])
+def test_a_catapult_below_the_initial_threshold_is_not_explained_by_it(final, sentence):
+    """Catapults at lr 0.2 < 2/curvature at init (0.4): the step does not overshoot at the
+    start; runs that end with their curvature at 2/lr sharpened during training. The answer
+    said nothing of it and left "steps above 2/curvature overshoot" as the only reason."""
+    def curve(cell):
+        return _spike(5, 2, n=21) if cell["learning_rate"] == 0.2 else _converge(cell)
+
+    res = _with_sharpness(_hand_made([0.01, 0.1, 0.2], 4, curve), init=5.0,
+                          final_at={0.01: 5.0, 0.1: 5.0, 0.2: final})
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    at = res.runs.loc[res.runs["learning_rate"] == 0.2]
+    assert (at["label"] == "catapult").all()
+    init, fin = at["sharpness_init"].median(), at["sharpness_final"].median()
+    assert 0.2 < 2 / res.runs["sharpness_init"].median()
+    pct = round(100 * (classify.EOS_FACTOR - 1))
+    expected = ("At lr = 0.2, below 2/curvature at initialization, the first steps do not "
+                "overshoot; " + sentence.format(init=_g(init), final=_g(fin), limit=_g(2 / 0.2),
+                                                pct=pct))
+    assert expected in text, text
+    at_edge = classify.edge_of_stability(np.array([0]), fin, 0.2)[0] == 0 and fin > 9
+    assert ("edge of stability" in text) == at_edge
+    assert "still above" not in text
+
+
+def test_most_diverge_from_is_true_of_every_larger_lr():
+    """At init_scale = 0.5 most runs diverge at lr 10 but not at 100: "most diverge from
+    lr = 10" was false of lr 100."""
+    def curve(cell):
+        lr, z = cell["learning_rate"], cell["init_scale"]
+        bad = lr in (10.0, 1000.0) if z == 0.5 else lr >= 100
+        return _blow_up(cell) if bad else _converge(cell)
+
+    res = _hand_made([1.0, 10.0, 100.0, 1000.0], 2, curve, axes={"init_scale": [0.5, 2.0]})
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    segs = {}
+    for z, sub in res.runs.groupby("init_scale"):
+        div = sub.groupby("learning_rate")["label"].apply(lambda s: 2 * (s == "diverged").sum()
+                                                         > len(s))
+        tail = next(lr for lr in div.index if div.loc[lr:].all())
+        segs[z] = (tail, [lr for lr in div.index[div] if lr < tail])
+    assert segs == {0.5: (1000.0, [10.0]), 2.0: (100.0, [])}
+    assert ("at init_scale = 0.5 runs stop converging (almost) monotonically from lr = 10 and "
+            "most diverge from lr = 1000, and also at the smaller lr = 10;") in text, text
+    assert ("at init_scale = 2 runs stop converging (almost) monotonically from lr = 100 and "
+            "most diverge from lr = 100.") in text, text
+    assert facts["by.init_scale.0.diverge_most_lr"] == 1000.0
+
+
+def test_per_layer_learning_rates_are_not_given_the_fixed_one():
+    """A zoom level sweeps learning_rate.0 x learning_rate.1 and its config lists only each
+    axis's ends: the answer said "(2 learning_rate.0 values x 2 learning_rate.1 values)" and
+    described "lr = 0.01", the config's learning rate that no swept entry trains at."""
+    def curve(cell):
+        return (_blow_up(cell) if cell["learning_rate.0"] * cell["learning_rate.1"] > 4
+                else _spike(5, 2, n=21) if cell["learning_rate.0"] >= 2 else _converge(cell))
+
+    full = _hand_made(None, 1, curve, axes={"learning_rate.0": [1.0, 2.0, 4.0, 8.0],
+                                            "learning_rate.1": [0.5, 1.0, 2.0]})
+    runs = full.runs.drop(index=[1, 5]).drop(columns=["seed"])  # not every combination
+    cfg = ts.parse({"name": "level", "data": {"name": "moons"}, "train": {"steps": 20},
+                    "sweep": {"learning_rate.0": [1.0, 8.0], "learning_rate.1": [0.5, 2.0]}})
+    res = Results(runs=runs, curves=full.curves, config=cfg, meta={})
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    n0, n1 = runs["learning_rate.0"].nunique(), runs["learning_rate.1"].nunique()
+    combos = len(runs[["learning_rate.0", "learning_rate.1"]].drop_duplicates())
+    assert (n0, n1, combos) == (4, 3, 10)
+    assert (f"From {len(runs)} runs ({n0} learning_rate.0 values and {n1} learning_rate.1 "
+            f"values: {combos} of their {n0 * n1} combinations)") in text, text
+    assert "lr = " not in text and "0.01" not in text
+    counts = runs["label"].value_counts()
+    assert ("Over the grid's 10 runs: " + ", ".join(
+        f"{lab} {counts[lab]}" for lab in classify.LABELS if lab in counts) + ".") in text
+    assert (f"learning_rate.0 from {_g(runs['learning_rate.0'].min(), 3)} to "
+            f"{_g(runs['learning_rate.0'].max(), 3)}") in text
+    # the divergence table and the curves: no learning_rate row or title either
+    head, rows, note = report._divergence_rows(res)
+    assert head[0] == "grid" and [r[:2] for r in rows] == [["all runs", str(len(runs))]]
+    assert rows[0][2:7] == [str(counts.get(lab, 0)) for lab in classify.LABELS]
+    fig = report._label_curves(res)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles and not any("lr =" in t for t in titles), titles
 
 
 def test_answer_without_sharpness_says_how_to_measure_it(tiny):

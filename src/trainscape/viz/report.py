@@ -64,6 +64,17 @@ def fmt_number(v, sig: int = 2) -> str:
     return re.sub(r"e([+-])0*(\d)", lambda m: "e" + ("-" if m[1] == "-" else "") + m[2], s)
 
 
+def fmt_steps(v) -> str:
+    """A step count, or a median of step counts, without rounding (28.5, 1234.5): the fewest
+    significant digits that give the value back, so the answer and the divergence table print
+    the same median."""
+    for sig in range(2, 17):
+        text = fmt_number(v, sig)
+        if float(text) == float(v):
+            return text
+    return text
+
+
 class _Facts:
     """Records every number that goes into the answer text under a name, and formats it."""
 
@@ -79,6 +90,11 @@ class _Facts:
     def frac(self, key: str, k, n) -> str:
         """"k/n", recorded as `<key>_count` and `<key>_n`."""
         return f"{self(f'{key}_count', int(k))}/{self(f'{key}_n', int(n))}"
+
+    def steps(self, key: str, value) -> str:
+        """A step count or a median of step counts, exactly (`fmt_steps`)."""
+        self(key, value)
+        return fmt_steps(self.values[key])
 
     def lr(self, key: str, value) -> str:
         # three digits: enough to name a point of a geomspace grid (0.0631, 0.158, 0.251)
@@ -114,11 +130,18 @@ def _with_runs(results_or_path) -> Results:
     return res
 
 
+def _layer_rate_axes(res: Results) -> list[str]:
+    """The swept per-entry learning rates (`learning_rate.0`, `learning_rate.1`, ...)."""
+    return [a for a in res.axes if re.fullmatch(rf"{LR}\.\d+", a)]
+
+
 def _runs_with_lr(res: Results) -> pd.DataFrame:
     """The runs table with a learning_rate column even when the lr was not swept, so one code
-    path handles both (the fixed lr comes from the config)."""
+    path handles both (the fixed lr comes from the config). Not when `learning_rate.K` axes
+    are swept: those entries train at their own rates, and a column with the fixed rate would
+    name a learning rate those runs did not use."""
     runs = res.runs
-    if LR in runs.columns:
+    if LR in runs.columns or _layer_rate_axes(res):
         return runs
     return runs.assign(**{LR: float(res.config.optimizer.learning_rate)})
 
@@ -200,13 +223,15 @@ def _describe_lr(f: _Facts, key: str, runs: pd.DataFrame, curves: pd.DataFrame, 
             spike_at = _spike_steps(curves, sel["run_id"]) if len(curves) else {}
         # the median, not the max: a late second spike in one run should not set the story
         step = float(np.median(list(spike_at.values()))) if spike_at else None
-        when = f"at a median step {f(f'{key}.spike_step_median', step)}, " if spike_at else ""
+        when = (f"at a median step {f.steps(f'{key}.spike_step_median', step)}, "
+                if spike_at else "")
         back = ""
         if {"spike_step", "spike_recover_step"} <= set(sel.columns):
             took = (pd.to_numeric(sel["spike_recover_step"], errors="coerce")
                     - pd.to_numeric(sel["spike_step"], errors="coerce")).dropna()
             back = (f"; {f(f'{key}.n_recovered', len(took))} of them are back down to that "
-                    f"lowest loss a median {f(f'{key}.recover_steps_median', took.median())} "
+                    "lowest loss a median "
+                    f"{f.steps(f'{key}.recover_steps_median', took.median())} "
                     "steps after the top of the spike" if len(took) else
                     "; none of them gets back down to that lowest loss")
         body = (f"the loss drops, then jumps back up ({when}by a median "
@@ -215,7 +240,7 @@ def _describe_lr(f: _Facts, key: str, runs: pd.DataFrame, curves: pd.DataFrame, 
                 f"{f(f'{key}.final_median', sel['final_loss'].median())}")
     elif top == "diverged":
         ds = pd.to_numeric(sel["diverged_step"], errors="coerce").dropna()
-        when = (f", at a median step {f(f'{key}.diverged_step_median', ds.median())}"
+        when = (f", at a median step {f.steps(f'{key}.diverged_step_median', ds.median())}"
                 if len(ds) else "")
         body = f"the loss blows up in {frac}{when}"
     elif top == "oscillating":
@@ -266,37 +291,68 @@ def _curvature_text(f: _Facts, res: Results, runs: pd.DataFrame, headline: float
             f"{two}/curvature decreased (almost) monotonically (converged), against "
             f"{f.frac('sharpness.above', (label_ok[above] == 'converged').sum(), above.sum())}"
             f" of those above it.")
-    # the catapult story: a step too large for the initial curvature that ends up stable
-    if (headline is not None and headline > GD_LIMIT / med
-            and "sharpness_final" in runs.columns):
-        fin = pd.to_numeric(runs.loc[_close(runs[LR], headline), "sharpness_final"],
-                            errors="coerce")
-        fin = fin[np.isfinite(fin)]
-        if len(fin):
-            m, limit = float(fin.median()), GD_LIMIT / headline
-            # as classify's edge-of-stability rule: within EOS_FACTOR of 2/lr is "at" it
-            # (sharpness x lr / 2, the same expression, so a run and the text agree)
-            ratio = m * headline / GD_LIMIT
-            lr_text = f.lr("headline.lr", headline)
-            m_text, limit_text = f.apart("headline.sharpness_final_median", m,
-                                         "headline.limit", limit)
-            if ratio > EOS_FACTOR:
-                where, after = "still above", ""
-            elif ratio < 2 - EOS_FACTOR:
-                where, after = "below", (": training moved the network to a flatter region, "
-                                         "where this step is stable")
-            else:
-                pct = round(100 * (EOS_FACTOR - 1), 6)  # 5, not 5.000000000000004
-                where = f"within {f('eos_tolerance_percent', pct)}% of"
-                after = (": training brought it down to the edge of stability, where this "
-                         "step is only just stable")
-            out.append(
-                f"At lr = {lr_text} the curvature at the end is {m_text}, {where} "
-                f"{two}/lr = {limit_text}{after}.")
+    if headline is not None and "sharpness_final" in runs.columns:
+        end = _final_curvature_text(f, runs, headline, GD_LIMIT / med)
+        if end:
+            out.append(end)
     if res.config.optimizer.name != "sgd":
         out.append(f"(The {two}/curvature limit is that of plain gradient descent; "
                    f"{res.config.optimizer.name} has a different one.)")
     return " ".join(out)
+
+
+def _final_curvature_text(f: _Facts, runs: pd.DataFrame, headline: float,
+                          predicted: float) -> str:
+    """The curvature at the end of the runs at the headline lr against 2/lr.
+
+    Above `predicted` (2/curvature at initialization) the step starts too large and the
+    question is how the runs end up stable; at or below it the first steps are stable, and
+    a spike needs the curvature to have grown: a final curvature at 2/lr, up from the
+    initial one, is progressive sharpening up to the edge of stability."""
+    at = runs.loc[_close(runs[LR], headline)]
+    fin = pd.to_numeric(at["sharpness_final"], errors="coerce")
+    fin = fin[np.isfinite(fin)]
+    if not len(fin):
+        return ""
+    m, limit = float(fin.median()), GD_LIMIT / headline
+    # as classify's edge-of-stability rule: within EOS_FACTOR of 2/lr is "at" it
+    # (sharpness x lr / 2, the same expression, so a run and the text agree)
+    ratio = m * headline / GD_LIMIT
+    two = f("gd_limit", GD_LIMIT)
+    lr_text = f.lr("headline.lr", headline)
+    m_text, limit_text = f.apart("headline.sharpness_final_median", m, "headline.limit", limit)
+    pct = round(100 * (EOS_FACTOR - 1), 6)  # 5, not 5.000000000000004
+    if ratio > EOS_FACTOR:
+        where = "above"
+    elif ratio < 2 - EOS_FACTOR:
+        where = "below"
+    else:
+        where = f"within {f('eos_tolerance_percent', pct)}% of"
+    if headline > predicted:
+        after = {"above": "", "below": (": training moved the network to a flatter region, "
+                                        "where this step is stable")}.get(
+            where, ": training brought it down to the edge of stability, where this step is "
+                   "only just stable")
+        return (f"At lr = {lr_text} the curvature at the end is {m_text}, "
+                f"{'still above' if where == 'above' else where} {two}/lr = {limit_text}"
+                f"{after}.")
+    ini = pd.to_numeric(at["sharpness_init"], errors="coerce")
+    ini = float(ini[np.isfinite(ini)].median())
+    head = (f"At lr = {lr_text}, below {two}/curvature at initialization, the first steps "
+            "do not overshoot; ")
+    if where == "below":
+        return (head + f"the curvature at the end, {m_text}, is below {two}/lr = "
+                f"{limit_text} as well, so neither curvature accounts for what these runs do.")
+    if m > ini:
+        grew = (f"the curvature grew during training (progressive sharpening), from "
+                f"{f('headline.sharpness_init_median', ini)} at initialization to {m_text} "
+                "at the end, ")
+    else:
+        grew = f"the curvature at the end is {m_text}, "
+    if where == "above":
+        return head + grew + f"above {two}/lr = {limit_text}."
+    return (head + grew + f"{where} {two}/lr = {limit_text}: training reached the edge of "
+            "stability, where this step is only just stable.")
 
 
 def _grid_text(f: _Facts, by: _ByLr) -> str:
@@ -355,15 +411,48 @@ def _grid_text(f: _Facts, by: _ByLr) -> str:
         i = int(np.argmax(div > 0))
         s = (f"Runs start to diverge at lr = {f.lr('grid.diverge_first_lr', lrs[i])} "
              f"({f.frac('grid.diverge_first', div[i], tot[i])})")
-        most = np.flatnonzero(2 * div > tot)
-        if most.size:
-            j = int(most[0])
-            s += (f"; most diverge from lr = {f.lr('grid.diverge_most_lr', lrs[j])} "
-                  f"({f.frac('grid.diverge_most', div[j], tot[j])})")
-        else:
-            s += f", but at no lr on the grid (up to {f.lr('grid.lr_max', lrs[-1])}) do most"
+        most = _most_diverge(f, "grid", lrs, div, tot, counts=True)
+        s += (f"; {most}" if most else
+              f", but at no lr on the grid (up to {f.lr('grid.lr_max', lrs[-1])}) do most")
         out.append(s + ".")
     return " ".join(out)
+
+
+MAX_LISTED_LRS = 3  # learning rates named one by one in a sentence; more are counted
+
+
+def _most_diverge(f: _Facts, key: str, lrs: np.ndarray, div: np.ndarray, tot: np.ndarray,
+                  counts: bool = False) -> str:
+    """Where most runs diverge, as a clause ("most diverge from lr = 215"), '' if at no lr.
+
+    "From lr = X" is said only of the smallest X where most diverge at X and at every larger
+    lr of the grid (recorded as `<key>.diverge_most_lr`); smaller learning rates where most
+    diverge as well are named after it ("and also at"), and without such a tail the clause
+    names where most diverge and says the largest lr is not among them. `counts`: each named
+    lr with its diverged/total."""
+    major = 2 * div > tot
+    if not major.any():
+        return ""
+    not_major = np.flatnonzero(~major)
+    tail = (int(not_major[-1]) + 1 if len(not_major) else 0) if major[-1] else None
+
+    def name(k: str, i: int) -> str:
+        text = f"lr = {f.lr(f'{k}_lr', lrs[i])}"
+        return text + (f" ({f.frac(k, div[i], tot[i])})" if counts else "")
+
+    others = np.flatnonzero(major[:tail] if tail is not None else major)
+    if len(others) <= MAX_LISTED_LRS:
+        names = [name(f"{key}.diverge_most_at{n}", i) for n, i in enumerate(others)]
+        listed = " and ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
+    else:
+        listed = (f"{f(f'{key}.diverge_most_at_n', len(others))} learning rates from "
+                  f"lr = {f.lr(f'{key}.diverge_most_at_lo', lrs[others[0]])} to "
+                  f"{f.lr(f'{key}.diverge_most_at_hi', lrs[others[-1]])}")
+    if tail is None:
+        return (f"most diverge at {listed}, but not at the largest lr on the grid, "
+                f"{f.lr(f'{key}.lr_max', lrs[-1])}")
+    text = f"most diverge from {name(f'{key}.diverge_most', tail)}"
+    return text + (f", and also at the smaller {listed}" if listed else "")
 
 
 def _axis_text(f: _Facts, runs: pd.DataFrame, axis: str) -> str:
@@ -390,9 +479,9 @@ def _axis_text(f: _Facts, runs: pd.DataFrame, axis: str) -> str:
                 f" every run converges (almost) monotonically up to lr = "
                 f"{f.lr('grid.lr_max', lr_max)}")
         if any_div:
-            most = c.index[(2 * c["diverged"] > c["total"]).to_numpy()]
-            seg += (f" and most diverge from lr = {f.lr(f'{key}.diverge_most_lr', most[0])}"
-                    if len(most) else " and most diverge at no lr on the grid")
+            most = _most_diverge(f, key, c.index.to_numpy(float), c["diverged"].to_numpy(),
+                                 c["total"].to_numpy())
+            seg += f" and {most}" if most else " and most diverge at no lr on the grid"
         parts.append(seg)
     return f"By {axis}: " + "; ".join(parts) + "."
 
@@ -405,23 +494,70 @@ def _noun(axis: str, n: int) -> str:
     return word if n == 1 else word + "s"
 
 
+def _sizes_text(f: _Facts, res: Results, runs: pd.DataFrame) -> str:
+    """" (6 learning rates x 4 seeds)": the distinct values of each swept axis in the runs
+    table (a zoom level's config lists only each axis's ends), joined by "x" when the runs
+    hold every combination of them and with the count of combinations run when they do not."""
+    axes = list(res.config.sweep)
+    if not axes:
+        return ""
+    n = {a: runs[a].nunique() if a in runs.columns else len(res.config.sweep[a]) for a in axes}
+    sizes = [f"{f(f'axis.{a}.n', n[a])} {_noun(a, n[a])}" for a in axes]
+    present = [a for a in axes if a in runs.columns]
+    combos = len(runs[present].drop_duplicates()) if present else 0
+    full = math.prod(n.values())
+    if not present or combos == full:
+        return f" ({' x '.join(sizes)})"
+    return (f" ({', '.join(sizes[:-1])} and {sizes[-1]}: {f('axis.n_combinations', combos)}"
+            f" of their {f('axis.n_grid', full)} combinations)")
+
+
+def _layer_rates_text(f: _Facts, res: Results, runs: pd.DataFrame) -> str:
+    """The answer's body for a grid of per-entry learning rates (`learning_rate.K`): what
+    was swept, the labels over the grid, and what of the usual answer does not apply."""
+    axes = _layer_rate_axes(res)
+    ranges = [f"{a} from {f.axis_value(f'axis.{a}.min', runs[a].min())} to "
+              f"{f.axis_value(f'axis.{a}.max', runs[a].max())}" for a in axes]
+    entries = (res.meta or {}).get("learning_rate_entries") or {}
+    fixed = [k for k in entries if k not in axes]
+    text = ("Each swept parameter entry trains at its own learning rate: "
+            + ", ".join(ranges[:-1]) + (" and " if len(ranges) > 1 else "") + ranges[-1])
+    if fixed:
+        text += (f"; {', '.join(fixed)} keep the config's learning rate, "
+                 f"{f.lr('fixed_lr', res.config.optimizer.learning_rate)}")
+    counts = runs["label"].value_counts()
+    labels = [f"{lab} {f(f'grid.n_{lab}', int(counts[lab]))}" for lab in LABELS
+              if counts.get(lab, 0)]
+    skipped = ["the sentences per learning rate", f"the {f('gd_limit', GD_LIMIT)}/curvature "
+               "check"] + (["the held-out comparison at the same learning rate"]
+                           if "final_test_loss" in runs.columns else [])
+    text += (f". Over the grid's {f('n_runs', len(runs))} runs: " + ", ".join(labels) + ". "
+             f"With no single learning rate per run, {', '.join(skipped[:-1])} and "
+             f"{skipped[-1]} do not apply here; the heatmaps show the labels over "
+             f"{' and '.join(axes)}.")
+    return text
+
+
 def answer(results_or_path) -> tuple[str, dict]:
     """The written answer (plain text, paragraphs separated by blank lines) and the numbers it
     uses, by name. Every number in the text is ``fmt_number(facts[k])`` (2 significant digits,
     3 for learning rates and axis values, more where two compared numbers would otherwise
-    print the same) for some key k; an axis value that is a name (a dtype) is the string."""
+    print the same, and medians of step counts exactly, ``fmt_steps``, as the divergence table
+    prints them) for some key k; an axis value that is a name (a dtype) is the string."""
     res = _with_runs(results_or_path)
     runs = _runs_with_lr(res)
     curves = res.curves
     f = _Facts()
-    by = _by_lr(runs)
     steps = res.config.train.steps
-    sizes = [f"{f(f'axis.{a}.n', len(v))} {_noun(a, len(v))}" for a, v in res.config.sweep.items()]
     intro = (f"From {f('n_runs', len(runs))} run{'s' * (len(runs) != 1)}"
-             + (f" ({' x '.join(sizes)})" if sizes else "")
+             + _sizes_text(f, res, runs)
              + f" of {f('steps', steps)} full-batch {res.config.optimizer.name} steps each.")
     schedule = report_heldout.schedule_text(f, res)
     paras = [intro + (" " + schedule if schedule else "")]
+    if LR not in runs.columns:  # one swept rate per parameter entry: no single lr to speak of
+        paras.append(_layer_rates_text(f, res, runs))
+        return "\n\n".join(paras), dict(f.values)
+    by = _by_lr(runs)
 
     cat_by_lr = by.counts["catapult"].to_numpy()
     # most catapults; among ties the smallest lr, nearest to where they begin
@@ -647,17 +783,22 @@ def _label_curves(res: Results):
     nrows = math.ceil(len(present) / ncols)
     fig = _new_figure(3.6 * ncols + 0.2, 2.9 * nrows)
     axs = np.atleast_1d(fig.subplots(nrows, ncols)).ravel()
-    by = _by_lr(runs).counts
+    # per-entry learning rates (no learning_rate column): runs of each label from all runs
+    by = _by_lr(runs).counts if LR in runs.columns else None
     for ax, lab in zip(axs, present, strict=False):
-        lr = _representative_lr(by[lab])
-        sel = runs.loc[_close(runs[LR], lr) & (runs["label"] == lab), "run_id"].to_numpy()
-        n_at = int(by.loc[by.index[_close(by.index, lr)][0], "total"])
+        if by is None:
+            sel = runs.loc[runs["label"] == lab, "run_id"].to_numpy()
+            title = f"{lab}: {len(sel)}/{len(runs)} runs"
+        else:
+            lr = _representative_lr(by[lab])
+            sel = runs.loc[_close(runs[LR], lr) & (runs["label"] == lab), "run_id"].to_numpy()
+            n_at = int(by.loc[by.index[_close(by.index, lr)][0], "total"])
+            title = f"{lab}: lr = {fmt_number(lr, 3)} ({len(sel)}/{n_at} runs)"
         shown = sel[np.unique(np.linspace(0, len(sel) - 1, min(len(sel), MAX_CURVES_PER_PANEL))
                               .round().astype(int))]
         plots.loss_curves(res.curves, runs, run_ids=shown, ax=ax, legend=False, alpha=0.75,
                           linewidth=1.0)
-        ax.set_title(f"{lab}: lr = {fmt_number(lr, 3)} ({len(sel)}/{n_at} runs)",
-                     fontsize="medium")
+        ax.set_title(title, fontsize="medium")
     for ax in axs[len(present):]:
         ax.remove()
     return fig
@@ -669,23 +810,27 @@ def _label_curves(res: Results):
 
 def _divergence_rows(res: Results) -> tuple[list[str], list[list[str]], str]:
     runs = _runs_with_lr(res)
-    table = divergence_table(runs, by=[LR])
-    head = [LR, "runs", *LABELS, "P(diverged)", "95% interval", "median peak / initial",
+    # per-entry learning rates (no learning_rate column): one row pooling the whole grid
+    key = LR if LR in runs.columns else "grid"
+    table = divergence_table(runs if key == LR else runs.assign(grid="all runs"), by=[key])
+    head = [key, "runs", *LABELS, "P(diverged)", "95% interval", "median peak / initial",
             "catapults recovered", "median steps to recover"]
     rows = []
     for _, r in table.iterrows():
         rows.append([
-            fmt_number(r[LR], 3), str(int(r["n"])), *(str(int(r[f"n_{lab}"])) for lab in LABELS),
+            fmt_number(r[LR], 3) if key == LR else str(r[key]), str(int(r["n"])),
+            *(str(int(r[f"n_{lab}"])) for lab in LABELS),
             f"{r['p_diverged']:.2f}", f"[{r['p_diverged_lo']:.2f}, {r['p_diverged_hi']:.2f}]",
             _cell(r["median_peak_ratio"]),
             "–" if pd.isna(r["n_recovered"]) or not r["n_catapult"] else
             f"{int(r['n_recovered'])}/{int(r['n_catapult'])}",
-            _cell(r["median_recover_steps"]),
+            "–" if pd.isna(r["median_recover_steps"])
+            else fmt_steps(r["median_recover_steps"]),
         ])
     held_head, held_rows = report_heldout.held_out_cells(table)
     head += held_head
     rows = [r + h for r, h in zip(rows, held_rows, strict=True)]
-    pooled = [a for a in res.axes if a != LR]
+    pooled = [a for a in res.axes if a != key]
     note = ("Each row pools " + (", ".join(pooled) if pooled else "its runs") + ". Wilson score "
             "interval; peak / initial = max_loss / initial_loss over the runs that did not "
             "diverge; a catapult has recovered when its loss is back down to the lowest loss "

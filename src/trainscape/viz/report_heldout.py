@@ -14,6 +14,7 @@ from ..nn.schedules import lr_at_step
 
 LR = "learning_rate"
 MAX_COMPARED_LRS = 3  # learning rates with both catapult and converged runs, named in the text
+MIN_RUNS = 2  # runs of each label a learning rate needs for its catapult/converged comparison
 
 
 def schedule_text(f, res) -> str:
@@ -51,15 +52,16 @@ def held_out_text(f, res, runs: pd.DataFrame) -> str:
     n_test = held.get("n_test", held.get("n_samples")) if held else None
     text = ("Held-out data" + (f" ({f('heldout.n_rows', n_test)} rows never trained on)"
                                if n_test is not None else "")
-            + ": medians over the runs of each label with distribution-free 95% intervals.")
-    cv = heldout.catapult_vs_converged(runs)
+            + ": medians over the runs of each label with distribution-free "
+            f"{f('heldout.level_percent', round(100 * heldout.LEVEL))}% intervals.")
+    cv = heldout.catapult_vs_converged(runs, min_runs=MIN_RUNS)
     if cv.empty:
-        text += (" No learning rate has at least 2 catapult and 2 converged runs, so the two "
-                 "cannot be compared at the same learning rate.")
+        m = f("heldout.min_runs", MIN_RUNS)
+        text += (f" No learning rate has at least {m} catapult and {m} converged runs, so the "
+                 "two cannot be compared at the same learning rate.")
     else:
         shown = cv.assign(total=cv["n_catapult"] + cv["n_converged"]).nlargest(
             MAX_COMPARED_LRS, "total").sort_values(LR)
-        lower = int((cv["difference"] < 0).sum())
         for i, r in enumerate(shown.itertuples()):
             k = f"heldout.cmp{i}"
             word = "lower" if r.difference < 0 else "higher" if r.difference > 0 else "the same"
@@ -69,8 +71,7 @@ def held_out_text(f, res, runs: pd.DataFrame) -> str:
                      f", the {f(k + '.n_converged', r.n_converged)} converged runs "
                      f"{_ci(f, k + '.converged', r.converged, r.converged_lo, r.converged_hi)}"
                      f": {word} for the catapult.")
-        text += (f" Over all {f('heldout.n_compared', len(cv))} learning rates with both, the "
-                 f"catapult's median is lower at {f('heldout.n_lower', lower)}.")
+        text += " " + _tally(f, cv)
     best = _best_by_label(runs)
     for lab in ("converged", "catapult"):
         if lab in best.index:
@@ -78,6 +79,35 @@ def held_out_text(f, res, runs: pd.DataFrame) -> str:
             text += (f" The best {lab} runs, at learning rate {f.lr(k + '.lr', r[LR])}, end "
                      f"at {_ci(f, k, r['median'], r['lo'], r['hi'])}.")
     return text
+
+
+def _tally(f, cv: pd.DataFrame) -> str:
+    """At how many of the compared learning rates (`catapult_vs_converged`'s rows) the
+    catapult's median held-out loss is lower, higher or the same as the converged runs', and
+    the rule that chose them; "at all 3" or "at 2 of them", never a bare "at 0", which reads
+    as a loss of 0."""
+    d = cv["difference"].to_numpy(float)
+    m = f("heldout.min_runs", MIN_RUNS)
+    rule = f"at least {m} catapult and {m} converged runs"
+    if len(d) == 1:
+        return f"It is the only learning rate with {rule}."
+    tally = [(word, int(k)) for word, k in (("lower", (d < 0).sum()), ("higher", (d > 0).sum()),
+                                            ("same", (d == 0).sum()))]
+    for word, k in tally:
+        f(f"heldout.n_{word}", k)
+    of = f"Of the {f('heldout.n_compared', len(d))} learning rates with {rule}, "
+    present = [(word, k) for word, k in tally if k]
+    if not present:  # NaN medians: no comparison to count
+        return of + "none has a finite median held-out loss for both labels."
+    head = of + "the catapult's median held-out loss is "
+    than = {"lower": "lower than", "higher": "higher than", "same": "the same as"}
+    (first, k), *rest = present
+    if not rest:
+        return head + f"{than[first]} the converged runs' at all {f(f'heldout.n_{first}', k)}."
+    parts = [f"{than[first]} the converged runs' at {f(f'heldout.n_{first}', k)} of them",
+             *(f"{'the same' if w == 'same' else w} at {f(f'heldout.n_{w}', k)}"
+               for w, k in rest)]
+    return head + ", ".join(parts[:-1]) + " and " + parts[-1] + "."
 
 
 def _best_by_label(runs: pd.DataFrame) -> pd.DataFrame:

@@ -320,6 +320,37 @@ def test_all_diverged_table_never_crashes():
         a.get_figure().canvas.draw()
 
 
+def test_metric_heatmap_can_leave_diverged_runs_out_and_hatch_their_cells():
+    # lr 0.1: two runs that spiked (3, 5) and one that blew up at once (spike_ratio 1);
+    # lr 1: every run blew up; lr 10: one run that never rose
+    runs = pd.DataFrame({
+        "learning_rate": [0.1, 0.1, 0.1, 1.0, 1.0, 10.0],
+        "spike_ratio": [3.0, 5.0, 1.0, 1.0, 1.0, 1.0],
+        "label": ["catapult", "catapult", "diverged", "diverged", "diverged", "converged"],
+    })
+    plain = plots.metric_heatmap(runs, "spike_ratio", "learning_rate", None)
+    np.testing.assert_allclose(_grid_array(plain, 1, 3), [[3.0, 1.0, 1.0]])  # medians of all
+    assert not [c for c in plain.collections if c.get_gid() == "all-diverged"]
+    ax = plots.metric_heatmap(runs, "spike_ratio", "learning_rate", None, skip_diverged=True)
+    z = _grid_array(ax, 1, 3)
+    assert z[0, 0] == pytest.approx(4.0) and z[0, 2] == pytest.approx(1.0)
+    assert np.ma.getmaskarray(z)[0].tolist() == [False, True, False]
+    (hatch,) = [c for c in ax.collections if c.get_gid() == "all-diverged"]
+    assert hatch.get_hatch() and len(hatch.get_paths()) == 1
+    # the lr = 1 cell: geometric midpoints 10^-0.5 .. 10^0.5 on the log lr axis, the strip's
+    # -0.5 .. 0.5 across
+    verts = hatch.get_paths()[0].vertices
+    assert verts[:, 0].min() == pytest.approx(10**-0.5)
+    assert verts[:, 0].max() == pytest.approx(10**0.5)
+    assert (verts[:, 1].min(), verts[:, 1].max()) == pytest.approx((-0.5, 0.5))
+    assert "all runs diverged" in _legend_texts(ax)
+    assert ax.get_title() == ""  # not "grey cells: no value (NaN)": the cell has a meaning
+    every = plots.metric_heatmap(runs.assign(label="diverged"), "spike_ratio", "learning_rate",
+                                 None, skip_diverged=True)
+    (hatch,) = [c for c in every.collections if c.get_gid() == "all-diverged"]
+    assert len(hatch.get_paths()) == 3
+
+
 # ---------------------------------------------------------------------------------- overlays
 
 
@@ -363,6 +394,23 @@ def test_threshold_lines_sit_at_two_and_four_over_lambda(tables):
     plots.threshold_lines(ax, predicted_lr=None, critical_lr=None)
     plots.threshold_lines(ax, critical_lr=float("nan"))
     assert len(ax.lines) == n
+
+
+def test_threshold_lines_outside_a_heatmaps_axis_are_neither_drawn_nor_listed(tables):
+    runs, _ = tables
+    ax = plots.label_heatmap(runs)
+    # the last lr cell (10) reaches half a decade further: 10 * sqrt(10) = 31.6
+    before = len(ax.lines)
+    plots.threshold_lines(ax, predicted_lr=20.0, critical_lr=50.0)
+    assert _legend_texts(ax)[len(LABELS):] == ["2/λ = 20"]  # not 4/λ = 40, nor 50
+    drawn = ax.lines[before:]
+    assert [line.get_xdata()[0] for line in drawn] == [20.0]
+    assert [line.get_gid() for line in drawn] == ["threshold-2/λ"]
+    assert ax.get_xlim()[1] == pytest.approx(10 * np.sqrt(10))  # the view was not widened
+    # on axes whose limits follow the data, every line is drawn (the view grows to show it)
+    _, free = plt.subplots()
+    plots.threshold_lines(free, predicted_lr=20.0)
+    assert [line.get_xdata()[0] for line in free.lines] == [20.0, 40.0]
 
 
 # ---------------------------------------------------------------------------------- curves
@@ -468,3 +516,71 @@ def test_count_text_names_only_labels_that_occur_even_for_categoricals():
                                    categories=["converged", "catapult", "diverged"]))
     assert _count_text(cat) == "converged 2/3, catapult 1/3"
     assert _count_text(cat.astype(str)) == "converged 2/3, catapult 1/3"
+
+
+# ---------------------------------------------------------------------------------- exit markers
+
+
+def _hand_curves(losses: dict, labels: dict):
+    """runs and curves tables for hand-written loss curves {run_id: losses}."""
+    runs = pd.DataFrame({"run_id": list(losses), "learning_rate": 1.0,
+                         "label": [labels[r] for r in losses]})
+    curves = pd.DataFrame([{"run_id": r, "step": t, "loss": v}
+                           for r, loss in losses.items() for t, v in enumerate(loss)])
+    return runs, curves
+
+
+def test_exit_marker_only_where_the_loss_left_the_plot_or_became_non_finite():
+    inf, nan = np.inf, np.nan
+    losses = {
+        0: [1.0, 0.5, 0.2, 0.1],  # converged: sets the y-range (top = 3 x its max = 3)
+        1: [1.0, 0.8, 1.1, 1.2],  # diverged by ending above its initial loss, never left
+        2: [1.0, 2.0, inf, nan],  # non-finite at step 2, below the top until then
+        3: [1.0, 1e3, 1e6, 1e8],  # finite, crosses the top between steps 0 and 1
+    }
+    labels = {0: "converged", 1: "diverged", 2: "diverged", 3: "diverged"}
+    runs, curves = _hand_curves(losses, labels)
+    ax = plots.loss_curves(curves, runs)
+    marks = {line.get_gid(): line for line in ax.lines
+             if (line.get_gid() or "").startswith("diverged-")}
+    assert set(marks) == {"diverged-2", "diverged-3"}  # none for run 1
+    lo, top = ax.get_ylim()
+    assert top == pytest.approx(3.0)
+    x2, y2 = marks["diverged-2"].get_xydata()[0]
+    assert (x2, y2) == (1.0, 2.0)  # its last finite point
+    x3, y3 = marks["diverged-3"].get_xydata()[0]
+    assert 0.0 < x3 < 1.0 and y3 < top
+    assert "left the plot" in _legend_texts(ax)
+    # only the finite, in-range diverged run: no marker and no legend entry for one
+    calm = plots.loss_curves(curves, runs, run_ids=[0, 1])
+    assert not [ln for ln in calm.lines if (ln.get_gid() or "").startswith("diverged-")]
+    assert "left the plot" not in _legend_texts(calm)
+
+
+def _marker_tops(ax) -> list[tuple[float, float]]:
+    """(top of each exit marker's glyph, top of the axes) in display pixels."""
+    half = None
+    out = []
+    for line in ax.lines:
+        if not (line.get_gid() or "").startswith("diverged-"):
+            continue
+        half = (line.get_markersize() + line.get_markeredgewidth()) / 2 * ax.figure.dpi / 72
+        y = ax.transData.transform(line.get_xydata()[0])[1]
+        out.append((y + half, ax.bbox.y1))
+    return out
+
+
+def test_exit_markers_stay_inside_the_axes_clear_of_the_title():
+    runs, curves = _tables(label_of=lambda i, s: "diverged")  # 1, 10, 100, 1000, inf, ...
+    axes = plots.seed_question_figure(runs, curves)
+    grid = plots.curves_grid(curves, runs, [{"learning_rate": 1.0}])
+    fig_s, fig_g = axes[0].figure, grid[0].figure
+    fig_s.canvas.draw()
+    fig_g.canvas.draw()
+    for ax in (*axes, grid[0]):
+        tops = _marker_tops(ax)
+        assert len(tops) == 3  # three seeds blew up in every panel
+        assert all(glyph <= axis_top for glyph, axis_top in tops), tops
+        title = ax.title.get_window_extent()
+        assert all(glyph <= title.y0 for glyph, _ in tops)
+

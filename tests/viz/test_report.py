@@ -753,3 +753,127 @@ def test_report_paths_that_are_files_say_so(tmp_path):
         report.build(folder, out=afile / "rep.md")
     with pytest.raises(InputError, match="is a file; give the folder"):
         commands.report(afile)
+
+
+# ------------------------------------------------------------------ figures
+
+
+def _drawn(res: Results, facts: dict, monkeypatch) -> dict:
+    """The report's figures as matplotlib objects: {name: (figure, caption)}, not rendered."""
+    figs = []
+    monkeypatch.setattr(report, "_png", lambda fig: figs.append(fig) or b"")
+    out = report._figures(res, facts)
+    return {f.name: (fig, f.caption) for f, fig in zip(out, figs, strict=True)}
+
+
+def _width_sweep(widths, lrs, n_seeds, curve_of, meta=None) -> Results:
+    """A hand-made sweep over width (integers) as well. `_hand_made`'s own config cannot sweep
+    width (its default hidden is not uniform): the runs are made under another axis name."""
+    res = _hand_made(lrs, n_seeds, lambda c: curve_of({**c, "width": c["init_scale"]}),
+                     axes={"init_scale": widths})
+    cfg = ts.parse({"name": "hand", "data": {"name": "moons"}, "train": {"steps": 20},
+                    "model": {"hidden": [widths[0], widths[0]]},
+                    "sweep": {"learning_rate": list(lrs), "width": list(widths),
+                              "seed": {"range": n_seeds}}})
+    return Results(runs=res.runs.rename(columns={"init_scale": "width"}), curves=res.curves,
+                   config=cfg, meta=meta or {})
+
+
+def test_a_threshold_beyond_the_learning_rates_is_not_drawn_and_the_caption_says_so(
+        monkeypatch):
+    # lr cells on a linear axis up to 0.2 + 0.05: 2/λ = 0.15 is inside, 4/λ = 0.3 beyond
+    res = _hand_made([0.01, 0.1, 0.2], 2, _converge)
+    fig, caption = _drawn(res, {"sharpness.predicted_lr": 0.15}, monkeypatch)["labels"]
+    ax = fig.axes[0]
+    assert ax.get_xlim()[1] == pytest.approx(0.25)
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "2/λ = 0.15" in texts and not any(t.startswith("4/λ") for t in texts)
+    lines = [ln for ln in ax.lines if ln.get_linestyle() in ("--", ":")]
+    assert [ln.get_xdata()[0] for ln in lines] == [0.15]
+    assert "Dashed: 2/λ." in caption and "dotted" not in caption.lower()
+    assert "4/λ = 0.3 is above the largest learning rate shown, so not drawn." in caption
+
+
+def test_width_heatmaps_are_log_and_peak_ratio_sets_diverged_cells_apart(monkeypatch):
+    # integer widths 64..512 (ratio 2): log rows of equal height. Every seed blows up where
+    # lr x width >= 500: at lr = 10 for every width, and at lr = 1 for width 512
+    def curve(cell):
+        return (_blow_up(cell) if cell["learning_rate"] * cell["width"] >= 500
+                else _converge(cell))
+
+    widths = [64, 128, 256, 512]
+    res = _width_sweep(widths, [0.1, 1.0, 10.0], 2, curve)
+    assert res.runs["width"].dtype.kind == "i"
+    drawn = _drawn(res, {}, monkeypatch)
+    for name in ("labels", "p_diverged", "peak_ratio"):
+        ax = drawn[name][0].axes[0]
+        assert ax.get_yscale() == "log", name
+        lo, hi = ax.get_ylim()  # geometric cell edges: half a factor of 2 beyond the ends
+        assert (lo, hi) == pytest.approx((64 / np.sqrt(2), 512 * np.sqrt(2)))
+    fig, caption = drawn["peak_ratio"]
+    ax = fig.axes[0]
+    (hatch,) = [c for c in ax.collections if c.get_gid() == "all-diverged"]
+    cells = res.runs.groupby(["learning_rate", "width"])["label"].agg(
+        lambda s: (s == "diverged").all())
+    assert len(hatch.get_paths()) == cells.sum() == 5
+    assert "hatched cells are those whose runs all diverged" in caption
+    assert "1 means the loss never rose" not in caption
+    assert "median over the runs of a cell that did not diverge" in caption
+
+
+def test_heatmaps_with_many_rows_are_capped_in_height(monkeypatch):
+    res = _hand_made([0.1, 1.0], 1, _converge,
+                     axes={"init_scale": [round(0.5 + 0.03 * k, 2) for k in range(60)]})
+    drawn = _drawn(res, {}, monkeypatch)
+    cap = 1.8 + 32 * 0.09  # the labels figure's height at 32 rows, its largest
+    for name in ("labels", "p_diverged", "peak_ratio"):
+        assert drawn[name][0].get_size_inches()[1] == pytest.approx(cap), name
+    few = _drawn(_hand_made([0.1, 1.0], 1, _converge, axes={"init_scale": [0.5, 1.0, 3.0]}),
+                 {}, monkeypatch)
+    assert few["p_diverged"][0].get_size_inches()[1] == pytest.approx(3.0)
+
+
+def test_curve_captions_explain_the_exit_marker_only_when_one_is_drawn(monkeypatch):
+    def ends_above(cell):  # diverged: finite, in range, ends 10% above where it started
+        return 0.7 * (1 + 0.1 * np.arange(21) / 20)
+
+    calm = _hand_made([0.01, 1.0], 2, lambda c: (ends_above(c) if c["learning_rate"] == 1.0
+                                                 else _converge(c)))
+    assert (calm.runs.loc[calm.runs["learning_rate"] == 1.0, "label"] == "diverged").all()
+    fig, caption = _drawn(calm, {}, monkeypatch)["curves"]
+    marks = [ln for ax in fig.axes for ln in ax.lines
+             if (ln.get_gid() or "").startswith("diverged-")]
+    assert not marks and "×" not in caption
+    blown = _hand_made([0.01, 1.0], 2, lambda c: (_blow_up(c) if c["learning_rate"] == 1.0
+                                                  else _converge(c)))
+    drawn = _drawn(blown, {}, monkeypatch)
+    for name in ("curves", "seed_question"):
+        fig, caption = drawn[name]
+        assert any((ln.get_gid() or "").startswith("diverged-")
+                   for ax in fig.axes for ln in ax.lines)
+        assert "× marks where a run left the plot" in caption, name
+
+
+def test_environment_names_every_network_shape_and_the_chunks_as_run(monkeypatch):
+    meta = {"model": "mlp 2-64-64-1",
+            "engine": {"programs": [{"sizes": [2, 64, 64, 1]}, {"sizes": [2, 128, 128, 1]}]},
+            "timings": {"n_chunks": 2, "chunk_size": 256, "computed_runs": 12,
+                        "resumed_runs": 0}}
+    res = _width_sweep([64, 128], [0.1, 1.0], 3, _converge, meta=meta)
+    rows = dict(report._environment_rows(res))
+    assert rows["model"] == "mlp 2-64-64-1, 2-128-128-1 (2 shapes)"
+    assert rows["chunks"] == "2 of 6 runs, in 2 programs (one chunk each)"
+    # no engine record of the shapes: the config's sweep gives them
+    older = _width_sweep([64, 128], [0.1, 1.0], 3, _converge,
+                         meta={**meta, "engine": {"block_runs_per_device": 32}})
+    assert dict(report._environment_rows(older))["model"] == rows["model"]
+    # one program of 10 runs in chunks of at most 4: 4 + 4 + 2
+    one = _hand_made([0.1, 1.0], 5, _converge)
+    one = Results(runs=one.runs, curves=one.curves, config=one.config,
+                  meta={"model": "mlp 2-128-64-1",
+                        "timings": {"n_chunks": 3, "chunk_size": 4, "computed_runs": 10}})
+    rows = dict(report._environment_rows(one))
+    assert rows["model"] == "mlp 2-128-64-1"
+    assert rows["chunks"] == "3: 2 of 4 runs, 1 of 2 runs"
+    one.meta["timings"].update(n_chunks=1, computed_runs=2, resumed_runs=8)  # resumed
+    assert dict(report._environment_rows(one))["chunks"] == "1 of at most 4 runs"

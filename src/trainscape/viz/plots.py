@@ -31,6 +31,7 @@ import pandas as pd
 from matplotlib import colors as mcolors
 from matplotlib import patheffects, ticker
 from matplotlib.axis import XAxis
+from matplotlib.collections import PolyCollection
 from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
@@ -652,6 +653,7 @@ def metric_heatmap(
     log_x: bool | None = None,
     log_y: bool | None = None,
     title: str | None = None,
+    skip_diverged: bool = False,
 ):
     """Continuous heatmap of a numeric column, or a derived metric from ``DERIVED_METRICS``.
 
@@ -667,6 +669,11 @@ def metric_heatmap(
     In the QuadMesh array +inf/-inf cells hold finite stand-ins just above vmax / below vmin
     (pcolormesh would mask inf) and NaN cells are masked. A Colormap object passed as ``cmap``
     is used as is (its own extremes); a name or None gets the extremes above.
+
+    ``skip_diverged``: runs labelled ``diverged`` are left out of every cell's aggregate (for a
+    metric such as ``spike_ratio``, whose value for a run that blew up leaves the blow-up out);
+    a cell whose runs all diverged is drawn in the diverged label's colour, hatched (a
+    PolyCollection with gid ``all-diverged``), with the legend entry "all runs diverged".
     """
     values = _metric_values(runs, metric)
     if isinstance(agg, str):
@@ -681,7 +688,15 @@ def metric_heatmap(
     n_cells = gx.size * gy.size
     if not np.any(cell >= 0):
         return _no_data(ax)
-    z = _aggregate(values, cell, n_cells, func)
+    all_diverged = np.zeros(n_cells, dtype=bool)
+    if skip_diverged:
+        _require(runs, ["label"])
+        n_all = np.bincount(cell[cell >= 0], minlength=n_cells)
+        cell = np.where((runs["label"] == "diverged").to_numpy(dtype=bool, na_value=False),
+                        -1, cell)
+        all_diverged = (n_all > 0) & (np.bincount(cell[cell >= 0], minlength=n_cells) == 0)
+    z = (_aggregate(values, cell, n_cells, func) if np.any(cell >= 0)
+         else np.full(n_cells, np.nan))
     n = np.bincount(cell[cell >= 0], minlength=n_cells)
     finite = z[np.isfinite(z)]
     the_norm = _make_norm(norm, finite)
@@ -712,11 +727,28 @@ def metric_heatmap(
     if has_over:
         label += ";  ▲ = inf"
     ax.get_figure().colorbar(mesh, ax=ax, extend=extend, label=label)
+    if all_diverged.any():
+        _hatch_cells(ax, gx, gy, np.flatnonzero(all_diverged))
     if title is not None:
         ax.set_title(title)
     elif np.any(np.isnan(z[n > 0])):
         ax.set_title("grey cells: no value (NaN)", fontsize="small", color="0.35")
     return ax
+
+
+_DIVERGED_HATCH = dict(facecolor=LABEL_COLORS["diverged"], edgecolor="white", hatch="///")
+
+
+def _hatch_cells(ax, gx: _GridAxis, gy: _GridAxis, cells: np.ndarray) -> None:
+    """Cover the given cells (flat indices, row-major over y then x) with the diverged colour,
+    hatched, and add "all runs diverged" to the legend."""
+    iy, ix = np.divmod(cells, gx.size)
+    x0, x1, y0, y1 = gx.edges[ix], gx.edges[ix + 1], gy.edges[iy], gy.edges[iy + 1]
+    verts = np.stack([np.column_stack(p) for p in ((x0, y0), (x1, y0), (x1, y1), (x0, y1))],
+                     axis=1)
+    ax.add_collection(PolyCollection(verts, linewidths=0, gid="all-diverged", zorder=2,
+                                     **_DIVERGED_HATCH), autolim=False)
+    _append_legend(ax, [Patch(linewidth=0, label="all runs diverged", **_DIVERGED_HATCH)])
 
 
 def _transformed(grid: _GridAxis, ax_log: bool) -> np.ndarray:
@@ -808,11 +840,16 @@ def threshold_lines(
 
     ``predicted_lr`` = 2/lambda (dashed) also adds 4/lambda = 2 * predicted_lr (dotted); the
     measured ``critical_lr`` is solid. None, non-finite, or (on a log axis) non-positive values
-    are skipped. Each line gets a legend entry appended to the axes' legend.
+    are skipped, and so is a value outside the axis' limits when they are fixed (a heatmap's
+    are): a line out of view would only be a legend entry. Each line drawn gets a legend entry
+    appended to the axes' legend and the gid ``threshold-2/λ``, ``threshold-4/λ`` or
+    ``threshold-critical``.
     """
     if axis not in ("x", "y"):
         raise InputError(f"axis must be 'x' or 'y'; got {axis!r}")
     log = (ax.get_xscale() if axis == "x" else ax.get_yscale()) == "log"
+    fixed = not (ax.get_autoscalex_on() if axis == "x" else ax.get_autoscaley_on())
+    lo, hi = sorted(ax.get_xlim() if axis == "x" else ax.get_ylim())
 
     def usable(v):
         return v is not None and math.isfinite(float(v)) and (float(v) > 0 or not log)
@@ -820,14 +857,17 @@ def threshold_lines(
     specs = []
     if usable(predicted_lr):
         p = float(predicted_lr)
-        specs += [(p, "--", f"2/λ = {_fmt(p)}"), (2 * p, ":", f"4/λ = {_fmt(2 * p)}")]
+        specs += [(p, "--", f"2/λ = {_fmt(p)}", "threshold-2/λ"),
+                  (2 * p, ":", f"4/λ = {_fmt(2 * p)}", "threshold-4/λ")]
     if usable(critical_lr):
         c = float(critical_lr)
-        specs.append((c, "-", f"critical lr = {_fmt(c)}"))
+        specs.append((c, "-", f"critical lr = {_fmt(c)}", "threshold-critical"))
     draw = ax.axvline if axis == "x" else ax.axhline
     handles = [
-        draw(v, color=_LINE_COLOR, linestyle=ls, lw=1.6, label=label, path_effects=_HALO, zorder=4)
-        for v, ls, label in specs
+        draw(v, color=_LINE_COLOR, linestyle=ls, lw=1.6, label=label, path_effects=_HALO, zorder=4,
+             gid=gid)
+        for v, ls, label, gid in specs
+        if not fixed or lo <= v <= hi
     ]
     if handles:
         _append_legend(ax, handles)
@@ -936,23 +976,32 @@ def _limits(prepared: Sequence[_Curve], log_y: bool) -> tuple[float, float] | No
     return lo - 0.05 * (top - lo), top
 
 
-def _exit_point(c: _Curve, top: float, log_y: bool) -> tuple[float, float] | None:
-    """Where a diverged run leaves the plot: crossing of the top edge, else last finite point."""
+_MARK_BELOW_TOP = 0.04  # exit markers sit this fraction of the axis height below its top
+
+
+def _exit_point(c: _Curve, lims: tuple[float, float], log_y: bool) -> tuple[float, float] | None:
+    """Where a run leaves the plot, or None when it never does: where it crosses the top edge,
+    else, when its loss became non-finite, its last finite point. The marker's y is kept
+    `_MARK_BELOW_TOP` of the axis height below the top, so a marker drawn there stays inside
+    the axes (clear of the title); the step is where the line crosses that height."""
     v, s = c.values, c.steps
     finite = np.isfinite(v)
-    if not finite.any():
-        return None
+    f = np.log10 if log_y else (lambda a: a)
+    lo, top = lims
+    level = f(top) - _MARK_BELOW_TOP * (f(top) - f(lo))
+    mark = 10.0**level if log_y else level
     stop = len(v) if c.exit_index is None else c.exit_index
     above = np.flatnonzero(finite[:stop] & (v[:stop] > top))
     if len(above):
         k = int(above[0])
         if k == 0 or not np.isfinite(v[k - 1]):
-            return s[k], top
-        f = (lambda a: np.log10(a)) if log_y else (lambda a: a)
-        w = (f(top) - f(v[k - 1])) / (f(v[k]) - f(v[k - 1]))
-        return s[k - 1] + w * (s[k] - s[k - 1]), top
-    last = int(np.flatnonzero(finite[:stop])[-1]) if finite[:stop].any() else None
-    return None if last is None else (s[last], v[last])
+            return s[k], mark
+        w = np.clip((level - f(v[k - 1])) / (f(v[k]) - f(v[k - 1])), 0.0, 1.0)
+        return s[k - 1] + w * (s[k] - s[k - 1]), mark
+    if c.exit_index is None or not finite[:stop].any():
+        return None  # finite and in range throughout: nothing left the plot
+    last = int(np.flatnonzero(finite[:stop])[-1])
+    return s[last], min(v[last], mark)
 
 
 def _draw_curves(ax, prepared, lims, log_y, metric, linewidth=None, alpha=None):
@@ -968,15 +1017,14 @@ def _draw_curves(ax, prepared, lims, log_y, metric, linewidth=None, alpha=None):
     rank = {lab: i for i, lab in enumerate(LABELS)}
     # later labels on top, so the rare bad outcomes are not buried under converged runs
     ordered = sorted(prepared, key=lambda c: rank.get(c.label, -1))
-    top = lims[1] if lims else np.inf
     present, marked = set(), False
     for c in ordered:
         kw = {"color": LABEL_COLORS[c.label]} if c.label else {}
         (line,) = ax.plot(c.steps, c.values, lw=lw, alpha=a, **kw)
         line.set_gid(f"run-{c.run_id}")
         present.add(c.label)
-        if c.diverged:
-            pt = _exit_point(c, top, log_y)
+        if c.diverged and lims is not None:
+            pt = _exit_point(c, lims, log_y)
             if pt is not None:
                 ax.plot(
                     [pt[0]],
@@ -986,7 +1034,6 @@ def _draw_curves(ax, prepared, lims, log_y, metric, linewidth=None, alpha=None):
                     mew=1.8,
                     ls="none",
                     color=line.get_color(),
-                    clip_on=False,
                     zorder=5,
                     gid=f"diverged-{c.run_id}",
                 )
@@ -1027,9 +1074,10 @@ def loss_curves(
     Runs drawn: ``run_ids`` if given, else every run in ``runs``, else every run in ``curves``;
     above ``max_runs`` an evenly spread subset per label is drawn (every label keeps at least one
     run). The y-range is set by the runs that did not diverge, so a diverged run leaves through
-    the top; an 'x' marks where it left (the top-edge crossing, or its last finite point when the
-    loss jumps straight to inf/NaN). Each run's Line2D has gid ``run-<run_id>``, each marker
-    ``diverged-<run_id>``.
+    the top; an 'x' just below the top edge marks where it left, or, when its loss jumped to
+    inf/NaN without crossing the top, sits on its last finite point. A diverged run that stayed
+    finite and inside the y-range (one that ended above its initial loss) gets no 'x'. Each
+    run's Line2D has gid ``run-<run_id>``, each marker ``diverged-<run_id>``.
     """
     ax = _new_axes(ax)
     prepared = _prepare(curves, runs, run_ids, metric, log_y, max_runs)

@@ -670,11 +670,14 @@ def _heatmap_axes(res: Results) -> tuple[str | None, str | None]:
 
 
 def _geometric(runs: pd.DataFrame, col: str | None) -> bool | None:
-    """True for a positive geometric grid (0.25, 0.5, 1, 2): equal cells on a log axis, where
-    the plots' own rule (log only past two decades) would draw it linear. None: their rule."""
-    if col is None or not pd.api.types.is_float_dtype(runs[col]):
+    """True for a positive geometric grid, float or integer (0.25, 0.5, 1, 2; widths 64, 128,
+    ..., 1024): equal cells on a log axis, where the plots' own rule (log only past two
+    decades) would draw it linear. None: their rule."""
+    s = None if col in (None, "seed") else runs[col]  # seeds are names, not magnitudes
+    if s is None or not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
         return None
-    v = np.unique(runs[col].to_numpy(float))
+    v = pd.to_numeric(s).to_numpy(dtype=float, na_value=np.nan)
+    v = np.unique(v[np.isfinite(v)])
     if len(v) < 3 or v[0] <= 0:
         return None
     r = v[1:] / v[:-1]
@@ -693,6 +696,46 @@ def _label_every_row(ax, runs: pd.DataFrame, y: str | None) -> None:
         ax.yaxis.set_major_locator(FixedLocator(v))
 
 
+# a heatmap grows with its rows up to the labels figure's height at this many rows; more rows
+# share that height (thinner rows) so a grid of hundreds of values stays a readable figure
+MAX_HEATMAP_ROWS = 32
+_LABELS_ROW_IN = 0.09
+MAX_HEATMAP_HEIGHT = 1.8 + MAX_HEATMAP_ROWS * _LABELS_ROW_IN
+_P_DIVERGED_ROW_IN = 0.35
+# what a curves figure's x means, when it has one (plots.loss_curves' markers)
+_EXIT_MARK = ("× marks where a run left the plot: where its loss crossed the top edge, or its "
+              "last finite value where the recorded loss turned inf/NaN (a run is stopped when "
+              "it blows up) without crossing it")
+
+
+def _threshold_caption(ax, lr: float) -> str:
+    """The caption's account of the 2/λ and 4/λ lines: which are drawn, and where those that
+    `plots.threshold_lines` left out (outside the learning rates shown) lie."""
+    drawn = {ln.get_gid() for ln in ax.lines}
+    lo, hi = sorted(ax.get_xlim())
+    shown = []
+    off: dict[str, list[str]] = {}
+    for name, v, style in (("2/λ", lr, "dashed"), ("4/λ", 2 * lr, "dotted")):
+        if f"threshold-{name}" in drawn:
+            shown.append(f"{style}: {name}")
+        else:
+            side = "below the smallest" if v < lo else "above the largest"
+            off.setdefault(side, []).append(f"{name} = {fmt_number(v, 3)}")
+    text = " λ is the median curvature at initialization."
+    if shown:
+        listed = "; ".join(shown)
+        text += f" {listed[0].upper()}{listed[1:]}."
+    for side, names in off.items():
+        verb = "is" if len(names) == 1 else "are"
+        text += (f" {' and '.join(names)} {verb} {side} learning rate shown, so not drawn.")
+    return text
+
+
+def _exit_marks(fig) -> int:
+    return sum(1 for ax in fig.axes for ln in ax.lines
+               if (ln.get_gid() or "").startswith("diverged-"))
+
+
 def _figures(res: Results, facts: Mapping) -> list[_Figure]:
     from ..viz import plots
 
@@ -702,7 +745,7 @@ def _figures(res: Results, facts: Mapping) -> list[_Figure]:
     logs = {"log_x": _geometric(runs, x), "log_y": _geometric(runs, y)}
     if x is not None:
         rows = runs[y].nunique() if y else 1
-        h = 1.8 + min(rows, 32) * 0.09 if y else 2.2
+        h = 1.8 + min(rows, MAX_HEATMAP_ROWS) * _LABELS_ROW_IN if y else 2.2
         fig = _new_figure(7.8, max(h, 3.0) if y else h)
         ax = fig.subplots()
         plots.label_heatmap(runs, x=x, y=y, ax=ax, **logs)
@@ -714,10 +757,11 @@ def _figures(res: Results, facts: Mapping) -> list[_Figure]:
         if (lr_line is not None and x == LR and y in ("seed", None)
                 and res.config.optimizer.name == "sgd"):
             plots.threshold_lines(ax, predicted_lr=lr_line)
-            cap += (" Dashed: 2/λ with λ the median curvature at initialization; dotted: 4/λ.")
+            cap += _threshold_caption(ax, lr_line)
         out.append(_Figure("labels", "Outcome per run", cap, _png(fig)))
         if y is not None and y != "seed":
-            fig = _new_figure(7.8, max(3.0, 1.8 + runs[y].nunique() * 0.35))
+            fig = _new_figure(7.8, max(3.0, min(1.8 + rows * _P_DIVERGED_ROW_IN,
+                                                MAX_HEATMAP_HEIGHT)))
             ax = fig.subplots()
             plots.label_heatmap(runs, x=x, y=y, ax=ax, aggregate="p_diverge", **logs)
             plots.boundary_contour(runs, x=x, y=y, ax=ax, **logs)
@@ -727,21 +771,29 @@ def _figures(res: Results, facts: Mapping) -> list[_Figure]:
                                "the line is the contour P(diverged) = 0.5.", _png(fig)))
         fig = _new_figure(7.8, max(h, 3.0) if y else 2.6)
         ax = fig.subplots()
-        plots.metric_heatmap(runs, "spike_ratio", x=x, y=y, ax=ax, **logs)
+        plots.metric_heatmap(runs, "spike_ratio", x=x, y=y, ax=ax, skip_diverged=True, **logs)
         _label_every_row(ax, runs, y)
+        hatched = any(c.get_gid() == "all-diverged" for c in ax.collections)
         out.append(_Figure(
             "peak_ratio", "Peak ratio",
             "Largest jump of the loss over its running minimum (spike_ratio = max over steps t "
-            "of loss_t / min of the loss before t; 1 means the loss never rose"
-            + ("; median over the runs of a cell)." if y != "seed" else ")."), _png(fig)))
+            "of loss_t / min of the loss before t, over rises of at least "
+            f"{SPIKE_MIN_RISE:g} x the initial loss; 1 when it never rose that much"
+            + ("; median over the runs of a cell that did not diverge)." if y != "seed" else
+               ").")
+            + (" Diverged runs are left out (spike_ratio stops before a blow-up: a run that "
+               "blew up at its first step reads 1); hatched cells are those whose runs all "
+               "diverged." if hatched else ""), _png(fig)))
     if len(curves):
         fig = _label_curves(res)
         if fig is not None:
             out.append(_Figure("curves", "Loss curves by label",
                                "Representative runs of each label, at the learning rate where "
-                               "that label is most common (at most "
-                               f"{MAX_CURVES_PER_PANEL} runs per panel; × marks where a "
-                               "diverged run left the plot).", _png(fig)))
+                               f"that label is most common (at most {MAX_CURVES_PER_PANEL} runs "
+                               "per panel)." + (f" {_EXIT_MARK}; a diverged run without one "
+                                                "stayed finite and in range and ended above "
+                                                "its initial loss." if _exit_marks(fig) else ""),
+                               _png(fig)))
         lrs = runs[LR].to_numpy(float) if LR in runs.columns else np.array([])
         if _question_lrs(lrs):
             fig = _new_figure(10.0, 3.9)
@@ -749,7 +801,8 @@ def _figures(res: Results, facts: Mapping) -> list[_Figure]:
             plots.seed_question_figure(runs, curves, lrs=(0.01, 1.0), axes=axs)
             out.append(_Figure("seed_question", "The seed question: lr 0.01 against lr 1",
                                "Loss against step for every run at lr = 0.01 and lr = 1, "
-                               "coloured by label; bold black: the per-step median.",
+                               "coloured by label; bold black: the per-step median."
+                               + (f" {_EXIT_MARK}." if _exit_marks(fig) else ""),
                                _png(fig)))
     for axis in SHAPE_AXES:
         fit = _scaling_fit(res, axis)
@@ -876,6 +929,58 @@ def config_toml(res: Results) -> str:
     return "\n".join(lines).lstrip("\n")
 
 
+def _programs(m: Mapping) -> list:
+    return list((m.get("engine") or {}).get("programs") or [])
+
+
+def _model_text(res: Results, m: Mapping) -> str:
+    """meta.json's model names the config's base network; a sweep over width/depth trains one
+    network per shape, as its engine record (or else the config) says: all are named."""
+    model = str(m["model"])
+    shapes = [tuple(p["sizes"]) for p in _programs(m) if p.get("sizes")]
+    match = re.fullmatch(r"mlp (\d+)-(?:\d+-)*(\d+)", model)
+    sweep = res.config.sweep
+    if not shapes and match and any(len(sweep.get(a, ())) > 1 for a in SHAPE_AXES):
+        from ..spec.schema import hidden_of
+
+        d_in, d_out = int(match[1]), int(match[2])
+        shapes = [(d_in, *hidden_of(res.config.model, w, dp), d_out)
+                  for w in sweep.get("width", (None,)) for dp in sweep.get("depth", (None,))]
+    shapes = ["-".join(map(str, sh)) for sh in dict.fromkeys(shapes)]
+    if len(shapes) < 2:
+        return model
+    shown = shapes if len(shapes) <= 6 else [*shapes[:2], "…", *shapes[-2:]]
+    return f"mlp {', '.join(shown)} ({len(shapes)} shapes)"
+
+
+def _chunks_text(res: Results, m: Mapping) -> str:
+    """How the runs were cut into chunks. Chunks hold at most `chunk_size` runs of one program
+    (one compiled network: a value of width, depth, dtype or batch size), so a sweep of
+    several programs has smaller chunks; their sizes follow from the runs of each program."""
+    t = m.get("timings") or {}
+    n, size = int(t["n_chunks"]), t.get("chunk_size")
+    n_programs = len(_programs(m))
+    split = [a for a in (*SHAPE_AXES, "dtype", "batch_size")
+             if len(res.config.sweep.get(a, ())) > 1 and a in res.runs.columns]
+    per_program = (res.runs.groupby(split, dropna=False).size().to_numpy() if split
+                   else np.array([len(res.runs)]))
+    known = isinstance(size, (int, np.integer)) and size > 0
+    sizes = []
+    for k in per_program.tolist() if known else []:
+        full, rest = divmod(k, int(size))
+        sizes += [int(size)] * full + ([rest] if rest else [])
+    programs = (f", in {n_programs} programs" + (" (one chunk each)" if n == n_programs else "")
+                if n_programs > 1 else "")
+    if (len(sizes) != n or t.get("resumed_runs") or (n_programs and n_programs != len(per_program))
+            or sum(sizes) != t.get("computed_runs", sum(sizes))):
+        # not all computed by this process, or the layout is unknown
+        return (f"{n} of at most {size} runs" if known else str(n)) + programs
+    counts = sorted(pd.Series(sizes).value_counts().items(), reverse=True)
+    if len(counts) == 1:
+        return f"{n} of {counts[0][0]} runs{programs}"
+    return f"{n}: " + ", ".join(f"{c} of {s} runs" for s, c in counts) + programs
+
+
 def _environment_rows(res: Results) -> list[tuple[str, str]]:
     m = res.meta or {}
     rows = []
@@ -894,7 +999,7 @@ def _environment_rows(res: Results) -> list[tuple[str, str]]:
         rows.append(("data", f"{data.get('source')}: {data.get('n_samples')} x "
                              f"{data.get('n_features')} ({data.get('task')}{how})"))
     if m.get("model"):
-        rows.append(("model", str(m["model"])))
+        rows.append(("model", _model_text(res, m)))
     t = m.get("timings") or {}
 
     def secs(key):
@@ -907,7 +1012,7 @@ def _environment_rows(res: Results) -> list[tuple[str, str]]:
     if isinstance(t.get("run_steps_per_second"), (int, float)):
         rows.append(("throughput", f"{t['run_steps_per_second']:,.0f} run-steps/s"))
     if t.get("n_chunks") is not None:
-        rows.append(("chunks", f"{t['n_chunks']} of {t.get('chunk_size')} runs"))
+        rows.append(("chunks", _chunks_text(res, m)))
     if not rows:
         rows.append(("environment", "not recorded with these results"))
     return rows

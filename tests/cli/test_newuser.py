@@ -409,3 +409,26 @@ def test_a_module_passed_as_model_names_the_adapters(raw_data):
 
     with pytest.raises(ts.InputError, match=r"got Module .*ts.Model.from_equinox\(module\)"):
         ts.run(TINY, data=raw_data, model=Module(), out=None, progress=False)
+
+
+def test_summary_heatmap_draws_a_geometric_width_axis_on_a_log_scale(tmp_path, monkeypatch):
+    """`trainscape run`'s heatmap of lr x width (64 .. 1024, 1.2 decades): width on a log
+    axis, so every width gets a row of the same height (it was linear: 64 and 128 a few
+    pixels); seeds stay linear (names, not magnitudes)."""
+    from trainscape.viz import plots, summary
+
+    res = ts.run({"data": {"name": "moons", "n_samples": 16}, "model": {"hidden": [4]},
+                  "train": {"steps": 2},
+                  "sweep": {"learning_rate": [0.1, 1.0], "width": [2, 4, 8, 16]}},
+                 out=None, progress=False)
+    seen = {}
+    real = plots.label_heatmap
+    monkeypatch.setattr(plots, "label_heatmap",
+                        lambda counts, **kw: seen.update(kw) or real(counts, **kw))
+    summary.write_figures(res, tmp_path)
+    assert seen["y"] == "width" and seen["log_y"] is True
+    import pandas as pd
+
+    assert plots.geometric(pd.DataFrame({"seed": [1, 2, 4, 8]}), "seed") is None
+    assert plots.geometric(pd.DataFrame({"w": [64, 128, 256, 512]}), "w") is True
+    assert plots.geometric(pd.DataFrame({"w": [64, 128, 192, 256]}), "w") is None

@@ -455,6 +455,21 @@ def _append_legend(ax, handles: list) -> None:
     _legend(ax, prev_h + handles, prev_l + [h.get_label() for h in handles])
 
 
+def geometric(runs: pd.DataFrame, col: str | None) -> bool | None:
+    """True for a positive geometric grid, float or integer (0.25, 0.5, 1, 2; widths 64, 128,
+    ..., 1024): equal cells on a log axis, where the plots' own rule (log only past two
+    decades) would draw it linear. None: their rule."""
+    s = None if col in (None, "seed") else runs[col]  # seeds are names, not magnitudes
+    if s is None or not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return None
+    v = pd.to_numeric(s).to_numpy(dtype=float, na_value=np.nan)
+    v = np.unique(v[np.isfinite(v)])
+    if len(v) < 3 or v[0] <= 0:
+        return None
+    r = v[1:] / v[:-1]
+    return True if np.allclose(r, r[0], rtol=1e-2) and r[0] > 1.5 else None
+
+
 def _runs_per_cell_text(n: np.ndarray) -> str:
     n = n[n > 0]
     if len(n) == 0:
@@ -555,7 +570,8 @@ def label_heatmap(
         ).with_extremes(bad="none")
         mesh = _mesh(ax, gx, gy, z, cmap, mcolors.Normalize(0.0, 1.0))
         ax.get_figure().colorbar(mesh, ax=ax, label=f"P({name})")
-        default_title = f"fraction {name} of {per_cell} runs per cell" + (
+        runs_word = "run" if per_cell == "1" else "runs"
+        default_title = f"fraction {name} of {per_cell} {runs_word} per cell" + (
             f", pooled over {', '.join(pooled)}" if pooled else "")
     ax.set_title(default_title if title is None else title)
     return ax

@@ -669,21 +669,6 @@ def _heatmap_axes(res: Results) -> tuple[str | None, str | None]:
     return x, ("seed" if "seed" in rest else (rest[0] if rest else None))
 
 
-def _geometric(runs: pd.DataFrame, col: str | None) -> bool | None:
-    """True for a positive geometric grid, float or integer (0.25, 0.5, 1, 2; widths 64, 128,
-    ..., 1024): equal cells on a log axis, where the plots' own rule (log only past two
-    decades) would draw it linear. None: their rule."""
-    s = None if col in (None, "seed") else runs[col]  # seeds are names, not magnitudes
-    if s is None or not pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
-        return None
-    v = pd.to_numeric(s).to_numpy(dtype=float, na_value=np.nan)
-    v = np.unique(v[np.isfinite(v)])
-    if len(v) < 3 or v[0] <= 0:
-        return None
-    r = v[1:] / v[:-1]
-    return True if np.allclose(r, r[0], rtol=1e-2) and r[0] > 1.5 else None
-
-
 def _label_every_row(ax, runs: pd.DataFrame, y: str | None) -> None:
     """A handful of rows has room for every label; the plots' tick thinning prefers round
     labels (0.5, 2) and would drop 0.25 and 1 from an init_scale axis."""
@@ -742,7 +727,7 @@ def _figures(res: Results, facts: Mapping) -> list[_Figure]:
     runs, curves = res.runs, res.curves
     out = []
     x, y = _heatmap_axes(res)
-    logs = {"log_x": _geometric(runs, x), "log_y": _geometric(runs, y)}
+    logs = {"log_x": plots.geometric(runs, x), "log_y": plots.geometric(runs, y)}
     if x is not None:
         rows = runs[y].nunique() if y else 1
         h = 1.8 + min(rows, MAX_HEATMAP_ROWS) * _LABELS_ROW_IN if y else 2.2
@@ -787,13 +772,13 @@ def _figures(res: Results, facts: Mapping) -> list[_Figure]:
     if len(curves):
         fig = _label_curves(res)
         if fig is not None:
+            where = ("at the learning rate where that label is most common"
+                     if LR in runs.columns else "over the whole grid")
+            marks = (f" {_EXIT_MARK}; a diverged run without one stayed finite and in range "
+                     "and ended above its initial loss." if _exit_marks(fig) else "")
             out.append(_Figure("curves", "Loss curves by label",
-                               "Representative runs of each label, at the learning rate where "
-                               f"that label is most common (at most {MAX_CURVES_PER_PANEL} runs "
-                               "per panel)." + (f" {_EXIT_MARK}; a diverged run without one "
-                                                "stayed finite and in range and ended above "
-                                                "its initial loss." if _exit_marks(fig) else ""),
-                               _png(fig)))
+                               f"Representative runs of each label, {where} (at most "
+                               f"{MAX_CURVES_PER_PANEL} runs per panel).{marks}", _png(fig)))
         lrs = runs[LR].to_numpy(float) if LR in runs.columns else np.array([])
         if _question_lrs(lrs):
             fig = _new_figure(10.0, 3.9)

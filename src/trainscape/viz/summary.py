@@ -100,7 +100,8 @@ def write_figures(res: Results, folder: Path) -> list[Path]:
         # draws its map without loading its runs
         counts = res.cell_counts([c for c in (x, y) if c is not None])
         plots.label_heatmap(counts, x=x, y=y, ax=ax, weights="runs",
-                            pooled=[a for a in axes if a not in (x, y)])
+                            pooled=[a for a in axes if a not in (x, y)],
+                            log_x=plots.geometric(counts, x), log_y=plots.geometric(counts, y))
         # the plot's own title says how each cell aggregates its runs
         ax.set_title(f"{res.config.name}: {ax.get_title() or 'label per run'}")
         f = folder / "heatmap.png"

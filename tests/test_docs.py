@@ -27,9 +27,11 @@ def _resolve(dotted: str):
     raise ImportError(dotted)
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+@pytest.mark.parametrize("doc", [d for d in DOCS if d.name != "CHANGELOG.md"],
+                         ids=lambda p: str(p.relative_to(ROOT)))
 def test_every_python_name_the_docs_give_exists(doc):
-    """`trainscape.a.b` in backticks and `from trainscape.a import b` in examples."""
+    """`trainscape.a.b` in backticks and `from trainscape.a import b` in examples (not in the
+    changelog, whose history names what was renamed)."""
     text = doc.read_text()
     names = set(re.findall(r"`(trainscape(?:\.[A-Za-z_]\w*)+)", text))
     for module, imported in re.findall(r"^\s*from (trainscape[\w.]*) import ([\w, ]+)", text,

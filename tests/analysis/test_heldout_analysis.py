@@ -86,7 +86,9 @@ def test_report_states_the_comparison_with_the_numbers_of_the_runs_table():
     assert (f.values["heldout.cmp0.converged_lo"], f.values["heldout.cmp0.converged_hi"]) == (
         s_conv[0], s_conv[-1])
     assert "lower for the catapult" in text and f.values["heldout.n_rows"] == 23
-    assert f.values["heldout.n_compared"] == 1 and f.values["heldout.n_lower"] == 1
+    # one learning rate has 2 or more runs of each label (0.5: 8 and 7)
+    assert "It is the only learning rate with at least 2 catapult and 2 converged runs." in text
+    assert f.values["heldout.min_runs"] == 2 and "heldout.n_compared" not in f.values
     # the best catapult lr is 1.0 (3 runs near 0.1), the best converged one 0.5
     assert f.values["heldout.best_catapult.lr"] == 1.0
     assert f.values["heldout.best_converged"] == np.median(conv)

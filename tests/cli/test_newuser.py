@@ -124,6 +124,9 @@ def _model_of(*shapes, dtype="float64", layer_names=None):
     (_model_of((3, 1), dtype="complex64"), None, r"model=: init\(key\) \[0\] has dtype complex64"),
     (_model_of((3, 1), (1,), layer_names=["a", "b", "c"]), None,
      r"layer_names has 3 names \('a', 'b', 'c'\); the params have 2 top-level entries"),
+    # an init that fails is said in one line (its dtype check must not run it first)
+    (ts.Model(init=lambda key: 1 / 0, apply=lambda p, x: x), None,
+     r"model=: apply\(init\(key\), x\) fails .*ZeroDivisionError"),
 ])
 def test_params_that_are_not_real_numbers_or_misnamed_are_refused(raw_data, model, init_params,
                                                                    match):

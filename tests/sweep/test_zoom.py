@@ -393,3 +393,21 @@ def test_a_zoom_resumes_with_the_other_early_exit_value_and_nothing_else(tmp_pat
     zoom._open_folder(tmp_path, settings(), resume=True)
     with pytest.raises(InputError, match="another config"):
         zoom._open_folder(tmp_path, settings(early_exit=False, steps=41), resume=True)
+
+
+def test_a_refused_call_leaves_a_finished_zoom_as_it_was(tmp_path):
+    """A resume refused at level 0 (bad data) or for its arguments rewrote zoom.json as an
+    unfinished zoom with no levels, so the finished folder no longer loaded."""
+    import trainscape as ts
+
+    two_axes = {**TINY, "sweep": {"learning_rate": {"geomspace": [0.3, 300.0], "num": 3},
+                                  "init_scale": {"linspace": [0.5, 3.0], "num": 3}}}
+    out = tmp_path / "z"
+    n = ts.zoom(two_axes, 1, out=out, progress=False).n_runs
+    before = (out / "zoom.json").read_bytes()
+    with pytest.raises(ts.InputError, match="resume: expected True or False"):
+        ts.zoom(two_axes, 1, out=out, resume="no", progress=False)
+    x, y = np.full((8, 2), np.nan), np.zeros(8)
+    with pytest.raises(ts.InputError, match="NaN"):
+        ts.zoom(two_axes, 1, out=out, resume=True, progress=False, data=(x, y))
+    assert (out / "zoom.json").read_bytes() == before and ts.load(out).n_runs == n

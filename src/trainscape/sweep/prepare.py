@@ -124,9 +124,10 @@ class Prepared:
             for sh, sz in self.shapes.items() for dt in dtypes}
         self.model = models[(next(iter(self.shapes)), dtypes[0])]
         if model is not None:
+            # first the one-line refusal of an init or apply that fails, then init's dtypes
+            check_output_shape(model, x.shape, self.y, loss, dtypes[0])
             check_param_dtypes("model=: init(key)",
                                jax.eval_shape(model.init, jax.random.PRNGKey(0)))
-            check_output_shape(model, x.shape, self.y, loss, dtypes[0])
         if init_params is not None and len(self.shapes) > 1:
             raise InputError("init_params=: one set of weights cannot start networks of "
                              f"{len(self.shapes)} shapes (sweep.width/depth); sweep one shape")

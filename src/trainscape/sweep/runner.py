@@ -89,7 +89,7 @@ def default_out(name: str, root: Path = DEFAULT_RESULTS_ROOT) -> Path:
                              f"{e.strerror or e}; choose another with --out (out=DIR)") from None
 
 
-def _check_flag(name: str, value) -> None:
+def check_flag(name: str, value) -> None:
     if not isinstance(value, bool | np.bool_):  # "no" would count as True
         raise InputError(f"{name}: expected True or False, got {value!r}")
 
@@ -158,8 +158,8 @@ def run(config=None, *, data=None, test_data=None, model: Model | None = None,
         raise InputError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
     if out is not None and out != "auto":
         atomic.path_arg(out, "out")
-    _check_flag("progress", progress)
-    _check_flag("resume", resume)
+    check_flag("progress", progress)
+    check_flag("resume", resume)
     if resume and (out is None or out == "auto"):
         raise InputError("resume=True needs the folder of the interrupted sweep (out=DIR)")
     try:

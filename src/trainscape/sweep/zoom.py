@@ -280,6 +280,8 @@ def zoom(config, levels: int, *, margin: int = DEFAULT_MARGIN, by: str = "diverg
     resume: continue an interrupted zoom in `out` from its last finished chunk.
     """
     _check_args(levels, margin, by)
+    runner.check_flag("progress", progress)  # before zoom.json is touched
+    runner.check_flag("resume", resume)
     raw, axes, exp = zoom_spec(config, overrides)
     if by == "measure" and exp.train.record_every != 1:
         raise ConfigError("--by measure: needs [train] record_every = 1 (the measure reads "
@@ -298,7 +300,7 @@ def zoom(config, levels: int, *, margin: int = DEFAULT_MARGIN, by: str = "diverg
     # what this call adds, removed again if level 0 refuses its input before writing a run
     new_folder = made or path is not None and not path.exists()
     new_state = path is not None and not (path / ZOOM_FILE).exists()
-    if path is not None:
+    if new_state:  # a resumed zoom's state stays as it is until a level is done
         _write_state(path, settings, [], False)
     results: list = []
     stats: list = []

@@ -516,12 +516,12 @@ def test_bench_files_are_written_whole_into_a_new_folder_and_then_kept(tmp_path,
 
     written = []
 
-    def write_bytes(data, path):
+    def write_new(data, path):
         written.append(path.name)
         atomic_write(data, path)
 
-    atomic_write = atomic.write_bytes
-    monkeypatch.setattr(atomic, "write_bytes", write_bytes)
+    atomic_write = atomic.write_new
+    monkeypatch.setattr(atomic, "write_new", write_new)
     monkeypatch.setattr(bench, "machine_info", dict)
     monkeypatch.setattr(bench, "measure_matmul_rate", lambda: {"jax_flops": 1.0})
     monkeypatch.setattr(bench, "bench_workload", lambda w, *a: {"done": w.name})
@@ -534,6 +534,25 @@ def test_bench_files_are_written_whole_into_a_new_folder_and_then_kept(tmp_path,
     with pytest.raises(bench.InputError, match="bench.json' already exists"):
         bench.run_bench([TINY], peers=["numpy_loop"], repeats=1, out_dir=out, stream=None)
     assert len(written) == 2 and (out / "bench.md").read_text() == "the report\n"
+
+
+def test_a_bench_file_made_while_the_bench_ran_is_kept(tmp_path, monkeypatch):
+    """--out is checked before the bench, which takes minutes; a bench.json made there in the
+    meantime (another bench into the same folder) was replaced when this one finished."""
+    out = tmp_path / "race"
+    out.mkdir()
+
+    def meanwhile(w, *a):
+        (out / "bench.json").write_text("the other bench")
+        return {"done": w.name}
+
+    monkeypatch.setattr(bench, "machine_info", dict)
+    monkeypatch.setattr(bench, "measure_matmul_rate", lambda: {"jax_flops": 1.0})
+    monkeypatch.setattr(bench, "bench_workload", meanwhile)
+    monkeypatch.setattr(bench, "format_report", lambda result: "the report\n")
+    with pytest.raises(bench.InputError, match="bench.json appeared there while the bench ran"):
+        bench.run_bench([TINY], peers=["numpy_loop"], repeats=1, out_dir=out, stream=None)
+    assert (out / "bench.json").read_text() == "the other bench"
 
 
 def test_peers_naming_no_peer_are_refused_with_the_allowed_ones(capsys, no_timing):

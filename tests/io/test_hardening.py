@@ -699,3 +699,21 @@ def test_load_refuses_a_runs_table_without_its_columns_and_names_mistyped_ones(t
     pd.read_parquet(folder / "curves.parquet").to_parquet(folder / "runs.parquet", index=False)
     with pytest.raises(InputError, match="it has no label, learning_rate column"):
         ts.load(folder)
+
+
+def test_write_new_never_replaces_a_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    f = tmp_path / "a.json"
+    atomic.write_new(b"first", f)
+    with pytest.raises(FileExistsError):
+        atomic.write_new(b"second", f)
+    assert f.read_bytes() == b"first" and sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
+
+    def no_links(src, dst):  # a file system without hard links: checked, then renamed
+        raise OSError(errno.EPERM, "no links")
+
+    monkeypatch.setattr(os, "link", no_links)
+    with pytest.raises(FileExistsError):
+        atomic.write_new(b"second", f)
+    atomic.write_new(b"other", tmp_path / "b.json")
+    assert f.read_bytes() == b"first" and (tmp_path / "b.json").read_bytes() == b"other"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]

@@ -233,9 +233,9 @@ def test_coord_check_never_replaces_a_file_or_writes_into_results(coord_toml, tm
     from trainscape.io import atomic
 
     written = []
-    write = atomic.write_bytes
-    monkeypatch.setattr(atomic, "write_bytes", lambda data, path: (written.append(path.name),
-                                                                  write(data, path)))
+    write = atomic.write_new
+    monkeypatch.setattr(atomic, "write_new", lambda data, path: (written.append(path.name),
+                                                                write(data, path)))
     args = [str(coord_toml), "--widths", "4", "--steps", "1", "--seeds", "1"]
     assert main(["coord-check", *args, "--out", str(tmp_path / "o")]) == 0
     assert written == ["coord_check.csv", "coord_check.png"]  # each whole or not at all

@@ -235,8 +235,12 @@ def cli(config_path, widths, steps: int = 4, seeds: int = 3,
         png = png_bytes(fig, dpi=120)
         check_out(out)  # again: nothing made there while it computed is replaced
         target.mkdir(parents=True, exist_ok=True)
-        atomic.write_bytes(table.to_csv(index=False).encode(), target / CSV)
-        atomic.write_bytes(png, target / PNG)
+        for name, data in ((CSV, table.to_csv(index=False).encode()), (PNG, png)):
+            try:  # a link: never replaces a file made there since check_out
+                atomic.write_new(data, target / name)
+            except FileExistsError:
+                raise InputError(f"--out {str(out)!r}: {name} appeared there while the check "
+                                 "ran; it was left as it is (choose another folder)") from None
         stream.write(f"\ntable: {target / CSV}\nfigure: {target / PNG}\n")
     return 0
 

@@ -1197,7 +1197,12 @@ def write_out(out: Path, files: dict[str, str]) -> None:
     except OSError as e:
         raise atomic.write_error(out, None, e) from e
     for name, text in files.items():
-        atomic.write_bytes(text.encode("utf-8"), out / name)
+        try:  # never replaces a file made there while the bench ran (check_out saw none)
+            atomic.write_new(text.encode("utf-8"), out / name)
+        except FileExistsError:
+            raise InputError(f"bench --out {str(out)!r}: {name} appeared there while the "
+                             "bench ran; it was left as it is and this bench not written "
+                             "(choose another folder)") from None
 
 
 def _json_default(o: Any) -> Any:

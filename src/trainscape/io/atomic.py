@@ -11,6 +11,7 @@ and how many were free.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 
@@ -74,6 +75,35 @@ def write_bytes(data: bytes, path: Path) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise write_error(path, len(data), e) from e
+
+
+def write_new(data: bytes, path: Path) -> None:
+    """Write `data` to `path` whole, and only if `path` does not exist when it is published:
+    a hard link, unlike a rename, never replaces a file (made, say, while a long computation
+    ran after its folder was checked). FileExistsError if it exists, the data left in no file;
+    on a file system without hard links, the rename of `write_bytes` after one more check."""
+    path = Path(path)
+    tmp = tmp_name(path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links here
+            if path.exists() or path.is_symlink():
+                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+            os.replace(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError as e:
+        raise write_error(path, len(data), e) from e
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
 
 
 @contextlib.contextmanager

@@ -61,8 +61,10 @@ def fsync_replace(tmp: Path, final: Path) -> None:
     os.replace(tmp, final)
 
 
-def write_bytes(data: bytes, path: Path) -> None:
-    """Write `data` to `path` atomically (temporary name, fsync, rename)."""
+def _publish(data: bytes, path: Path, place) -> None:
+    """Write `data` to a temporary name beside `path`, fsync it, then `place(tmp, path)`; the
+    temporary file is gone afterwards whatever happened. An OSError other than
+    FileExistsError becomes the one-line WriteError."""
     path = Path(path)
     tmp = tmp_name(path)
     try:
@@ -70,33 +72,7 @@ def write_bytes(data: bytes, path: Path) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise write_error(path, len(data), e) from e
-
-
-def write_new(data: bytes, path: Path) -> None:
-    """Write `data` to `path` whole, and only if `path` does not exist when it is published:
-    a hard link, unlike a rename, never replaces a file (made, say, while a long computation
-    ran after its folder was checked). FileExistsError if it exists, the data left in no file;
-    on a file system without hard links, the rename of `write_bytes` after one more check."""
-    path = Path(path)
-    tmp = tmp_name(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            raise
-        except OSError:  # no hard links here
-            if path.exists() or path.is_symlink():
-                raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
-            os.replace(tmp, path)
+        place(tmp, path)
     except FileExistsError:
         raise
     except OSError as e:
@@ -104,6 +80,29 @@ def write_new(data: bytes, path: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             tmp.unlink()
+
+
+def write_bytes(data: bytes, path: Path) -> None:
+    """Write `data` to `path` atomically (temporary name, fsync, rename)."""
+    _publish(data, path, os.replace)
+
+
+def _link_new(tmp: Path, path: Path) -> None:
+    try:
+        os.link(tmp, path)  # FileExistsError if path exists
+    except FileExistsError:
+        raise
+    except OSError:  # a file system without hard links: one more check, then the rename
+        if path.exists() or path.is_symlink():
+            raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path)) from None
+        os.replace(tmp, path)
+
+
+def write_new(data: bytes, path: Path) -> None:
+    """Write `data` to `path` whole, and only if `path` does not exist when it is published:
+    a hard link, unlike a rename, never replaces a file (made, say, while a long computation
+    ran after its folder was checked). FileExistsError if it exists, the data left in no file."""
+    _publish(data, path, _link_new)
 
 
 @contextlib.contextmanager

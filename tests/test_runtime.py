@@ -191,7 +191,7 @@ def test_configure_refuses_bad_values_before_setting_anything(kwargs, match, tmp
     assert jax.config.jax_compilation_cache_dir == before
 
 
-@pytest.mark.parametrize("value", ["0", "x", "-2", "1.5", str(10**6)])
+@pytest.mark.parametrize("value", ["0", "x", "-2", "1.5", str(10**6), "²"])
 def test_a_bad_cpu_devices_variable_is_one_line(value, monkeypatch, capsys):
     import trainscape as ts
     from trainscape.cli.main import main

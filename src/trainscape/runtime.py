@@ -67,7 +67,8 @@ def configure(cpu_devices: int | None = None, cache_dir: str | None | bool = Non
     _check_cache_dir(cache_dir)
     if cpu_devices is None:
         env = os.environ.get(CPU_DEVICES_ENV, "").strip()
-        n = (_cpu_devices(f"${CPU_DEVICES_ENV}", int(env) if env.isdigit() else env)
+        whole = env.isascii() and env.isdigit()  # "²" is a digit to str.isdigit, not to int
+        n = (_cpu_devices(f"${CPU_DEVICES_ENV}", int(env) if whole else env)
              if env else os.cpu_count() or 1)
     else:
         n = _cpu_devices("configure cpu_devices", cpu_devices)

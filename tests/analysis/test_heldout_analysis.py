@@ -137,3 +137,22 @@ def test_critical_lr_accepts_a_warmup_axis():
                      out=None, progress=False)
         assert res.runs.label.tolist()[1] == "diverged"
         assert res.runs.label.tolist()[0] != "diverged"
+
+
+def test_the_tally_counts_only_learning_rates_whose_medians_compare():
+    """A NaN median (every held-out loss of a label non-finite) compares with nothing: with
+    differences [-0.1, NaN, NaN] the text said "lower ... at all 1" of 3."""
+    import pandas as pd
+
+    from trainscape.viz import report_heldout
+
+    text = report_heldout._tally(report._Facts(),
+                                 pd.DataFrame({"difference": [-0.1, np.nan, np.nan]}))
+    assert text == ("Of the 3 learning rates with at least 2 catapult and 2 converged runs, only "
+                    "one has a finite median held-out loss for both labels; there the "
+                    "catapult's is lower than the converged runs'.")
+    text = report_heldout._tally(report._Facts(),
+                                 pd.DataFrame({"difference": [-0.1, 0.2, np.nan, -0.3]}))
+    assert text.startswith("Of the 3 learning rates with at least 2 catapult and 2 converged "
+                           "runs and a finite median held-out loss for both, ")
+    assert text.endswith("lower than the converged runs' at 2 of them and higher at 1.")

@@ -360,7 +360,8 @@ def test_load_dataset_takes_a_name_and_refuses_what_is_not_a_spec():
 
     x, y = load_dataset("moons")
     x2, y2 = load_dataset({"name": "moons"})
-    np.testing.assert_array_equal(x, x2) and np.testing.assert_array_equal(y, y2)
+    np.testing.assert_array_equal(x, x2)
+    np.testing.assert_array_equal(y, y2)
     assert x.shape == (256, 2)
     for bad in (5, ["moons"]):
         with pytest.raises(DataError, match="expected a mapping of \\[data\\] keys or a dataset"):

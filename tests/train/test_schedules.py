@@ -148,8 +148,14 @@ def test_lr_at_step_gives_one_rate_per_update(schedule, x64):
      f"needs warmup_steps <= steps = {STEPS}"),
     ({"step": -1}, "lr_at_step step: got -1; must be update counts"),
     ({"step": [0, 1.5]}, r"lr_at_step step: got \[0, 1.5\]"),
+    ({"learning_rate": [0.1]}, r"lr_at_step learning_rate: got \[0.1\]; give one number"),
+    ({"learning_rate": np.array([0.1, 0.2])}, r"got an array of shape \(2,\); give one number"),
 ])
 def test_lr_at_step_refuses_what_the_config_refuses(kwargs, match):
+    """(and takes a 0-d array, NumPy or JAX, as the number it holds: those were a TypeError
+    from the config's duplicate check)"""
+    np.testing.assert_allclose(lr_at_step("constant", np.array(0.1), 3, warmup_steps=np.array(0)),
+                               [0.1, 0.1, 0.1])
     args = {"name": "warmup_cosine", "learning_rate": PEAK, "steps": STEPS, "warmup_steps": 2,
             "end_factor": END, **kwargs}
     with pytest.raises(ts.ConfigError, match=match) as err:

@@ -72,13 +72,13 @@ def scaling(table, by: str = "width", of: str = "critical_lr", *, n_boot: int = 
     if by not in table.columns:
         raise InputError(f"by: the table has no column {by!r} (sweep it: sweep.{by})")
     col = table[by]
-    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col) or \
-            not (np.isfinite(col) & (col > 0)).all():
-        bad = col if not pd.api.types.is_numeric_dtype(col) else col[~(np.isfinite(col) &
-                                                                       (col > 0))]
-        v = bad.iloc[0].item() if isinstance(bad.iloc[0], np.generic) else bad.iloc[0]
-        raise InputError(f"by: column {by!r} holds {v!r}; a power law needs positive finite "
-                         f"numbers ({by} > 0)")
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        raise InputError(f"by: column {by!r} holds {col.dtype} values; a power law needs "
+                         f"positive finite numbers ({by} > 0)")
+    if not (np.isfinite(col) & (col > 0)).all():
+        v = col[~(np.isfinite(col) & (col > 0))].iloc[0]
+        raise InputError(f"by: column {by!r} holds {v.item() if isinstance(v, np.generic) else v!r}"
+                         f"; a power law needs positive finite numbers ({by} > 0)")
     if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
         raise InputError(f"n_boot: expected a positive integer, got {n_boot!r}")
     if isinstance(level, bool) or not isinstance(level, int | float) or not 0 < level < 1:

@@ -199,6 +199,9 @@ class Results:
         from ..io.store import folder_state
 
         p = atomic.path_arg(path, "save: path")
+        above = next((a for a in p.parents if a.exists()), None)  # the nearest that exists
+        if above is not None and not above.is_dir():
+            raise InputError(f"save: {str(above)!r} is a file, not a folder")
         state = folder_state(p)
         if state != "new" or p.is_dir() and any(p.iterdir()):
             what = {"file": "is a file", "finished": "holds finished results",

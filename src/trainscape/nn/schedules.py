@@ -109,11 +109,21 @@ def _check_lr_args(name, learning_rate, steps, warmup_steps, end_factor) -> None
             not 0 < steps < schema.INT32_MAX:
         raise ConfigError(f"lr_at_step steps: got {steps!r}; must be a positive integer below "
                           f"{schema.INT32_MAX:,} (steps are counted in int32)")
+    values = {}
     for key, v in (("learning_rate", learning_rate), ("warmup_steps", warmup_steps),
                    ("end_factor", end_factor)):
-        # a NumPy scalar (a value read from a runs table) is checked as the number it holds
-        schema.check_value(key, f"lr_at_step {key}", v.item() if isinstance(v, np.generic) else v)
-    schema.check_warmup("lr_at_step warmup_steps", warmup_steps, name, steps, "steps")
+        # a NumPy or JAX scalar (a value read from a runs table, a 0-d array) is checked as
+        # the number it holds; anything with more than one value is not one rate
+        if hasattr(v, "shape") and hasattr(v, "dtype"):
+            if np.ndim(v) != 0:
+                raise ConfigError(f"lr_at_step {key}: got an array of shape {np.shape(v)}; "
+                                  "give one number")
+            v = np.asarray(v).item()
+        elif isinstance(v, list | tuple | set | dict):
+            raise ConfigError(f"lr_at_step {key}: got {v!r}; give one number")
+        values[key] = v
+        schema.check_value(key, f"lr_at_step {key}", v)
+    schema.check_warmup("lr_at_step warmup_steps", values["warmup_steps"], name, steps, "steps")
 
 
 def _steps_of(step) -> np.ndarray:

@@ -1137,7 +1137,7 @@ def _render_md(res, text, figs, table, toml, env, image_names) -> str:
 
 def _target(res: Results, fmt: str | None, out) -> tuple[Path, str]:
     if out is not None:
-        p = Path(out)
+        p = atomic.path_arg(out, "out")
         if fmt is None:
             fmt = "md" if p.suffix.lower() in (".md", ".markdown") else "html"
         if p.is_dir():

@@ -91,6 +91,15 @@ def _tally(f, cv: pd.DataFrame) -> str:
     rule = f"at least {m} catapult and {m} converged runs"
     if len(d) == 1:
         return f"It is the only learning rate with {rule}."
+    if not np.isfinite(d).all() and np.isfinite(d).sum() == 1:
+        one = float(d[np.isfinite(d)][0])
+        word = "lower than" if one < 0 else "higher than" if one > 0 else "the same as"
+        return (f"Of the {f('heldout.n_compared', len(d))} learning rates with {rule}, only "
+                "one has a finite median held-out loss for both labels; there the catapult's "
+                f"is {word} the converged runs'.")
+    if not np.isfinite(d).all() and np.isfinite(d).any():  # count only what compares
+        rule += " and a finite median held-out loss for both"
+        d = d[np.isfinite(d)]
     tally = [(word, int(k)) for word, k in (("lower", (d < 0).sum()), ("higher", (d > 0).sum()),
                                             ("same", (d == 0).sum()))]
     for word, k in tally:

@@ -125,7 +125,7 @@ def report(z: Zoom, out: str | Path | None = None) -> Path:
     level and the cost against the dense grid."""
     from .summary import png_bytes
 
-    out = Path(out) if out is not None else z.path
+    out = atomic.path_arg(out, "out") if out is not None else z.path
     if out is None:
         raise InputError("report: give out=DIR for a zoom kept in memory")
     _check_report_folder(out)

@@ -435,6 +435,20 @@ def test_per_layer_learning_rates_are_not_given_the_fixed_one():
     assert titles and not any("lr =" in t for t in titles), titles
 
 
+def test_per_layer_rates_with_seeds_map_the_two_rates_and_say_so():
+    """learning_rate.0 x learning_rate.1 x seed: the heatmap plotted learning_rate.0 against
+    seed (pooling learning_rate.1) while the answer said it showed the two rates."""
+    full = _hand_made(None, 2, _converge, axes={"learning_rate.0": [1.0, 2.0, 4.0],
+                                                "learning_rate.1": [0.5, 1.0]})
+    cfg = ts.parse({"name": "rates", "data": {"name": "moons"}, "train": {"steps": 20},
+                    "sweep": {"learning_rate.0": [1.0, 2.0, 4.0], "learning_rate.1": [0.5, 1.0],
+                              "seed": {"range": 2}}})
+    res = Results(runs=full.runs, curves=full.curves, config=cfg, meta={})
+    assert report._heatmap_axes(res) == ("learning_rate.0", "learning_rate.1")
+    assert "the heatmaps show the labels over learning_rate.0 and learning_rate.1." in \
+        report.answer(res)[0]
+
+
 def test_answer_without_sharpness_says_how_to_measure_it(tiny):
     res = Results(runs=tiny.runs.drop(columns=["sharpness_init", "sharpness_final"]),
                   curves=tiny.curves, config=tiny.config, meta=tiny.meta)

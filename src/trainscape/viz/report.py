@@ -534,7 +534,7 @@ def _layer_rates_text(f: _Facts, res: Results, runs: pd.DataFrame) -> str:
     text += (f". Over the grid's {f('n_runs', len(runs))} runs: " + ", ".join(labels) + ". "
              f"With no single learning rate per run, {', '.join(skipped[:-1])} and "
              f"{skipped[-1]} do not apply here; the heatmaps show the labels over "
-             f"{' and '.join(axes)}.")
+             f"{' and '.join(a for a in _heatmap_axes(res) if a is not None)}.")
     return text
 
 
@@ -662,8 +662,8 @@ def _heatmap_axes(res: Results) -> tuple[str | None, str | None]:
     if not axes:
         return None, None
     x = LR if LR in axes else axes[0]
-    other = _other_axis(res)
-    if other is not None and other != x:
+    other = next((a for a in axes if a not in (x, "seed")), None)
+    if other is not None:
         return x, other  # seeds pooled: majority label / P(diverged) per cell
     rest = [a for a in axes if a != x]
     return x, ("seed" if "seed" in rest else (rest[0] if rest else None))

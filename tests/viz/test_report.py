@@ -374,6 +374,28 @@ def test_a_catapult_below_the_initial_threshold_is_not_explained_by_it(final, se
     assert "still above" not in text
 
 
+def test_the_final_curvature_sentence_reads_only_runs_that_did_not_diverge():
+    """At the headline lr (most catapults) the diverged runs keep the weights of before their
+    blow-up, whose low curvature made the answer say "training moved the network to a
+    flatter region, where this step is stable" of runs that blew up."""
+    def curve(cell):  # at lr 1: seeds 0, 1 catapult, seeds 2, 3 blow up
+        if cell["learning_rate"] == 1.0:
+            return _spike(5, 2, n=21) if cell["seed"] < 2 else _blow_up(cell)
+        return _converge(cell)
+
+    res = _with_sharpness(_hand_made([0.01, 0.1, 1.0], 4, curve), init=5.0,
+                          final_at={0.01: 5.0, 0.1: 5.0, 1.0: 2.0})
+    runs = res.runs
+    stable = runs.loc[(runs["learning_rate"] == 1.0) & (runs["label"] != "diverged")].index
+    runs.loc[stable, "sharpness_final"] = 6.0  # the two catapults end above 2/lr = 2
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    assert "flatter region" not in text, text
+    assert "the curvature at the end is 6, still above 2/lr = 2" in text, text
+    # lr 1 is both the question's lr and where most catapults are: described once
+    assert text.count("At lr = 1 the loss") == 1, text
+
+
 def test_most_diverge_from_is_true_of_every_larger_lr():
     """At init_scale = 0.5 most runs diverge at lr 10 but not at 100: "most diverge from
     lr = 10" was false of lr 100."""

@@ -310,6 +310,9 @@ def _final_curvature_text(f: _Facts, runs: pd.DataFrame, headline: float,
     a spike needs the curvature to have grown: a final curvature at 2/lr, up from the
     initial one, is progressive sharpening up to the edge of stability."""
     at = runs.loc[_close(runs[LR], headline)]
+    # a diverged run keeps its weights from before the blow-up: its curvature says nothing
+    # of where training ends up stable
+    at = at.loc[at["label"] != "diverged"]
     fin = pd.to_numeric(at["sharpness_final"], errors="coerce")
     fin = fin[np.isfinite(fin)]
     if not len(fin):
@@ -568,8 +571,10 @@ def answer(results_or_path) -> tuple[str, dict]:
         text = (_describe_lr(f, "low", runs, curves, low, steps) + " "
                 + _describe_lr(f, "high", runs, curves, headline, steps))
         at_one = by.counts.loc[_close(by.lrs, headline)].iloc[0]
-        if most_cat is not None and 2 * at_one["catapult"] <= at_one["total"]:
-            # lr 1 is not where this grid catapults: show where it does as well
+        if most_cat is not None and 2 * at_one["catapult"] <= at_one["total"] and \
+                not _close(most_cat, headline):
+            # lr 1 is not where this grid catapults: show where it does as well (where that
+            # is lr 1 itself, with no majority, it was described twice)
             headline = most_cat
             text += " " + _describe_lr(f, "catapult", runs, curves, most_cat, steps)
         paras.append(text)

@@ -7,7 +7,7 @@ from numpy_mlp import gd_curve
 
 import trainscape
 from trainscape.bench import peers as bench
-from trainscape.errors import ConfigError
+from trainscape.errors import ConfigError, InputError
 
 # Small enough that every peer runs in well under a second once compiled.
 TINY = bench.Workload(
@@ -531,7 +531,7 @@ def test_bench_files_are_written_whole_into_a_new_folder_and_then_kept(tmp_path,
     assert sorted(written) == ["bench.json", "bench.md"]
     assert json.loads((out / "bench.json").read_text())["workloads"] == {"tiny": {"done": "tiny"}}
     assert sorted(p.name for p in out.iterdir()) == ["bench.json", "bench.md"]
-    with pytest.raises(bench.InputError, match="bench.json' already exists"):
+    with pytest.raises(InputError, match="bench.json' already exists"):
         bench.run_bench([TINY], peers=["numpy_loop"], repeats=1, out_dir=out, stream=None)
     assert len(written) == 2 and (out / "bench.md").read_text() == "the report\n"
 
@@ -550,7 +550,7 @@ def test_a_bench_file_made_while_the_bench_ran_is_kept(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "measure_matmul_rate", lambda: {"jax_flops": 1.0})
     monkeypatch.setattr(bench, "bench_workload", meanwhile)
     monkeypatch.setattr(bench, "format_report", lambda result: "the report\n")
-    with pytest.raises(bench.InputError, match="bench.json appeared there while the bench ran"):
+    with pytest.raises(InputError, match="bench.json appeared there while the bench ran"):
         bench.run_bench([TINY], peers=["numpy_loop"], repeats=1, out_dir=out, stream=None)
     assert (out / "bench.json").read_text() == "the other bench"
 

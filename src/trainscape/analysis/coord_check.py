@@ -223,7 +223,6 @@ def cli(config_path, widths, steps: int = 4, seeds: int = 3,
     if target is not None:
         import matplotlib.pyplot as plt
 
-        from ..io import atomic
         from ..viz.scaling import plot_coord_check
         from ..viz.summary import png_bytes
 
@@ -232,52 +231,18 @@ def cli(config_path, widths, steps: int = 4, seeds: int = 3,
                                  constrained_layout=True)
         plot_coord_check(table, "mean_abs", axes[0])
         plot_coord_check(table, "mean_abs_change", axes[1])
-        png = png_bytes(fig, dpi=120)
-        check_out(out)  # again: nothing made there while it computed is replaced
-        target.mkdir(parents=True, exist_ok=True)
-        for name, data in ((CSV, table.to_csv(index=False).encode()), (PNG, png)):
-            try:  # a link: never replaces a file made there since check_out
-                atomic.write_new(data, target / name)
-            except FileExistsError:
-                raise InputError(f"--out {str(out)!r}: {name} appeared there while the check "
-                                 "ran; it was left as it is (choose another folder)") from None
+        from ..io import store
+
+        store.write_new_files(target, {CSV: table.to_csv(index=False).encode(),
+                                       PNG: png_bytes(fig, dpi=120)},
+                              f"--out {str(out)!r}", "the check")
         stream.write(f"\ntable: {target / CSV}\nfigure: {target / PNG}\n")
     return 0
 
 
 def check_out(out):
     """The folder `--out` names, refused unless it can take coord_check.csv and
-    coord_check.png without replacing anything: not empty, not a file or under one, writable,
-    not a results or zoom folder (nor inside one), holding neither file yet."""
-    import os
-    from pathlib import Path
-
+    coord_check.png without replacing anything (`store.check_output_folder`)."""
     from ..io import store
-    from ..sweep.zoom import ZOOM_FILE
 
-    where = f"--out {str(out)!r}"
-    if not os.fspath(out):
-        raise InputError(f"--out '': empty; give a folder for {CSV} and {PNG}, e.g. --out .")
-    target = Path(out)
-    if target.exists() and not target.is_dir():
-        raise InputError(f"{where}: is a file; give a folder")
-    folder = target  # the nearest that exists: the rest is made when the files are written
-    while not (folder.exists() or folder.is_symlink()) and folder != folder.parent:
-        folder = folder.parent
-    if not folder.is_dir():
-        raise InputError(f"{where}: {str(folder)!r} is a file, not a folder")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{where}: folder {str(folder)!r} is not writable")
-    real = target.resolve()  # R/x/.. is R
-    for top in (real, real.parent):
-        if store.folder_state(top) in ("interrupted", "finished") or \
-                (top / ZOOM_FILE).is_file():
-            raise InputError(f"{where}: {str(top)!r} holds trainscape results; the coordinate "
-                             "check never writes into a results or zoom folder: give another "
-                             "folder")
-    for name in (CSV, PNG):
-        f = target / name
-        if f.exists() or f.is_symlink():
-            raise InputError(f"{where}: {str(f)!r} already exists (an existing file is never "
-                             "replaced); give another folder, or move the old check away")
-    return target
+    return store.check_output_folder(out, (CSV, PNG), f"--out {str(out)!r}")

@@ -47,8 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from ..errors import ConfigError, InputError
-from ..io import atomic
+from ..errors import ConfigError
 
 # engine_no_early_exit: the engine with [train] early_exit = false (every step computed), so
 # every workload times early exit on against off in the same process
@@ -1160,49 +1159,19 @@ def parse_peers(peers: Sequence[str] | str | None) -> list[str]:
 
 def check_out(out_dir: str | os.PathLike | None, names: Sequence[str]) -> Path | None:
     """The folder a bench writes the files `names` into (None for no `out_dir`), checked before
-    any benchmarking: an existing folder that holds none of `names` (a finished bench is never
-    replaced), or a new one whose parent is a folder; writable either way. Anything else
-    raises InputError naming the flag, what was given and what is allowed."""
-    if out_dir is None:
-        return None
-    where = f"bench --out {str(out_dir)!r}"
-    if str(out_dir) == "":  # Path("") is the current folder
-        raise InputError(f"{where}: empty; give a folder to write {' and '.join(names)} into")
-    out = Path(out_dir)
-    folder = out
-    if out.is_dir():
-        for name in names:
-            if (out / name).exists() or (out / name).is_symlink():
-                raise InputError(f"{where}: {str(out / name)!r} already exists; choose another "
-                                 "folder (a finished bench is never replaced)")
-    elif out.exists() or out.is_symlink():
-        raise InputError(f"{where}: exists and is not a folder; give a folder (new or holding "
-                         f"no {' or '.join(names)})")
-    else:
-        folder = out.parent
-        if folder.exists() and not folder.is_dir():
-            raise InputError(f"{where}: {str(folder)!r} is a file, not a folder")
-        if not folder.is_dir():
-            raise InputError(f"{where}: folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{where}: folder {str(folder)!r} is not writable")
-    return out
+    any benchmarking (`store.check_output_folder`: a finished bench is never replaced)."""
+    from ..io import store
+
+    return None if out_dir is None else store.check_output_folder(
+        out_dir, names, f"bench --out {str(out_dir)!r}")
 
 
 def write_out(out: Path, files: dict[str, str]) -> None:
-    """Write each of `files` (name: text) into the folder `out` (made if new; its parent was
-    checked by check_out), each file whole or not at all."""
-    try:
-        out.mkdir(exist_ok=True)
-    except OSError as e:
-        raise atomic.write_error(out, None, e) from e
-    for name, text in files.items():
-        try:  # never replaces a file made there while the bench ran (check_out saw none)
-            atomic.write_new(text.encode("utf-8"), out / name)
-        except FileExistsError:
-            raise InputError(f"bench --out {str(out)!r}: {name} appeared there while the "
-                             "bench ran; it was left as it is and this bench not written "
-                             "(choose another folder)") from None
+    """Write `files` (name: text) into the folder check_out passed, none replacing a file."""
+    from ..io import store
+
+    store.write_new_files(out, {k: v.encode("utf-8") for k, v in files.items()},
+                          f"bench --out {str(out)!r}", "the bench")
 
 
 def _json_default(o: Any) -> Any:

@@ -125,6 +125,53 @@ def folder_state(path: Path) -> str:
     return "interrupted"
 
 
+def check_output_folder(out, names, where: str) -> Path:
+    """The folder a command writes the new files `names` into, checked before its work: an
+    existing folder holding none of them, or a new one in an existing folder; writable; not a
+    results or zoom folder. Anything else is a one-line InputError starting with `where`
+    (e.g. "bench --out 'x'"). `write_new_files` then writes them without replacing anything."""
+    out = atomic.path_arg(out, where)
+    real = out.resolve()  # R/x/.. is R
+    for top in (real, real.parent):  # the folder, or a new one directly inside results
+        if any((top / f).is_file() for f in (META_FILE, MANIFEST, "zoom.json")):
+            raise InputError(f"{where}: {str(top)!r} holds trainscape results; give another "
+                             "folder (results folders take only their own files)")
+    folder = out
+    if out.is_dir():
+        for name in names:
+            if (out / name).exists() or (out / name).is_symlink():
+                raise InputError(f"{where}: {str(out / name)!r} already exists; choose another "
+                                 "folder (an existing file is never replaced)")
+    elif out.exists() or out.is_symlink():
+        raise InputError(f"{where}: exists and is not a folder; give a folder (new or holding "
+                         f"no {' or '.join(names)})")
+    else:
+        folder = out.parent
+        if folder.exists() and not folder.is_dir():
+            raise InputError(f"{where}: {str(folder)!r} is a file, not a folder")
+        if not folder.is_dir():
+            raise InputError(f"{where}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{where}: folder {str(folder)!r} is not writable")
+    return out
+
+
+def write_new_files(out: Path, files: dict[str, bytes], where: str, during: str) -> None:
+    """Write `files` (name: bytes) into the folder `out` that `check_output_folder` passed
+    (made here if new), each whole, none replacing a file made there `during` the work
+    (`atomic.write_new`); such a file is kept and the rest is not written."""
+    try:
+        out.mkdir(exist_ok=True)
+    except OSError as e:
+        raise atomic.write_error(out, None, e) from e
+    for name, data in files.items():
+        try:
+            atomic.write_new(data, out / name)
+        except FileExistsError:
+            raise InputError(f"{where}: {name} appeared there while {during} ran; it was left "
+                             "as it is (choose another folder)") from None
+
+
 def unfinished_note(path: Path) -> str | None:
     """For a reader (ts.load, report, explore) of a folder whose sweep has not finished: one
     sentence saying whether it is still being written and how many of its runs are saved.

@@ -313,6 +313,25 @@ def test_critical_lr_out_never_replaces_a_file_and_is_checked_first(tiny, tmp_pa
     assert not list(tmp_path.glob(".*.tmp"))
 
 
+def test_critical_lr_out_made_during_the_search_is_kept(tiny, tmp_path, monkeypatch, capsys):
+    """A file made at --out while the search ran is left as it is; the table is still printed."""
+    from trainscape.analysis import critical
+
+    out = tmp_path / "crit.csv"
+
+    def search(exp, **kw):
+        out.write_text("someone else's")
+        return pd.DataFrame({"seed": [0], "critical_lr": [1.0]})
+
+    monkeypatch.setattr(critical, "critical_lr", search)
+    monkeypatch.setattr(critical, "format_table", lambda t: "TABLE\n")
+    assert main(["critical-lr", str(tiny), "--out", str(out), "--no-progress"]) == 2
+    got = capsys.readouterr()
+    assert got.out.startswith("TABLE") and "during the search" in got.err
+    assert "left as it is" in got.err and len(got.err.strip().splitlines()) == 1
+    assert out.read_text() == "someone else's" and not list(tmp_path.glob("*.tmp"))
+
+
 def test_critical_lr_errors_name_the_flags(tiny, capsys, fake_search):
     err = _refused(capsys, ["critical-lr", tiny, "--low", "1", "--high", "0.5"])
     assert "pass --low and --high" in err and "low=" in err

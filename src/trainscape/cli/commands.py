@@ -23,6 +23,7 @@ from ..errors import InputError
 from ..gradcheck import check_tol
 from ..gradcheck import format_table as gradcheck_table
 from ..gradcheck import gradcheck as check_gradients
+from ..io import atomic
 from ..io.results import as_results
 from ..spec.schema import resolve_config
 from ..viz import report as viz_report
@@ -52,27 +53,16 @@ def critical_lr(config_path, overrides: list[str] | None = None,
         if target.exists() or target.is_symlink():
             raise InputError(f"{where}: already exists; give a new file name (an existing "
                              "file is never replaced)")
-        if target.parent.exists() and not target.parent.is_dir():
-            raise InputError(f"{where}: {str(target.parent)!r} is a file, not a folder")
-        if not target.parent.is_dir():
-            raise InputError(f"{where}: folder {str(target.parent)!r} does not exist")
-        if not os.access(target.parent, os.W_OK | os.X_OK):
-            raise InputError(f"{where}: folder {str(target.parent)!r} is not writable")
+        atomic.check_parent(target, where)
     table = critical.critical_lr(exp, low=low, high=high, rtol=rtol, chunk_size=chunk_size,
                         progress=progress)
     stream.write(critical.format_table(table))
     if target is not None:
-        tmp = target.with_name(f".{target.name}.tmp")
-        table.to_csv(tmp, index=False)
         try:  # a link, unlike a rename, never replaces a file made during the search
-            os.link(tmp, target)
+            atomic.write_new(table.to_csv(index=False).encode(), target)
         except FileExistsError:
-            raise InputError(f"--out {str(target)!r}: was created by someone else during "
-                             f"the search; the table is in {str(tmp)!r}") from None
-        except OSError:  # a file system without hard links
-            os.replace(tmp, target)
-        else:
-            tmp.unlink()
+            raise InputError(f"{where}: was created by someone else during the search and "
+                             "was left as it is; the table is printed above") from None
         stream.write(f"\ntable: {target}\n")
     return 0
 

@@ -36,6 +36,21 @@ def path_arg(value, what: str) -> Path:
     return Path(value)
 
 
+def check_parent(path: Path, where: str) -> Path:
+    """The folder `path` is to be written into, refused unless it exists, is a folder and can
+    be written: a one-line InputError starting with `where` (e.g. "out 'x.html'")."""
+    from ..errors import InputError
+
+    folder = Path(path).parent
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"{where}: {str(folder)!r} is a file, not a folder")
+    if not folder.is_dir():
+        raise InputError(f"{where}: folder {str(folder)!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{where}: folder {str(folder)!r} is not writable")
+    return folder
+
+
 def tmp_name(path: Path) -> Path:
     """The temporary name `path` is written under before it is renamed into place."""
     return path.with_name(path.name + ".tmp")

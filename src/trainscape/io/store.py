@@ -136,23 +136,17 @@ def check_output_folder(out, names, where: str) -> Path:
         if any((top / f).is_file() for f in (META_FILE, MANIFEST, "zoom.json")):
             raise InputError(f"{where}: {str(top)!r} holds trainscape results; give another "
                              "folder (results folders take only their own files)")
-    folder = out
     if out.is_dir():
         for name in names:
             if (out / name).exists() or (out / name).is_symlink():
                 raise InputError(f"{where}: {str(out / name)!r} already exists; choose another "
                                  "folder (an existing file is never replaced)")
+        atomic.check_parent(out / names[0], where)
     elif out.exists() or out.is_symlink():
         raise InputError(f"{where}: exists and is not a folder; give a folder (new or holding "
                          f"no {' or '.join(names)})")
     else:
-        folder = out.parent
-        if folder.exists() and not folder.is_dir():
-            raise InputError(f"{where}: {str(folder)!r} is a file, not a folder")
-        if not folder.is_dir():
-            raise InputError(f"{where}: folder {str(folder)!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{where}: folder {str(folder)!r} is not writable")
+        atomic.check_parent(out, where)
     return out
 
 

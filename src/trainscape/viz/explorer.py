@@ -381,11 +381,8 @@ def _target(res: Results, path) -> Path:
         p = atomic.path_arg(path, "path")
         if p.is_dir():
             p = p / FILE_NAME
-    where, folder = f"out {str(p)!r}", p.parent
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"{where}: {str(folder)!r} is a file, not a folder")
-    if not folder.is_dir():
-        raise InputError(f"{where}: folder {str(folder)!r} does not exist")
+    where = f"out {str(p)!r}"
+    atomic.check_parent(p, where)
     if p.exists():
         try:
             with open(p, "rb") as f:
@@ -395,8 +392,6 @@ def _target(res: Results, path) -> Path:
         if not p.is_file() or GENERATOR.encode() not in head:
             raise InputError(f"{where}: exists and is not an earlier explorer page; the explorer "
                              "replaces only its own file: give a new file name")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{where}: folder {str(folder)!r} is not writable")
     return p
 
 

@@ -14,7 +14,6 @@ import html
 import io
 import json
 import math
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -1179,11 +1178,8 @@ def _check_target(p: Path) -> None:
     """Refuse, before any figure is drawn, a report that would replace anything but an earlier
     report (a finished runs.parquet was once overwritten with HTML) or go to a folder that
     cannot be written."""
-    where, folder = f"out {str(p)!r}", p.parent
-    if folder.exists() and not folder.is_dir():
-        raise InputError(f"{where}: {str(folder)!r} is a file, not a folder")
-    if not folder.is_dir():
-        raise InputError(f"{where}: folder {str(folder)!r} does not exist")
+    where = f"out {str(p)!r}"
+    folder = atomic.check_parent(p, where)
     real = folder.resolve() / p.name  # R/../R/meta.json is R's meta.json
     for top in (real.parent, real.parent.parent):
         first = real.relative_to(top).parts[0]
@@ -1195,8 +1191,6 @@ def _check_target(p: Path) -> None:
     if p.exists() and not is_earlier_report(p):
         raise InputError(f"{where}: exists and is not an earlier trainscape report; a report "
                          "replaces only an earlier report: give a new file name")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise InputError(f"{where}: folder {str(folder)!r} is not writable")
 
 
 def build(results_or_path, *, fmt: str | None = None, out=None) -> Path:

@@ -411,3 +411,122 @@ def test_a_refused_call_leaves_a_finished_zoom_as_it_was(tmp_path):
     with pytest.raises(ts.InputError, match="NaN"):
         ts.zoom(two_axes, 1, out=out, resume=True, progress=False, data=(x, y))
     assert (out / "zoom.json").read_bytes() == before and ts.load(out).n_runs == n
+
+
+def test_non_square_grid_finds_the_dense_boundary_and_fills_the_dense_map():
+    """n != m: the level-0 points, the cells of every level and the lookup width follow each
+    axis's own size; the filled image equals the dense map point by point."""
+    n, m, levels = 5, 9, 3
+    evaluate, dense = _oracle(circle, n, m, levels)
+    assert dense.shape == (33, 65)
+    ref = zg.zoom_plan(n, m, levels, 1, evaluate)
+    assert ref.shape == dense.shape and ref.dense_runs == 33 * 65
+    level0 = {(i, j) for i in range(0, 33, 8) for j in range(0, 65, 8)}
+    assert {tuple(p) for p in ref.points[0]} == level0
+    assert {tuple(c) for c in ref.finest_boundary} == _dense_boundary(dense)
+    # every computed point is a lattice point; the image is the dense map everywhere
+    pts = np.concatenate(ref.points)
+    assert (pts[:, 0] < 33).all() and (pts[:, 1] < 65).all() and len(pts) == ref.n_runs
+    np.testing.assert_array_equal(ref.image(), dense)
+    transposed = zg.zoom_plan(m, n, levels, 1, _oracle(lambda x, y: circle(y, x), m, n,
+                                                       levels)[0])
+    assert {(b, a) for a, b in transposed.finest_boundary} == _dense_boundary(dense)
+
+
+def test_outcomes_refuse_a_point_twice_and_an_unknown_point():
+    out = zg.Outcomes(10)
+    out.add(np.array([[0, 0], [1, 2]]), np.array([1, 0]))
+    assert list(out.codes(np.array([[1, 2], [0, 0]]))) == [0, 1]
+    with pytest.raises(ValueError, match="twice"):
+        out.add(np.array([[1, 2]]), np.array([1]))
+    with pytest.raises(ValueError, match="twice"):
+        out.add(np.array([[3, 3], [3, 3]]), np.array([1, 1]))
+    for unknown in ([[0, 1]], [[9, 9]], [[1, 1]]):
+        with pytest.raises(KeyError):
+            out.codes(np.array(unknown))
+
+
+def test_box_counting_fit_against_ordinary_least_squares():
+    """The dimension's slope and intercept (sizes as fractions of the map's side) on the
+    counts of a circle's dense boundary, and the t-interval of the slope (textbook formulas)
+    on counts off a straight line."""
+    from scipy import stats
+
+    n, levels = 17, 3
+    evaluate, dense = _oracle(circle, n, n, levels)
+    ref = zg.zoom_plan(n, n, levels, 1, evaluate)
+    want = _dense_boundary(dense)
+    sizes = np.array([8, 4, 2, 1])
+    counts = np.array([len({(a // s, b // s) for a, b in want}) for s in sizes])
+    x, y = np.log(128 / sizes), np.log(counts)  # the map is 128 finest cells wide
+    d = ref.dimension()
+    assert d["sizes"] == sizes.tolist() and d["counts"] == counts.tolist()
+    assert d["estimate"] == pytest.approx(_ols_slope(x, y), rel=1e-12)
+    assert d["intercept"] == pytest.approx(y.mean() - _ols_slope(x, y) * x.mean(), rel=1e-12)
+
+    counts = np.array([3, 7, 12, 30])
+    x, y = np.log(128 / sizes), np.log(counts)
+    slope = _ols_slope(x, y)
+    resid = y - y.mean() - slope * (x - x.mean())
+    se = np.sqrt((resid**2).sum() / (len(x) - 2) / ((x - x.mean()) ** 2).sum())
+    for confidence in (0.95, 0.5):
+        half = stats.t.ppf(0.5 + confidence / 2, len(x) - 2) * se
+        d = zg.fit_dimension(sizes, counts, 128, confidence)
+        assert half > 0.05 and d["estimate"] == pytest.approx(slope, rel=1e-12)
+        assert d["ci_low"] == pytest.approx(slope - half, rel=1e-12)
+        assert d["ci_high"] == pytest.approx(slope + half, rel=1e-12)
+
+
+def test_zoom_boundary_table_gives_each_cells_two_ends():
+    """`Zoom.boundary`: a finest boundary cell (i, j) spans lattice points i .. i+1 and
+    j .. j+1, at the dense grids' values (geomspace and linspace by their formulas)."""
+    from trainscape.sweep.zoom import Zoom
+
+    n, m, levels = 5, 9, 2
+    axes = [zg.Axis("learning_rate", "geomspace", 0.3, 300.0, n),
+            zg.Axis("init_scale", "linspace", 0.5, 3.0, m)]
+    ref = zg.zoom_plan(n, m, levels, 1, _oracle(circle, n, m, levels)[0])
+    b = Zoom({"levels": levels}, axes, None, [], ref, None).boundary
+    assert len(b) == len(ref.finest_boundary) > 0
+    assert list(b.columns) == ["i", "j", "learning_rate_low", "learning_rate_high",
+                               "init_scale_low", "init_scale_high"]
+    i, j = b["i"].to_numpy(), b["j"].to_numpy()
+    assert {(a, c) for a, c in zip(i, j, strict=True)} == {tuple(c) for c in ref.finest_boundary}
+    lr = 0.3 * 1000.0 ** (np.arange(17) / 16)
+    sc = 0.5 + 2.5 * np.arange(33) / 32
+    np.testing.assert_allclose(b["learning_rate_low"], lr[i], rtol=1e-15)
+    np.testing.assert_allclose(b["learning_rate_high"], lr[i + 1], rtol=1e-15)
+    np.testing.assert_allclose(b["init_scale_low"], sc[j], rtol=1e-15)
+    np.testing.assert_allclose(b["init_scale_high"], sc[j + 1], rtol=1e-15)
+
+
+def test_zoom_arguments_are_checked():
+    from trainscape.errors import InputError
+    from trainscape.sweep import zoom
+
+    zoom._check_args(20, 0, "label")
+    zoom._check_args(0, 3, "measure")
+    for levels, margin, by, match in ((21, 2, "diverged", "at most 20"),
+                                      (-1, 2, "diverged", "levels"),
+                                      (2, -1, "diverged", "margin"),
+                                      (True, 2, "diverged", "levels"),
+                                      (2, 2, "loss", "by")):
+        with pytest.raises(InputError, match=match):
+            zoom._check_args(levels, margin, by)
+
+
+@pytest.mark.parametrize("key, value", [("levels", 3), ("margin", 1), ("by", "label"),
+                                        ("axes", [])])
+def test_a_zoom_resumes_only_with_the_same_settings(tmp_path, key, value):
+    from trainscape.errors import InputError
+    from trainscape.sweep import zoom
+
+    axes = [zg.Axis("learning_rate", "geomspace", 0.3, 300.0, 5),
+            zg.Axis("init_scale", "linspace", 0.5, 3.0, 5)]
+    settings = zoom._settings({"name": "z"}, axes, 2, 2, "diverged")
+    zoom._write_state(tmp_path, settings, [], False)
+    zoom._open_folder(tmp_path, settings, resume=True)
+    with pytest.raises(InputError, match=f"another {key}"):
+        zoom._open_folder(tmp_path, {**settings, key: value}, resume=True)
+    with pytest.raises(InputError, match="not finished"):
+        zoom.load(tmp_path)

@@ -242,3 +242,53 @@ def test_cli_prints_table_and_writes_csv(monkeypatch, tmp_path):
     assert len(back) == 4 and list(back.columns) == ["seed", *critical.RESULT_COLUMNS]
     with pytest.raises(InputError, match="does not exist"):
         commands.critical_lr(str(cfg), [], out_csv=tmp_path / "nope" / "x.csv", stream=stream)
+
+
+def test_rungs_lie_strictly_between_the_ends():
+    """The ladder: LADDER_POINTS geometric steps strictly inside (lo, hi), e.g. the powers of
+    ten 10 .. 1e8 between 1 and 1e9; then the swept values strictly inside, NaN elsewhere."""
+    swept = np.array([1.0, 3.0, 1e9, 5e10])
+    got = critical._rungs(np.array([1.0, 2.0]), 1e9, swept)
+    assert critical.LADDER_POINTS == 8 and got.shape == (2, 8 + 4)
+    np.testing.assert_allclose(got[0, :8], 10.0 ** np.arange(1, 9), rtol=1e-13)
+    np.testing.assert_allclose(got[1, :8], 2.0 * 5e8 ** (np.arange(1, 9) / 9), rtol=1e-13)
+    for row in got:
+        np.testing.assert_array_equal(row[8:], [np.nan, 3.0, np.nan, np.nan])
+    below = critical._rungs(np.array([3.0]), np.array([3.0 * 1.5**9]), swept)[0]
+    np.testing.assert_allclose(below[:8], 3.0 * 1.5 ** np.arange(1, 9), rtol=1e-13)
+    assert np.isnan(below[8:]).all()  # 3.0 is an end, not inside
+
+
+def test_the_bracket_ends_and_the_smallest_rtol(monkeypatch):
+    fake_boundaries(monkeypatch, rule)
+    with pytest.raises(InputError, match="low < high"):
+        critical.critical_lr(SMALL, low=0.5, high=0.5)
+    t = critical.critical_lr(SMALL, rtol=critical.MIN_RTOL).set_index("seed")
+    assert 0.37 <= t.loc[0, "critical_lr"] <= 0.37 * (1 + critical.MIN_RTOL)
+    assert t.loc[0, "lr_high"] / t.loc[0, "lr_low"] - 1 <= critical.MIN_RTOL
+
+
+def test_the_search_moves_down_at_most_max_descents_times(monkeypatch):
+    """A chain of five islands, each seen only by the check below the one before: island 1 at
+    the swept lr 1234.5, island k+1 a narrow band around the first ladder rung below island k
+    (low = 1, so that rung is edge_k**(1 / 9)). The search moves down MAX_DESCENTS = 4
+    times, to island 4, and does not look below it again; allowed a fifth, it finds 5."""
+    rtol, width = 1e-8, 1e-5
+    edges, bands = [1234.5], [(1234.5, 1234.5 * (1 + 1e-6))]
+    for _ in range(4):
+        c = edges[-1] ** (1 / (critical.LADDER_POINTS + 1))
+        bands.append((c * (1 - width), c * (1 + width)))
+        edges.append(c * (1 - width))
+    assert edges[-1] > 1.0  # every island lies inside the bracket
+
+    def chain(seed, lr):
+        return lr >= 1e6 or any(a <= lr <= b for a, b in bands)
+
+    fake_boundaries(monkeypatch, chain)
+    cfg = {**SMALL, "sweep": {"learning_rate": [1.0, 1234.5, 1e8], "seed": [0]}}
+    t = critical.critical_lr(cfg, rtol=rtol)
+    assert critical.MAX_DESCENTS == 4 and t["non_monotone"][0] and t["bracket_ok"][0]
+    assert edges[3] <= t["critical_lr"][0] <= edges[3] * (1 + rtol)
+    monkeypatch.setattr(critical, "MAX_DESCENTS", 5)
+    t = critical.critical_lr(cfg, rtol=rtol)
+    assert edges[4] <= t["critical_lr"][0] <= edges[4] * (1 + rtol)

@@ -277,3 +277,64 @@ def test_scaling_refuses_widths_and_seeds_it_cannot_use(widths, kwargs, match):
     with pytest.raises(InputError, match=match) as err:
         ts.scaling(table, n_boot=10, **kwargs)
     assert "\n" not in str(err.value)
+
+
+def test_scaling_bootstrap_against_the_enumerated_resamples():
+    """Two seeds whose critical lrs scale as width**-1 and width**0. A resample of two seeds
+    is (0, 0), (1, 1) or mixed, with probabilities 1/4, 1/4, 1/2, and exponents -1, 0 and
+    -1/2 (the geometric mean of the two); the fit on both seeds is -1/2 with prefactor 1.
+    So the central 95% and 60% intervals are [-1, 0], and each width's value ranges over
+    its two seeds' values."""
+    table = pd.DataFrame([{"width": w, "seed": s, "critical_lr": w ** -1.0 if s == 0 else 1.0,
+                           "bracket_ok": True} for w in (2, 4) for s in (0, 1)])
+    for level in (0.95, 0.6):
+        fit = ts.scaling(table, n_boot=2000, level=level)
+        assert fit.exponent == pytest.approx(-0.5, abs=1e-12)
+        assert fit.prefactor == pytest.approx(1.0, rel=1e-12)
+        assert (fit.low, fit.high) == pytest.approx((-1.0, 0.0), abs=1e-12)
+        assert fit.n_seeds == 2 and len(fit.boot) == 2000
+        np.testing.assert_allclose(fit.points["value"], [2**-0.5, 0.5], rtol=1e-12)
+        np.testing.assert_allclose(fit.points["low"], [0.5, 0.25], rtol=1e-12)
+        np.testing.assert_allclose(fit.points["high"], [1.0, 1.0], rtol=1e-12)
+
+
+def test_scaling_critical_lr_is_the_geometric_mean_of_the_seeds_that_bracketed():
+    """Seeds 0 and 1: (1, 4) at width 1 and (1, 16) at width 2, geometric means 2 and 4
+    (arithmetic 2.5 and 8.5); seed 2 has bracket_ok = False and is left out."""
+    rows = [(1, 0, 1.0, True), (1, 1, 4.0, True), (1, 2, 1e6, False),
+            (2, 0, 1.0, True), (2, 1, 16.0, True), (2, 2, 1e6, False)]
+    table = pd.DataFrame(rows, columns=["width", "seed", "critical_lr", "bracket_ok"])
+    fit = ts.scaling(table, n_boot=10)
+    np.testing.assert_allclose(fit.points["value"], [2.0, 4.0], rtol=1e-12)
+    assert fit.exponent == pytest.approx(1.0, abs=1e-12)
+    assert fit.prefactor == pytest.approx(2.0, rel=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning")
+def test_scaling_best_lr_by_the_median_over_seeds():
+    """Width 1: lr 0.2 wins with a median of 0.5 although one of its five seeds diverged;
+    lr 0.4, where three diverged, never wins. Width 2: a NaN final loss counts as infinite,
+    so lr 0.4 (three NaN) loses to lr 0.2. Width 4: every run diverged, so no value."""
+    rows = []
+
+    def add(width, lr, losses):
+        for s, loss in enumerate(losses):
+            label = "diverged" if loss is None else "converged"
+            rows.append({"width": width, "learning_rate": lr, "seed": s, "label": label,
+                         "final_loss": 0.0 if loss is None else loss})
+
+    add(1, 0.1, [1.0] * 5)
+    add(1, 0.2, [0.5] * 4 + [None])
+    add(1, 0.4, [0.01, 0.01, None, None, None])
+    add(2, 0.1, [1.0] * 5)
+    add(2, 0.2, [0.8] * 5)
+    add(2, 0.4, [0.3, 0.3, np.nan, np.nan, np.nan])
+    fit = ts.scaling(pd.DataFrame(rows), of="best_lr", n_boot=10)
+    np.testing.assert_array_equal(fit.points["value"], [0.2, 0.2])
+    assert fit.exponent == pytest.approx(0.0, abs=1e-12)
+    for lr in (0.1, 0.2, 0.4):
+        add(4, lr, [None] * 5)
+    fit = ts.scaling(pd.DataFrame(rows), of="best_lr", n_boot=10)
+    assert list(fit.points["width"]) == [1, 2, 4]
+    assert fit.points["value"].tolist()[:2] == [0.2, 0.2]
+    assert np.isnan(fit.points["value"].iloc[2])

@@ -127,3 +127,25 @@ def test_divergence_table_bad_input(by, match):
         divergence_table(hand_runs(), by=by)
     with pytest.raises(InputError, match="Results or a runs DataFrame"):
         divergence_table([1, 2, 3])
+
+
+def test_recovery_is_timed_from_the_spike_not_the_peak():
+    """`median_recover_steps` is the median of spike_recover_step - spike_step over the
+    catapults that came back (peak_step, the top of the whole curve, is another step), and
+    `n_recovered` counts them; oscillating and unrecovered runs are left out."""
+    rows = [
+        # label, peak, spike step, back at the pre-spike low
+        ("catapult", 40, 10, 12),  # 2 steps
+        ("catapult", 41, 20, 23),  # 3
+        ("catapult", 42, 30, 40),  # 10
+        ("catapult", 43, 5, NA),  # did not come back
+        ("oscillating", 44, 1, 100),  # not a catapult
+    ]
+    runs = pd.DataFrame(rows, columns=["label", "peak_step", "spike_step",
+                                       "spike_recover_step"])
+    for c in ("peak_step", "spike_step", "spike_recover_step"):
+        runs[c] = runs[c].astype("Int64")
+    runs = runs.assign(learning_rate=1.0, initial_loss=1.0, max_loss=2.0)
+    row = divergence_table(runs).iloc[0]
+    assert row["n_recovered"] == 3
+    assert row["median_recover_steps"] == 3.0  # median of 2, 3, 10 (mean 5)

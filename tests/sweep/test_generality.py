@@ -444,3 +444,32 @@ def test_compare_refuses_grids_that_do_not_match():
             config=ts.parse({"sweep": {"learning_rate": [0.1, 1.0, 10.0]}})))
     with pytest.raises(ts.InputError, match="dtype"):
         compare_dtypes(a)
+
+
+def test_compare_refuses_a_grid_contained_in_the_other_and_repeated_cells():
+    """Every cell must be in both sweeps: a grid that holds only part of the other is
+    refused whichever side it is on, as is a side with two runs of one cell."""
+    a = fake_results(["converged"] * 6)
+    part = fake_results(["converged"] * 4, lrs=(0.1, 1.0))
+    with pytest.raises(ts.InputError, match="2 cells only in a, 0 only in b"):
+        compare(a, part)
+    with pytest.raises(ts.InputError, match="0 cells only in a, 2 only in b"):
+        compare(part, a)
+    twice = fake_results(["converged"] * 6)
+    twice.runs.loc[1, "seed"] = 0
+    with pytest.raises(ts.InputError, match="b holds several runs per grid cell"):
+        compare(a, twice)
+
+
+def test_compare_dtypes_keeps_a_on_the_left():
+    exp = ts.parse({"sweep": {"dtype": ["float32", "float64"], "learning_rate": [0.1, 1.0]}})
+    runs = pd.DataFrame({"run_id": np.arange(4), "dtype": ["float32"] * 2 + ["float64"] * 2,
+                         "learning_rate": [0.1, 1.0] * 2, "final_loss": [1.0, 2.0, 3.0, 4.0],
+                         "label": ["converged", "catapult", "converged", "diverged"]})
+    res = ts.Results(runs=runs, curves=pd.DataFrame(), config=exp)
+    df = compare_dtypes(res, a="float32", b="float64")
+    cols = ["learning_rate", "label_a", "label_b", "final_loss_a", "final_loss_b"]
+    assert df[cols].values.tolist() == [[1.0, "catapult", "diverged", 2.0, 4.0]]
+    assert df.attrs["transitions"] == {"catapult -> diverged": 1}
+    back = compare_dtypes(res, a="float64", b="float32")
+    assert back[["label_a", "label_b"]].values.tolist() == [["diverged", "catapult"]]

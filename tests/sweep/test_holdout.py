@@ -154,3 +154,23 @@ def test_no_held_out_work_without_held_out_data():
                                              test=(held.x_test.astype(np.float32),
                                                    held.y_test.astype(np.float32))), hp)
     assert out.test_loss_R.shape == out.loss_R.shape == (4,)
+
+
+def test_held_out_summaries_read_the_steps_up_to_the_freeze():
+    """final_test_loss / min_test_loss (and the final accuracy) over the recorded steps up to
+    and including the one a run froze at: never frozen (-1), frozen at step 20, at step 0."""
+    from trainscape.sweep.tables import held_out_summaries
+
+    steps = np.array([0, 10, 20, 30])
+    t = {"diverged_step": np.array([-1, 20, 0]),
+         "test_loss_R": np.array([[4.0, 1.0, 3.0, 2.0],
+                                  [6.0, 5.0, 7.0, np.nan],
+                                  [9.0, 1.0, 1.0, 1.0]]),
+         "test_acc_R": np.array([[0.1, 0.2, 0.3, 0.4],
+                                 [0.5, 0.6, 0.7, 0.0],
+                                 [0.8, 0.9, 0.9, 0.9]])}
+    out = held_out_summaries(t, steps, accuracy=True)
+    np.testing.assert_array_equal(out["final_test_loss"], [2.0, 7.0, 9.0])
+    np.testing.assert_array_equal(out["min_test_loss"], [1.0, 5.0, 9.0])
+    np.testing.assert_array_equal(out["final_test_accuracy"], [0.4, 0.7, 0.8])
+    assert "final_test_accuracy" not in held_out_summaries(t, steps, accuracy=False)

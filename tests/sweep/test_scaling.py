@@ -1,6 +1,8 @@
 """Width scaling: the coordinate check, the power-law fit with its bootstrap, critical lr per
 shape."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -310,7 +312,6 @@ def test_scaling_critical_lr_is_the_geometric_mean_of_the_seeds_that_bracketed()
     assert fit.prefactor == pytest.approx(2.0, rel=1e-12)
 
 
-@pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning")
 def test_scaling_best_lr_by_the_median_over_seeds():
     """Width 1: lr 0.2 wins with a median of 0.5 although one of its five seeds diverged;
     lr 0.4, where three diverged, never wins. Width 2: a NaN final loss counts as infinite,
@@ -338,3 +339,53 @@ def test_scaling_best_lr_by_the_median_over_seeds():
     assert list(fit.points["width"]) == [1, 2, 4]
     assert fit.points["value"].tolist()[:2] == [0.2, 0.2]
     assert np.isnan(fit.points["value"].iloc[2])
+
+
+def test_a_shape_without_a_value_is_left_out_of_the_fit():
+    """Width 4 has no seed with bracket_ok: it keeps its row (NaN) and the fit is the one over
+    widths 1 and 2 (values 2 and 8: exponent 2, prefactor 2), with no numpy warning; with
+    one width left that has a value there is nothing to fit."""
+    rows = [(1, 0, 1.0, True), (1, 1, 4.0, True), (2, 0, 4.0, True), (2, 1, 16.0, True),
+            (4, 0, 3.0, False), (4, 1, 5.0, False)]
+    table = pd.DataFrame(rows, columns=["width", "seed", "critical_lr", "bracket_ok"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit = ts.scaling(table, n_boot=50)
+    assert fit.exponent == pytest.approx(2.0, abs=1e-12)
+    assert fit.prefactor == pytest.approx(2.0, rel=1e-12)
+    assert (fit.low, fit.high) == pytest.approx((2.0, 2.0), abs=1e-12)
+    assert fit.points["width"].tolist() == [1, 2, 4] and np.isnan(fit.points["value"][2])
+    assert np.isnan(fit.points["low"][2]) and np.isnan(fit.points["high"][2])
+    assert fit.left_out() == [4]
+    assert fit.summary() == ("critical_lr ~ width^2.000, interval [2.000, 2.000] (95% "
+                             "bootstrap over 2 seeds); no value at width 4 (no seed bracketed "
+                             "its critical lr (bracket_ok false)), left out of the fit")
+    table.loc[table["width"] == 2, "bracket_ok"] = False
+    with pytest.raises(InputError, match=r"only 1 of the 3 values of 'width' have a "
+                                         r"critical_lr \(width 2, 4: no seed bracketed"):
+        ts.scaling(table, n_boot=50)
+
+
+def test_summary_says_why_there_is_no_interval():
+    one = pd.DataFrame({"width": [1, 2], "seed": [0, 0], "critical_lr": [1.0, 2.0],
+                        "bracket_ok": True})
+    assert ts.scaling(one, n_boot=10).summary() == ("critical_lr ~ width^1.000, no interval "
+                                                    "(one seed)")
+    # seed 1 alone brackets at width 2: a resample without seed 1 has no value there, and
+    # one of 2 seeds drawn twice misses it with probability 1/4; seed draw 3 misses it always
+    part = pd.DataFrame({"width": [1, 1, 2, 2], "seed": [0, 1, 0, 1],
+                         "critical_lr": [1.0, 1.0, 5.0, 2.0],
+                         "bracket_ok": [True, True, False, True]})
+    fit = ts.scaling(part, n_boot=1, seed=_a_seed_drawing_only_seed_0())
+    assert fit.exponent == pytest.approx(1.0, abs=1e-12) and np.isnan(fit.low)
+    assert fit.summary().endswith("no interval (no resample of the seeds gave every shape a "
+                                  "value)")
+
+
+def _a_seed_drawing_only_seed_0() -> int:
+    """A bootstrap seed whose one resample of 2 seeds is (0, 0), found with numpy's own
+    generator as `scaling` draws (rng.integers(0, 2, size=(1, 2)))."""
+    for s in range(100):
+        if not np.random.default_rng(s).integers(0, 2, size=(1, 2)).any():
+            return s
+    raise AssertionError("no such seed below 100")

@@ -3,6 +3,7 @@
 import base64
 import io
 import re
+import warnings
 from html.parser import HTMLParser
 
 import numpy as np
@@ -89,8 +90,8 @@ def _converge(cell):
 def _check_numbers(text: str, facts: dict) -> None:
     # 2 digits, 3 for learning rates, up to 6 where two compared numbers need them to differ;
     # axis values that are names (dtype) are facts too, but not numbers
-    shown = {report.fmt_number(v, s) for v in facts.values() if not isinstance(v, str)
-             for s in range(2, 7)}
+    shown = {report.fmt_number(abs(v), s) for v in facts.values() if not isinstance(v, str)
+             for s in range(2, 7)}  # the pattern below reads a number without its sign
     tokens = NUMBER.findall(text)
     assert tokens, text
     missing = [t for t in tokens if t not in shown]
@@ -913,3 +914,27 @@ def test_environment_names_every_network_shape_and_the_chunks_as_run(monkeypatch
     assert rows["chunks"] == "3: 2 of 4 runs, 1 of 2 runs"
     one.meta["timings"].update(n_chunks=1, computed_runs=2, resumed_runs=8)  # resumed
     assert dict(report._environment_rows(one))["chunks"] == "1 of at most 4 runs"
+
+
+def test_a_width_where_every_rate_diverged_is_left_out_of_the_scaling_fit(monkeypatch):
+    # a run diverges where lr x width >= 100, and at width 512 always; a smaller final loss at
+    # a larger lr. Best lr: 1 at width 64, 0.1 at 128 and 256, none at 512 (every run diverged)
+    def curve(cell):
+        if cell["width"] == 512 or cell["learning_rate"] * cell["width"] >= 100:
+            return _blow_up(cell)
+        return 0.7 * np.exp(-0.1 * np.arange(21) * cell["learning_rate"] * (1 + cell["seed"]))
+
+    res = _width_sweep([64, 128, 256, 512], [0.01, 0.1, 1.0], 3, curve)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's all-NaN warnings once escaped here
+        text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    (para,) = [p for p in text.split("\n\n") if p.startswith("Against width")]
+    # least squares of ln(1, 0.1, 0.1) on ln(64, 128, 256): -ln(10) / (2 ln 2)
+    assert facts["scaling.width.exponent"] == pytest.approx(-np.log(10) / (2 * np.log(2)))
+    assert "width^-1.66" in para and "over 3 values of width from 64 to 256" in para
+    assert "At width 512 every learning rate diverged on half or more of the seeds" in para
+    fit = ts.scaling(res.runs, by="width", of="best_lr", n_boot=200)
+    assert fit.left_out() == [512] and "no value at width 512" in fit.summary()
+    drawn = _drawn(res, facts, monkeypatch)
+    assert "scaling_width" in drawn

@@ -12,12 +12,17 @@ Two quantities, from two kinds of table:
 
 The bootstrap resamples seeds with replacement (the same draw for every shape, since a seed
 is one initialization per shape), recomputes every shape's value and the fit, and reports the
-central `level` percentile interval of the exponent and of each shape's value.
+central `level` percentile interval of the exponent and of each shape's value. A shape
+without a value (every learning rate diverged on half or more of its seeds; no seed bracketed
+its critical lr) keeps its row in `points`, with NaN, and is left out of the fit, which needs
+two shapes with a value; a resample that leaves one of the fitted shapes without a value has
+no exponent and is not counted in the interval.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +32,9 @@ from ..errors import InputError
 from ..spec.schema import SWEEP_AXES
 
 QUANTITIES = ("critical_lr", "best_lr")
+# why a shape has no value, by quantity
+_NO_VALUE = {"critical_lr": "no seed bracketed its critical lr (bracket_ok false)",
+             "best_lr": "every learning rate diverged on half or more of the seeds"}
 _CRITICAL_EXTRA = ("sharpness_init", "predicted_lr", "lr_low", "lr_high", "n_rounds",
                    "non_monotone", "bracket_ok")
 
@@ -53,9 +61,24 @@ class Scaling:
         return plot_scaling(self, ax=ax)
 
     def summary(self) -> str:
-        ci = (f"[{self.low:.3f}, {self.high:.3f}] ({self.level:.0%} bootstrap over "
-              f"{self.n_seeds} seeds)") if math.isfinite(self.low) else "(one seed: no interval)"
-        return f"{self.of} ~ {self.by}^{self.exponent:.3f}, interval {ci}"
+        if math.isfinite(self.low):
+            ci = (f"interval [{self.low:.3f}, {self.high:.3f}] ({self.level:.0%} bootstrap "
+                  f"over {self.n_seeds} seeds)")
+        elif self.n_seeds == 1:
+            ci = "no interval (one seed)"
+        else:
+            ci = "no interval (no resample of the seeds gave every shape a value)"
+        text = f"{self.of} ~ {self.by}^{self.exponent:.3f}, {ci}"
+        left = self.left_out()
+        if left:
+            text += (f"; no value at {self.by} {', '.join(f'{v:g}' for v in left)} "
+                     f"({_NO_VALUE[self.of]}), left out of the fit")
+        return text
+
+    def left_out(self) -> list[float]:
+        """The values of `by` without a value (see `_NO_VALUE`), which the fit leaves out."""
+        p = self.points
+        return p.loc[~np.isfinite(p["value"].to_numpy(np.float64)), self.by].tolist()
 
 
 def scaling(table, by: str = "width", of: str = "critical_lr", *, n_boot: int = 2000,
@@ -96,15 +119,24 @@ def scaling(table, by: str = "width", of: str = "critical_lr", *, n_boot: int = 
                          f"{len(x_W)}")
     n_s = cube["n_seeds"]
     y_W = value_of(cube, np.arange(n_s)[None, :])[0]
-    slope, icept = _fit(np.log(x_W)[None, :], np.log(y_W)[None, :])
+    has_W = np.isfinite(y_W)  # a shape without a value is left out of the fit
+    if has_W.sum() < 2:
+        none = ", ".join(f"{v:g}" for v in x_W[~has_W])
+        raise InputError(f"table: only {int(has_W.sum())} of the {len(x_W)} values of {by!r} "
+                         f"have a {of} ({by} {none}: {_NO_VALUE[of]}); a fit needs 2")
+    logx_1xW = np.log(x_W[has_W])[None, :]
+    slope, icept = _fit(logx_1xW, np.log(y_W[has_W])[None, :])
     rng = np.random.default_rng(seed)
     if n_s > 1:
         idx_BxS = rng.integers(0, n_s, size=(n_boot, n_s))
         yb_BxW = value_of(cube, idx_BxS)
-        slope_B, _ = _fit(np.log(x_W)[None, :], np.log(yb_BxW))
+        # a resample that leaves one of the fitted shapes without a value has no exponent
+        slope_B, _ = _fit(logx_1xW, np.log(yb_BxW[:, has_W]))
         q = [(1 - level) / 2, (1 + level) / 2]
-        lo, hi = np.nanquantile(slope_B, q)
-        p_lo, p_hi = np.nanquantile(yb_BxW, q, axis=0)
+        with warnings.catch_warnings():  # all NaN (no resample or shape with a value): NaN
+            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+            lo, hi = np.nanquantile(slope_B, q)
+            p_lo, p_hi = np.nanquantile(yb_BxW, q, axis=0)
     else:
         slope_B = np.full(0, np.nan)
         lo = hi = math.nan
@@ -149,8 +181,9 @@ def _critical_cube(t: pd.DataFrame, by: str) -> dict:
 def _geo_mean(cube: dict, idx_BxS) -> np.ndarray:
     """Geometric mean over the chosen seeds of each shape's critical lr, (B, W)."""
     logv_WxBxS = np.log(cube["v_WxS"])[:, idx_BxS]
-    with np.errstate(invalid="ignore"):
-        return np.exp(np.nanmean(logv_WxBxS, axis=2)).T
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Mean of empty slice", RuntimeWarning)
+        return np.exp(np.nanmean(logv_WxBxS, axis=2)).T  # no seed with a value: NaN
 
 
 def _loss_cube(t: pd.DataFrame, by: str) -> dict:
@@ -176,7 +209,8 @@ def _loss_cube(t: pd.DataFrame, by: str) -> dict:
 def _best_lr(cube: dict, idx_BxS) -> np.ndarray:
     """The learning rate of lowest median final loss over the chosen seeds, (B, W)."""
     loss_WxLxBxS = cube["loss_WxLxS"][:, :, idx_BxS]
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)  # a missing cell
         med_WxLxB = np.nanmedian(loss_WxLxBxS, axis=3)
     med_WxLxB = np.where(np.isnan(med_WxLxB), np.inf, med_WxLxB)
     best_WxB = np.argmin(med_WxLxB, axis=1)

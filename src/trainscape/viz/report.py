@@ -598,17 +598,29 @@ def answer(results_or_path) -> tuple[str, dict]:
     for axis in SHAPE_AXES:
         fit = _scaling_fit(res, axis)
         if fit is not None:
-            ci = (f", {fit.level:.0%} bootstrap interval over seeds "
-                  f"[{f(f'scaling.{axis}.low', fit.low, 3)}, "
-                  f"{f(f'scaling.{axis}.high', fit.high, 3)}]" if math.isfinite(fit.low)
-                  else " (one seed: no interval)")
-            paras.append(
-                f"Against {axis}: the best learning rate (lowest median final loss over "
-                f"seeds, diverged runs left out) scales as {axis}^"
-                f"{f(f'scaling.{axis}.exponent', fit.exponent, 3)}{ci}, over "
-                f"{f(f'scaling.{axis}.n', len(fit.points))} values of {axis} from "
-                f"{f(f'scaling.{axis}.min', fit.points[axis].min())} to "
-                f"{f(f'scaling.{axis}.max', fit.points[axis].max())}.")
+            if math.isfinite(fit.low):
+                ci = (f", {f(f'scaling.{axis}.level_percent', 100 * fit.level)}% bootstrap "
+                      "interval over seeds "
+                      f"[{f(f'scaling.{axis}.low', fit.low, 3)}, "
+                      f"{f(f'scaling.{axis}.high', fit.high, 3)}]")
+            else:
+                ci = (" (one seed: no interval)" if fit.n_seeds == 1 else " (no interval: no "
+                      f"resample of the seeds gave every {axis} a best learning rate)")
+            left = fit.left_out()
+            fitted = fit.points[~fit.points[axis].isin(left)][axis]
+            text = (f"Against {axis}: the best learning rate (lowest median final loss over "
+                    f"seeds, diverged runs left out) scales as {axis}^"
+                    f"{f(f'scaling.{axis}.exponent', fit.exponent, 3)}{ci}, over "
+                    f"{f(f'scaling.{axis}.n', len(fitted))} values of {axis} from "
+                    f"{f(f'scaling.{axis}.min', fitted.min())} to "
+                    f"{f(f'scaling.{axis}.max', fitted.max())}.")
+            if left:
+                named = ", ".join(f(f"scaling.{axis}.left_out.{k}", v)
+                                  for k, v in enumerate(left))
+                text += (f" At {axis} {named} every learning "
+                         "rate diverged on half or more of the seeds: no best learning rate, "
+                         "left out of the fit.")
+            paras.append(text)
     return "\n\n".join(paras), dict(f.values)
 
 

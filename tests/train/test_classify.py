@@ -163,17 +163,13 @@ def test_threshold_edges_summarize_curve(name, points, expected, scale):
     assert label_curve(np.asarray(points) * scale) == expected  # unpadded: the same
 
 
-@pytest.mark.parametrize("scale", SCALES)
-def test_threshold_edges_engine_online_summaries(scale):
-    """The engine's online fold (`loop._update_stats`, float32 as in a default run) over the
-    same curves, step by step in one jitted scan, gives the hand-written labels too."""
+def _online_summaries(curves):
+    """The engine's online fold (`loop._update_stats`, float32 as in a default run) over
+    curves of one length, step by step in one jitted scan per curve (vmapped)."""
     import jax
     import jax.numpy as jnp
 
     from trainscape.train import loop
-
-    loss_BxT = jnp.asarray(np.stack([_edge_curve(p, scale) for _, p, _ in EDGES]),
-                           jnp.float32)
 
     @jax.jit
     @jax.vmap
@@ -185,7 +181,14 @@ def test_threshold_edges_engine_online_summaries(scale):
         steps = jnp.arange(loss_T.shape[0], dtype=jnp.int32)
         return jax.lax.scan(body, loop._init_stats(jnp.float32), (loss_T, steps))[0]
 
-    s = jax.device_get(fold(loss_BxT))
+    return jax.device_get(fold(jnp.asarray(np.stack(curves), jnp.float32)))
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_threshold_edges_engine_online_summaries(scale):
+    """The engine's online fold (`loop._update_stats`, float32 as in a default run) over the
+    same curves, step by step in one jitted scan, gives the hand-written labels too."""
+    s = _online_summaries([_edge_curve(p, scale) for _, p, _ in EDGES])
     names = [e[0] for e in EDGES]
     got = classify.labels(s.initial, s.final, s.spike, s.rebound, s.diverged_step)
     assert dict(zip(names, got, strict=True)) == {e[0]: e[2] for e in EDGES}
@@ -194,10 +197,80 @@ def test_threshold_edges_engine_online_summaries(scale):
     assert div.pop("blowup above") == 2 and set(div.values()) == {-1}
 
 
-@pytest.mark.parametrize("factor, expected", [(1.04, "converged"), (1.06, "oscillating")])
+# Exactly on a threshold: the docstring's rules say "at least" for SPIKE_FACTOR and
+# SPIKE_MIN_RISE and "more than" for REBOUND_TOL. The rises below land on the threshold in
+# binary floating point too (0.1 = 2 x 0.05 and 0.04 = 2 x 0.02 exactly, float32 as float64;
+# scaling by 4 is exact).
+EXACT = [
+    # 0.05 -> 0.1: a jump of exactly 2x by a rise of exactly 0.05 x initial: a catapult
+    ("spike exactly 2x by exactly 5%", [1.0, 0.05, 0.1, 0.01], "catapult"),
+    # 0.02 -> 0.04: a rebound of exactly 0.02 x initial (a rise under 0.05: no spike): noise
+    ("rebound exactly 2%", [1.0, 0.02, 0.04, 0.01], "converged"),
+]
+
+
+@pytest.mark.parametrize("scale", [1.0, 4.0])
+def test_exactly_at_the_spike_and_rebound_thresholds(scale):
+    curves = [np.asarray(p) * scale for _, p, _ in EXACT]
+    assert [label_curve(c) for c in curves] == [e[2] for e in EXACT]
+    s = _online_summaries(curves)
+    assert list(classify.labels(s.initial, s.final, s.spike, s.rebound, s.diverged_step)) == \
+        [e[2] for e in EXACT]
+    assert s.spike[0] == 2.0 and s.spike_step[0] == 2
+
+
+@pytest.mark.parametrize("factor, expected", [(1.04, "converged"), (1.05, "converged"),
+                                              (1.06, "oscillating")])
 def test_edge_of_stability_factor_edge(factor, expected):
     """EOS_FACTOR = 1.05: a converged plain-GD run ending at 1.04 x 2/lr stays converged, at
-    1.06 x 2/lr it is oscillating (lr 0.5: 2/lr = 4)."""
+    1.06 x 2/lr it is oscillating (lr 0.5: 2/lr = 4). Exactly at 1.05 x 2/lr it is not above
+    the limit (4.2 x 0.5 / 2 is 1.05 in floating point too: powers of two scale exactly)."""
     lr = np.array([0.5])
     got = classify.edge_of_stability(np.array([0]), np.array([factor * 4.0]), lr)
     assert classify.LABELS[got[0]] == expected
+
+
+def test_extremes_leave_out_the_step_that_blew_up():
+    """A run frozen at a non-finite or blown-up step: its min and max are those of the steps
+    before, its final loss the value it blew up to (the engine's summaries have them so)."""
+    c = CASES["converged"].copy()
+    c[17] = np.nan
+    s = classify.summarize_curve(c)
+    assert (s["min_loss"], s["max_loss"]) == (c[16], c[0])
+    assert np.isnan(s["final_loss"])
+    c = CASES["converged"].copy()
+    c[5] = BLOWUP_FACTOR * c[0] * 1.01
+    s = classify.summarize_curve(c)
+    assert (s["min_loss"], s["max_loss"], s["final_loss"]) == (c[4], c[0], c[5])
+
+
+ABOVE_SINCE = [
+    ([1.0, 0.9, 0.8], -1),  # ends below the initial loss: no final stretch above it
+    ([1.0, 1.1, 0.9], -1),
+    ([1.0, 0.9, 1.1, 1.2], 2),
+    ([1.0, 1.2, 1.0, 1.2, 1.3], 3),  # back at exactly the initial loss ends a stretch
+    ([1.0, 1.1, 1.2], 1),
+]
+
+
+@pytest.mark.parametrize("curve, above_since", ABOVE_SINCE)
+def test_above_since_starts_the_final_stretch_above_the_initial_loss(curve, above_since):
+    assert classify.summarize_curve(curve)["above_since"] == above_since
+
+
+def test_above_since_engine_online_summaries():
+    """The same curves through the engine's online fold, padded to one length by repeating
+    the last value (which keeps a final stretch where it started)."""
+    curves = [np.r_[c, np.full(5 - len(c), c[-1])] for c, _ in ABOVE_SINCE]
+    s = _online_summaries(curves)
+    assert s.above_since.tolist() == [a for _, a in ABOVE_SINCE]
+
+
+def test_label_codes_diverged_on_any_bad_input():
+    """Each alone makes a run diverged, whatever its other summaries: a non-finite initial or
+    final loss, a blow-up step (step 0 included); -1 means it never blew up."""
+    initial = [np.nan, np.inf, 1.0, 1.0, 1.0, 1.0]
+    final = [0.5, 0.5, np.nan, 0.5, 0.5, 0.5]
+    step = [-1, -1, -1, 0, 3, -1]
+    got = classify.labels(initial, final, np.ones(6), np.zeros(6), step)
+    assert list(got) == ["diverged"] * 5 + ["converged"]

@@ -275,6 +275,102 @@ def test_power_iteration_finds_largest_magnitude():
     assert int(res.num_hvps) == 40
 
 
+def test_power_iteration_reports_the_rayleigh_quotient_of_its_vector():
+    """Stopped long before convergence (3 HVPs), the power method's eigval is still the
+    Rayleigh quotient of the eigvec it returns, and residual is that pair's measured
+    ||A v - eigval v||, both computed here in NumPy."""
+    rng = np.random.default_rng(12)
+    a = rotated_quadratic(rng, [-10.0, 9.0, 5.0, -4.0, 2.0, 1.0])
+    res = jax.jit(lambda p, key: top_eigenvalue(lambda q: quad_loss(q, jnp.asarray(a)), p, key,
+                                                method="power", num_iters=3))(
+        jnp.zeros(6, jnp.float64), KEY)
+    v = np.asarray(res.eigvec)
+    assert abs(np.linalg.norm(v) - 1.0) < 1e-12
+    assert float(res.eigval) == pytest.approx(v @ a @ v, rel=1e-12)
+    assert float(res.residual) == pytest.approx(np.linalg.norm(a @ v - (v @ a @ v) * v),
+                                                rel=1e-10)
+    assert np.linalg.norm(a @ v - float(res.eigval) * v) > 1e-3  # not converged: a real check
+
+
+def test_zero_hessian_power_iteration_keeps_a_unit_vector():
+    res = jax.jit(lambda p, key: top_eigenvalue(lambda q: 0.0 * jnp.sum(q**2), p, key,
+                                                method="power", num_iters=4))(
+        jnp.ones(5, jnp.float64), KEY)
+    assert float(res.eigval) == 0.0
+    assert abs(np.linalg.norm(np.asarray(res.eigvec)) - 1.0) < 1e-12
+
+
+def test_tol_is_relative_to_the_eigenvalue():
+    """`tol` compares consecutive Ritz values relative to their size, so scaling the Hessian by
+    a power of two (exact in floating point) scales the answer and leaves the number of HVPs
+    unchanged, for curvatures of 1e-9 and of 1e6 alike."""
+    rng = np.random.default_rng(13)
+    a = rotated_quadratic(rng, np.r_[10.0, 7.0, rng.uniform(-3.0, 3.0, size=38)])
+    top = jax.jit(lambda p, key, a: {
+        method: top_eigenvalue(lambda q: quad_loss(q, a), p, key, method=method,
+                               num_iters=60, tol=1e-8) for method in ("lanczos", "power")})
+    p0 = jnp.zeros(40, jnp.float64)
+    out = {c: top(p0, KEY, jnp.asarray(c * a)) for c in (1.0, 2.0**-30, 2.0**20)}
+    for method in ("lanczos", "power"):
+        base = out[1.0][method]
+        assert 2 < int(base.num_hvps) < (40 if method == "lanczos" else 60)
+        assert rel(base.eigval, 10.0) < 1e-6
+        for c in (2.0**-30, 2.0**20):
+            assert int(out[c][method].num_hvps) == int(base.num_hvps), (method, c)
+            assert rel(out[c][method].eigval, c * float(base.eigval)) < 1e-12
+
+
+def test_tol_stops_early_at_either_end_of_a_definite_spectrum():
+    """Stopped by `tol` before the Krylov space is full, the wanted end of a definite spectrum
+    is found, not an eigenvalue of the unfilled part of T: the largest (negative) eigenvalue of
+    a negative definite Hessian, the smallest (positive) one of a positive definite one."""
+    rng = np.random.default_rng(14)
+    eigs = np.r_[-0.5, -1.5, rng.uniform(-10.0, -3.0, size=28)]
+    a = rotated_quadratic(rng, eigs)
+    both = jax.jit(lambda p, key, a: (
+        top_eigenvalue(lambda q: quad_loss(q, a), p, key, which="largest", num_iters=40,
+                       tol=1e-10),
+        top_eigenvalue(lambda q: quad_loss(q, -a), p, key, which="smallest", num_iters=40,
+                       tol=1e-10)))
+    largest, smallest = both(jnp.zeros(30, jnp.float64), KEY, jnp.asarray(a))
+    for res, lam, sign in ((largest, -0.5, 1.0), (smallest, 0.5, -1.0)):
+        assert int(res.num_hvps) < 30  # stopped early
+        assert rel(res.eigval, lam) < 1e-8
+        v = flat_vec(res.eigvec)
+        np.testing.assert_allclose(sign * a @ v, lam * v, atol=1e-6)
+
+
+def test_an_exact_magnitude_tie_returns_the_positive_end():
+    """|lambda_max| == |lambda_min| exactly (T = diag(2, -2), in either order): "magnitude"
+    returns +2 with its own Ritz vector, in all three places that choose between the ends."""
+    from trainscape.nn import curvature
+
+    zero = jnp.zeros(2, jnp.float64)
+    for alphas, e_pos in ((jnp.array([2.0, -2.0]), [1.0, 0.0]),
+                          (jnp.array([-2.0, 2.0]), [0.0, 1.0])):
+        assert float(curvature._ritz_value(alphas, zero, 2, "magnitude")) == 2.0
+        for theta, s in (curvature._ritz_pair_full(alphas, zero, "magnitude"),
+                         curvature._ritz_pair(alphas, zero, 2, "magnitude")):
+            assert float(theta) == 2.0
+            np.testing.assert_allclose(np.abs(np.asarray(s)), e_pos)
+
+
+def test_start_vectors_are_uniform_on_minus_one_one():
+    """The hashed start vector is uniform(-1, 1) as documented: both signs, mean 0 and variance
+    1/3 (to within 5 sigma over 20000 draws), reproducible per key and different across keys."""
+    from trainscape.nn import curvature
+
+    u = np.asarray(curvature._hashed_uniform(KEY, (2, 10000), jnp.float64))
+    assert -1.0 <= u.min() and u.max() < 1.0
+    assert abs(u.mean()) < 5 * np.sqrt(1 / 3 / u.size)
+    assert abs(u.var() - 1 / 3) < 5 * np.sqrt(4 / 45 / u.size)  # var of U^2 is 4/45
+    assert not np.array_equal(u[0], u[1])
+    np.testing.assert_array_equal(np.asarray(curvature._hashed_uniform(KEY, (2, 10000),
+                                                                       jnp.float64)), u)
+    other = np.asarray(curvature._hashed_uniform(jax.random.key(1), (2, 10000), jnp.float64))
+    assert not np.array_equal(other, u)
+
+
 # ---------------------------------------------------------------------------------------------
 # Nonlinear network against an independent NumPy Hessian
 

@@ -63,6 +63,26 @@ def test_mup_rules_match_table3(optimizer, width):
         assert r.lr_b == pytest.approx(lr_b, rel=1e-12), (i, optimizer)
 
 
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "rmsprop"])
+def test_mup_rules_with_unequal_hidden_widths(optimizer):
+    """Hidden layers of different widths, 16 -> 32 -> 24 at base 8 (m = 2, 4, 3), where a
+    hidden layer's m_in and m_out differ: the factors of docs/mup.md's table (MuSGD: weights
+    with two width dimensions x m_out / m_in, one x its m, biases x m_out; MuAdam: x 1 / m_in
+    for two width dimensions), written out by hand per layer as (init, mult, lr_w, lr_b)."""
+    from trainscape.nn import mup
+
+    sgd = optimizer in ("sgd", "momentum")
+    expected = [
+        (1.0, 1.0, 2.0, 2.0) if sgd else (1.0, 1.0, 1.0, 1.0),  # input 5 -> 16
+        (1.0, 1.0, 4 / 2, 4.0) if sgd else (1.0, 1.0, 1 / 2, 1.0),  # hidden 16 -> 32
+        (1.0, 1.0, 3 / 4, 3.0) if sgd else (1.0, 1.0, 1 / 4, 1.0),  # hidden 32 -> 24
+        (math.sqrt(3), 1 / 3, 3.0, 1.0) if sgd else (math.sqrt(3), 1 / 3, 1.0, 1.0),  # output
+    ]
+    got = mup.rules((5, 16, 32, 24, 3), 8, optimizer)
+    np.testing.assert_allclose(np.array([tuple(r) for r in got]), np.array(expected),
+                               rtol=1e-15)
+
+
 def test_mup_init_scales_the_standard_draw():
     import jax
 

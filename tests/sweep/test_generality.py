@@ -101,6 +101,22 @@ def test_per_layer_learning_rates(reg):
     assert np.all(cp[int(frozen["run_id"].iloc[0])] == cg[0])
 
 
+def test_per_entry_learning_rates_of_a_dict_follow_its_sorted_keys():
+    """`learning_rate.K` of a dict of parameters is the K-th key in sorted order (the order JAX
+    flattens dicts in), not the order the dict was built in; the step is -lr_K x gradient."""
+    from trainscape.nn import optim
+
+    params = {"z": jnp.ones(2), "a": jnp.ones(3)}
+    grads = {"z": jnp.full(2, 2.0), "a": jnp.full(3, 4.0)}
+    hp = {"learning_rate": 1.0, "learning_rate.0": 0.5, "learning_rate.1": 0.25,
+          "weight_decay": 0.0}
+    for schedule in ("constant", "cosine"):  # at update 0 the cosine's rate is its peak
+        opt = optim.make_optimizer("sgd", hp, 2, schedule=schedule, steps=4)
+        upd, _ = opt.update(grads, opt.init(params), params)
+        np.testing.assert_array_equal(np.asarray(upd["a"]), np.full(3, -0.5 * 4.0))
+        np.testing.assert_array_equal(np.asarray(upd["z"]), np.full(2, -0.25 * 2.0))
+
+
 # ------------------------------------------------------------ custom model
 
 

@@ -188,6 +188,36 @@ def test_gelu_is_the_tanh_approximation_not_erf(blobs3):
     assert np.max(np.abs(got / erf_form - 1)) > 1e-5
 
 
+def test_bce_accuracy_counts_a_zero_logit_as_class_0():
+    """As the NumPy reference has it, a bce prediction is 1 where the logit is > 0: a logit of
+    exactly 0 (a zero readout, e.g. at init_scale 0) predicts class 0, whatever its sign bit."""
+    import jax.numpy as jnp
+
+    from trainscape.nn import losses
+
+    z = np.array([[0.0], [0.0], [-0.0], [2.0], [-3.0]])
+    y = np.array([0.0, 1.0, 0.0, 1.0, 1.0])
+    expected = np.mean((z[:, 0] > 0).astype(np.float64) == y)  # 3 of 5
+    assert expected == 0.6
+    assert float(losses.accuracy(jnp.asarray(z), jnp.asarray(y), "bce")) == pytest.approx(
+        expected, rel=1e-7)
+
+
+@pytest.mark.parametrize("z, y", [(40.0, 1.0), (-40.0, 0.0), (800.0, 1.0), (-800.0, 0.0),
+                                  (3.0, 0.0), (-3.0, 1.0), (0.0, 1.0)])
+def test_bce_is_accurate_for_large_logits(z, y):
+    """bce is softplus(-z) for label 1 and softplus(z) for label 0: for a confident correct
+    logit (|z| = 40) that is about e^-40 ~ 4e-18, representable in float32, not a rounded 0;
+    for |z| = 800 neither inf nor NaN. Reference: NumPy's float64 logaddexp."""
+    import jax.numpy as jnp
+
+    from trainscape.nn import losses
+
+    expected = np.logaddexp(0.0, -z if y == 1 else z)
+    got = float(losses.bce(jnp.array([[z]], jnp.float32), jnp.array([y], jnp.float32)))
+    assert got == pytest.approx(expected, rel=1e-6, abs=0)
+
+
 def test_bce_and_cross_entropy_refuse_the_wrong_labels(blobs3, moons):
     """bce on 3-class labels and cross_entropy on real-valued targets are ConfigErrors naming
     the key and the task, raised before anything is compiled."""

@@ -123,6 +123,19 @@ def test_warmup_effect_pairs_rows_on_the_other_axes():
     assert np.isnan(eff.loc[10, "ratio_lo"])
 
 
+def test_grid_critical_lr_is_the_smallest_diverged_rate():
+    """Per combination of the other axes, the smallest learning rate labelled diverged (also
+    when a larger one did not diverge), NaN where none did, one row per combination."""
+    runs = pd.DataFrame({
+        "warmup_steps": [0, 0, 0, 0, 10, 10, 10, 10],
+        "learning_rate": [3.0, 1.0, 0.3, 0.1, 3.0, 1.0, 0.3, 0.1],
+        "label": ["diverged", "catapult", "diverged", "converged",
+                  "catapult", "catapult", "converged", "converged"]})
+    crit = heldout.grid_critical_lr(runs, ["warmup_steps"])
+    assert crit["warmup_steps"].tolist() == [0, 10]
+    assert crit["critical_lr"].iloc[0] == 0.3 and np.isnan(crit["critical_lr"].iloc[1])
+
+
 def test_critical_lr_accepts_a_warmup_axis():
     """Each row's bracket, checked by ts.run at its two ends with the row's warmup."""
     cfg = {"data": {"name": "moons", "n_samples": 32}, "model": {"hidden": [4]},

@@ -198,25 +198,63 @@ def test_threshold_edges_engine_online_summaries(scale):
 
 
 # Exactly on a threshold: the docstring's rules say "at least" for SPIKE_FACTOR and
-# SPIKE_MIN_RISE and "more than" for REBOUND_TOL. The rises below land on the threshold in
-# binary floating point too (0.1 = 2 x 0.05 and 0.04 = 2 x 0.02 exactly, float32 as float64;
-# scaling by 4 is exact).
+# SPIKE_MIN_RISE and "more than" for REBOUND_TOL and BLOWUP_FACTOR. The rises below land on the
+# threshold in binary floating point too (0.1 = 2 x 0.05 and 0.04 = 2 x 0.02 exactly, float32
+# as float64; scaling by 4 is exact).
 EXACT = [
     # 0.05 -> 0.1: a jump of exactly 2x by a rise of exactly 0.05 x initial: a catapult
     ("spike exactly 2x by exactly 5%", [1.0, 0.05, 0.1, 0.01], "catapult"),
     # 0.02 -> 0.04: a rebound of exactly 0.02 x initial (a rise under 0.05: no spike): noise
     ("rebound exactly 2%", [1.0, 0.02, 0.04, 0.01], "converged"),
+    # exactly BLOWUP_FACTOR x initial is not above it: a 2000x spike, not a blow-up
+    ("exactly the blow-up factor", [1.0, 0.5, 1000.0, 0.01], "catapult"),
 ]
 
 
 @pytest.mark.parametrize("scale", [1.0, 4.0])
-def test_exactly_at_the_spike_and_rebound_thresholds(scale):
+def test_exactly_at_the_spike_rebound_and_blowup_thresholds(scale):
     curves = [np.asarray(p) * scale for _, p, _ in EXACT]
     assert [label_curve(c) for c in curves] == [e[2] for e in EXACT]
     s = _online_summaries(curves)
     assert list(classify.labels(s.initial, s.final, s.spike, s.rebound, s.diverged_step)) == \
         [e[2] for e in EXACT]
     assert s.spike[0] == 2.0 and s.spike_step[0] == 2
+    assert s.diverged_step.tolist() == [-1] * len(EXACT)
+
+
+# Summaries of hand-made curves, written out by hand: ties (the first peak and the first spike
+# count), the first recovery, a later smaller spike, a blow-up and a NaN (frozen there: the
+# extremes leave that step out, the final loss is the value it blew up to)
+HAND = [
+    # (curve, peak_step, max, min, recover_step, spike, spike_step, spike_recover_step,
+    #  diverged_step, final)
+    (CASES["catapult"], 2, 2.5, 0.3 * np.exp(-4.3), 5, 6.25, 2, 6, -1, 0.3 * np.exp(-4.3)),
+    ([1.0, 0.5, 1.0, 0.5, 1.0, 0.4], 0, 1.0, 0.4, 1, 2.0, 2, 3, -1, 0.4),
+    ([1.0, 0.1, 0.5, 0.2, 0.4, 0.1], 0, 1.0, 0.1, 1, 5.0, 2, 5, -1, 0.1),
+    ([1.0, 0.5, 2000.0, 0.1], 0, 1.0, 0.5, 1, 1.0, -1, -1, 2, 2000.0),
+    ([1.0, 0.5, np.nan, 0.1], 0, 1.0, 0.5, 1, 1.0, -1, -1, 2, np.nan),
+]
+HAND_KEYS = ("peak_step", "max_loss", "min_loss", "recover_step", "spike_ratio", "spike_step",
+             "spike_recover_step", "diverged_step", "final_loss")
+
+
+@pytest.mark.parametrize("case", HAND, ids=range(len(HAND)))
+def test_summaries_of_hand_made_curves(case):
+    s = classify.summarize_curve(case[0])
+    for key, want in zip(HAND_KEYS, case[1:], strict=True):
+        assert s[key] == pytest.approx(want, rel=1e-12, nan_ok=True), key
+
+
+def test_online_summaries_of_hand_made_curves():
+    """The same curves through the engine's online fold (float32), padded to one length by
+    repeating the last value (no new peak, spike or minimum)."""
+    n = max(len(c[0]) for c in HAND)
+    s = _online_summaries([np.r_[c[0], np.full(n - len(c[0]), c[0][-1])] for c in HAND])
+    fields = (s.peak_step, s.max, s.min, s.recover_step, s.spike, s.spike_step,
+              s.spike_recover, s.diverged_step, s.final)
+    for i, case in enumerate(HAND):
+        for key, got, want in zip(HAND_KEYS, fields, case[1:], strict=True):
+            assert got[i] == pytest.approx(want, rel=1e-6, nan_ok=True), (i, key)
 
 
 @pytest.mark.parametrize("factor, expected", [(1.04, "converged"), (1.05, "converged"),

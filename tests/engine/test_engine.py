@@ -116,6 +116,19 @@ def test_a_run_non_finite_from_the_start_has_nan_extremes():
     assert np.isnan(row["min_loss"]) and np.isnan(row["max_loss"])
 
 
+def test_a_run_whose_loss_never_changes_has_it_as_both_extremes():
+    """At a learning rate of 1e-30 no float32 weight moves, so every step has the initial loss:
+    min and max are that loss (a single finite value is not 'no finite step', which alone
+    gives NaN extremes), and the run is stalled."""
+    cfg = {"data": {"name": "teacher", "n_samples": 16}, "loss": {"name": "mse"},
+           "model": {"hidden": [4]}, "train": {"steps": 3}, "sweep": {"learning_rate": [1e-30]}}
+    res = _run(cfg)
+    row = res.runs.iloc[0]
+    assert (res.curves["loss"] == row["initial_loss"]).all() and np.isfinite(row["initial_loss"])
+    assert row["min_loss"] == row["max_loss"] == row["initial_loss"] == row["final_loss"]
+    assert row["label"] == "stalled"
+
+
 def test_blowups_are_frozen_and_labelled_diverged():
     cfg = dict(TINY, sweep={"learning_rate": [1e3, 1e6, 1e9], "seed": [0, 1]})
     res = _run(cfg)

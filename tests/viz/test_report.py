@@ -936,5 +936,13 @@ def test_a_width_where_every_rate_diverged_is_left_out_of_the_scaling_fit(monkey
     assert "At width 512 every learning rate diverged on half or more of the seeds" in para
     fit = ts.scaling(res.runs, by="width", of="best_lr", n_boot=200)
     assert fit.left_out() == [512] and "no value at width 512" in fit.summary()
-    drawn = _drawn(res, facts, monkeypatch)
-    assert "scaling_width" in drawn
+    fig, caption = _drawn(res, facts, monkeypatch)["scaling_width"]
+    assert caption.endswith("No point at width 512: every learning rate diverged on half or "
+                            "more of the seeds there (left out of the fit).")
+    (points,) = [c for c in fig.axes[0].lines if c.get_marker() == "o"]
+    assert list(points.get_xdata()) == [64, 128, 256, 512]
+    assert np.isnan(points.get_ydata()[3]) and np.isfinite(points.get_ydata()[:3]).all()
+    (power_law,) = [c for c in fig.axes[0].lines if c.get_linestyle() == "-"]
+    assert power_law.get_xdata()[[0, -1]] == pytest.approx([64, 256])  # no extrapolation
+    (dotted,) = [c for c in fig.axes[0].lines if c.get_linestyle() == ":"]
+    assert list(dotted.get_xdata()) == [512, 512]

@@ -816,8 +816,16 @@ def _figures(res: Results, facts: Mapping) -> list[_Figure]:
                                f"The best learning rate of each {axis} (median over seeds of "
                                "the final loss, diverged runs left out) on log axes, its "
                                f"{fit.level:.0%} bootstrap interval over seeds, and the fitted "
-                               "power law.", _png(fig)))
+                               "power law." + _left_out_caption(fit, axis), _png(fig)))
     return out
+
+
+def _left_out_caption(fit, axis: str) -> str:
+    left = fit.left_out()
+    if not left:
+        return ""
+    return (f" No point at {axis} {', '.join(f'{v:g}' for v in left)}: every learning rate "
+            "diverged on half or more of the seeds there (left out of the fit).")
 
 
 def _representative_lr(counts: pd.Series) -> float:

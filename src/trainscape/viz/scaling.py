@@ -43,7 +43,8 @@ def plot_coord_check(table, of: str = "mean_abs", axes=None):
 
 def plot_scaling(fit, ax=None, label: str | None = None, color=None):
     """Log-log: each shape's value with its bootstrap interval, and the fitted power law with
-    its exponent and interval in the legend."""
+    its exponent and interval in the legend; a dotted line at each shape without a value,
+    which the fit leaves out."""
     if ax is None:
         _, ax = plt.subplots(figsize=(4.5, 3.4), constrained_layout=True)
     p = fit.points
@@ -52,7 +53,12 @@ def plot_scaling(fit, ax=None, label: str | None = None, color=None):
     err = np.vstack([y - p["low"].to_numpy(), p["high"].to_numpy() - y])
     err = np.where(np.isfinite(err), np.maximum(err, 0), 0)
     line = ax.errorbar(x, y, yerr=err, fmt="o", ms=4, capsize=3, color=color)
-    xs = np.geomspace(x.min(), x.max(), 50)
+    fitted = x[np.isfinite(y)]  # the line spans the shapes it was fitted to
+    xs = np.geomspace(fitted.min(), fitted.max(), 50)
+    for k, v in enumerate(fit.left_out()):  # a shape without a value: a dotted line at it
+        ax.axvline(v, ls=":", lw=1, color=line[0].get_color(),
+                   label=f"{label + ': ' if label else ''}no value (left out)" if k == 0
+                   else None)
     ci = (f" [{fit.low:.2f}, {fit.high:.2f}]" if np.isfinite(fit.low) else "")
     ax.plot(xs, fit.prefactor * xs**fit.exponent, "-", color=line[0].get_color(),
             label=f"{label + ': ' if label else ''}exponent {fit.exponent:.2f}{ci}")

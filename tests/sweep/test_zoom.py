@@ -530,3 +530,59 @@ def test_a_zoom_resumes_only_with_the_same_settings(tmp_path, key, value):
         zoom._open_folder(tmp_path, {**settings, key: value}, resume=True)
     with pytest.raises(InputError, match="not finished"):
         zoom.load(tmp_path)
+
+
+def test_dilate_is_the_chebyshev_square_clipped_to_the_level():
+    """`dilate` against a scan of every cell of the level: the cells within `margin` of one
+    given cell in both axes (each side, the edges clipped), for margins 0 to 3."""
+    shape = (7, 11)
+    given = np.array([[0, 0], [3, 5], [6, 9], [3, 6]])
+    for margin in range(4):
+        want = {(a, b) for a in range(shape[0]) for b in range(shape[1])
+                if any(max(abs(a - p), abs(b - q)) <= margin for p, q in given)}
+        got = zg.dilate(given, margin, shape)
+        assert len(got) == len(want) and {tuple(c) for c in got} == want
+        assert [tuple(c) for c in got] == sorted(want)  # unique rows in (a, b) order
+
+
+def test_box_counts_against_a_scan_of_the_boxes():
+    """`box_counts` against the set of boxes (a // s, b // s) a cell falls in, on cells at the
+    ends of both axes (a box in the last column next to one in the first of the next row)."""
+    cells = np.array([[0, 7], [1, 0], [3, 7], [4, 0], [4, 1], [2, 3]])
+    sizes = [1, 2, 4, 8]
+    want = [len({(a // s, b // s) for a, b in cells}) for s in sizes]
+    assert want == [6, 5, 3, 1]
+    assert zg.box_counts(cells, sizes).tolist() == want
+
+
+def test_box_counting_fit_on_two_sizes():
+    """Two sizes: the slope and intercept of the line through the two points, and no interval
+    (no degree of freedom is left for the slope's standard error)."""
+    d = zg.fit_dimension([2, 1], [3, 7], 8)
+    assert d["estimate"] == pytest.approx(np.log(7 / 3) / np.log(2), rel=1e-12)
+    assert d["intercept"] == pytest.approx(np.log(3) - 2 * np.log(7 / 3), rel=1e-12)
+    assert np.isnan(d["ci_low"]) and np.isnan(d["ci_high"])
+
+
+def test_dense_boundary_against_the_scan_of_every_cell():
+    """`dense_boundary` equals the independent scan, on maps where a cell's corners differ
+    only across a diagonal (a single point of another outcome, and a checkerboard corner)."""
+    dot = np.zeros((4, 5), np.int64)
+    dot[2, 3] = 1
+    checker = np.indices((3, 3)).sum(axis=0) % 2
+    for codes in (dot, checker, _oracle(circle, 9, 9, 0)[1]):
+        got = {tuple(c) for c in zg.dense_boundary(codes)}
+        assert got == _dense_boundary(codes) and len(got) == len(zg.dense_boundary(codes))
+    assert {tuple(c) for c in zg.dense_boundary(dot)} == {(1, 2), (1, 3), (2, 2), (2, 3)}
+
+
+def test_convergence_measure_trainable_only_when_the_last_tail_averages_below_one():
+    """The mean of exactly the last `tail` normalized losses decides: a mean of exactly 1 is
+    not trainable, and a large loss just before the tail does not count."""
+    from trainscape.sweep.zoom import convergence_measure
+
+    loss = np.array([[2.0, 1.0, 2.0, 2.0],  # v = 1, .5, 1, 1: tail mean 1, untrainable
+                     [2.0, 8.0, 1.0, 1.0],  # v = 1, 4, .5, .5: tail mean .5 (with 4: 1.67)
+                     [4.0, 0.5, 5.0, 5.0]])  # v = 1, 1/8, 1.25, 1.25: 1.25 (with 1/8: .875)
+    want = [1 + 2 + 1 + 1, -(1 + 4 + 0.5 + 0.5), 1 + 8 + 0.8 + 0.8]
+    np.testing.assert_allclose(convergence_measure(loss, tail=2), want, rtol=1e-14)

@@ -14,6 +14,7 @@ log(1.05 L_0 / c_1) / (4 T); T = 2000 puts it at a few 1e-4 here.
 from __future__ import annotations
 
 import io
+import math
 
 import numpy as np
 import pandas as pd
@@ -292,3 +293,48 @@ def test_the_search_moves_down_at_most_max_descents_times(monkeypatch):
     monkeypatch.setattr(critical, "MAX_DESCENTS", 5)
     t = critical.critical_lr(cfg, rtol=rtol)
     assert edges[4] <= t["critical_lr"][0] <= edges[4] * (1 + rtol)
+
+
+def test_the_default_bracket_is_the_smallest_and_largest_swept_rate(monkeypatch):
+    """The swept learning rates in any order: the bracket is their minimum and maximum, not
+    the first and the last listed."""
+    fake_boundaries(monkeypatch, rule)
+    cfg = {**SMALL, "sweep": {"learning_rate": [100.0, 0.01, 0.03], "seed": [0]}}
+    t = critical.critical_lr(cfg, rtol=1e-4)
+    assert t.attrs["bracket"] == (0.01, 100.0) and t["bracket_ok"][0]
+    assert 0.37 <= t["critical_lr"][0] <= 0.37 * (1 + 1e-4)
+
+
+def test_the_round_count_halves_the_log_ratio_down_to_log1p_rtol(monkeypatch):
+    """Bisection stops once hi / lo - 1 <= rtol, i.e. log(hi / lo) <= log(1 + rtol): from a log
+    ratio of 1.8 with rtol = 1, two halvings (0.9, then 0.45 <= log 2 = 0.69), which the
+    round count (the progress bar's total) predicts; 1.8 / rtol would say one."""
+    fake_boundaries(monkeypatch, lambda seed, lr: lr >= 2.0)
+    high = math.exp(1.8)
+    t = critical.critical_lr({**SMALL, "sweep": {"seed": [0]}}, low=1.0, high=high, rtol=1.0)
+    assert t["n_rounds"][0] == 2 and t["lr_low"][0] == pytest.approx(math.exp(0.45))
+    assert t["lr_high"][0] == pytest.approx(math.exp(0.9))
+    assert critical._count_rounds(1.0, high, 1.0) == 2
+
+
+def test_a_swept_rate_inside_the_last_bracket_is_not_below_the_crossing(monkeypatch):
+    """The check below the crossing looks only below lr_low: the swept 0.37, where seed 0
+    starts to diverge, lies between lr_low and lr_high and does not flag the row."""
+    fake_boundaries(monkeypatch, rule)
+    cfg = {**SMALL, "sweep": {"learning_rate": [0.01, 0.37, 100.0], "seed": [0]}}
+    t = critical.critical_lr(cfg, rtol=0.1)
+    assert t["lr_low"][0] < 0.37 < t["lr_high"][0] <= 0.37 * 1.1
+    assert t["bracket_ok"][0] and not t["non_monotone"][0]
+
+
+def test_the_ladder_above_the_crossing_is_climbed_on_the_first_pass_only(monkeypatch):
+    """Seed 0 of island_rule: the first pass checks LADDER_POINTS rungs above the crossing at
+    10 and as many below it, where the island 0.09 .. 0.12 moves the search down; the second
+    pass checks only the rungs below the new lr_low (every other call bisects the one row)."""
+    sizes = fake_boundaries(monkeypatch, island_rule)
+    cfg = {**SMALL, "sweep": {"learning_rate": [0.01, 100.0], "seed": [0]}}
+    t = critical.critical_lr(cfg, rtol=1e-4)
+    assert 0.09 <= t["critical_lr"][0] <= 0.09 * (1 + 1e-4) and t["non_monotone"][0]
+    assert sizes[0] == 2
+    assert [s for s in sizes[1:] if s > 1] == [2 * critical.LADDER_POINTS,
+                                               critical.LADDER_POINTS]

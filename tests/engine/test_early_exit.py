@@ -1,6 +1,8 @@
 """Early exit ([train] early_exit): a group of runs trained together stops computing once all
 its runs are frozen, with results bit-identical to computing every step."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -258,6 +260,9 @@ def test_the_probe_covers_a_32nd_of_the_steps_in_whole_blocks():
     assert blocks(steps=300, record_every=10) == 0  # one block would be 10 > 300/32 steps
     assert blocks(steps=31) == 0
     assert blocks(steps=300, early_exit=False) == 0
+    # with the sharpness the probe would measure it a second time at step 0: no probe
+    sharp = _with(GRID, train={"steps": 300}, metrics={"sharpness": True})
+    assert plan.exit_probe_blocks(prepare.Prepared(ts.parse(sharp)).static) == 0
 
 
 def test_dispatch_order_is_by_learning_rate_and_tables_keep_the_grid_order():
@@ -357,3 +362,42 @@ def test_the_platforms_unroll_factor_is_used_and_recorded(monkeypatch):
     assert built[-1] == 5
     for k, v in _traj(cfg, 1, layout="gpu").items():
         np.testing.assert_array_equal(gpu[k], v, err_msg=k)
+
+
+def test_the_probe_order_on_a_hand_made_chunk(monkeypatch):
+    """`probe_order` with the engine replaced by a table of freeze steps (runs 10..17, rates
+    1..8, dispatches of 2, a probe of 5 steps): the lead is the two highest rates; one of
+    them froze, so the rest is probed from the highest rate down until a dispatch where
+    nothing froze within the probe (rates 4 and 3: the 3 freezes only at step 7), so rate 1
+    (freezing at step 2) is never probed. Order: the lead, then the runs the probe saw freeze
+    by their step (rate 6 at step 0, rate 5 at 4), then the others by rate."""
+    freeze = {10: 2, 11: -1, 12: 7, 13: -1, 14: 4, 15: 0, 16: -1, 17: 3}
+    probes = []
+
+    def dispatch(p, hp, rows, g0, hdt, max_blocks):
+        m = min(g0 + p.dispatch_runs, len(rows)) - g0
+        if max_blocks != execute.NO_LIMIT:
+            probes.append(list(rows[g0:g0 + m]))
+        return m, (rows[g0:g0 + m], max_blocks)
+
+    def to_host(m, traj, order):
+        ids, max_blocks = traj
+        step = np.array([freeze[i] for i in ids])
+        if max_blocks != execute.NO_LIMIT:
+            step = np.where(step < max_blocks, step, -1)
+        return {"diverged_step": step}
+
+    monkeypatch.setattr(execute, "_dispatch", dispatch)
+    monkeypatch.setattr(execute, "_to_host", to_host)
+    p = SimpleNamespace(dispatch_runs=2, order=None)
+    hp = {"learning_rate": np.concatenate([np.zeros(10), np.arange(1.0, 9.0)])}
+    rows = np.arange(10, 18)
+    order, head = execute.probe_order(p, hp, rows, np.float32, 5)
+    assert probes == [[15, 14], [13, 12]]
+    assert list(rows[order]) == [17, 16, 15, 14, 10, 11, 12, 13]
+    assert list(head["diverged_step"]) == [3, -1]
+    # nothing in the lead froze: no probe, the rest by rate from the lowest
+    freeze.update({17: -1})
+    probes.clear()
+    order, _ = execute.probe_order(p, hp, rows, np.float32, 5)
+    assert probes == [] and list(rows[order]) == [17, 16, 10, 11, 12, 13, 14, 15]

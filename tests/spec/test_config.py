@@ -4,6 +4,7 @@ import os
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from trainscape.errors import ConfigError
@@ -89,6 +90,18 @@ def test_overrides():
     ({"sweep": {"seed": {"range": 0}}}, "sweep.seed"),
     ({"sweep": {"seed": [0.5]}}, "sweep.seed"),
     ({"sweep": {"momentum": [1.5]}}, "sweep.momentum"),
+    ({"optimizer": {"name": "momentum"}, "sweep": {"momentum": [0.5, 1.0]}},
+     "sweep.momentum: got 1.0; must be in [0, 1)"),
+    ({"sweep": {"init_scale": {"linspace": [0.5, 2.0], "num": 0}}}, "sweep.init_scale.num"),
+    ({"sweep": {"learning_rate": {"geomspace": [0.1, 0.0], "num": 3}}}, "geomspace"),
+    ({"sweep": {"learning_rate": {"geomspace": [0.1, -1.0], "num": 3}}}, "geomspace"),
+    ({"sweep": {"dtype": ["float32", "float32"]}}, "duplicated"),
+    ({"sweep": {"batch_size": [0, 8]}}, "sweep.batch_size"),
+    ({"sweep": {"width": [0]}}, "sweep.width"),
+    ({"optimizer": {"name": "adam"}, "sweep": {"eps": [0.0]}}, "sweep.eps"),
+    ({"sweep": {"learning_rate.0x": [0.1]}}, "'learning_rate.0x'"),
+    ({"metrics": {"sharpness_iters": 1}}, "sharpness_iters"),
+    ({"model": {"hidden": [64, 32]}, "sweep": {"width": [8, 16]}}, "uniform"),
     ({"optimizer": {"learning_rate": float("nan")}}, "learning_rate"),
     ({"data": {"name": "mnist"}}, "data"),
     ({"data": {"name": "moons", "path": "x.csv"}}, "data"),
@@ -325,3 +338,65 @@ def test_a_sharpness_interval_beyond_int32_is_refused_in_one_line():
             cfg.parse({"metrics": {"sharpness_every": v}})
     assert cfg.parse({"metrics": {"sharpness_every": 2**31 - 1}}).metrics.sharpness_every == \
         2**31 - 1
+
+
+def test_axis_values_are_the_numpy_grid_rounded_to_12_digits():
+    """linspace/geomspace values are NumPy's own to 12 significant digits, with the float
+    noise of the interior points gone (0.30000000000000004 is 0.3)."""
+    e = cfg.parse({"sweep": {"init_scale": {"linspace": [0.0, 1.0], "num": 11},
+                             "learning_rate": {"geomspace": [1e-3, 2.0], "num": 7}}})
+    assert e.sweep["init_scale"] == (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+    lr = np.array(e.sweep["learning_rate"])
+    np.testing.assert_allclose(lr, np.geomspace(1e-3, 2.0, 7), rtol=5e-12, atol=0)
+    assert lr[0] == 1e-3 and lr[-1] == 2.0
+    assert not np.array_equal(lr, np.round(lr, 6))  # not rounded to fewer digits
+
+
+def test_boundary_values_that_are_allowed():
+    """The edges of each allowed range: num = 1 for a one-point interval, end_factor = 1,
+    a warmup as long as the run when no decay follows, exactly MAX_RUNS runs."""
+    e = cfg.parse({"sweep": {"init_scale": {"linspace": [0.5, 0.5], "num": 1},
+                             "learning_rate": {"geomspace": [0.1, 0.1], "num": 1}}})
+    assert e.sweep == {"init_scale": (0.5,), "learning_rate": (0.1,)}
+    e = cfg.parse({"optimizer": {"schedule": "cosine", "end_factor": 1.0},
+                   "sweep": {"end_factor": [0.0, 1.0]}})
+    assert e.optimizer.end_factor == 1.0 and e.sweep["end_factor"] == (0.0, 1.0)
+    e = cfg.parse({"train": {"steps": 10}, "optimizer": {"schedule": "warmup_constant",
+                                                          "warmup_steps": 10}})
+    assert e.optimizer.warmup_steps == 10
+    e = cfg.parse({"sweep": {"seed": {"range": 1000},
+                             "learning_rate": {"geomspace": [1e-3, 1.0], "num": 1000},
+                             "init_scale": {"linspace": [0.5, 2.0], "num": 1000}}})
+    assert e.n_runs == cfg.MAX_RUNS == 10**9
+
+
+def test_per_entry_and_shared_learning_rates_in_one_table():
+    """`learning_rate.0 = [...]` beside `learning_rate.geomspace = ...` (dotted TOML keys of
+    one table) sweeps both axes."""
+    e = cfg.parse({"sweep": {"learning_rate": {"0": [0.1, 0.2], "geomspace": [0.01, 1.0],
+                                               "num": 3}}})
+    assert e.sweep == {"learning_rate.0": (0.1, 0.2), "learning_rate": (0.01, 0.1, 1.0)}
+
+
+def test_an_optimizer_section_saved_before_schedules_is_read_as_it_is():
+    """A saved [optimizer] holds every key (configs saved before schedules existed lack the
+    schedule keys): an unused value in it, such as adam's momentum, is not refused."""
+    saved = {k: f.default for k, f in cfg.OptimizerConfig.model_fields.items()
+             if k not in ("schedule", "warmup_steps", "end_factor")}
+    e = cfg.parse({"optimizer": {**saved, "name": "adam", "momentum": 0.5}})
+    assert e.optimizer.name == "adam" and e.optimizer.momentum == 0.5
+    with pytest.raises(ConfigError, match="momentum"):
+        cfg.parse({"optimizer": {"name": "adam", "momentum": 0.5}})
+
+
+def test_an_axis_may_hold_exactly_max_axis_values(monkeypatch):
+    n = cfg.MAX_AXIS_VALUES
+    assert cfg.parse({"sweep": {"seed": {"range": [7, 7 + n]}}}).sweep["seed"][-1] == 6 + n
+    monkeypatch.setattr(cfg, "MAX_AXIS_VALUES", 5)  # the same bound, on a grid cheap to build
+    e = cfg.parse({"sweep": {"seed": {"range": 5},
+                             "init_scale": {"linspace": [1.0, 2.0], "num": 5}}})
+    assert e.sweep["seed"] == (0, 1, 2, 3, 4)
+    assert e.sweep["init_scale"] == (1.0, 1.25, 1.5, 1.75, 2.0)
+    for spec in ({"range": 6}, {"range": [1, 7]}, {"linspace": [1.0, 2.0], "num": 6}):
+        with pytest.raises(ConfigError, match="at most 5 per axis"):
+            cfg.parse({"sweep": {"init_scale": spec}})

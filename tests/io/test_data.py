@@ -117,6 +117,31 @@ def test_a_changed_copy_of_the_parsed_dataset_does_not_reach_the_next_load():
     np.testing.assert_array_equal(y2, load_breast_cancer().target.astype(float))
 
 
+def test_standardize_scales_each_column_by_its_own_spread():
+    """A column varying little next to its size (unix times in seconds) or next to another
+    column's size is standardized, not taken for a constant one."""
+    t = 1.7e9 + np.array([0.0, 1.0, 2.0, 3.0])
+    x = np.stack([t, [1e15, 1e15, 1e15, 1e15], [0.0, 1.0, 0.0, 1.0]], axis=1)
+    z = standardize_features(x)
+    by_hand = (t - 1.7e9 - 1.5) / np.sqrt((1.5**2 + 0.5**2) / 2)  # population std, ddof 0
+    np.testing.assert_allclose(z[:, 0], by_hand, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(z[:, 1], 0.0)
+    np.testing.assert_array_equal(z[:, 2], [-1.0, 1.0, -1.0, 1.0])
+
+
+def test_odd_sample_counts_split_classes_as_scikit_learn_does():
+    """moons and circles of n samples: n // 2 of class 0 (the outer curve), the rest class 1,
+    as sklearn.datasets.make_moons / make_circles; blobs may have one sample per class."""
+    from sklearn.datasets import make_circles, make_moons
+
+    for name, make in (("moons", make_moons), ("circles", make_circles)):
+        _, y = load_dataset({"name": name, "n_samples": 7, "noise": 0.0})
+        _, ref = make(n_samples=7, noise=0.0)
+        assert np.bincount(y.astype(int)).tolist() == np.bincount(ref).tolist() == [3, 4]
+    _, y = load_dataset({"name": "blobs", "n_samples": 3, "n_classes": 3})
+    assert sorted(y.tolist()) == [0, 1, 2]
+
+
 def test_standardize_leaves_constant_columns_centred():
     x = np.array([[0.1, 1.0, 0.0], [0.1, 2.0, 0.0], [0.1, 4.0, 0.0]])
     z = standardize_features(x)

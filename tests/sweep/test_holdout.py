@@ -118,6 +118,40 @@ def test_bad_held_out_data_is_refused():
         schema.parse({"data": {"holdout": 1.0}})
 
 
+def test_split_rows_is_scikit_learns_stratified_split_sorted():
+    """split_rows is train_test_split's (stratified for binary and multiclass labels, not for
+    regression targets) with random_state = data_seed, each side sorted; as few held-out
+    rows as classes is enough."""
+    from sklearn.model_selection import train_test_split
+
+    from trainscape.io.holdout import split_rows
+
+    y_multi = np.repeat([0, 1, 2], [6, 9, 15])
+    y_reg = np.linspace(-1.0, 1.0, 30)
+    for y, task, stratify in ((y_multi, "multiclass", y_multi), (y_reg, "regression", None),
+                              (np.repeat([0.0, 1.0], 4), "binary", np.repeat([0.0, 1.0], 4))):
+        for fraction, seed in ((0.3, 4), (0.25, 0)):
+            n_test = int(np.ceil(fraction * len(y)))
+            want_train, want_test = train_test_split(
+                np.arange(len(y)), test_size=n_test, random_state=seed, stratify=stratify)
+            train, test = split_rows(y, fraction, seed, task)
+            np.testing.assert_array_equal(test, np.sort(want_test))
+            np.testing.assert_array_equal(train, np.sort(want_train))
+    with pytest.raises(ConfigError, match="holdout.*no rows on one side"):
+        split_rows(y_reg[:10], 0.95, 0, "regression")  # ceil(9.5) = 10 of 10 rows
+
+
+def test_caller_test_labels_must_be_the_training_labels_kind():
+    x, y = np.arange(20.0).reshape(10, 2), np.array([0, 1] * 5, dtype=float)
+    with pytest.raises(DataError, match="binary"):
+        ts.run({"sweep": {"seed": [0]}}, data=(x, y), test_data=(x[:4], np.array([0, 1, 2, 1.0])),
+               out=None)
+    with pytest.raises(DataError, match="not classes of the training labels"):
+        ts.run({"loss": {"name": "cross_entropy"}, "sweep": {"seed": [0]}},
+               data=(x, np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 0])),
+               test_data=(x[:3], np.array([0, 1, 3])), out=None)
+
+
 def test_cli_refuses_an_empty_class_with_exit_2(tmp_path):
     csv = tmp_path / "d.csv"
     csv.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{int(i == 0)}\n" for i in range(12)))

@@ -45,6 +45,38 @@ def test_grid_rows_are_the_cartesian_product_in_config_order():
                                   [i for i, w in enumerate(want) if w[2] == 0.5])
 
 
+def test_grid_columns_keep_their_axis_types():
+    """Integer axes (seed, batch_size, width, depth) are int64 columns, the others float64,
+    dtype strings; each value as the config lists it."""
+    exp = ts.parse({**TINY, "model": {"hidden": [4]},
+                    "sweep": {"seed": [3, 1], "batch_size": [8], "width": [2, 4],
+                              "depth": [1, 3], "learning_rate": [0.5],
+                              "dtype": ["float32", "float64"]}})
+    table = grid.expand(exp)
+    want = list(itertools.product([3, 1], [8], [2, 4], [1, 3], [0.5], ["float32", "float64"]))
+    assert [tuple(r) for r in table[list(exp.sweep)].itertuples(index=False)] == want
+    for col in ("seed", "batch_size", "width", "depth"):
+        assert table[col].dtype == np.int64, col
+    assert table["learning_rate"].dtype == np.float64
+
+
+def test_group_positions_index_like_the_array_they_stand_for():
+    """A lazy `Positions` answers p[k] (negative k from the end, out of range refused),
+    slices and index arrays as the int64 array of its positions does."""
+    exp = ts.parse({**TINY, "optimizer": {"name": "momentum"},
+                    "sweep": {"learning_rate": [0.1, 0.2, 0.3], "seed": {"range": 4},
+                              "momentum": [0.0, 0.5]}})
+    p = grid.group_positions(exp, {"seed": 2})
+    want = [i for i, (_, s, _) in enumerate(
+        itertools.product(range(3), range(4), range(2))) if s == 2]
+    assert want == [4, 5, 12, 13, 20, 21] and len(p) == 6
+    assert [p[k] for k in range(-6, 6)] == want + want
+    assert p[1:5:2].tolist() == want[1:5:2] and p[np.array([5, 0])].tolist() == [21, 4]
+    for k in (6, -7):
+        with pytest.raises(IndexError):
+            p[k]
+
+
 def test_disk_sweep_streams_and_equals_in_memory(tmp_path, monkeypatch):
     cfg = tiny()
     mem = ts.run(cfg, out=None, progress=False, chunk_size=plan.BLOCK * 2)

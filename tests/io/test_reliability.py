@@ -602,6 +602,31 @@ def test_resume_after_an_upgrade_finished_yes_interrupted_no(csv_sweep, capsys, 
     assert _tree(out) == finished
 
 
+def test_store_states_notes_and_a_fingerprint_that_gained_a_key(tmp_path):
+    """An unfinished folder counts its chunks by ceiling division and the runs still missing;
+    a resume whose fingerprint has a key the folder's lacks (runs of a given table) is
+    refused; a resume keeps the folder's chunk size; a folder of final files beside chunk
+    files is unfinished."""
+    fp = {"config": {"name": "a"}, "data": "d0"}
+    r = tmp_path / "r"
+    with store.Store(r, fp, 5, 2, resume=False) as st:
+        st.save_chunk(0, pd.DataFrame({"run_id": [0, 1]}),
+                      pd.DataFrame({"run_id": [0, 1], "step": [0, 0], "loss": [1.0, 2.0]}))
+    assert store.folder_state(r) == "interrupted"
+    assert "(1 of 3 chunks saved, 3 of 5 runs missing)" in store.unfinished_note(r)
+    with pytest.raises(ts.InputError, match="table changed"):
+        store.Store(r, {**fp, "table": "t0"}, 5, 2, resume=True)
+    assert store.Store(r, fp, 5, 4, resume=True).chunk_size == 2
+    f = tmp_path / "f"
+    f.mkdir()
+    (f / "runs.parquet").write_bytes(b"")
+    (f / "meta.json").write_text("{}")
+    assert store.folder_state(f) == "finished"
+    (f / "chunks").mkdir()
+    (f / "chunks" / "runs-000000.parquet").write_bytes(b"")
+    assert store.folder_state(f) == "interrupted"
+
+
 def test_foreign_folder_is_never_written_into(tmp_path, capsys):
     out = tmp_path / "mine"
     out.mkdir()

@@ -627,6 +627,37 @@ def test_store_states_notes_and_a_fingerprint_that_gained_a_key(tmp_path):
     assert store.folder_state(f) == "interrupted"
 
 
+def _chunk(ids):
+    return (pd.DataFrame({"run_id": ids}),
+            pd.DataFrame({"run_id": ids, "step": [0] * len(ids), "loss": [1.0] * len(ids)}))
+
+
+def test_a_journal_record_cut_short_does_not_swallow_the_next(tmp_path):
+    """A kill mid-append leaves a record without its newline; a resumed store starts the next
+    record on a line of its own, so the chunk saved after it counts as done."""
+    r = tmp_path / "r"
+    with store.Store(r, {"x": 1}, 6, 2, resume=False) as st:
+        st.save_chunk(0, *_chunk([0, 1]))
+    with open(r / "chunks" / "done.jsonl", "a") as f:
+        f.write('{"index": 1, "runs": 2, "sha')
+    with store.Store(r, {"x": 1}, 6, 2, resume=True) as st:
+        st.save_chunk(2, *_chunk([4, 5]))
+        assert st.done_chunks() == {0, 2}
+
+
+def test_chunks_saved_out_of_order_are_assembled_in_order(tmp_path):
+    """Final files streamed while chunks are saved take chunks 0, 1, ... only; chunks saved
+    in another order are assembled from their files, in chunk order."""
+    r = tmp_path / "r"
+    with store.Store(r, {"x": 1}, 4, 2, resume=False) as st:
+        st.stream_final()
+        st.save_chunk(1, *_chunk([2, 3]))
+        st.save_chunk(0, *_chunk([0, 1]))
+        st.assemble(2)
+    assert pd.read_parquet(r / "runs.parquet")["run_id"].tolist() == [0, 1, 2, 3]
+    assert pd.read_parquet(r / "curves.parquet")["run_id"].tolist() == [0, 1, 2, 3]
+
+
 def test_foreign_folder_is_never_written_into(tmp_path, capsys):
     out = tmp_path / "mine"
     out.mkdir()

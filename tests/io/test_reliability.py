@@ -658,6 +658,38 @@ def test_chunks_saved_out_of_order_are_assembled_in_order(tmp_path):
     assert pd.read_parquet(r / "curves.parquet")["run_id"].tolist() == [0, 1, 2, 3]
 
 
+def test_a_recomputed_chunk_counts_by_its_latest_record(tmp_path):
+    """A chunk saved again (recomputed after a checksum mismatch) is done by the checksums
+    of its latest journal record, not refused for ever by the first one's."""
+    r = tmp_path / "r"
+    with store.Store(r, {"x": 1}, 2, 2, resume=False) as st:
+        st.save_chunk(0, *_chunk([0, 1]))
+        runs, curves = _chunk([0, 1])
+        st.save_chunk(0, runs, curves.assign(loss=[3.0, 4.0]))
+        assert st.done_chunks() == {0}
+
+
+def test_a_lock_left_with_this_process_id_is_taken(tmp_path):
+    """A lock file naming this very process (no other holds it) does not refuse a resume."""
+    import socket
+
+    r = tmp_path / "r"
+    with store.Store(r, {"x": 1}, 2, 2, resume=False):
+        pass
+    (r / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid()}))
+    with store.Store(r, {"x": 1}, 2, 2, resume=True) as st:
+        assert st.done_chunks() == set()
+
+
+def test_the_data_fingerprint_tells_shapes_and_dtypes_apart():
+    """Arrays of the same bytes in another shape or dtype are other data to a resume."""
+    zeros = np.zeros(8)
+    hashes = {store.hash_arrays(a) for a in (zeros, zeros.reshape(4, 2), zeros.reshape(2, 4),
+                                             zeros.view(np.int64))}
+    assert len(hashes) == 4
+    assert store.hash_arrays(zeros) == store.hash_arrays(np.zeros(8))
+
+
 def test_foreign_folder_is_never_written_into(tmp_path, capsys):
     out = tmp_path / "mine"
     out.mkdir()

@@ -690,6 +690,17 @@ def test_the_data_fingerprint_tells_shapes_and_dtypes_apart():
     assert store.hash_arrays(zeros) == store.hash_arrays(np.zeros(8))
 
 
+def test_resume_into_final_files_without_a_manifest_is_refused(tmp_path):
+    """Final files with no manifest (saved by Results.save, or the manifest deleted) cannot be
+    checked against the sweep asked for, so they are never returned as its results."""
+    r = tmp_path / "r"
+    r.mkdir()
+    (r / "runs.parquet").write_bytes(b"")
+    (r / "meta.json").write_text("{}")
+    with pytest.raises(ts.InputError, match="without manifest.json"):
+        store.Store(r, {"x": 1}, 2, 2, resume=True)
+
+
 def test_foreign_folder_is_never_written_into(tmp_path, capsys):
     out = tmp_path / "mine"
     out.mkdir()

@@ -146,6 +146,23 @@ def test_static_axis_sweep_on_disk_reads_back_in_run_order(tmp_path):
     assert res.n_runs == len(mem.runs)
 
 
+def test_save_refuses_the_lock_and_chunks_of_a_sweep_killed_at_its_start(tmp_path):
+    """A folder holding only a killed sweep's lock and chunk folder counts as new to a sweep,
+    but Results.save takes only an empty folder: its files would make an unfinished one."""
+    from trainscape.io.results import Results
+
+    res = Results(runs=pd.DataFrame({"run_id": [0], "label": ["converged"]}),
+                  curves=pd.DataFrame({"run_id": [0], "step": [0], "loss": [1.0]}),
+                  config=ts.parse({}))
+    d = tmp_path / "r"
+    (d / "chunks").mkdir(parents=True)
+    (d / ".lock").write_text("{}")
+    with pytest.raises(ts.InputError, match="is not empty"):
+        res.save(d)
+    assert sorted(p.name for p in d.iterdir()) == [".lock", "chunks"]
+    assert res.save(tmp_path / "new") == tmp_path / "new"
+
+
 def test_lazy_results_read_subsets(tmp_path):
     ts.run(tiny(), out=tmp_path / "r", progress=False)
     res = ts.load(tmp_path / "r")

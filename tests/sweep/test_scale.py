@@ -163,6 +163,17 @@ def test_save_refuses_the_lock_and_chunks_of_a_sweep_killed_at_its_start(tmp_pat
     assert res.save(tmp_path / "new") == tmp_path / "new"
 
 
+def test_in_memory_results_read_the_curves_of_the_runs_asked_for():
+    from trainscape.io.results import Results
+
+    curves = pd.DataFrame({"run_id": [0, 0, 1, 1, 2], "step": [0, 1, 0, 1, 0],
+                           "loss": [1.0, 0.5, 2.0, 1.5, 3.0]})
+    res = Results(runs=pd.DataFrame({"run_id": [0, 1, 2], "label": ["converged"] * 3}),
+                  curves=curves, config=ts.parse({}))
+    assert res.read_curves([2, 0])["loss"].tolist() == [1.0, 0.5, 3.0]
+    assert res.read_curves(np.array([1]), columns=["loss"])["loss"].tolist() == [2.0, 1.5]
+
+
 def test_lazy_results_read_subsets(tmp_path):
     ts.run(tiny(), out=tmp_path / "r", progress=False)
     res = ts.load(tmp_path / "r")

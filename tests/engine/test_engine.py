@@ -144,6 +144,26 @@ def test_blowups_are_frozen_and_labelled_diverged():
         assert (tail > r.initial_loss).all()
 
 
+def test_chunk_sizes_and_layout_by_hand():
+    b = plan.BLOCK
+    # 2b + 1 runs, at most 2b a chunk: two chunks of b + 1, rounded up to two blocks
+    assert plan.plan_chunks(2 * b + 1, 2 * b, 1) == 2 * b
+    assert plan.plan_chunks(2 * b + 1, 2 * b, 2) == 2 * b  # one block on each device
+    # runs 0..9 then 10..12, 4 at a time, never straddling the two groups
+    layout = plan.chunk_layout([(None, np.arange(10)), (None, np.arange(10, 13))], 4)
+    want = [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9], [10, 11, 12]]
+    assert len(layout) == 4 and [layout.runs_in(i) for i in range(4)] == [4, 4, 2, 3]
+    assert [layout[i][1].tolist() for i in range(4)] == want
+    assert layout[-1][1].tolist() == want[-1] and layout[-4][1].tolist() == want[0]
+    for i in (4, -5):
+        with pytest.raises(IndexError):
+            layout[i]
+    # dispatches: whole steps, rounded down, halved until the need fits (equal fits)
+    assert plan.fit_runs(lambda k: k, 100, 32, None) == 96
+    assert plan.fit_runs(lambda k: k, 64, 32, 64) == 64
+    assert plan.fit_runs(lambda k: k, 128, 32, 63) == 32
+
+
 def test_balanced_chunks_of_whole_blocks():
     b = plan.BLOCK
     assert plan.plan_chunks(10, None, 2) == 2 * b

@@ -164,6 +164,13 @@ def test_chunk_sizes_and_layout_by_hand():
     assert plan.fit_runs(lambda k: k, 128, 32, 63) == 32
 
 
+def test_an_explicit_chunk_size_beyond_the_grid_is_the_grid_in_whole_blocks():
+    prep = prepare.Prepared(ts.parse({**TINY, "sweep": {"seed": {"range": 5}}}))
+    step = prep.block * len(plan.run_devices())
+    assert plan.choose_chunk_size(prep, 1000 * step, None, None) == (step, {})
+    assert plan.choose_chunk_size(prep, 1, None, None) == (step, {})
+
+
 def test_balanced_chunks_of_whole_blocks():
     b = plan.BLOCK
     assert plan.plan_chunks(10, None, 2) == 2 * b

@@ -64,7 +64,8 @@ def loss_and_dout(out, y, loss):
     if loss == "bce":
         z = out[:, 0]
         value = np.mean(np.maximum(z, 0) - z * y + np.log1p(np.exp(-np.abs(z))))
-        dz = (1.0 / (1.0 + np.exp(-z)) - y) / n
+        with np.errstate(over="ignore"):  # exp(-z) = inf for z << 0: the sigmoid is 0 there
+            dz = (1.0 / (1.0 + np.exp(-z)) - y) / n
         return value, dz[:, None]
     if loss == "mse":
         yy = y.reshape(out.shape)

@@ -946,3 +946,20 @@ def test_a_width_where_every_rate_diverged_is_left_out_of_the_scaling_fit(monkey
     assert power_law.get_xdata()[[0, -1]] == pytest.approx([64, 256])  # no extrapolation
     (dotted,) = [c for c in fig.axes[0].lines if c.get_linestyle() == ":"]
     assert list(dotted.get_xdata()) == [512, 512]
+
+
+def test_a_width_sweep_with_too_few_best_rates_says_why_there_is_no_power_law(monkeypatch):
+    # every run at width 128 diverges: only width 64 keeps a best learning rate
+    def curve(cell):
+        if cell["width"] >= 128:
+            return _blow_up(cell)
+        return 0.7 * np.exp(-0.1 * np.arange(21) * cell["learning_rate"])
+
+    res = _width_sweep([64, 128], [0.1, 1.0], 2, curve)
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    (para,) = [p for p in text.split("\n\n") if p.startswith("Against width")]
+    assert para == ("Against width: no power law, since a fit needs a best learning rate at 2 "
+                    "values of width at least, and at width 128 every learning rate diverged "
+                    "on half or more of the seeds.")
+    assert "scaling_width" not in _drawn(res, facts, monkeypatch)

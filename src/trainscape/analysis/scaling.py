@@ -39,6 +39,14 @@ _CRITICAL_EXTRA = ("sharpness_init", "predicted_lr", "lr_low", "lr_high", "n_rou
                    "non_monotone", "bracket_ok")
 
 
+class TooFewValues(InputError):
+    """Fewer than two shapes have a value; `missing` lists the values of `by` without one."""
+
+    def __init__(self, message: str, missing: list[float]):
+        super().__init__(message)
+        self.missing = missing
+
+
 @dataclass(frozen=True)
 class Scaling:
     """A fitted power law value = prefactor * by**exponent, with its bootstrap interval."""
@@ -122,8 +130,9 @@ def scaling(table, by: str = "width", of: str = "critical_lr", *, n_boot: int = 
     has_W = np.isfinite(y_W)  # a shape without a value is left out of the fit
     if has_W.sum() < 2:
         none = ", ".join(f"{v:g}" for v in x_W[~has_W])
-        raise InputError(f"table: only {int(has_W.sum())} of the {len(x_W)} values of {by!r} "
-                         f"have a {of} ({by} {none}: {_NO_VALUE[of]}); a fit needs 2")
+        raise TooFewValues(f"table: only {int(has_W.sum())} of the {len(x_W)} values of "
+                           f"{by!r} have a {of} ({by} {none}: {_NO_VALUE[of]}); a fit needs 2",
+                           cube["by"][~has_W].tolist())
     logx_1xW = np.log(x_W[has_W])[None, :]
     slope, icept = _fit(logx_1xW, np.log(y_W[has_W])[None, :])
     rng = np.random.default_rng(seed)

@@ -597,7 +597,12 @@ def answer(results_or_path) -> tuple[str, dict]:
             paras.append(extra)
     for axis in SHAPE_AXES:
         fit = _scaling_fit(res, axis)
-        if fit is not None:
+        if isinstance(fit, list):
+            named = ", ".join(f(f"scaling.{axis}.left_out.{k}", v) for k, v in enumerate(fit))
+            paras.append(f"Against {axis}: no power law, since a fit needs a best learning "
+                         f"rate at 2 values of {axis} at least, and at {axis} {named} every "
+                         "learning rate diverged on half or more of the seeds.")
+        elif fit is not None:
             if math.isfinite(fit.low):
                 ci = (f", {f(f'scaling.{axis}.level_percent', 100 * fit.level)}% bootstrap "
                       "interval over seeds "
@@ -626,8 +631,9 @@ def answer(results_or_path) -> tuple[str, dict]:
 
 def _scaling_fit(res: Results, axis: str):
     """The best learning rate's power law against a swept shape axis, or None when the grid
-    cannot give one (fewer than 2 shapes or learning rates, or another axis varies)."""
-    from ..analysis.scaling import scaling
+    cannot give one (fewer than 2 shapes or learning rates, or another axis varies); the
+    values of `axis` without a best learning rate when too few have one for a fit."""
+    from ..analysis.scaling import TooFewValues, scaling
 
     sweep = res.config.sweep
     if len(sweep.get(axis, ())) < 2 or len(sweep.get(LR, ())) < 2:
@@ -636,6 +642,8 @@ def _scaling_fit(res: Results, axis: str):
         return None
     try:
         fit = scaling(res.runs, by=axis, of="best_lr", n_boot=1000)
+    except TooFewValues as e:
+        return e.missing
     except InputError:
         return None
     return fit if math.isfinite(fit.exponent) else None
@@ -807,7 +815,7 @@ def _figures(res: Results, facts: Mapping) -> list[_Figure]:
                                _png(fig)))
     for axis in SHAPE_AXES:
         fit = _scaling_fit(res, axis)
-        if fit is not None:
+        if fit is not None and not isinstance(fit, list):
             from .scaling import plot_scaling
 
             fig = _new_figure(5.0, 3.6)

@@ -33,7 +33,7 @@ from ..spec.schema import SWEEP_AXES
 
 QUANTITIES = ("critical_lr", "best_lr")
 # why a shape has no value, by quantity
-_NO_VALUE = {"critical_lr": "no seed bracketed its critical lr (bracket_ok false)",
+NO_VALUE = {"critical_lr": "no seed bracketed its critical lr (bracket_ok false)",
              "best_lr": "every learning rate diverged on half or more of the seeds"}
 _CRITICAL_EXTRA = ("sharpness_init", "predicted_lr", "lr_low", "lr_high", "n_rounds",
                    "non_monotone", "bracket_ok")
@@ -80,11 +80,11 @@ class Scaling:
         left = self.left_out()
         if left:
             text += (f"; no value at {self.by} {', '.join(f'{v:g}' for v in left)} "
-                     f"({_NO_VALUE[self.of]}), left out of the fit")
+                     f"({NO_VALUE[self.of]}), left out of the fit")
         return text
 
     def left_out(self) -> list[float]:
-        """The values of `by` without a value (see `_NO_VALUE`), which the fit leaves out."""
+        """The values of `by` without a value (see `NO_VALUE`), which the fit leaves out."""
         p = self.points
         return p.loc[~np.isfinite(p["value"].to_numpy(np.float64)), self.by].tolist()
 
@@ -131,7 +131,7 @@ def scaling(table, by: str = "width", of: str = "critical_lr", *, n_boot: int = 
     if has_W.sum() < 2:
         none = ", ".join(f"{v:g}" for v in x_W[~has_W])
         raise TooFewValues(f"table: only {int(has_W.sum())} of the {len(x_W)} values of "
-                           f"{by!r} have a {of} ({by} {none}: {_NO_VALUE[of]}); a fit needs 2",
+                           f"{by!r} have a {of} ({by} {none}: {NO_VALUE[of]}); a fit needs 2",
                            cube["by"][~has_W].tolist())
     logx_1xW = np.log(x_W[has_W])[None, :]
     slope, icept = _fit(logx_1xW, np.log(y_W[has_W])[None, :])

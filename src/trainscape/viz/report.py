@@ -598,10 +598,9 @@ def answer(results_or_path) -> tuple[str, dict]:
     for axis in SHAPE_AXES:
         fit = _scaling_fit(res, axis)
         if isinstance(fit, list):
-            named = ", ".join(f(f"scaling.{axis}.left_out.{k}", v) for k, v in enumerate(fit))
             paras.append(f"Against {axis}: no power law, since a fit needs a best learning "
-                         f"rate at 2 values of {axis} at least, and at {axis} {named} every "
-                         "learning rate diverged on half or more of the seeds.")
+                         f"rate at 2 values of {axis} at least, and "
+                         f"{_without_best_lr(f, axis, fit)}.")
         elif fit is not None:
             if math.isfinite(fit.low):
                 ci = (f", {f(f'scaling.{axis}.level_percent', 100 * fit.level)}% bootstrap "
@@ -612,7 +611,7 @@ def answer(results_or_path) -> tuple[str, dict]:
                 ci = (" (one seed: no interval)" if fit.n_seeds == 1 else " (no interval: no "
                       f"resample of the seeds gave every {axis} a best learning rate)")
             left = fit.left_out()
-            fitted = fit.points[~fit.points[axis].isin(left)][axis]
+            fitted = fit.points.loc[fit.points["value"].notna(), axis]
             text = (f"Against {axis}: the best learning rate (lowest median final loss over "
                     f"seeds, diverged runs left out) scales as {axis}^"
                     f"{f(f'scaling.{axis}.exponent', fit.exponent, 3)}{ci}, over "
@@ -620,13 +619,18 @@ def answer(results_or_path) -> tuple[str, dict]:
                     f"{f(f'scaling.{axis}.min', fitted.min())} to "
                     f"{f(f'scaling.{axis}.max', fitted.max())}.")
             if left:
-                named = ", ".join(f(f"scaling.{axis}.left_out.{k}", v)
-                                  for k, v in enumerate(left))
-                text += (f" At {axis} {named} every learning "
-                         "rate diverged on half or more of the seeds: no best learning rate, "
-                         "left out of the fit.")
+                gap = _without_best_lr(f, axis, left)
+                text += f" {gap[0].upper()}{gap[1:]}: no best learning rate, left out of the fit."
             paras.append(text)
     return "\n\n".join(paras), dict(f.values)
+
+
+def _without_best_lr(f: _Facts, axis: str, values) -> str:
+    """'at width 256, 512 every learning rate diverged on half or more of the seeds'."""
+    from ..analysis.scaling import NO_VALUE
+
+    named = ", ".join(f(f"scaling.{axis}.left_out.{k}", v) for k, v in enumerate(values))
+    return f"at {axis} {named} {NO_VALUE['best_lr']}"
 
 
 def _scaling_fit(res: Results, axis: str):
@@ -829,11 +833,13 @@ def _figures(res: Results, facts: Mapping) -> list[_Figure]:
 
 
 def _left_out_caption(fit, axis: str) -> str:
+    from ..analysis.scaling import NO_VALUE
+
     left = fit.left_out()
     if not left:
         return ""
-    return (f" No point at {axis} {', '.join(f'{v:g}' for v in left)}: every learning rate "
-            "diverged on half or more of the seeds there (left out of the fit).")
+    return (f" No point at {axis} {', '.join(f'{v:g}' for v in left)}: "
+            f"{NO_VALUE['best_lr']} there (left out of the fit).")
 
 
 def _representative_lr(counts: pd.Series) -> float:

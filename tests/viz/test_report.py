@@ -799,7 +799,7 @@ def _drawn(res: Results, facts: dict, monkeypatch) -> dict:
     """The report's figures as matplotlib objects: {name: (figure, caption)}, not rendered."""
     figs = []
     monkeypatch.setattr(report, "_png", lambda fig: figs.append(fig) or b"")
-    out = report._figures(res, facts)
+    out = report._figures(res, facts, report._scaling_fits(res))
     return {f.name: (fig, f.caption) for f, fig in zip(out, figs, strict=True)}
 
 
@@ -946,6 +946,20 @@ def test_a_width_where_every_rate_diverged_is_left_out_of_the_scaling_fit(monkey
     assert power_law.get_xdata()[[0, -1]] == pytest.approx([64, 256])  # no extrapolation
     (dotted,) = [c for c in fig.axes[0].lines if c.get_linestyle() == ":"]
     assert list(dotted.get_xdata()) == [512, 512]
+
+
+def test_a_report_fits_the_power_law_once(monkeypatch, tmp_path):
+    """The text and the figure share one fit: its bootstrap dominates a width sweep's report."""
+    from trainscape.analysis import scaling
+
+    res = _width_sweep([64, 128], [0.1, 1.0], 2,
+                       lambda c: 0.7 * np.exp(-0.01 * np.arange(21) * c["learning_rate"]))
+    calls = []
+    fit = scaling.scaling
+    monkeypatch.setattr(scaling, "scaling", lambda *a, **k: calls.append(k) or fit(*a, **k))
+    path = report.build(res, fmt="md", out=tmp_path / "r.md")
+    assert len(calls) == 1 and calls[0]["by"] == "width"
+    assert "Against width" in path.read_text() and (tmp_path / "r-scaling_width.png").exists()
 
 
 def test_a_width_sweep_with_too_few_best_rates_says_why_there_is_no_power_law(monkeypatch):

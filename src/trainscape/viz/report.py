@@ -547,6 +547,10 @@ def answer(results_or_path) -> tuple[str, dict]:
     print the same, and medians of step counts exactly, ``fmt_steps``, as the divergence table
     prints them) for some key k; an axis value that is a name (a dtype) is the string."""
     res = _with_runs(results_or_path)
+    return _answer(res, _scaling_fits(res))
+
+
+def _answer(res: Results, fits: Mapping) -> tuple[str, dict]:
     runs = _runs_with_lr(res)
     curves = res.curves
     f = _Facts()
@@ -595,8 +599,7 @@ def answer(results_or_path) -> tuple[str, dict]:
                   report_heldout.warmup_text(f, res, runs)):
         if extra:
             paras.append(extra)
-    for axis in SHAPE_AXES:
-        fit = _scaling_fit(res, axis)
+    for axis, fit in fits.items():
         if isinstance(fit, list):
             paras.append(f"Against {axis}: no power law, since a fit needs a best learning "
                          f"rate at 2 values of {axis} at least, and "
@@ -631,6 +634,12 @@ def _without_best_lr(f: _Facts, axis: str, values) -> str:
 
     named = ", ".join(f(f"scaling.{axis}.left_out.{k}", v) for k, v in enumerate(values))
     return f"at {axis} {named} {NO_VALUE['best_lr']}"
+
+
+def _scaling_fits(res: Results) -> dict:
+    """`_scaling_fit` of each shape axis, computed once for the text and the figures (its
+    bootstrap is the slow part of a report on a width sweep)."""
+    return {axis: _scaling_fit(res, axis) for axis in SHAPE_AXES}
 
 
 def _scaling_fit(res: Results, axis: str):
@@ -749,7 +758,7 @@ def _exit_marks(fig) -> int:
                if (ln.get_gid() or "").startswith("diverged-"))
 
 
-def _figures(res: Results, facts: Mapping) -> list[_Figure]:
+def _figures(res: Results, facts: Mapping, fits: Mapping) -> list[_Figure]:
     from ..viz import plots
 
     runs, curves = res.runs, res.curves
@@ -817,8 +826,7 @@ def _figures(res: Results, facts: Mapping) -> list[_Figure]:
                                "coloured by label; bold black: the per-step median."
                                + (f" {_EXIT_MARK}." if _exit_marks(fig) else ""),
                                _png(fig)))
-    for axis in SHAPE_AXES:
-        fit = _scaling_fit(res, axis)
+    for axis, fit in fits.items():
         if fit is not None and not isinstance(fit, list):
             from .scaling import plot_scaling
 
@@ -1239,8 +1247,9 @@ def build(results_or_path, *, fmt: str | None = None, out=None) -> Path:
     res = _with_runs(results_or_path)
     path, fmt = _target(res, fmt, out)
     replacing = path.exists()  # an earlier report (_check_target): its figures are ours too
-    text, facts = answer(res)
-    figs = _figures(res, facts)
+    fits = _scaling_fits(res)
+    text, facts = _answer(res, fits)
+    figs = _figures(res, facts, fits)
     table = _divergence_rows(res)
     toml, env = config_toml(res), _environment_rows(res)
     if fmt == "html":

@@ -1,3 +1,6 @@
+import os
+from pathlib import Path
+
 import layout
 import matplotlib
 import pytest
@@ -37,6 +40,21 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(pytest.mark.skip(
             reason=f"CPU-only ({why[0] if why else 'asserts CPU behaviour'}); backend is "
                    f"{backend}"))
+
+
+def _entries(folder: Path) -> set[str]:
+    return set(os.listdir(folder)) if folder.is_dir() else set()
+
+
+@pytest.fixture(autouse=True)
+def _nothing_written_to_the_working_folder():
+    """`ts.run`'s default folder is ./results/<name>-<time>: a test that leaves it to choose
+    would leave sweeps in the checkout's results/ (each test writes under tmp_path or keeps
+    its results in memory, out=None)."""
+    before = _entries(Path("results"))
+    yield
+    new = _entries(Path("results")) - before
+    assert not new, f"a test wrote into {Path('results').resolve()}: {sorted(new)}"
 
 
 @pytest.fixture(autouse=True)

@@ -40,6 +40,23 @@ def test_run_writes_results_and_figures(tiny, tmp_path, capsys):
     assert not (out / "chunks").exists() and not (out / ".lock").exists()
 
 
+def test_run_ends_with_the_commands_that_go_on_from_its_results(tiny, tmp_path, capsys):
+    """The last lines give `trainscape report` and `explore` on the folder, quoted for a
+    shell (a space in the path), and each runs as given."""
+    import shlex
+
+    out = tmp_path / "my out"
+    assert main(["run", str(tiny), "--out", str(out), "--no-progress", "--no-plot"]) == 0
+    lines = capsys.readouterr().out.rstrip().splitlines()[-2:]
+    assert lines[0].startswith("next:    trainscape report ")
+    given = [shlex.split(line.removeprefix("next:").split("(")[0]) for line in lines]
+    assert [g[:2] for g in given] == [["trainscape", "report"], ["trainscape", "explore"]]
+    assert all(g[2:] == [str(out)] for g in given)
+    for g in given:
+        assert main(g[1:]) == 0
+    assert (out / "report.html").is_file() and (out / "explorer.html").is_file()
+
+
 def test_the_progress_bar_says_the_first_chunk_waits_for_its_program(tiny, tmp_path, capsys):
     """Until the first chunk is back the bar says the program is being compiled (or loaded
     from the cache), so that a deep network's minutes of compilation do not look hung; the

@@ -452,6 +452,9 @@ def cmd_run(args) -> int:
             print(f"trainscape: error: {e}\nthe results are complete in {res.path}/; draw "
                   f"the figures later with: trainscape report {res.path}", file=sys.stderr)
             return 1
+    where = shlex.quote(str(res.path))
+    print(f"next:    trainscape report {where}    (the written answer, with figures)\n"
+          f"         trainscape explore {where}   (every run, on one offline page)")
     return 0
 
 

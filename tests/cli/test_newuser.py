@@ -48,6 +48,48 @@ def test_caller_arrays_are_standardized_as_the_config_says(raw_data):
     assert "as given" in dict(report._environment_rows(off))["data"]
 
 
+def test_values_beyond_the_training_dtype_are_refused_in_one_line(raw_data, tmp_path, capsys):
+    """A float32 network would see inf (x of 1e40, an mse target of 1e40): refused, naming the
+    array, the dtype and a way out; standardized, the same x trains (float32 and float64)."""
+    from trainscape.cli.main import main
+    from trainscape.errors import DataError
+
+    x, y = raw_data
+    f32 = _with(TINY, train={"dtype": "float32", "steps": 2})
+    raw = _with(f32, data={"standardize": False})
+    cases = [
+        (raw, {"data": (x * 1e38, y)}, r"^x of data=\(x, y\): a value of magnitude 2\.\d+e\+40, "
+         r"beyond float32's range \(largest 3\.4e\+38\); standardize them \(\[data\] "
+         r"standardize = true\) or rescale them$"),
+        (raw, {"data": (x, y), "test_data": (x[:5] * 1e38, y[:5])},
+         r"^x of test_data=\(x, y\): .* float32's range"),
+        (_with(f32, loss={"name": "mse"}), {"data": (x, y * 1e39 + 1)},
+         r"^y of data=\(x, y\): a value of magnitude 1e\+39, .*; rescale them$"),
+        (_with(f32, data={"name": "teacher", "noise": 1e200}, loss={"name": "mse"}), {},
+         r"^dataset 'teacher': .*; give a smaller \[data\] noise$"),
+    ]
+    for cfg, kw, match in cases:
+        with pytest.raises(DataError, match=match):
+            ts.run(cfg, **kw, out=None, progress=False)
+    for dtype in ("float32", "float64"):
+        res = ts.run(_with(f32, train={"dtype": dtype}), data=(x * 1e38, y), out=None,
+                     progress=False)
+        assert np.isfinite(res.runs["final_loss"]).all()
+    # from a file: exit 2, one line naming the file, nothing written
+    pd = pytest.importorskip("pandas")
+    path = tmp_path / "big.csv"
+    pd.DataFrame({"a": x[:, 0] * 1e38, "b": x[:, 1], "y": y}).to_csv(path, index=False)
+    conf = tmp_path / "c.toml"
+    conf.write_text(f"[data]\npath = '{path}'\nstandardize = false\n[model]\nhidden = [4]\n"
+                    "[train]\nsteps = 2\n[sweep]\nlearning_rate = [0.5]\n")
+    out = tmp_path / "out"
+    assert main(["run", str(conf), "--out", str(out), "--no-progress"]) == 2
+    assert not out.exists()
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"trainscape: error: the features of data file '{path}': a value of "
+                           "magnitude 2.") and "float32" in line
+
+
 def _dense_model(d_out):
     import jax
     import jax.numpy as jnp

@@ -151,6 +151,37 @@ def test_standardize_leaves_constant_columns_centred():
     assert np.isfinite(z).all()
 
 
+def test_standardize_columns_of_huge_and_tiny_numbers():
+    """Squared deviations of 1e200 overflow float64 and those of 1e-200 underflow: such columns
+    were standardized to 0 (std inf) or taken for constants (std 0). Against the textbook
+    formula on the same numbers in ordinary units."""
+    x = np.array([[1.0, -2.0], [2.0, 0.5], [4.0, 3.0], [-1.5, 1.0]])
+    by_hand = (x - x.mean(axis=0)) / np.sqrt(((x - x.mean(axis=0))**2).mean(axis=0))
+    for unit in (1e200, 1e300, 1e-200, 1e-300, 1e160):
+        with np.errstate(all="raise"):
+            z = standardize_features(x * unit)
+        np.testing.assert_allclose(z, by_hand, rtol=1e-12, err_msg=f"unit {unit:g}")
+    big = np.array([[3e300], [3e300], [3e300]])  # a constant column stays ~0, never huge
+    np.testing.assert_allclose(standardize_features(big), 0.0, atol=1e-12)
+
+
+def test_standardize_leaves_every_bit_of_ordinary_columns():
+    """Only columns beyond 1e150 (or below 1e-150) in magnitude are measured in other units:
+    any other is computed exactly as the plain formula does (results stay bit-identical)."""
+    x = np.random.default_rng(3).standard_normal((50, 3)) * np.array([1e-140, 1.0, 1e140])
+    mean = x.mean(axis=0)
+    plain = (x - mean) / np.sqrt(np.mean((x - mean)**2, axis=0))
+    np.testing.assert_array_equal(standardize_features(x), plain)
+
+
+def test_a_noise_that_overflows_the_generated_data_is_a_one_line_error():
+    with pytest.raises(DataError, match=r"^data\.noise: got 1e\+308; the moons data it makes "
+                                        r"overflow float64: give a smaller noise$"):
+        load_dataset({"name": "moons", "noise": 1e308})
+    x, _ = load_dataset({"name": "teacher", "noise": 1e200})  # huge but finite: standardized
+    np.testing.assert_allclose(x.std(axis=0), 1.0)
+
+
 @pytest.mark.parametrize("name", ["moons", "circles", "xor", "blobs", "teacher"])
 def test_deterministic_by_seed(name):
     x1, y1 = load_dataset({"name": name, "data_seed": 3})

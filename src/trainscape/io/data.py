@@ -148,7 +148,11 @@ def load_dataset(spec: Any = None) -> tuple[np.ndarray, np.ndarray]:
                 f"{registry.did_you_mean(name, BUILTINS)}"
             )
         _reject_unused(given, name, f"dataset '{name}'")
-        x, y = _builtin(name, given, seed)
+        with np.errstate(over="ignore", invalid="ignore"):
+            x, y = _builtin(name, given, seed)
+        if not (np.isfinite(x).all() and np.isfinite(y).all()):  # only the noise can do it
+            raise DataError(f"{_key('noise')}: got {given.get('noise')!r}; the {name} data "
+                            "it makes overflow float64: give a smaller noise")
 
     if standardize:
         x = standardize_features(x)
@@ -156,7 +160,8 @@ def load_dataset(spec: Any = None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def standardize_features(x: np.ndarray) -> np.ndarray:
-    """Per-column zero mean, unit variance in float64; constant columns are only centred."""
+    """Per-column zero mean, unit variance in float64; constant columns are only centred
+    (those of huge or tiny numbers also divided by their largest magnitude)."""
     x = np.asarray(x, dtype=np.float64)
     mean, scale = standardizer(x)
     return (x - mean) / scale
@@ -165,13 +170,23 @@ def standardize_features(x: np.ndarray) -> np.ndarray:
 def standardizer(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(mean, scale) of each column of `x` in float64: `(x - mean) / scale` standardizes it."""
     x = np.asarray(x, dtype=np.float64)
-    mean = x.mean(axis=0)
-    std = np.sqrt(np.mean((x - mean)**2, axis=0))
+    scale_ref = np.max(np.abs(x), axis=0, initial=0.0)
+    # A column of huge or tiny numbers is measured in units of its largest magnitude: its
+    # squared deviations would overflow to inf (every value then standardized to 0) or
+    # underflow to 0 (a constant). Other columns are divided by 1.0, which leaves every bit.
+    unit = np.where((scale_ref > _EXTREME) | ((scale_ref > 0) & (scale_ref < 1 / _EXTREME)),
+                    scale_ref, 1.0)
+    z = x / unit
+    mean = z.mean(axis=0)
+    std = np.sqrt(np.mean((z - mean)**2, axis=0))
     # A constant column's computed std is rounding noise, not zero; dividing by it would blow
     # the noise up to O(1) values, so treat anything at rounding level as constant.
-    scale_ref = np.max(np.abs(x), axis=0, initial=0.0)
-    constant = std <= 1e-12 * np.maximum(scale_ref, np.finfo(np.float64).tiny)
-    return mean, np.where(constant, 1.0, std)
+    constant = std <= 1e-12 * np.maximum(scale_ref / unit, np.finfo(np.float64).tiny)
+    return mean * unit, np.where(constant, 1.0, std) * unit
+
+
+_EXTREME = 1e150  # a column's largest magnitude beyond which (or below whose inverse) its
+# squares leave float64's range
 
 
 def task_of(x: np.ndarray, y: np.ndarray) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
@@ -32,6 +33,28 @@ def _labels(exp: cfg.Experiment, data, source: str) -> str:
         target = exp.data.target or registry.DATA_DEFAULTS["target"]
         return f"column '{target}' of data file '{Path(exp.data.path).expanduser()}'"
     return f"dataset '{source}'"
+
+
+def _features(exp: cfg.Experiment, data, source: str) -> str:
+    """Where the features come from, as `_labels` names the labels."""
+    if data is not None:
+        return "x of data=(x, y)"
+    if exp.data.path is not None:
+        return f"the features of data file '{Path(exp.data.path).expanduser()}'"
+    return f"the features of dataset '{source}'"
+
+
+def _check_range(checks, dtypes) -> None:
+    """A value the training dtype cannot hold would enter the network as inf: a one-line
+    DataError naming the features or the targets instead. `checks`: (where, arrays, fix)."""
+    for where, arrays, fix in checks:
+        big = max((float(np.abs(a).max(initial=0.0)) for a in arrays
+                   if a is not None and a.dtype.kind == "f"), default=0.0)
+        for dt in dtypes:
+            top = float(jnp.finfo(dt).max)
+            if big > top:
+                raise DataError(f"{where}: a value of magnitude {big:.3g}, beyond {dt}'s "
+                                f"range (largest {top:.3g}); {fix}")
 
 
 class Prepared:
@@ -117,6 +140,19 @@ class Prepared:
             raise ConfigError("sweep.width/depth: shape the built-in MLP; a custom ts.Model "
                               "has its own shape (sweep it as separate models)")
         dtypes = exp.sweep.get("dtype", (exp.train.dtype,))
+        if data is None and exp.data.path is None:
+            fix_x = fix_y = "give a smaller [data] noise"
+        else:
+            fix_x = fix_y = "rescale them"
+            if not exp.data.standardize:
+                fix_x = "standardize them ([data] standardize = true) or rescale them"
+        theirs = test_data is not None  # the caller's held-out arrays, named apart
+        _check_range([(_features(exp, data, self.data_source),
+                       (self.x, None if theirs else self.x_test), fix_x),
+                      ("x of test_data=(x, y)", (self.x_test if theirs else None,), fix_x),
+                      *([(labels, (self.y, None if theirs else self.y_test), fix_y),
+                         ("y of test_data=(x, y)", (self.y_test if theirs else None,), fix_y)]
+                        if loss == "mse" else [])], dtypes)
         mp = exp.model
         models = {(sh, dt): model if model is not None else builtin_mlp(
             sz, activation=mp.activation, init=mp.init, bias=mp.bias, dtype=dt,

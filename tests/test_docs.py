@@ -115,3 +115,102 @@ def test_the_guide_explains_every_key_of_meta_json(tmp_path):
     explained = set(re.findall(r"^\| `(\w+)`(?:, `(\w+)`)?", table, re.M))
     explained = {k for pair in explained for k in pair if k}
     assert set(keys) <= explained, set(keys) - explained
+
+
+def _doc_value(text: str):
+    """A default as the guide's config table writes it: `true`, `0.1`, `[128, 64]`, `"y"`,
+    `none (full batch)`, `–` (no default) ..."""
+    text = text.strip().strip("`").strip()
+    if text in ("–", "") or text.split(" ")[0] == "none":
+        return None
+    if text in ("true", "false"):
+        return text == "true"
+    if text.startswith("["):
+        return tuple(int(v) for v in text.strip("[]").split(",") if v.strip())
+    try:
+        return float(text)
+    except ValueError:
+        return text.strip('"')
+
+
+def _per_dataset(text: str) -> dict:
+    """'0.1 (moons, circles), 1.0 (blobs)' -> {'moons': 0.1, 'circles': 0.1, 'blobs': 1.0}."""
+    out = {}
+    for value, names in re.findall(r"([^,()]+?) \(([^)]*)\)", text):
+        out |= {n.strip(): _doc_value(value) for n in names.split(",")}
+    return out
+
+
+def test_the_guide_gives_every_config_key_with_its_default():
+    """The `## Config` table against the schema: every key of every section is there, and the
+    default it gives is the one the code uses (schema.py, and registry.DATA_DEFAULTS for the
+    [data] keys whose default depends on the dataset)."""
+    from trainscape.spec import registry, schema
+
+    text = (ROOT / "docs" / "guide.md").read_text()
+    table = text[text.index("| section | key | default | meaning |"):].split("\n\n")[0]
+    given = {}  # (section, key) -> the default as written
+    section = ""
+    for row in table.splitlines()[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        section = cells[0].strip("`[]") or section
+        keys = re.findall(r"`(\w+)`", cells[1])
+        if not keys:  # [sweep]: axes, not keys
+            continue
+        defaults = [cells[2]] if len(keys) == 1 else cells[2].split(",")
+        assert len(defaults) == len(keys), row
+        given |= {(section, k): d for k, d in zip(keys, defaults, strict=True)}
+    fields = {("", "name"): schema.Experiment.model_fields["name"]} | {
+        (sec, k): f for sec, cls in schema._SECTIONS.items() for k, f in cls.model_fields.items()}
+    assert set(fields) <= set(given), set(fields) - set(given)
+    wrong = []
+    for (sec, key), field in fields.items():
+        doc = given[(sec, key)]
+        if (sec, key) == ("metrics", "accuracy"):  # None: "on for classification losses"
+            assert field.default is None and "bce" in doc and "cross_entropy" in doc
+            continue
+        if (sec, key) == ("data", "name"):  # None: the built-in breast_cancer
+            expected = "breast_cancer"
+        elif sec == "data" and key in registry.DATA_DEFAULTS:
+            expected = registry.DATA_DEFAULTS[key]
+        else:
+            expected = field.default
+        got = _per_dataset(doc) if isinstance(expected, dict) else _doc_value(doc)
+        if isinstance(expected, dict):
+            expected = {n: float(v) for n, v in expected.items()}
+        elif isinstance(expected, int | float) and not isinstance(expected, bool):
+            expected = float(expected)
+        if got != expected:
+            wrong.append(f"{sec}.{key}: guide {doc!r}, code {expected!r}")
+    assert not wrong, wrong
+
+
+def test_the_optimizer_axes_table_gives_the_codes_defaults_and_users():
+    """generality.md's `| axis | optimizers | default |` against OptimizerConfig's defaults
+    and registry.OPTIMIZERS (which optimizers read each key)."""
+    from trainscape.spec import registry, schema
+
+    text = (ROOT / "docs" / "generality.md").read_text()
+    table = text[text.index("| axis | optimizers | default |"):].split("\n\n")[0]
+    fields = schema.OptimizerConfig.model_fields
+    seen, wrong = set(), []
+    for row in table.splitlines()[2:]:
+        axes, users, default = (c.strip() for c in row.strip("|").split("|"))
+        keys = [k for k in re.findall(r"`([\w.]+)`", axes) if k in fields]
+        values = [default] if len(keys) == 1 else default.split(",")
+        named = set(re.findall(r"`(\w+)`", re.sub(r"\(.*?\)", "", users)))
+        also = dict(re.findall(r"`(\w+)` also `(\w+)`", users))  # (`eps` also `rmsprop`)
+        for key, value in zip(keys, values, strict=True):
+            seen.add(key)
+            readers_doc = named | ({also[key]} if key in also else set())
+            if _doc_value(value.replace("(off)", "")) != float(fields[key].default):
+                wrong.append(f"{key}: default {value!r}, code {fields[key].default!r}")
+            readers = (set(registry.OPTIMIZERS) if key in registry.OPTIMIZER_COMMON else
+                       {o for o, ks in registry.OPTIMIZERS.items() if key in ks})
+            if users.strip() != "all" and readers_doc != readers:
+                wrong.append(f"{key}: read by {sorted(readers_doc)}, code {sorted(readers)}")
+            if users.strip() == "all" and key not in registry.OPTIMIZER_COMMON:
+                wrong.append(f"{key}: 'all', code {sorted(readers)}")
+    hparams = set(registry.OPTIMIZER_COMMON) | set(registry.OPTIMIZER_SPECIFIC)
+    assert hparams <= seen, hparams - seen
+    assert not wrong, wrong

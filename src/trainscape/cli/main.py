@@ -145,8 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Refine the config's two swept axes level by level: level 0 is its n x m "
                     "grid; each level halves the cells and trains only the points of the "
                     "cells whose corners' outcomes differ, plus a margin around them. Writes "
-                    "zoom.json, one results folder per level (level-0/, ...) and the "
-                    "figures; `trainscape report DIR` writes its report.")
+                    "zoom.json, one results folder per level (level-0/, ...) and, unless "
+                    "--no-plot, the report (report.md and its figures), which `trainscape "
+                    "report DIR` writes again.")
     z.add_argument("config", help="experiment TOML file; [sweep] has exactly two axes given "
                                   "as {geomspace|linspace = [a, b], num = n}")
     z.add_argument("--levels", type=int, required=True, metavar="K",
@@ -160,7 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     z.add_argument("--resume", action="store_true",
                    help="continue an interrupted zoom in --out from its last finished chunk")
     _add_sweep_flags(z)
-    z.add_argument("--no-plot", action="store_true", help="do not draw the figures")
+    z.add_argument("--no-plot", action="store_true",
+                   help="do not write the report and its figures")
     z.set_defaults(func=cmd_zoom)
 
     g = sub.add_parser(

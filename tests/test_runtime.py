@@ -174,6 +174,8 @@ def test_the_library_installs_no_signal_handler(monkeypatch):
     ({"cache_dir": 5}, "configure cache_dir: got 5; allowed: a folder"),
     ({"cache_dir": True}, "cache_dir: got True"), ({"cache_dir": ["a"]}, r"got \['a'\]"),
     ({"cache_dir": "a_file"}, "cache_dir: got 'a_file', a file; give a folder"),
+    ({"arrow_system_pool": "no"}, "configure arrow_system_pool: got 'no'; allowed: True or"),
+    ({"arrow_system_pool": 0}, "arrow_system_pool: got 0"),
 ])
 def test_configure_refuses_bad_values_before_setting_anything(kwargs, match, tmp_path,
                                                               monkeypatch):

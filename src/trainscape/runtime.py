@@ -65,6 +65,9 @@ def configure(cpu_devices: int | None = None, cache_dir: str | None | bool = Non
     Returns what was set: {"cpu_devices": n or None, "cache_dir": path or None}. A value
     outside these rules is a one-line InputError, raised before anything is set."""
     _check_cache_dir(cache_dir)
+    if not isinstance(arrow_system_pool, bool):  # a truthy "no" would switch the pool
+        raise InputError(f"configure arrow_system_pool: got {arrow_system_pool!r}; allowed: "
+                         "True or False")
     if cpu_devices is None:
         env = os.environ.get(CPU_DEVICES_ENV, "").strip()
         whole = env.isascii() and env.isdigit()  # "²" is a digit to str.isdigit, not to int

@@ -214,3 +214,37 @@ def test_the_optimizer_axes_table_gives_the_codes_defaults_and_users():
     hparams = set(registry.OPTIMIZER_COMMON) | set(registry.OPTIMIZER_SPECIFIC)
     assert hparams <= seen, hparams - seen
     assert not wrong, wrong
+
+
+def test_the_guide_lists_every_allowed_value_of_a_named_key():
+    """The guide's config table names exactly the values each key with a fixed set of names
+    accepts (the Literal fields of the schema and the dataset names of the registry): a new
+    activation, optimizer, schedule, ... must appear there, and a removed one must go."""
+    import typing
+
+    from trainscape.spec import registry, schema
+
+    text = (ROOT / "docs" / "guide.md").read_text()
+    table = text[text.index("| section | key | default | meaning |"):].split("\n\n")[0]
+    rows = {}
+    section = ""
+    for row in table.splitlines()[2:]:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        section = cells[0].strip("`[]") or section
+        for key in re.findall(r"`(\w+)`", cells[1]):
+            rows[(section, key)] = set(re.findall(r"`(\w+)`", cells[2] + cells[3]))
+    keys = {(sec, k) for sec, cls in schema._SECTIONS.items() for k in cls.model_fields}
+    allowed = {("data", "name"): set(registry.DATASETS)}
+    for sec, cls in schema._SECTIONS.items():
+        for k, field in cls.model_fields.items():
+            if typing.get_origin(field.annotation) is typing.Literal:
+                allowed[(sec, k)] = set(typing.get_args(field.annotation))
+    assert len(allowed) >= 10  # activation, init, parameterization, loss, optimizer, ...
+    wrong = []
+    for (sec, key), names in allowed.items():
+        doc = rows[(sec, key)]
+        # other backticked words in the row are config keys (`learning_rate` is the peak)
+        extra = doc - names - {k for _, k in keys}
+        if not names <= doc or extra:
+            wrong.append(f"{sec}.{key}: guide {sorted(doc)}, code {sorted(names)}")
+    assert not wrong, wrong

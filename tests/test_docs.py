@@ -3,6 +3,7 @@ and the bench log give (each of these once named something that did not exist)."
 
 import argparse
 import importlib
+import math
 import re
 from pathlib import Path
 
@@ -247,4 +248,34 @@ def test_the_guide_lists_every_allowed_value_of_a_named_key():
         extra = doc - names - {k for _, k in keys}
         if not names <= doc or extra:
             wrong.append(f"{sec}.{key}: guide {sorted(doc)}, code {sorted(names)}")
+    assert not wrong, wrong
+
+
+_UNITS = {"%": 0.01, "GFLOP": 1e9, "MFLOP": 1e6}
+
+
+def test_every_named_constant_the_docs_quote_has_that_value():
+    """`NAME` = value (`train.classify.BLOWUP_FACTOR` = 1000 x, `STALL_TOL` = 5%, ...) and the
+    guide's table of thresholds against the constants themselves; a bare name is one of
+    train.classify's."""
+    import trainscape.train.classify as classify
+
+    quoted = []  # (where, name, value as written, unit)
+    for doc in DOCS:
+        if doc.name == "CHANGELOG.md" or "bench" in doc.parts:  # logs name the modules of then
+            continue
+        for m in re.finditer(r"`((?:[a-z_]+\.)*[A-Z][A-Z_0-9]+)` = ([0-9][0-9.,]*)\s*(%|GFLOP|"
+                             r"MFLOP)?", doc.read_text()):
+            quoted.append((doc.name, *m.groups()))
+    guide = (ROOT / "docs" / "guide.md").read_text()
+    table = guide[guide.index("| constant | value | reason |"):].split("\n\n")[0]
+    quoted += [("guide.md", n, v, None) for n, v in re.findall(r"^\| `(\w+)` \| ([\d.]+) \|",
+                                                                  table, re.M)]
+    assert len(quoted) >= 15
+    wrong = []
+    for where, name, value, unit in quoted:
+        const = _resolve(f"trainscape.{name}") if "." in name else getattr(classify, name)
+        if not math.isclose(float(value.rstrip(".,").replace(",", "")) * _UNITS.get(unit, 1),
+                            const):
+            wrong.append(f"{where}: {name} = {value}{unit or ''}, code {const}")
     assert not wrong, wrong

@@ -279,3 +279,23 @@ def test_every_named_constant_the_docs_quote_has_that_value():
                             const):
             wrong.append(f"{where}: {name} = {value}{unit or ''}, code {const}")
     assert not wrong, wrong
+
+
+def test_the_guide_explains_every_column_of_the_tables():
+    """Every column of `runs` (with the sharpness and held-out data, so every optional one)
+    is a row of the guide's `runs` table, and every column of `curves` is named in its
+    paragraph."""
+    import trainscape as ts
+
+    res = ts.run({"data": {"name": "moons", "n_samples": 16, "holdout": 0.25},
+                  "model": {"hidden": [2]}, "train": {"steps": 2},
+                  "metrics": {"sharpness": True, "sharpness_every": 1, "sharpness_iters": 2},
+                  "sweep": {"seed": [0]}}, out=None, progress=False)
+    text = (ROOT / "docs" / "guide.md").read_text()
+    table = text[text.index("| column | meaning |"):].split("\n\n")[0]
+    explained = {n for cell in re.findall(r"^\| ([^|]+) \|", table, re.M)
+                 for n in re.findall(r"`(\w+)`", cell)}
+    assert set(res.runs.columns) - {"seed"} <= explained, set(res.runs.columns) - explained
+    curves = text[text.index("`curves` — long:"):].split("\n\n")[0]
+    named = set(re.findall(r"`(\w+)`", curves))
+    assert set(res.curves.columns) <= named, set(res.curves.columns) - named

@@ -7,7 +7,8 @@ Layout of an unfinished sweep::
                               versions, chunk size; `finished` once the final files are written
     DIR/chunks/runs-000007.parquet, curves-000007.parquet   one finished chunk
     DIR/chunks/done.jsonl     one line per finished chunk: its index and both files' SHA-256
-    DIR/.lock-pK, DIR/chunks/done-pK.jsonl   process K > 0 of a distributed sweep (parallel.py)
+    DIR/.lock-pK, DIR/chunks/done-pK.jsonl   process K > 0 of a distributed sweep
+                                             (sweep/distributed.py)
 
 Every file is written to a temporary name, fsynced and renamed, and a chunk is recorded in
 `done.jsonl` (appended and fsynced) only after both its files are in place, so a kill at any
@@ -228,8 +229,8 @@ class Store:
     def __init__(self, path: Path, fingerprint: dict, n_runs: int, chunk_size: int | None,
                  resume: bool, process: int = 0):
         """`process` > 0: a further process of a distributed sweep joining the folder that
-        process 0 has already opened (see parallel.py): it only checks that the manifest is for
-        the same sweep, and writes its own lock and journal."""
+        process 0 has already opened (see sweep/distributed.py): it only checks that the
+        manifest is for the same sweep, and writes its own lock and journal."""
         self.path = Path(path)
         self.fingerprint = fingerprint
         self.resume = resume

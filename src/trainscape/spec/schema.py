@@ -604,7 +604,7 @@ def _check_optimizer_keys(body: Mapping) -> None:
 def hparam_range(dtypes) -> tuple[str, str, float, float]:
     """(the lowest run dtype, the dtype hyperparameters are trained in, smallest normal and
     largest finite magnitude there) for runs of `dtypes`: float32 unless every run is
-    float64 (bfloat16 runs keep hyperparameters in float32, see train.py)."""
+    float64 (bfloat16 runs keep hyperparameters in float32, see train/loop.py)."""
     low = next((d for d in dtypes if d != "float64"), "float64")
     hp_dtype = "float64" if low == "float64" else "float32"
     return low, hp_dtype, float(np.finfo(hp_dtype).tiny), float(np.finfo(hp_dtype).max)
@@ -612,7 +612,7 @@ def hparam_range(dtypes) -> tuple[str, str, float, float]:
 
 def _check_in_run_dtype(s: dict, sweep: dict) -> None:
     """Hyperparameters are validated in float64 but trained in float32 unless every run is
-    float64 (bfloat16 runs keep them in float32, see train.py): a value that is inf, 0 or
+    float64 (bfloat16 runs keep them in float32, see train/loop.py): a value that is inf, 0 or
     subnormal there (XLA flushes subnormals to 0) would train with another value than the
     runs table shows."""
     low, hp_dtype, tiny, big = hparam_range(sweep.get("dtype", (s["train"].dtype,)))

@@ -220,7 +220,7 @@ _DISTRIBUTED_SWEEPS = [0]  # sweeps run so far by this process: keys of the coor
 
 def _run_distributed(prep, env, path, out, chunk_size, memory_budget, resume, progress,
                      t_start, rank, n_proc, guard) -> Results:
-    """One process's part of a sweep shared by `n_proc` processes (see parallel.py)."""
+    """One process's part of a sweep shared by `n_proc` processes (see sweep/distributed.py)."""
     _DISTRIBUTED_SWEEPS[0] += 1
     key = f"sweep{_DISTRIBUTED_SWEEPS[0]}"
     fp = fingerprint(prep, env)

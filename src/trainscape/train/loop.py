@@ -1,8 +1,10 @@
-"""`train_one`: full-batch training of ONE run, as a `lax.scan` over steps.
+"""`train_one`: training of ONE run, one compiled loop over its recorded steps (a
+`lax.while_loop` that stops once its group is frozen; a `lax.scan` without early exit).
 
-It knows nothing about grids: `engine.py` is the only place that vmaps and jits it over runs.
+It knows nothing about grids: `engine/compile.py` is the only place that vmaps and jits it
+over runs.
 Summaries (min, max, peak step, divergence step, recovery step, largest rebound) are computed
-online in the scan carry, so a run never has to ship its whole curve to the host to be labelled.
+online in the loop's carry, so a run never has to ship its whole curve to the host to be labelled.
 A run whose loss becomes non-finite, or exceeds `BLOWUP_FACTOR` x its initial loss, is frozen
 at that step: its parameters stop changing and later curve points are NaN, so garbage neither
 spreads nor poisons the summaries.

@@ -123,12 +123,12 @@ def run(config=None, *, data=None, test_data=None, model: Model | None = None,
     model: a :class:`~trainscape.Model` replacing the built-in MLP.
     init_params: start every run from these parameters instead of drawing them from its seed
         (`init_scale` still multiplies them).
-    chunk_size: runs per compiled batch (default: chosen automatically, see README "Large
+    chunk_size: runs per compiled batch (default: chosen automatically, see docs/guide.md "Large
         grids": 4 blocks per device (128 runs on a CPU) for grids of up to 8 such chunks, else
         sized by a timing probe and the memory budget; balanced so the last chunk is not mostly
         padding). An explicit size is rounded up to whole blocks (32 runs on every CPU device;
-        on a GPU or TPU 32 to 4096, by the network's work per step: `plan.block_runs`), as
-        the engine dispatches them; a resumed sweep keeps the chunk size it started with.
+        on a GPU or TPU 32 to 4096, by the network's work per step: `plan.block_runs`), as the
+        engine dispatches them; a resumed sweep keeps the chunk size it started with.
     out: a results folder to write ("auto": a new folder under ./results/; None: keep
         everything in memory). A folder that already holds results is refused unless `resume`.
     resume: continue an interrupted sweep in `out`, recomputing only missing or corrupt chunks;

@@ -299,3 +299,15 @@ def test_the_guide_explains_every_column_of_the_tables():
     curves = text[text.index("`curves` — long:"):].split("\n\n")[0]
     named = set(re.findall(r"`(\w+)`", curves))
     assert set(res.curves.columns) <= named, set(res.curves.columns) - named
+
+
+def test_the_guide_names_every_sweep_axis():
+    """`### Sweep axes` against spec.schema.SWEEP_AXES, and its list of axes that compile a
+    program per value against STATIC_AXES."""
+    from trainscape.spec import schema
+
+    text = (ROOT / "docs" / "guide.md").read_text()
+    para = " ".join(text[text.index("### Sweep axes"):].split("\n\n")[1].split())
+    assert set(schema.SWEEP_AXES) | {"learning_rate.K"} <= set(re.findall(r"`([\w.]+)`", para))
+    static = re.search(r"Every axis but (.*?) is a traced array", para).group(1)
+    assert set(re.findall(r"`(\w+)`", static)) == set(schema.STATIC_AXES), static

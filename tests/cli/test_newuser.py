@@ -338,7 +338,7 @@ def test_resume_says_how_many_runs_were_reused_and_computed(tmp_path, monkeypatc
     capsys.readouterr()
     assert main(["run", str(cfg), "--out", str(out), "--resume", "--no-plot"]) == 0
     got = capsys.readouterr()
-    assert "resuming: 64 of 128 runs are saved (1 chunks), 64 to compute" in got.err
+    assert "resuming: 64 of 128 runs are saved (1 chunk), 64 to compute" in got.err
     assert "resumed: 64 runs reused from the saved chunks, 64 computed now" in got.out
 
 

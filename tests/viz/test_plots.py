@@ -584,3 +584,18 @@ def test_exit_markers_stay_inside_the_axes_clear_of_the_title():
         title = ax.title.get_window_extent()
         assert all(glyph <= title.y0 for glyph, _ in tops)
 
+
+
+def test_step_ticks_are_whole_steps_even_for_runs_stopped_after_one_step():
+    """A sweep where every run blew up at step 1 records steps 0 and 1 only; matplotlib's
+    default ticks for that range are 0, 0.2, ..., 1, steps no run has."""
+    t = np.arange(21.0)
+    short = np.array([1.0, 1e3] + [np.nan] * 19)
+    curves = pd.DataFrame({"run_id": 0, "step": t.astype(int), "loss": short})
+    runs = pd.DataFrame({"run_id": [0], "label": ["diverged"]})
+    fig, ax = plt.subplots(figsize=(4, 3), layout="constrained")
+    plots.loss_curves(curves.dropna(), runs, ax=ax)
+    fig.canvas.draw()
+    lo, hi = ax.get_xlim()
+    shown = [v for v in ax.get_xticks() if lo <= v <= hi]
+    assert len(shown) >= 2 and all(float(v).is_integer() for v in shown)

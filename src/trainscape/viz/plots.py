@@ -1056,6 +1056,8 @@ def _draw_curves(ax, prepared, lims, log_y, metric, linewidth=None, alpha=None):
                 marked = True
     if lims is not None:
         ax.set_ylim(*lims)
+    # steps are whole numbers: a run stopped after 1 step would otherwise get ticks at 0.2, 0.4
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     return present, marked

@@ -599,3 +599,51 @@ def test_step_ticks_are_whole_steps_even_for_runs_stopped_after_one_step():
     lo, hi = ax.get_xlim()
     shown = [v for v in ax.get_xticks() if lo <= v <= hi]
     assert len(shown) >= 2 and all(float(v).is_integer() for v in shown)
+
+
+def _boxes_apart(a, b) -> bool:
+    return a.x1 <= b.x0 or b.x1 <= a.x0 or a.y1 <= b.y0 or b.y1 <= a.y0
+
+
+def test_panel_titles_with_long_names_stay_apart_and_inside_the_figure():
+    """Long category names and five label counts made each panel's title wider than its panel:
+    neighbouring titles ran into each other and off the figure's edge."""
+    names = ["sgd_with_nesterov_momentum", "adam_with_decoupled_weight_decay", "rmsprop_centered",
+             "lion_sign_momentum_optimizer"]
+    runs, curves = _tables(lrs=[0.1] * 1, seeds=range(10), label_of=lambda i, s: LABELS[s % 5])
+    runs = pd.concat([runs.assign(variant=n, run_id=runs["run_id"] + 100 * k)
+                      for k, n in enumerate(names)], ignore_index=True)
+    curves = pd.concat([curves.assign(run_id=curves["run_id"] + 100 * k)
+                        for k in range(len(names))], ignore_index=True)
+    axes = plots.curves_grid(curves, runs, [{"variant": n, "learning_rate": 0.1} for n in names])
+    fig = axes[0].figure
+    sq = plots.seed_question_figure(runs.loc[runs["variant"] == names[0]], curves,
+                                    lrs=(0.1, 0.1))
+    for f, panels in ((fig, axes), (sq[0].figure, sq)):
+        f.canvas.draw()
+        renderer = f.canvas.get_renderer()
+        boxes = [ax.title.get_window_extent(renderer) for ax in panels]
+        inside = f.bbox
+        for b in boxes:
+            assert b.x0 >= inside.x0 - 1 and b.x1 <= inside.x1 + 1
+        for a, b in itertools.combinations(boxes, 2):
+            assert _boxes_apart(a, b)
+        for leg in [*f.legends, *(ax.get_legend() for ax in panels if ax.get_legend())]:
+            lb = leg.get_window_extent(renderer)
+            assert all(_boxes_apart(lb, b) for b in boxes)
+    # every part of the text is still there, only broken into lines
+    assert axes[0].get_title().replace("\n", " ").startswith(
+        "variant = sgd_with_nesterov_momentum, lr = 0.1 converged 2/10, catapult 2/10")
+
+
+def test_a_heatmap_title_naming_many_pooled_axes_stays_inside_the_figure():
+    runs, _ = _tables()
+    runs = runs.assign(variant=np.where(runs["seed"] == 0, "adam_with_decoupled_weight_decay",
+                                        "sgd_with_nesterov_momentum"))
+    pooled = ["seed", "weight_decay", "momentum", "init_scale", "batch_size"]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    plots.label_heatmap(runs, "learning_rate", "variant", ax=ax, pooled=pooled)
+    fig.canvas.draw()
+    box = ax.title.get_window_extent(fig.canvas.get_renderer())
+    assert box.x0 >= fig.bbox.x0 - 1 and box.x1 <= fig.bbox.x1 + 1
+    assert ax.get_title().replace("\n", " ").endswith("pooled over " + ", ".join(pooled))

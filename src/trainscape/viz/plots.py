@@ -18,6 +18,7 @@ Conventions shared by all heatmaps:
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.textpath import text_to_path
 
 from ..errors import InputError
 from ..train.classify import LABELS
@@ -433,6 +435,33 @@ def _new_axes(ax, figsize=(7, 4)):
     return ax
 
 
+_BREAK_AFTER = re.compile(r"(?<=, )|(?<=: )|(?<= = )")
+
+
+def fit_title(ax, text: str, **kw):
+    """Set `text` as the axes' title, each line broken after a ", ", ": " or " = " wherever it
+    would be wider than the axes: a long cell name or five label counts would otherwise run
+    into the next panel's title or off the figure. Returns the title's Text."""
+    size = FontProperties(size=kw.get("fontsize", plt.rcParams["axes.titlesize"]))
+    room = ax.bbox.width * 72.0 / ax.figure.dpi  # points
+
+    def width(s: str) -> float:
+        return text_to_path.get_text_width_height_descent(s, size, ismath=False)[0]
+
+    lines = []
+    for line in text.split("\n"):
+        pieces = [p for p in _BREAK_AFTER.split(line) if p]
+        cur = pieces[0] if pieces else ""
+        for piece in pieces[1:]:
+            if width(cur + piece) <= room:
+                cur += piece
+            else:
+                lines.append(cur.rstrip())
+                cur = piece
+        lines.append(cur)
+    return ax.set_title("\n".join(lines), **kw)
+
+
 def _no_data(ax, message="no runs to show"):
     ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="0.4")
     return ax
@@ -573,7 +602,10 @@ def label_heatmap(
         runs_word = "run" if per_cell == "1" else "runs"
         default_title = f"fraction {name} of {per_cell} {runs_word} per cell" + (
             f", pooled over {', '.join(pooled)}" if pooled else "")
-    ax.set_title(default_title if title is None else title)
+    if title is None:
+        fit_title(ax, default_title)
+    else:
+        ax.set_title(title)
     return ax
 
 
@@ -1205,7 +1237,7 @@ def curves_grid(
     for ax, cell, sub, prep in zip(flat, cells, subsets, prepared, strict=True):
         if not prep:
             _no_data(ax, "no runs in this cell")
-            ax.set_title(_cell_title(cell), fontsize="medium")
+            fit_title(ax, _cell_title(cell), fontsize="medium")
             continue
         lims = shared if sharey else _limits(prep, log_y)
         p, m = _draw_curves(ax, prep, lims, log_y, metric)
@@ -1214,7 +1246,7 @@ def curves_grid(
         present |= p
         marked |= m
         counts = _count_text(sub["label"]) if "label" in sub.columns else f"{len(sub)} runs"
-        ax.set_title(f"{_cell_title(cell)}\n{counts}", fontsize="medium")
+        fit_title(ax, f"{_cell_title(cell)}\n{counts}", fontsize="medium")
     handles = _curve_legend_handles(present, marked)
     if handles:
         if own:
@@ -1298,7 +1330,7 @@ def seed_question_figure(
         if steps is not None:
             ax.plot(steps, med, color="black", lw=2.6, label="median", gid="median", zorder=6)
         counts = _count_text(sub["label"]) if "label" in sub.columns else f"{len(sub)} runs"
-        ax.set_title(f"lr = {_fmt(lr)}: {counts}", fontsize="medium")
+        fit_title(ax, f"lr = {_fmt(lr)}: {counts}", fontsize="medium")
     handles = _curve_legend_handles(present, marked)
     if present:
         handles.insert(

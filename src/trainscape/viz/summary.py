@@ -102,8 +102,10 @@ def write_figures(res: Results, folder: Path) -> list[Path]:
         plots.label_heatmap(counts, x=x, y=y, ax=ax, weights="runs",
                             pooled=[a for a in axes if a not in (x, y)],
                             log_x=plots.geometric(counts, x), log_y=plots.geometric(counts, y))
-        # the plot's own title says how each cell aggregates its runs
-        ax.set_title(f"{res.config.name}: {ax.get_title() or 'label per run'}")
+        # the plot's own title says how each cell aggregates its runs (rebroken to fit with
+        # the name in front)
+        own = ax.get_title().replace("\n", " ") or "label per run"
+        plots.fit_title(ax, f"{res.config.name}: {own}")
         f = folder / "heatmap.png"
         _save(fig, f)
         written.append(f)

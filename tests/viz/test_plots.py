@@ -1,6 +1,7 @@
 """Tests for trainscape.plots on tiny synthetic result tables (Agg backend, no files written)."""
 
 import itertools
+import math
 
 import matplotlib
 
@@ -647,3 +648,47 @@ def test_a_heatmap_title_naming_many_pooled_axes_stays_inside_the_figure():
     box = ax.title.get_window_extent(fig.canvas.get_renderer())
     assert box.x0 >= fig.bbox.x0 - 1 and box.x1 <= fig.bbox.x1 + 1
     assert ax.get_title().replace("\n", " ").endswith("pooled over " + ", ".join(pooled))
+
+
+def _shown(labels) -> list[str]:
+    return [t.get_text() for t in labels if t.get_visible() and t.get_text()]
+
+
+def test_every_value_of_an_unevenly_spaced_axis_is_labelled_when_the_labels_fit():
+    """momentum 0, 0.5, 0.9, 0.99 on `trainscape run`'s heatmap was labelled 0, 0.9, 0.99:
+    rounder than all four, but on an uneven grid the missing 0.5 cannot be read off the
+    others."""
+    rows = [dict(run_id=i, learning_rate=lr, momentum=m, label="converged")
+            for i, (lr, m) in enumerate(itertools.product([0.01, 0.1, 1.0],
+                                                          [0.0, 0.5, 0.9, 0.99]))]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    plots.label_heatmap(pd.DataFrame(rows), "learning_rate", "momentum", ax=ax)
+    fig.canvas.draw()
+    assert _shown(ax.get_yticklabels()) == ["0", "0.5", "0.9", "0.99"]
+    assert _no_overlap(ax.get_yticklabels(), horizontal=False)
+
+
+def test_long_category_names_on_x_are_all_labelled_slanted():
+    """Five optimizer names on x: only the first and the last were labelled, side by side."""
+    names = ["sgd_with_nesterov_momentum", "adam_with_decoupled_weight_decay", "rmsprop_centered",
+             "lion_sign_momentum_optimizer", "adafactor_factored_second_moment"]
+    rows = [dict(run_id=i, variant=n, learning_rate=lr, label="converged")
+            for i, (n, lr) in enumerate(itertools.product(names, [0.01, 0.1, 1.0]))]
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    plots.label_heatmap(pd.DataFrame(rows), "variant", "learning_rate", ax=ax)
+    fig.canvas.draw()
+    labels = [t for t in ax.get_xticklabels() if t.get_visible() and t.get_text()]
+    assert [t.get_text() for t in labels] == names
+    # slanted lines of text do not touch when their ticks are a line height / sin(angle) apart
+    angle = math.radians(labels[0].get_rotation())
+    line_px = 1.2 * labels[0].get_fontsize() * fig.dpi / 72
+    px = ax.transData.transform(np.column_stack([ax.get_xticks(), np.zeros(5)]))[:, 0]
+    assert 0 < angle < math.pi / 2
+    assert np.min(np.diff(px)) * math.sin(angle) >= line_px
+    # names that fit side by side stay level
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+    short = pd.DataFrame(rows).assign(variant=lambda d: d["variant"].str[:4])
+    plots.label_heatmap(short, "variant", "learning_rate", ax=ax)
+    fig.canvas.draw()
+    assert _shown(ax.get_xticklabels()) == [n[:4] for n in names]
+    assert all(t.get_rotation() == 0 for t in ax.get_xticklabels())

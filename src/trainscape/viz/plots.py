@@ -11,6 +11,8 @@ Conventions shared by all heatmaps:
   span at least two decades (``max / min >= 100``).
 * Major ticks sit on grid values only. At draw time they are thinned to a regular subset whose
   labels cannot overlap, preferring the subset with the roundest labels (1e-3, 0.01, 0.1, 1...).
+  A categorical axis, or one whose values are unevenly spaced on it, labels every value when
+  all labels fit; names too long to sit side by side on x are slanted.
 * Legends are placed outside the axes, to the right, so they never cover data; later calls
   (:func:`boundary_contour`, :func:`threshold_lines`) append to the existing legend.
 """
@@ -147,6 +149,7 @@ class _GridAxis:
     ticklabels: tuple[str, ...]
     log: bool
     edges: np.ndarray
+    categorical: bool = False  # names in sweep order: no label can be read off its neighbours
 
     @property
     def size(self) -> int:
@@ -209,6 +212,7 @@ def _grid_axis(runs: pd.DataFrame, col: str | None, log: bool | None):
             tuple(str(c) for c in cats),
             False,
             np.arange(n + 1) - 0.5,
+            categorical=True,
         ),
         index,
     )
@@ -253,12 +257,18 @@ class _GridTicks(ticker.Locator):
     """Major ticks on grid values, thinned when the axis is drawn so labels cannot overlap.
 
     Thinning happens at draw time because only then is the final axis length known (a colorbar
-    or constrained layout may shrink the axes after the heatmap is drawn).
+    or constrained layout may shrink the axes after the heatmap is drawn). Every value keeps its
+    label when all fit on an axis where a missing label cannot be read off its neighbours: names
+    (`every`), or numbers not evenly spaced on the axis (momentum 0, 0.5, 0.9, 0.99).
+    `rotated`: the x labels are drawn at 45 degrees, so each needs less room along the axis.
     """
 
-    def __init__(self, positions: np.ndarray, labels: Sequence[str]):
+    def __init__(self, positions: np.ndarray, labels: Sequence[str], every: bool = False,
+                 rotated: bool = False):
         self._pos = np.asarray(positions, float)
         self._labels = list(labels)
+        self._every = every
+        self._rotated = rotated
         # roundness of each label: fewer significant digits reads better (1e-3 beats 3.16e-3)
         self._digits = np.array(
             [
@@ -279,6 +289,10 @@ class _GridTicks(ticker.Locator):
             return self._pos[keep]
         pix = self._pixels(self._pos[keep], lo, hi)
         need = self._label_extent([self._labels[i] for i in keep])
+        gaps = np.abs(np.diff(pix))
+        uneven = not np.allclose(gaps, gaps[0], rtol=1e-3)
+        if (self._every or uneven) and np.min(gaps) >= need:
+            return self._pos[keep]
         cost = self._cost_function(self._pos[keep], self._digits[keep])
         best = None
         first_ok = None
@@ -358,11 +372,13 @@ class _GridTicks(ticker.Locator):
         key = "xtick.labelsize" if horizontal else "ytick.labelsize"
         size_pt = FontProperties(size=plt.rcParams[key]).get_size_in_points()
         px_per_pt = self.axis.axes.figure.dpi / 72.0
-        if horizontal:
+        if horizontal and not self._rotated:
             # 0.65 em bounds the widest digit glyphs of the default fonts; 1 em of gap
             chars = max((len(s) for s in labels), default=1)
             return (0.65 * chars + 1.0) * size_pt * px_per_pt
-        return 1.7 * size_pt * px_per_pt
+        # a line of text and its gap across the axis; slanted lines sit 1/sin 45deg further
+        # apart along it
+        return 1.7 * size_pt * px_per_pt * (math.sqrt(2) if horizontal else 1.0)
 
 
 class _LogGridTicks(_GridTicks):
@@ -392,7 +408,7 @@ class _LogGridTicks(_GridTicks):
         return ends
 
 
-def _style_axis(axis, grid: _GridAxis) -> None:
+def _style_axis(axis, grid: _GridAxis, rotated: bool = False) -> None:
     lookup = dict(zip(grid.positions.tolist(), grid.ticklabels, strict=True))
     positions = grid.positions
 
@@ -406,8 +422,8 @@ def _style_axis(axis, grid: _GridAxis) -> None:
         return _fmt(v)
 
     log = grid.log and len(positions) and positions[0] > 0
-    axis.set_major_locator((_LogGridTicks if log else _GridTicks)(grid.positions,
-                                                                 grid.ticklabels))
+    axis.set_major_locator((_LogGridTicks if log else _GridTicks)(
+        grid.positions, grid.ticklabels, every=grid.categorical, rotated=rotated))
     axis.set_major_formatter(ticker.FuncFormatter(fmt))
     # a log axis reads between its labels by the minor ticks (2..9 x 10^k), never labelled;
     # on a linear cell grid they add nothing
@@ -417,10 +433,26 @@ def _style_axis(axis, grid: _GridAxis) -> None:
     axis.set_label_text(grid.name or "")
 
 
+def _slant_names(ax, grid: _GridAxis) -> bool:
+    """Slant the x labels of a categorical axis whose names do not fit side by side (long
+    optimizer names: only the first and last would be labelled). Returns whether it did."""
+    if not grid.categorical or grid.size < 2:
+        return False
+    size_pt = FontProperties(size=plt.rcParams["xtick.labelsize"]).get_size_in_points()
+    chars = max(len(s) for s in grid.ticklabels)
+    need = (0.65 * chars + 1.0) * size_pt * ax.figure.dpi / 72.0  # as _GridTicks measures
+    if need * grid.size <= ax.bbox.width:
+        return False
+    ax.tick_params(axis="x", labelrotation=45)
+    for label in ax.get_xticklabels():  # new ticks copy the first tick's alignment
+        label.set_horizontalalignment("right")
+    return True
+
+
 def _setup_grid_axes(ax, gx: _GridAxis, gy: _GridAxis) -> None:
     ax.set_xscale("log" if gx.log else "linear")
     ax.set_yscale("log" if gy.log else "linear")
-    _style_axis(ax.xaxis, gx)
+    _style_axis(ax.xaxis, gx, rotated=_slant_names(ax, gx))
     _style_axis(ax.yaxis, gy)
     if gy.name is None:
         ax.yaxis.set_major_locator(ticker.NullLocator())

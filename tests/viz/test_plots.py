@@ -600,6 +600,14 @@ def test_step_ticks_are_whole_steps_even_for_runs_stopped_after_one_step():
     lo, hi = ax.get_xlim()
     shown = [v for v in ax.get_xticks() if lo <= v <= hi]
     assert len(shown) >= 2 and all(float(v).is_integer() for v in shown)
+    # and round ones on a longer run: 0, 5, ..., 30, not 0, 4, ..., 28
+    curves = pd.DataFrame({"run_id": 0, "step": np.arange(31), "loss": np.geomspace(1, 0.1, 31)})
+    fig, ax = plt.subplots(figsize=(4.4, 3.6), layout="constrained")
+    plots.loss_curves(curves, runs.assign(label="converged"), ax=ax)
+    fig.canvas.draw()
+    lo, hi = ax.get_xlim()
+    shown = [v for v in ax.get_xticks() if lo <= v <= hi]
+    assert shown[0] == 0 and shown[-1] == 30 and all(v % 5 == 0 for v in shown)
 
 
 def _boxes_apart(a, b) -> bool:

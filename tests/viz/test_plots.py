@@ -112,6 +112,45 @@ def test_label_colors_cover_every_label_with_distinct_valid_colours():
     assert len(set(rgb)) == len(LABELS)
 
 
+# Machado, Oliveira & Fernandes (2009) matrices at severity 1, acting on linear RGB
+_CVD = {
+    "protanopia": [[0.152286, 1.052583, -0.204868], [0.114503, 0.786281, 0.099216],
+                   [-0.003882, -0.048116, 1.051998]],
+    "deuteranopia": [[0.367322, 0.860646, -0.227968], [0.280085, 0.672501, 0.047413],
+                     [-0.011820, 0.042940, 0.968881]],
+    "tritanopia": [[1.255528, -0.076749, -0.178779], [-0.078411, 0.930809, 0.147602],
+                   [0.004733, 0.691367, 0.303900]],
+}
+
+
+def _lab(srgb: np.ndarray) -> np.ndarray:
+    """CIELAB (D65) of sRGB values in [0, 1], by the textbook formulas."""
+    lin = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    xyz = np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722],
+                    [0.0193, 0.1192, 0.9505]]) @ lin
+    t = xyz / np.array([0.95047, 1.0, 1.08883])
+    f = np.where(t > (6 / 29) ** 3, np.cbrt(t), t / (3 * (6 / 29) ** 2) + 4 / 29)
+    return np.array([116 * f[1] - 16, 500 * (f[0] - f[1]), 200 * (f[1] - f[2])])
+
+
+def _as_seen(srgb: np.ndarray, matrix) -> np.ndarray:
+    lin = np.where(srgb <= 0.04045, srgb / 12.92, ((srgb + 0.055) / 1.055) ** 2.4)
+    out = np.clip(np.asarray(matrix) @ lin, 0, 1)
+    return np.where(out <= 0.0031308, 12.92 * out, 1.055 * out ** (1 / 2.4) - 0.055)
+
+
+@pytest.mark.parametrize("vision", ["normal", *_CVD])
+def test_label_colours_stay_apart_under_colour_vision_deficiencies(vision):
+    """Every pair of label colours at least 15 CIELAB units apart as simulated for each
+    dichromacy: the light grey once used for stalled was 9 from oscillating's reddish purple
+    for a deuteranope."""
+    seen = {lab: np.array(mcolors.to_rgb(c)) for lab, c in plots.LABEL_COLORS.items()}
+    if vision != "normal":
+        seen = {lab: _as_seen(c, _CVD[vision]) for lab, c in seen.items()}
+    for a, b in itertools.combinations(LABELS, 2):
+        assert np.linalg.norm(_lab(seen[a]) - _lab(seen[b])) >= 15, (vision, a, b)
+
+
 @pytest.mark.parametrize(
     "value, text",
     [

@@ -56,13 +56,16 @@ __all__ = [
 ]
 
 # Okabe-Ito hues, chosen to stay distinguishable under the common colour-vision deficiencies;
-# diverged is very dark so it also separates from everything else by lightness alone.
+# diverged is very dark so it also separates from everything else by lightness alone. Stalled is
+# a dark grey: a light grey (#A8A8A8) has the lightness of the reddish purple, and the two look
+# alike to a deuteranope (CIELAB distance 9 after simulation, against 17 or more for any other
+# pair).
 LABEL_COLORS: Mapping[str, str] = MappingProxyType(
     {
         "converged": "#0072B2",  # blue
         "catapult": "#E69F00",  # orange
         "oscillating": "#CC79A7",  # reddish purple
-        "stalled": "#A8A8A8",  # grey
+        "stalled": "#585858",  # dark grey
         "diverged": "#5A0B14",  # very dark red
     }
 )

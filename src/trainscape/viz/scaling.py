@@ -6,9 +6,26 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import ticker
+
+from .plots import _fmt
 
 _COORD_LABEL = {"mean_abs": "mean |activation|",
                 "mean_abs_change": "mean |activation - initial|"}
+
+
+class _PlainLog(ticker.LogFormatter):
+    """matplotlib's choice of log ticks to label, written as plain numbers (0.3, 40, 1e-3, a
+    width 64) instead of 3 x 10^-1 beside 10^1, or 2^6."""
+
+    def _num_to_string(self, x, vmin, vmax):
+        return _fmt(x)
+
+
+def _plain_log_labels(ax) -> None:
+    for axis, base in ((ax.xaxis, 2), (ax.yaxis, 10)):
+        axis.set_major_formatter(_PlainLog(base=base))
+        axis.set_minor_formatter(_PlainLog(base=base))
 
 
 def plot_coord_check(table, of: str = "mean_abs", axes=None):
@@ -35,6 +52,7 @@ def plot_coord_check(table, of: str = "mean_abs", axes=None):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("width")
+        _plain_log_labels(ax)
         ax.set_title("output" if layer == last else f"hidden layer {layer}")
     axes[0].set_ylabel(_COORD_LABEL.get(of, of))
     axes[0].legend(fontsize=7)
@@ -64,6 +82,7 @@ def plot_scaling(fit, ax=None, label: str | None = None, color=None):
             label=f"{label + ': ' if label else ''}exponent {fit.exponent:.2f}{ci}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
+    _plain_log_labels(ax)
     ax.set_xlabel(fit.by)
     ax.set_ylabel(fit.of.replace("_", " "))
     ax.legend(fontsize=8)

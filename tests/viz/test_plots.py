@@ -739,3 +739,17 @@ def test_long_category_names_on_x_are_all_labelled_slanted():
     fig.canvas.draw()
     assert _shown(ax.get_xticklabels()) == [n[:4] for n in names]
     assert all(t.get_rotation() == 0 for t in ax.get_xticklabels())
+
+
+def test_shared_y_range_is_set_by_the_runs_that_did_not_diverge_in_any_panel():
+    """A panel whose runs all blew up set the shared range to three decades above its start,
+    squashing the other panels' curves into the bottom third."""
+    runs, curves = _tables(lrs=[0.01, 10.0], seeds=(0, 1),
+                           label_of=lambda i, s: ("converged", "diverged")[i])
+    axes = plots.curves_grid(curves, runs, [{"learning_rate": 0.01}, {"learning_rate": 10.0}])
+    calm = curves.loc[curves["run_id"].isin(runs.loc[runs["label"] == "converged", "run_id"])]
+    lo, hi = axes[0].get_ylim()
+    assert axes[1].get_ylim() == (lo, hi)
+    assert calm["loss"].max() <= hi <= 10 * calm["loss"].max()  # loss_curves' 3x headroom
+    # the diverged runs leave through the top, each marked where it left
+    assert len([ln for ln in axes[1].lines if (ln.get_gid() or "").startswith("diverged-")]) == 2

@@ -1264,10 +1264,10 @@ def curves_grid(
     prepared = [
         _prepare(curves, sub, None, metric, log_y, max_runs) if len(sub) else [] for sub in subsets
     ]
-    shared = None
-    if sharey:
-        lims = [lim for lim in (_limits(p, log_y) for p in prepared) if lim is not None]
-        shared = (min(lo for lo, _ in lims), max(hi for _, hi in lims)) if lims else None
+    # one y-range from every panel's runs together, by loss_curves' rule (set by the runs that
+    # did not diverge): the union of each panel's own range let a panel whose runs all blew up
+    # widen every panel to three decades above its start
+    shared = _limits([c for p in prepared for c in p], log_y) if sharey else None
     steps = [c.steps for p in prepared for c in p if len(c.steps)]
     xlim = (np.nanmin(np.concatenate(steps)), np.nanmax(np.concatenate(steps))) if steps else None
     present, marked = set(), False

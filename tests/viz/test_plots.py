@@ -647,6 +647,13 @@ def test_step_ticks_are_whole_steps_even_for_runs_stopped_after_one_step():
     lo, hi = ax.get_xlim()
     shown = [v for v in ax.get_xticks() if lo <= v <= hi]
     assert shown[0] == 0 and shown[-1] == 30 and all(v % 5 == 0 for v in shown)
+    # as few as fit: 2000 steps on a small multiple's narrow panel
+    curves = pd.DataFrame({"run_id": 0, "step": np.arange(2001),
+                           "loss": np.geomspace(1, 0.1, 2001)})
+    axes = plots.curves_grid(curves, runs.assign(label="converged", lr=0.1),
+                             [{"lr": 0.1}] * 3)
+    axes[0].figure.canvas.draw()
+    assert _no_overlap(axes[0].get_xticklabels(), horizontal=True)
 
 
 def _boxes_apart(a, b) -> bool:

@@ -1126,7 +1126,7 @@ def _draw_curves(ax, prepared, lims, log_y, metric, linewidth=None, alpha=None):
     # steps are whole numbers: a run stopped after 1 step would otherwise get ticks at 0.2, 0.4.
     # Integer ticks with the default 2.5 x 10^k spacing dropped give 0, 4, ..., 28 on 30 steps;
     # spacings 1, 2, 5 x 10^k give 0, 5, ..., 30
-    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+    ax.xaxis.set_major_locator(ticker.MaxNLocator("auto", integer=True, steps=[1, 2, 5, 10]))
     ax.set_xlabel("step")
     ax.set_ylabel(metric)
     return present, marked

@@ -45,6 +45,8 @@ def plot_map(z: Zoom, ax=None, level: int | None = None, computed: bool = True):
     from matplotlib.colors import ListedColormap
     from matplotlib.patches import Patch
 
+    from .plots import _LEGEND_KW
+
     levels = z.settings["levels"]
     level = levels if level is None else level
     if ax is None:
@@ -68,9 +70,9 @@ def plot_map(z: Zoom, ax=None, level: int | None = None, computed: bool = True):
     ax.set_title(f"level {level}: {zg.lattice_size(z.axes[0].num, level)} x "
                  f"{zg.lattice_size(z.axes[1].num, level)} lattice")
     present = np.unique(img)
+    # outside the map, as the heatmaps' legends: inside it covered a corner of the map
     ax.legend([Patch(color=colors[c]) for c in present],
-              [outcome_names(z.by)[c] for c in present], loc="upper left", fontsize=7,
-              framealpha=0.8)
+              [outcome_names(z.by)[c] for c in present], **_LEGEND_KW)
     return ax
 
 
@@ -114,8 +116,8 @@ def plot_strip(z: Zoom, axes=None):
     for k, a in enumerate(axes):
         plot_map(z, ax=a, level=k, computed=True)
         a.set_title(f"level {k}: {len(z.refinement.points[k])} new runs", fontsize=9)
-        if a.get_legend() is not None and k:
-            a.get_legend().remove()
+        if a.get_legend() is not None and k < len(axes) - 1:
+            a.get_legend().remove()  # one legend, right of the last map
     return axes
 
 

@@ -51,6 +51,11 @@ def test_scaling_figure_labels_its_ticks_with_plain_numbers():
     assert shown and all(_plain(t) for _, t in shown), shown
     assert [t for a, t in shown if a == "x"] == ["4", "8", "16", "32"]
     assert len([t for a, t in shown if a == "y"]) >= 2
+    # depth 1, 2, 3: base-2 ticks labelled 1 and 2 only
+    rows = [{"depth": d, "seed": s, "critical_lr": 10.0 / d ** 2 * (1 + 0.05 * s),
+             "bracket_ok": True} for d in (1, 2, 3) for s in range(4)]
+    ax = plot_scaling(ts.scaling(pd.DataFrame(rows), by="depth", n_boot=50))
+    assert [t for a, t in _labels(ax) if a == "x"] == ["1", "2", "3"]
 
 
 def test_coord_check_figure_labels_its_ticks_with_plain_numbers():

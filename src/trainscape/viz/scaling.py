@@ -8,24 +8,29 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import ticker
 
-from .plots import _fmt
+from .plots import _fmt, _GridTicks
 
 _COORD_LABEL = {"mean_abs": "mean |activation|",
                 "mean_abs_change": "mean |activation - initial|"}
 
 
 class _PlainLog(ticker.LogFormatter):
-    """matplotlib's choice of log ticks to label, written as plain numbers (0.3, 40, 1e-3, a
-    width 64) instead of 3 x 10^-1 beside 10^1, or 2^6."""
+    """matplotlib's choice of log ticks to label, written as plain numbers (0.3, 40, 1e-3)
+    instead of 3 x 10^-1 beside 10^1."""
 
     def _num_to_string(self, x, vmin, vmax):
         return _fmt(x)
 
 
-def _plain_log_labels(ax) -> None:
-    for axis, base in ((ax.xaxis, 2), (ax.yaxis, 10)):
-        axis.set_major_formatter(_PlainLog(base=base))
-        axis.set_minor_formatter(_PlainLog(base=base))
+def _label_axes(ax, shapes) -> None:
+    """x: a tick at each shape (width 4, 8, 16 or depth 1, 2, 3; base-2 ticks would show
+    2^k only, leaving depth 3 unlabelled), as many as fit; y: plain numbers."""
+    shapes = np.unique(np.asarray(shapes, dtype=np.float64))
+    ax.xaxis.set_major_locator(_GridTicks(shapes, [_fmt(v) for v in shapes], every=True))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _fmt(v)))
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
+    ax.yaxis.set_major_formatter(_PlainLog())
+    ax.yaxis.set_minor_formatter(_PlainLog())
 
 
 def plot_coord_check(table, of: str = "mean_abs", axes=None):
@@ -52,7 +57,7 @@ def plot_coord_check(table, of: str = "mean_abs", axes=None):
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("width")
-        _plain_log_labels(ax)
+        _label_axes(ax, sel["width"].to_numpy())
         ax.set_title("output" if layer == last else f"hidden layer {layer}")
     axes[0].set_ylabel(_COORD_LABEL.get(of, of))
     axes[0].legend(fontsize=7)
@@ -82,7 +87,7 @@ def plot_scaling(fit, ax=None, label: str | None = None, color=None):
             label=f"{label + ': ' if label else ''}exponent {fit.exponent:.2f}{ci}")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
-    _plain_log_labels(ax)
+    _label_axes(ax, x)
     ax.set_xlabel(fit.by)
     ax.set_ylabel(fit.of.replace("_", " "))
     ax.legend(fontsize=8)

@@ -477,3 +477,18 @@ def test_summary_heatmap_draws_a_geometric_width_axis_on_a_log_scale(tmp_path, m
     assert plots.geometric(pd.DataFrame({"seed": [1, 2, 4, 8]}), "seed") is None
     assert plots.geometric(pd.DataFrame({"w": [64, 128, 256, 512]}), "w") is True
     assert plots.geometric(pd.DataFrame({"w": [64, 128, 192, 256]}), "w") is None
+
+
+def test_summary_heatmap_of_a_single_axis_is_a_strip(tmp_path):
+    """`trainscape run` of a learning-rate sweep alone drew its one row of cells 4.5 inches
+    tall, like a map with a second axis; it is a strip, under half as tall as it is wide."""
+    from PIL import Image
+
+    from trainscape.viz import summary
+
+    res = ts.run({"data": {"name": "moons", "n_samples": 16}, "model": {"hidden": [2]},
+                  "train": {"steps": 2}, "sweep": {"learning_rate": [0.01, 0.1, 1.0]}},
+                 out=None, progress=False)
+    assert tmp_path / "heatmap.png" in summary.write_figures(res, tmp_path)
+    width, height = Image.open(tmp_path / "heatmap.png").size
+    assert height < 0.4 * width

@@ -95,7 +95,10 @@ def write_figures(res: Results, folder: Path) -> list[Path]:
         y = next((a for a in others if a != "seed"), "seed" if others else None)
         if y is not None and len(res.config.sweep[y]) > MAX_HEATMAP_ROWS:
             y = None  # more rows than the figure has pixels: one strip, runs aggregated
-        fig, ax = plt.subplots(figsize=(7.5, 4.5), layout="constrained")
+        # a single row (one swept axis, or rows aggregated) is a strip, not a map: drawn
+        # 4.5 inches tall it read as a second dimension
+        fig, ax = plt.subplots(figsize=(7.5, 4.5 if y is not None else 2.4),
+                               layout="constrained")
         # one row per (cell, label), counted a row group at a time: a million-run folder
         # draws its map without loading its runs
         counts = res.cell_counts([c for c in (x, y) if c is not None])

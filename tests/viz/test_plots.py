@@ -760,3 +760,22 @@ def test_shared_y_range_is_set_by_the_runs_that_did_not_diverge_in_any_panel():
     assert calm["loss"].max() <= hi <= 10 * calm["loss"].max()  # loss_curves' 3x headroom
     # the diverged runs leave through the top, each marked where it left
     assert len([ln for ln in axes[1].lines if (ln.get_gid() or "").startswith("diverged-")]) == 2
+
+
+@pytest.mark.parametrize("figsize", [(7, 4), (3.5, 2.5)])
+def test_names_too_long_to_slant_stay_level_without_a_layout_warning(figsize):
+    """Twelve 40-letter names slanted would hang below the map for most of the figure's
+    height: constrained layout gave up ("axes sizes collapsed to zero") on a small figure,
+    and squeezed the map to an inch on a 7 x 4 one."""
+    import warnings
+
+    names = [f"optimizer_variant_number_{i:02d}_with_a_long_name" for i in range(12)]
+    rows = [dict(run_id=i, variant=n, learning_rate=lr, label="converged")
+            for i, (n, lr) in enumerate(itertools.product(names, [0.01, 0.1, 1.0]))]
+    fig, ax = plt.subplots(figsize=figsize, layout="constrained")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plots.label_heatmap(pd.DataFrame(rows), "variant", "learning_rate", ax=ax)
+        fig.canvas.draw()
+    assert all(t.get_rotation() == 0 for t in ax.get_xticklabels())
+    assert ax.bbox.height > 0.4 * fig.bbox.height

@@ -688,6 +688,22 @@ def test_single_learning_rate_and_single_seed(tmp_path):
         assert report.build(res, fmt=fmt, out=tmp_path / f"r.{fmt}").is_file()
 
 
+@pytest.mark.parametrize("train, axis, words", [
+    ({}, None, "of 20 full-batch sgd steps each."),
+    ({"batch_size": 16}, None, "of 20 sgd steps each, on mini-batches of 16 samples."),
+    ({}, [64, 16], "of 20 sgd steps each, on mini-batches of 16 or 64 samples."),
+])
+def test_the_answer_says_which_batches_the_steps_took(train, axis, words):
+    res = _hand_made([0.1], 2, _converge, axes={"batch_size": axis} if axis else None)
+    sweep = {"learning_rate": [0.1], **({"batch_size": axis} if axis else {}),
+             "seed": {"range": 2}}
+    cfg = ts.parse({"name": "hand", "data": {"name": "moons"},
+                    "train": {"steps": 20, **train}, "sweep": sweep})
+    text, facts = report.answer(Results(runs=res.runs, curves=res.curves, config=cfg, meta={}))
+    _check_numbers(text, facts)
+    assert words in text.split("\n")[0]
+
+
 def test_unswept_learning_rate(tmp_path):
     res = _hand_made([0.1], 2, _converge)
     res = Results(runs=res.runs.drop(columns=["learning_rate"]), curves=res.curves,

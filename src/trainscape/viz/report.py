@@ -514,6 +514,22 @@ def _sizes_text(f: _Facts, res: Results, runs: pd.DataFrame) -> str:
             f" of their {f('axis.n_grid', full)} combinations)")
 
 
+def _batches_text(f: _Facts, res: Results, runs: pd.DataFrame) -> str:
+    """" full-batch sgd steps each", or the mini-batches the runs' gradients were taken on
+    (`[train] batch_size`, or each value of a `batch_size` axis)."""
+    opt = res.config.optimizer.name
+    if "batch_size" in runs.columns:
+        sizes = sorted(int(v) for v in runs["batch_size"].unique())
+    elif res.config.train.batch_size is not None:
+        sizes = [res.config.train.batch_size]
+    else:
+        return f" full-batch {opt} steps each"
+    named = [f(f"batch_size.{k}", v) for k, v in enumerate(sizes)]
+    return (f" {opt} steps each, on mini-batches of "
+            + (f"{', '.join(named[:-1])} or {named[-1]}" if len(named) > 1 else named[0])
+            + " samples")
+
+
 def _layer_rates_text(f: _Facts, res: Results, runs: pd.DataFrame) -> str:
     """The answer's body for a grid of per-entry learning rates (`learning_rate.K`): what
     was swept, the labels over the grid, and what of the usual answer does not apply."""
@@ -556,8 +572,8 @@ def _answer(res: Results, fits: Mapping) -> tuple[str, dict]:
     f = _Facts()
     steps = res.config.train.steps
     intro = (f"From {f('n_runs', len(runs))} run{'s' * (len(runs) != 1)}"
-             + _sizes_text(f, res, runs)
-             + f" of {f('steps', steps)} full-batch {res.config.optimizer.name} steps each.")
+             + _sizes_text(f, res, runs) + f" of {f('steps', steps)}"
+             + _batches_text(f, res, runs) + ".")
     schedule = report_heldout.schedule_text(f, res)
     paras = [intro + (" " + schedule if schedule else "")]
     if LR not in runs.columns:  # one swept rate per parameter entry: no single lr to speak of

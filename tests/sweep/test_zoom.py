@@ -271,6 +271,19 @@ def test_cli_zoom_and_report(tmp_path, capsys):
     assert "Box-counting dimension" in text and (tmp_path / "rep" / "zoom-strip.png").is_file()
     assert main(["zoom", str(toml), "--levels", "1", "--out", str(out)]) == 2  # exists
     assert "(zoom.json, level-0/ ... level-1/)" in said
+    # two cell sizes: a slope but no interval; one (--levels 0): no slope. Neither prints nan
+    import trainscape as ts
+    from trainscape.viz.zoom import report_text
+
+    d = ts.load(out).dimension
+    assert np.isfinite(d["estimate"]) and np.isnan(d["ci_low"])
+    assert f"dimension {d['estimate']:.3f}, no interval, which needs 3 cell sizes" in said
+    assert "nan" not in said and "nan" not in text and "no interval" in text
+    assert main(["zoom", str(toml), "--levels", "0", "--out", str(tmp_path / "out0"),
+                 "--no-progress", "--no-plot"]) == 0
+    said = capsys.readouterr().out
+    assert "dimension none: a slope needs 2 cell sizes, there is 1" in said and "nan" not in said
+    assert "nan" not in report_text(ts.load(tmp_path / "out0"))
 
 
 def test_a_zoom_without_boundary_says_so_and_names_only_the_folders_written(tmp_path, capsys):

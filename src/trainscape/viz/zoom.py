@@ -3,6 +3,7 @@ the box counts with the fitted dimension, the zoom strip, a written report."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -93,10 +94,12 @@ def plot_box_counts(z: Zoom, ax=None):
     x = np.log10(span / np.asarray(d["sizes"], dtype=float))
     y = np.log10(np.asarray(d["counts"], dtype=float))
     ax.plot(x, y, "o", color="#0072B2", label="boundary boxes")
-    xx = np.linspace(x.min(), x.max(), 2)
-    ax.plot(xx, (d["intercept"] + d["estimate"] * xx * np.log(10)) / np.log(10), "-",
-            color="#D55E00",
-            label=f"slope {d['estimate']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]")
+    if math.isfinite(d["estimate"]):  # one cell size (--levels 0): no slope to draw
+        xx = np.linspace(x.min(), x.max(), 2)
+        ax.plot(xx, (d["intercept"] + d["estimate"] * xx * np.log(10)) / np.log(10), "-",
+                color="#D55E00", label=f"slope {d['estimate']:.3f}" + (
+                    f" [{d['ci_low']:.3f}, {d['ci_high']:.3f}]" if math.isfinite(d["ci_low"])
+                    else ""))
     ax.set_xlabel("log10 (1 / cell size)   (cell size as a fraction of the map's side)")
     ax.set_ylabel("log10 N (boxes holding boundary)")
     ax.legend(fontsize=8)
@@ -178,12 +181,30 @@ def no_boundary(z: Zoom) -> str:
     return f"no boundary at the finest level: {same}; widen the axes' ranges to enclose one"
 
 
+_NO_INTERVAL = "no interval, which needs 3 cell sizes: --levels 2 or more"
+
+
+def dimension_text(d: dict) -> str:
+    """The fitted dimension with its interval, "1.585 [1.412, 1.758]"; a slope through two
+    cell sizes has no interval, one cell size no slope (the fit's NaN never printed)."""
+    if not math.isfinite(d["estimate"]):
+        return (f"none: a slope needs 2 cell sizes, there is {len(d['sizes'])} (--levels 1 "
+                "or more)")
+    if not math.isfinite(d["ci_low"]):
+        return f"{d['estimate']:.3f}, {_NO_INTERVAL}"
+    return f"{d['estimate']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"
+
+
 def report_text(z: Zoom) -> str:
     d = z.dimension
     s = z.settings
     st = z.level_stats()
     axes = " x ".join(f"{a.name} {a.form} [{a.start:g}, {a.stop:g}] ({a.num} points)"
                       for a in z.axes)
+    fit = ("least-squares slope of log N against log 1/size over the "
+           f"{len(d['sizes'])} level cell sizes")
+    fit = (f"{100 * d['confidence']:.0f}% interval {d['ci_low']:.3f} to {d['ci_high']:.3f}, "
+           f"{fit}" if math.isfinite(d["ci_low"]) else f"{fit}; {_NO_INTERVAL}")
     lines = [
         f"# Boundary zoom: {z.config.name}", "",
         f"Axes: {axes}; {s['levels']} levels, margin {s['margin']} cells, outcome "
@@ -191,11 +212,10 @@ def report_text(z: Zoom) -> str:
         f"Runs: {z.n_runs:,} of the {z.dense_runs:,} a dense "
         f"{z.refinement.shape[0]} x {z.refinement.shape[1]} grid needs "
         f"({100 * z.n_runs / z.dense_runs:.1f}%).", "",
-        (f"Box-counting dimension of the finest boundary: **{d['estimate']:.3f}** "
-         f"({100 * d['confidence']:.0f}% interval {d['ci_low']:.3f} to {d['ci_high']:.3f}, "
-         f"least-squares slope of log N against log 1/size over the {len(d['sizes'])} level "
-         "cell sizes).") if len(z.refinement.finest_boundary) else
-        f"Box-counting dimension: none, {no_boundary(z)}.", "",
+        f"Box-counting dimension of the finest boundary: **{d['estimate']:.3f}** ({fit})."
+        if math.isfinite(d["estimate"]) else
+        f"Box-counting dimension: {dimension_text(d)}." if len(z.refinement.finest_boundary)
+        else f"Box-counting dimension: none, {no_boundary(z)}.", "",
         "| level | cell size (finest cells) | new runs | boundary cells | cells refined | "
         "boxes holding finest boundary |",
         "|---|---|---|---|---|---|",
@@ -212,5 +232,5 @@ def summary_text(z: Zoom) -> str:
     n, d = len(z.refinement.finest_boundary), z.dimension
     return (f"{z.n_runs:,} runs ({100 * z.n_runs / z.dense_runs:.1f}% of a dense "
             f"{z.refinement.shape[0]} x {z.refinement.shape[1]} grid, {z.dense_runs:,} runs); "
-            + (f"{n:,} boundary cells at the finest level; dimension {d['estimate']:.3f} "
-               f"[{d['ci_low']:.3f}, {d['ci_high']:.3f}]" if n else no_boundary(z)))
+            + (f"{n:,} boundary cells at the finest level; dimension {dimension_text(d)}"
+               if n else no_boundary(z)))

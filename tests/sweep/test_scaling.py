@@ -170,6 +170,21 @@ def test_coord_check_command(tmp_path, capsys):
     assert e.value.code == 2
 
 
+def test_coord_check_text_with_one_width_and_one_seed_prints_no_nan_exponent():
+    from trainscape.analysis.coord_check import format_table
+
+    t = pd.DataFrame({"width": 8, "layer": [1, 1, 2, 2], "step": [0, 1, 0, 1], "seed": 0,
+                      "mean_abs": [0.5, 0.6, 0.4, 0.3], "mean_abs_change": [0, 0.1, 0, 0.1]})
+    t.attrs = {"name": "one", "parameterization": "standard", "optimizer": "sgd",
+               "learning_rate": 0.01}
+    text = format_table(t)
+    assert "nan" not in text and "median over 1 seed;" in text
+    assert "one width: no exponent against width" in text
+    t2 = pd.concat([t, t.assign(width=16, mean_abs_change=t.mean_abs_change * 4)])
+    t2.attrs = t.attrs
+    assert "layer 2: change at the last step ~ width^2.000" in format_table(t2)
+
+
 def _coord_refused(capsys, *argv) -> str:
     """`trainscape coord-check ...` refused as bad input: exit 2, one line on stderr, nothing
     computed (the table is printed before anything is written)."""

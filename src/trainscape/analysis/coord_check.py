@@ -187,15 +187,19 @@ def flatness(table: pd.DataFrame, layer: int | None = None, step: int | None = N
 
 def format_table(table: pd.DataFrame) -> str:
     """The table as text: per width, layer and step, the medians over seeds."""
-    a = table.attrs
+    a, n_seeds = table.attrs, table["seed"].nunique()
     med = (table.groupby(["width", "layer", "step"])[["mean_abs", "mean_abs_change"]]
            .median().reset_index())
     head = (f"{a.get('name', 'experiment')}: coordinate check, {a.get('parameterization')} "
             f"parameterization" + (f" (base_width {a['base_width']})" if a.get("base_width")
                                    else "")
             + f", {a.get('optimizer')} at lr {a.get('learning_rate'):g}, median over "
-            f"{table['seed'].nunique()} seeds; layer {int(table['layer'].max())} is the output")
+            f"{n_seeds} seed{'s' * (n_seeds != 1)}; layer {int(table['layer'].max())} is the "
+            "output")
     lines = [head, "", med.to_string(index=False, float_format=lambda v: f"{v:.4g}")]
+    if table["width"].nunique() < 2:  # no slope to fit: `flatness` is NaN
+        lines.append("one width: no exponent against width (give two --widths or more)")
+        return "\n".join(lines) + "\n"
     for layer in sorted(table["layer"].unique()):
         lines.append(f"layer {layer}: change at the last step ~ width^"
                      f"{flatness(table, layer=int(layer)):.3f}")

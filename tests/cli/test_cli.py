@@ -358,6 +358,22 @@ def test_critical_lr_errors_name_the_flags(tiny, capsys, fake_search):
     assert fake_search == []
 
 
+def test_a_reader_that_leaves_early_ends_the_command_without_a_traceback(
+        tiny, tmp_path, monkeypatch, capsys, fake_search):
+    """`trainscape ... | head -1`: a write to the closed pipe was a BrokenPipeError
+    traceback; the command now ends quietly, with exit 1."""
+    import io
+
+    class Closed(io.StringIO):
+        def write(self, s):
+            raise BrokenPipeError(32, "Broken pipe")
+
+    out = tmp_path / "crit.csv"
+    monkeypatch.setattr(sys, "stdout", Closed())
+    assert main(["critical-lr", str(tiny), "--out", str(out), "--no-progress"]) == 1
+    assert capsys.readouterr().err == "" and len(fake_search) == 1
+
+
 @pytest.mark.parametrize("command", ["run", "critical-lr"])
 def test_unreadable_or_folder_config_is_one_line(command, tiny, tmp_path, monkeypatch, capsys,
                                                  fake_search):

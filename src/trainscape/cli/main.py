@@ -484,6 +484,12 @@ def main(argv: list[str] | None = None) -> int:
     except WriteError as e:  # disk full, read-only folder: what was written before is kept
         print(f"trainscape: error: {e}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # `trainscape run ... | head`: the reader left; files are kept
+        try:  # stdout to nowhere, so that its flush at exit raises nothing more
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

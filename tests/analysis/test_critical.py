@@ -230,6 +230,20 @@ def test_bad_arguments_are_one_line_input_errors(monkeypatch, kw, match):
     assert "\n" not in str(e.value) and sizes == []
 
 
+def test_a_grid_of_per_entry_rates_for_every_entry_is_refused(monkeypatch):
+    """With learning_rate.0 and learning_rate.1 swept, the 2-layer MLP has no entry left at
+    `learning_rate`: every search ran without effect and each row read "widen the
+    bracket". One entry left at `learning_rate` is searched as before."""
+    sizes = fake_boundaries(monkeypatch, rule)
+    both = {**SMALL, "sweep": {"learning_rate.0": [0.1, 1.0], "learning_rate.1": [0.1],
+                               "seed": [0]}}
+    with pytest.raises(InputError, match="learning_rate.0, learning_rate.1 give every") as e:
+        critical.critical_lr(both)
+    assert "\n" not in str(e.value) and sizes == []
+    one = {**SMALL, "sweep": {"learning_rate.0": [0.1, 1.0], "seed": [0]}}
+    assert len(critical.critical_lr(one, high=10.0)) == 2
+
+
 def test_cli_prints_table_and_writes_csv(monkeypatch, tmp_path):
     fake_boundaries(monkeypatch, rule)
     cfg = tmp_path / "exp.toml"

@@ -117,6 +117,26 @@ def test_per_entry_learning_rates_of_a_dict_follow_its_sorted_keys():
         np.testing.assert_array_equal(np.asarray(upd["z"]), np.full(2, -0.25 * 2.0))
 
 
+def test_a_learning_rate_axis_that_trains_no_entry_is_refused():
+    """With learning_rate.0 and learning_rate.1 on a 2-layer MLP, the learning_rate axis's
+    runs differed in name only and the report described each of its values as its own
+    learning rate. Refused unless some entry (of the deepest network) trains at it; a
+    single value is the config's learning rate, unused, as `optimizer.learning_rate` is."""
+    from trainscape.errors import ConfigError
+    from trainscape.sweep.prepare import Prepared
+
+    base = {"data": {"name": "moons", "n_samples": 16}, "model": {"hidden": [4]},
+            "sweep": {"learning_rate": [0.1, 1.0], "learning_rate.0": [0.1],
+                      "learning_rate.1": [0.5, 1.0]}}
+    with pytest.raises(ConfigError, match=r"^sweep.learning_rate: learning_rate.0, "
+                                          r"learning_rate.1 give every parameter entry"):
+        ts.run(base, out=None, progress=False)
+    deeper = {**base, "sweep": {**base["sweep"], "depth": [1, 2]}}
+    assert Prepared(ts.parse(deeper)).shared_lr_entries == [2]  # depth 2's last layer
+    fewer = {**base, "sweep": {"learning_rate": [0.1, 1.0], "learning_rate.1": [0.5]}}
+    assert Prepared(ts.parse(fewer)).shared_lr_entries == [0]
+
+
 # ------------------------------------------------------------ custom model
 
 

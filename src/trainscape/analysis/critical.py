@@ -85,8 +85,8 @@ def critical_lr(config, data=None, init_params=None, model=None, low: float | No
     raw = exp.to_dict()
     raw["sweep"].pop("learning_rate", None)
     prep = Prepared(cfg.parse(raw), data=data, model=model, init_params=init_params)
-    own = [f"learning_rate.{k}" for k in range(len(prep.entry_names))]
-    if own and all(a in exp.sweep for a in own):  # the bisected rate would train nothing
+    if not prep.shared_lr_entries:  # the bisected rate would train nothing
+        own = [a for a in exp.sweep if a.startswith("learning_rate.")]
         raise InputError(f"sweep: {', '.join(own)} give every parameter entry its own rate, so "
                          "the learning rate bisected here trains none of them; drop one of "
                          "those axes to search over its entries' learning rate")

@@ -170,9 +170,19 @@ class Prepared:
         if init_params is not None:
             check_init_params(self.model, init_params)
         self.init_params = init_params
-        for sh in self.shapes:  # a depth axis changes which entries exist
-            check_entry_axes(exp, models[(sh, dtypes[0])])
+        # a depth axis changes which entries exist
+        n_entries = max(len(check_entry_axes(exp, models[(sh, dtypes[0])]))
+                        for sh in self.shapes)
         self.entry_names = check_entry_axes(exp, self.model)
+        # the entries that train at `learning_rate` (in the deepest network): none when each
+        # has its own `learning_rate.K` axis, and then the runs of a learning_rate axis's
+        # values would differ in name only
+        self.shared_lr_entries = [k for k in range(n_entries)
+                                  if f"learning_rate.{k}" not in exp.sweep]
+        if len(exp.sweep.get("learning_rate", ())) > 1 and not self.shared_lr_entries:
+            raise ConfigError(f"sweep.learning_rate: {_own_rates(n_entries)} give every "
+                              "parameter entry its own rate, so this axis trains none of them; "
+                              "drop it, or one of those axes")
         accuracy = exp.metrics.accuracy
         if accuracy is None:
             accuracy = loss in ("bce", "cross_entropy")
@@ -405,6 +415,10 @@ def entry_names(model: Model) -> list[str]:
     out = top_level_map(describe, tree)
     return list(out.values()) if isinstance(out, Mapping) else \
         list(out) if isinstance(out, list | tuple) else [out]
+
+
+def _own_rates(n_entries: int) -> str:
+    return ", ".join(f"learning_rate.{k}" for k in range(n_entries))
 
 
 def check_entry_axes(exp: cfg.Experiment, model: Model) -> list[str]:

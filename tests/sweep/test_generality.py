@@ -472,8 +472,10 @@ def test_compare_precision_picks_two_of_three_dtypes(tmp_path):
 
 def test_compare_refuses_grids_that_do_not_match():
     a = fake_results(["converged"] * 6)
-    with pytest.raises(ts.InputError, match="grids do not match"):
+    with pytest.raises(ts.InputError, match="grids do not match") as e:
         compare(a, fake_results(["converged"] * 6, lrs=(0.1, 1.0, 3.0)))
+    # the example cell keeps each axis's type (the integer seed printed as 0.0 before)
+    assert "(e.g. {'learning_rate': 10.0, 'seed': 0} only in a)" in str(e.value)
     with pytest.raises(ts.InputError, match="axes"):
         compare(a, fake_results(["converged"] * 3, seeds=(0,)).__class__(
             runs=a.runs.drop(columns="seed").iloc[:3], curves=pd.DataFrame(),

@@ -126,7 +126,7 @@ def _compare_runs(runs_a: pd.DataFrame, runs_b: pd.DataFrame, axes: list[str],
         only_b = int((merged["_merge"] == "right_only").sum())
         if only_a or only_b:
             side = "left_only" if only_a else "right_only"
-            example = merged.loc[merged["_merge"] == side, axes].iloc[0].to_dict()
+            example = merged.loc[merged["_merge"] == side, axes].head(1).to_dict("records")[0]
             raise InputError(
                 f"compare: the grids do not match on {axes}: {only_a} cells only in a, "
                 f"{only_b} only in b (e.g. {example} only in {'a' if only_a else 'b'}); "

@@ -116,6 +116,12 @@ def test_scaling_of_best_lr_from_a_runs_table():
                    of="best_lr")
     with pytest.raises(InputError, match="of: got 'x'"):
         ts.scaling(pd.DataFrame(rows), of="x")
+    # the rate best_lr picks, a seed, a result: no shape (ValueError, or a fitted exponent)
+    for by in ("learning_rate", "seed", "final_loss"):
+        with pytest.raises(InputError, match=f"by: got '{by}'; the fit is against a swept "
+                                             "axis other than seed and learning_rate"):
+            ts.scaling(pd.DataFrame(rows).assign(seed=lambda t: t.seed + 1), by=by,
+                       of="best_lr")
 
 
 def test_critical_lr_per_shape_and_seed():

@@ -102,6 +102,12 @@ def scaling(table, by: str = "width", of: str = "critical_lr", *, n_boot: int = 
         raise InputError(f"of: got {of!r}; allowed: {', '.join(QUANTITIES)}")
     if by not in table.columns:
         raise InputError(f"by: the table has no column {by!r} (sweep it: sweep.{by})")
+    if by == "seed" or (of == "best_lr" and by == "learning_rate") or not (
+            by in SWEEP_AXES or by.startswith("learning_rate.")):
+        # a seed or result column, or the rate best_lr picks, is not a shape to fit against
+        raise InputError(f"by: got {by!r}; the fit is against a swept axis other than seed"
+                         + (" and learning_rate" if of == "best_lr" else "")
+                         + ", such as width or depth")
     col = table[by]
     if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
         raise InputError(f"by: column {by!r} holds {col.dtype} values; a power law needs "

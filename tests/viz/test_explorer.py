@@ -171,6 +171,10 @@ def test_never_replaces_a_result_file(folder, page, tmp_path):
     assert other.read_text() == "<html>a report</html>"
     with pytest.raises(InputError, match="report.html' is a file, not a folder"):
         ts.explore(folder, other / "x.html")
+    # "new/" names a folder even before it exists (it was written as a file named "new")
+    with pytest.raises(InputError, match=r"explorer.html': folder '.*new' does not exist"):
+        ts.explore(folder, f"{tmp_path / 'new'}/")
+    assert not (tmp_path / "new").exists()
     again = ts.explore(ts.load(folder), tmp_path)  # a folder: explorer.html inside; then again
     assert again == tmp_path / "explorer.html" and ts.explore(folder, again) == again
 

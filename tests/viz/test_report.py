@@ -806,6 +806,10 @@ def test_report_paths_that_are_files_say_so(tmp_path):
         report.build(folder, out=afile / "rep.md")
     with pytest.raises(InputError, match="is a file; give the folder"):
         commands.report(afile)
+    # "new/" names a folder even before it exists (it was written as a file named "new")
+    with pytest.raises(InputError, match=r"report.html': folder '.*new' does not exist"):
+        report.build(folder, out=f"{tmp_path / 'new'}/")
+    assert not (tmp_path / "new").exists()
 
 
 # ------------------------------------------------------------------ figures

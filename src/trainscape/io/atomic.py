@@ -36,6 +36,13 @@ def path_arg(value, what: str) -> Path:
     return Path(value)
 
 
+def names_folder(value, path: Path) -> bool:
+    """Whether the output argument `value` (read as `path`) names a folder: one that exists,
+    or one written with a trailing separator ("new/"), which Path drops: written as a file
+    named "new", a report or page was not where it was asked for."""
+    return path.is_dir() or os.fspath(value).endswith(("/", os.sep))
+
+
 def check_parent(path: Path, where: str) -> Path:
     """The folder `path` is to be written into, refused unless it exists, is a folder and can
     be written: a one-line InputError starting with `where` (e.g. "out 'x.html'")."""

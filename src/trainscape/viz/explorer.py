@@ -379,7 +379,7 @@ def _target(res: Results, path) -> Path:
         p = Path(res.path) / FILE_NAME
     else:
         p = atomic.path_arg(path, "path")
-        if p.is_dir():
+        if atomic.names_folder(path, p):
             p = p / FILE_NAME
     where = f"out {str(p)!r}"
     atomic.check_parent(p, where)

@@ -1202,7 +1202,7 @@ def _target(res: Results, fmt: str | None, out) -> tuple[Path, str]:
         p = atomic.path_arg(out, "out")
         if fmt is None:
             fmt = "md" if p.suffix.lower() in (".md", ".markdown") else "html"
-        if p.is_dir():
+        if atomic.names_folder(out, p):
             p = p / f"report{_SUFFIX.get(fmt, '')}"
     else:
         fmt = fmt or "html"

@@ -319,7 +319,8 @@ def test_critical_lr_out_never_replaces_a_file_and_is_checked_first(tiny, tmp_pa
     for out, msg in ((runs, "already exists"), (tmp_path / "ro" / "x.csv", "not writable"),
                      (tiny / "x.csv", "is a file, not a folder"),
                      (tmp_path / "nope" / "x.csv", "does not exist"),
-                     (tmp_path, "is a folder")):
+                     (tmp_path, "is a folder"),
+                     (f"{tmp_path / 'new'}/", "is a folder")):  # was a CSV file named new
         assert msg in _refused(capsys, ["critical-lr", tiny, "--out", out]), out
     assert fake_search == [] and runs.read_bytes() == b"finished results"
     out = tmp_path / "crit.csv"

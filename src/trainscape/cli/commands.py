@@ -48,7 +48,7 @@ def critical_lr(config_path, overrides: list[str] | None = None,
     if out_csv is not None:  # refused before the search, which can take minutes
         target = Path(out_csv)
         where = f"--out {str(target)!r}"
-        if target.is_dir():
+        if atomic.names_folder(out_csv, target):
             raise InputError(f"{where}: is a folder; give a file name such as critical_lr.csv")
         if target.exists() or target.is_symlink():
             raise InputError(f"{where}: already exists; give a new file name (an existing "

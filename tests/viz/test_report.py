@@ -552,6 +552,23 @@ def test_curvature_sentence_never_compares_equal_numbers(final, sentence):
     assert facts["headline.limit"] == pytest.approx(2.0)
 
 
+def test_the_curvature_median_says_which_initializations_it_leaves_out():
+    """`sharpness_which = "magnitude"` can measure a negative eigenvalue: such an
+    initialization gives no 2/curvature and is left out of the median, which said "median
+    over 1 initializations" of a grid of 4 seeds without saying why."""
+    res = _hand_made([0.01, 1.0], 4, _converge)
+    lam = {0: -3.0, 1: 4.0, 2: 5.0, 3: 6.0}  # seed 0's eigenvalue of largest magnitude < 0
+    runs = res.runs.assign(sharpness_init=res.runs["seed"].map(lam))
+    text, facts = report.answer(Results(runs=runs, curves=res.curves, config=res.config,
+                                        meta={}))
+    _check_numbers(text, facts)
+    assert ("median over the 3 of 4 initializations where it is positive) is about 5,"
+            in text), text
+    text, _ = report.answer(Results(runs=runs.assign(sharpness_init=5.0), curves=res.curves,
+                                    config=res.config, meta={}))
+    assert "median over 4 initializations) is about 5," in text
+
+
 def test_curvature_sentence_shows_digits_past_the_tolerance():
     # 2/lr = 0.996 and a final curvature 5.2% above it: "1" and "1" at 2 digits
     lr = 2 / 0.996

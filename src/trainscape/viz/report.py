@@ -270,11 +270,18 @@ def _curvature_text(f: _Facts, res: Results, runs: pd.DataFrame, headline: float
     # the learning rate does not touch the initial parameters: one value per initialization
     inits = [a for a in res.axes if a != LR and a in runs.columns]
     per_init = lam[ok].groupby([runs.loc[ok, a] for a in inits]).first() if inits else lam[ok]
+    measured = lam.groupby([runs[a] for a in inits]).first() if inits else lam
+    measured = measured[np.isfinite(measured)]
     med = float(per_init.median())
     two = f("gd_limit", GD_LIMIT)
+    # `sharpness_which = "magnitude"` can measure a negative eigenvalue: no limit from it
+    over = (f"{f('sharpness.n_inits', len(per_init))} initializations" if
+            len(per_init) == len(measured) else
+            f"the {f('sharpness.n_inits', len(per_init))} of "
+            f"{f('sharpness.n_measured', len(measured))} initializations where it is positive")
     out = [f"Why (and why this is not a gradient bug): the curvature at initialization (top "
-           f"Hessian eigenvalue, median over {f('sharpness.n_inits', len(per_init))} "
-           f"initializations) is about {f('sharpness.init_median', med)}, so gradient-descent "
+           f"Hessian eigenvalue, median over {over}) is about "
+           f"{f('sharpness.init_median', med)}, so gradient-descent "
            f"steps above {two}/curvature, about {f('sharpness.predicted_lr', GD_LIMIT / med)},"
            f" overshoot along the sharpest direction instead of descending it."]
     # the threshold checked run by run: each run against its own curvature at init

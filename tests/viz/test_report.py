@@ -246,6 +246,27 @@ def test_catapult_facts_match_runs():
     assert "not measured" in text and "[metrics] sharpness = true" in text
 
 
+def test_counts_of_one_read_in_the_singular():
+    """'1 of them are back down ... a median 1 steps after', 'of 1 full-batch sgd steps
+    each': one run, one step, one recovery."""
+    def curve(cell):
+        loss = np.exp(-0.3 * np.arange(21)) * 2.0
+        if cell["learning_rate"] >= 1 and cell["seed"] == 0:
+            loss[5] = 4 * loss[:5].min()  # back below the low before it at step 6
+        elif cell["learning_rate"] >= 1:
+            loss[5:] = 3 * loss[:5].min()  # no way back, but below the start
+        return loss
+
+    res = _hand_made([0.01, 1.0], 2, curve)
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    assert "; 1 of them is back down to that lowest loss 1 step after the top" in text, text
+    one = ts.parse({"name": "hand", "data": {"name": "moons"}, "train": {"steps": 1},
+                    "sweep": {"learning_rate": [0.01, 1.0], "seed": {"range": 2}}})
+    text, _ = report.answer(Results(runs=res.runs, curves=res.curves, config=one, meta={}))
+    assert "of 1 full-batch sgd step each." in text and " after 1 steps" not in text
+
+
 def test_catapult_majority_that_is_not_a_band_is_not_called_one():
     # catapults at lr 1 and 3, none at 2: "the majority from lr = 1 to 3" would be false
     def curve(cell):

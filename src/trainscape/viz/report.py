@@ -213,7 +213,7 @@ def _describe_lr(f: _Facts, key: str, runs: pd.DataFrame, curves: pd.DataFrame, 
         body = (f"the loss falls steadily in {frac}, from a median "
                 f"{f(f'{key}.initial_median', sel['initial_loss'].median())} to "
                 f"{f(f'{key}.final_median', sel['final_loss'].median())} after "
-                f"{f('steps', steps)} steps")
+                f"{f('steps', steps)} step{'s' * (steps != 1)}")
     elif top == "catapult":
         if "spike_step" in sel.columns:  # the engine's own (version 0.8.0 on)
             tops = pd.to_numeric(sel["spike_step"], errors="coerce").dropna()
@@ -228,10 +228,12 @@ def _describe_lr(f: _Facts, key: str, runs: pd.DataFrame, curves: pd.DataFrame, 
         if {"spike_step", "spike_recover_step"} <= set(sel.columns):
             took = (pd.to_numeric(sel["spike_recover_step"], errors="coerce")
                     - pd.to_numeric(sel["spike_step"], errors="coerce")).dropna()
-            back = (f"; {f(f'{key}.n_recovered', len(took))} of them are back down to that "
-                    "lowest loss a median "
+            back = (f"; {f(f'{key}.n_recovered', len(took))} of them "
+                    f"{'is' if len(took) == 1 else 'are'} back down to that lowest loss "
+                    f"{'' if len(took) == 1 else 'a median '}"
                     f"{f.steps(f'{key}.recover_steps_median', took.median())} "
-                    "steps after the top of the spike" if len(took) else
+                    f"step{'s' * bool(took.median() != 1)} after the top of the spike"
+                    if len(took) else
                     "; none of them gets back down to that lowest loss")
         body = (f"the loss drops, then jumps back up ({when}by a median "
                 f"{f(f'{key}.spike_median', sel['spike_ratio'].median())}x the lowest loss "
@@ -521,18 +523,18 @@ def _sizes_text(f: _Facts, res: Results, runs: pd.DataFrame) -> str:
             f" of their {f('axis.n_grid', full)} combinations)")
 
 
-def _batches_text(f: _Facts, res: Results, runs: pd.DataFrame) -> str:
+def _batches_text(f: _Facts, res: Results, runs: pd.DataFrame, steps: int) -> str:
     """" full-batch sgd steps each", or the mini-batches the runs' gradients were taken on
     (`[train] batch_size`, or each value of a `batch_size` axis)."""
-    opt = res.config.optimizer.name
+    opt = f"{res.config.optimizer.name} step{'s' * (steps != 1)}"
     if "batch_size" in runs.columns:
         sizes = sorted(int(v) for v in runs["batch_size"].unique())
     elif res.config.train.batch_size is not None:
         sizes = [res.config.train.batch_size]
     else:
-        return f" full-batch {opt} steps each"
+        return f" full-batch {opt} each"
     named = [f(f"batch_size.{k}", v) for k, v in enumerate(sizes)]
-    return (f" {opt} steps each, on mini-batches of "
+    return (f" {opt} each, on mini-batches of "
             + (f"{', '.join(named[:-1])} or {named[-1]}" if len(named) > 1 else named[0])
             + " samples")
 
@@ -580,7 +582,7 @@ def _answer(res: Results, fits: Mapping) -> tuple[str, dict]:
     steps = res.config.train.steps
     intro = (f"From {f('n_runs', len(runs))} run{'s' * (len(runs) != 1)}"
              + _sizes_text(f, res, runs) + f" of {f('steps', steps)}"
-             + _batches_text(f, res, runs) + ".")
+             + _batches_text(f, res, runs, steps) + ".")
     schedule = report_heldout.schedule_text(f, res)
     paras = [intro + (" " + schedule if schedule else "")]
     if LR not in runs.columns:  # one swept rate per parameter entry: no single lr to speak of

@@ -974,6 +974,21 @@ def test_environment_names_every_network_shape_and_the_chunks_as_run(monkeypatch
     assert dict(report._environment_rows(one))["chunks"] == "1 of at most 4 runs"
 
 
+def test_the_data_row_says_how_many_rows_were_held_out():
+    """meta's n_samples counts the training rows: with 58 of 64 held out the row read
+    "moons: 6 x 2", beside a config of n_samples = 64."""
+    res = _hand_made([0.1, 1.0], 2, _converge)
+    data = {"source": "moons", "n_samples": 6, "n_features": 2, "task": "binary",
+            "standardized": True}
+    held = {**data, "holdout": {"fraction": 0.9, "seed": 0, "n_test": 58}}
+    rows = [dict(report._environment_rows(Results(runs=res.runs, curves=res.curves,
+                                                  config=res.config, meta={"data": d})))
+            for d in (data, held)]
+    assert rows[0]["data"] == "moons: 6 x 2 (binary, features standardized)"
+    assert rows[1]["data"] == ("moons: 6 x 2 (binary, features standardized; 58 more rows "
+                               "held out)")
+
+
 def test_a_width_where_every_rate_diverged_is_left_out_of_the_scaling_fit(monkeypatch):
     # a run diverges where lr x width >= 100, and at width 512 always; a smaller final loss at
     # a larger lr. Best lr: 1 at width 64, 0.1 at 128 and 256, none at 512 (every run diverged)

@@ -1052,8 +1052,11 @@ def _environment_rows(res: Results) -> list[tuple[str, str]]:
     if data:
         how = {True: ", features standardized", False: ", features as given"}.get(
             data.get("standardized"), "")
+        # n_samples counts the training rows: the held-out ones are the rest of the data
+        held = (data.get("holdout") or {}).get("n_test")
+        held = f"; {held} more rows held out" if held else ""
         rows.append(("data", f"{data.get('source')}: {data.get('n_samples')} x "
-                             f"{data.get('n_features')} ({data.get('task')}{how})"))
+                             f"{data.get('n_features')} ({data.get('task')}{how}{held})"))
     if m.get("model"):
         rows.append(("model", _model_text(res, m)))
     t = m.get("timings") or {}

@@ -116,6 +116,11 @@ def test_bad_held_out_data_is_refused():
                out=None)
     with pytest.raises(schema.ConfigError, match=r"holdout.*\[0, 1\)"):
         schema.parse({"data": {"holdout": 1.0}})
+    # a batch larger than the rows left to train on says where the others went
+    with pytest.raises(ConfigError, match=r"batch_size: got 8; the data has only 5 samples "
+                                          r"to train on \(5 more held out\)$"):
+        ts.run({"data": {"holdout": 0.5}, "train": {"batch_size": 8}, "sweep": {"seed": [0]}},
+               data=(x, np.arange(10.0) % 2), out=None)
 
 
 def test_split_rows_is_scikit_learns_stratified_split_sorted():

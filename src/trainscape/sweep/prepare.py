@@ -201,8 +201,10 @@ class Prepared:
         batch_sizes = exp.sweep.get("batch_size", (exp.train.batch_size,))
         for bs in batch_sizes:
             if bs is not None and bs > x.shape[0]:
+                held = (f" to train on ({len(self.x_test)} more held out)" if
+                        self.x_test is not None else "")
                 raise ConfigError(f"[train] batch_size: got {bs}; the data has only "
-                                  f"{x.shape[0]} samples")
+                                  f"{x.shape[0]} samples{held}")
         common = dict(
             loss=loss, optimizer=exp.optimizer.name, steps=exp.train.steps,
             record_every=exp.train.record_every, accuracy=bool(accuracy),

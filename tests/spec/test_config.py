@@ -98,6 +98,11 @@ def test_overrides():
     ({"sweep": {"dtype": ["float32", "float32"]}}, "duplicated"),
     ({"sweep": {"batch_size": [0, 8]}}, "sweep.batch_size"),
     ({"sweep": {"width": [0]}}, "sweep.width"),
+    # integral points, but floats: the message said "got 4.0", not why
+    ({"sweep": {"width": {"geomspace": [4, 16], "num": 3}}},
+     "sweep.width.geomspace: width takes integers, and geomspace gives floats"),
+    ({"sweep": {"seed": {"linspace": [0, 4], "num": 3}}},
+     "sweep.seed.linspace: seed takes integers, and linspace gives floats"),
     ({"optimizer": {"name": "adam"}, "sweep": {"eps": [0.0]}}, "sweep.eps"),
     ({"sweep": {"learning_rate.0x": [0.1]}}, "'learning_rate.0x'"),
     ({"metrics": {"sharpness_iters": 1}}, "sharpness_iters"),

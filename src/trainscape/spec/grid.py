@@ -10,13 +10,13 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..spec.schema import Experiment
+from ..spec.schema import INTEGER_AXES, Experiment
 
 
 def axis_dtype(name: str):
     if name == "dtype":
         return object
-    return np.int64 if name in ("seed", "batch_size", "width", "depth") else np.float64
+    return np.int64 if name in INTEGER_AXES else np.float64
 
 
 def expand(exp: Experiment) -> pd.DataFrame:

@@ -42,6 +42,7 @@ SCHEDULES = tuple(registry.SCHEDULES)
 # `depth` make the built-in MLP's hidden layers [width] * depth (spec.schema.hidden_of).
 STATIC_AXES = ("dtype", "batch_size", "width", "depth")
 SHAPE_AXES = ("width", "depth")
+INTEGER_AXES = ("seed", "batch_size", "width", "depth")
 SWEEP_AXES = ("seed", *HPARAM_AXES, *STATIC_AXES)
 # [lower, upper) bounds of each numeric axis (None: unbounded); learning rates are > 0
 _BOUNDS = {"init_scale": (0, None), "momentum": (0, 1), "weight_decay": (0, None),
@@ -381,6 +382,9 @@ def expand_axis(name: str, spec) -> tuple:
                                   "value")
             if num > MAX_AXIS_VALUES:
                 raise ConfigError(f"{key}.num: got {num}; at most {MAX_AXIS_VALUES:,} per axis")
+            if name in INTEGER_AXES:  # their points are floats: "got 4.0" said nothing of why
+                raise ConfigError(f"{key}.{form}: {name} takes integers, and {form} gives "
+                                  "floats; give a list such as [4, 8, 16] or {range = [a, b]}")
             if form == "geomspace":
                 if not (a > 0 and b > 0) or not (math.isfinite(a) and math.isfinite(b)):
                     raise ConfigError(
@@ -419,7 +423,7 @@ def _check_axis_values(name: str, key: str, vals: tuple) -> None:
         dup = sorted({v for v in vals if vals.count(v) > 1})
         raise ConfigError(f"{key}: duplicated values {dup}; each grid point must appear once")
     for v in vals:
-        if name in ("seed", "batch_size", "width", "depth"):
+        if name in INTEGER_AXES:
             lo = 0 if name == "seed" else 1
             if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= INT32_MAX:
                 raise ConfigError(f"{key}: expected integers in [{lo}, {INT32_MAX}], got {v!r}")

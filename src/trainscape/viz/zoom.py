@@ -181,15 +181,15 @@ def no_boundary(z: Zoom) -> str:
     return f"no boundary at the finest level: {same}; widen the axes' ranges to enclose one"
 
 
-_NO_INTERVAL = "no interval, which needs 3 cell sizes: --levels 2 or more"
+_NO_INTERVAL = "no interval, which needs 3 cell sizes: 2 levels after level 0 or more"
 
 
 def dimension_text(d: dict) -> str:
     """The fitted dimension with its interval, "1.585 [1.412, 1.758]"; a slope through two
     cell sizes has no interval, one cell size no slope (the fit's NaN never printed)."""
     if not math.isfinite(d["estimate"]):
-        return (f"none: a slope needs 2 cell sizes, there is {len(d['sizes'])} (--levels 1 "
-                "or more)")
+        return (f"none: a slope needs 2 cell sizes, there is {len(d['sizes'])} (a level after "
+                "level 0 or more)")
     if not math.isfinite(d["ci_low"]):
         return f"{d['estimate']:.3f}, {_NO_INTERVAL}"
     return f"{d['estimate']:.3f} [{d['ci_low']:.3f}, {d['ci_high']:.3f}]"

@@ -981,12 +981,13 @@ def test_the_data_row_says_how_many_rows_were_held_out():
     data = {"source": "moons", "n_samples": 6, "n_features": 2, "task": "binary",
             "standardized": True}
     held = {**data, "holdout": {"fraction": 0.9, "seed": 0, "n_test": 58}}
+    given = {**data, "test_data": {"source": "caller arrays", "n_samples": 58}}  # test_data=
     rows = [dict(report._environment_rows(Results(runs=res.runs, curves=res.curves,
                                                   config=res.config, meta={"data": d})))
-            for d in (data, held)]
+            for d in (data, held, given)]
     assert rows[0]["data"] == "moons: 6 x 2 (binary, features standardized)"
-    assert rows[1]["data"] == ("moons: 6 x 2 (binary, features standardized; 58 more rows "
-                               "held out)")
+    assert rows[1]["data"] == rows[2]["data"] == ("moons: 6 x 2 (binary, features "
+                                                  "standardized; 58 more rows held out)")
 
 
 def test_a_width_where_every_rate_diverged_is_left_out_of_the_scaling_fit(monkeypatch):

@@ -1053,7 +1053,8 @@ def _environment_rows(res: Results) -> list[tuple[str, str]]:
         how = {True: ", features standardized", False: ", features as given"}.get(
             data.get("standardized"), "")
         # n_samples counts the training rows: the held-out ones are the rest of the data
-        held = (data.get("holdout") or {}).get("n_test")
+        held = ((data.get("holdout") or {}).get("n_test")
+                or (data.get("test_data") or {}).get("n_samples"))  # ts.run(test_data=)
         held = f"; {held} more rows held out" if held else ""
         rows.append(("data", f"{data.get('source')}: {data.get('n_samples')} x "
                              f"{data.get('n_features')} ({data.get('task')}{how}{held})"))

@@ -625,7 +625,6 @@ def test_exit_markers_stay_inside_the_axes_clear_of_the_title():
         assert all(glyph <= title.y0 for glyph, _ in tops)
 
 
-
 def test_step_ticks_are_whole_steps_even_for_runs_stopped_after_one_step():
     """A sweep where every run blew up at step 1 records steps 0 and 1 only; matplotlib's
     default ticks for that range are 0, 0.2, ..., 1, steps no run has."""
@@ -779,3 +778,18 @@ def test_names_too_long_to_slant_stay_level_without_a_layout_warning(figsize):
         fig.canvas.draw()
     assert all(t.get_rotation() == 0 for t in ax.get_xticklabels())
     assert ax.bbox.height > 0.4 * fig.bbox.height
+
+
+def test_the_run_summary_counts_one_run_and_one_step_in_the_singular():
+    """`trainscape run` printed "1 runs x 1 steps (one run)"."""
+    import trainscape as ts
+    from trainscape.viz.summary import text_summary
+
+    runs = pd.DataFrame({"run_id": [0], "label": ["stalled"], "final_loss": [0.7]})
+    one = ts.Results(runs=runs, curves=pd.DataFrame(), config=ts.parse(
+        {"name": "one", "train": {"steps": 1}}), meta={})
+    assert text_summary(one).splitlines()[0] == "one: 1 run x 1 step (one run)"
+    two = ts.Results(runs=pd.concat([runs, runs.assign(run_id=1)]), curves=pd.DataFrame(),
+                     config=ts.parse({"name": "two", "train": {"steps": 3},
+                                      "sweep": {"seed": [0, 1]}}), meta={})
+    assert text_summary(two).splitlines()[0] == "two: 2 runs x 3 steps (seed: 2)"

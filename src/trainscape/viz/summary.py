@@ -26,7 +26,8 @@ def text_summary(res: Results, timings: bool = True) -> str:
     axes = [a for a in res.axes if a != "seed"]
     by = "learning_rate" if "learning_rate" in axes else (axes[0] if axes else None)
     t = res.meta.get("timings", {})
-    lines = [f"{res.config.name}: {res.n_runs} runs x {res.config.train.steps} steps "
+    n, steps = res.n_runs, res.config.train.steps
+    lines = [f"{res.config.name}: {n} run{'s' * (n != 1)} x {steps} step{'s' * (steps != 1)} "
              f"({', '.join(f'{a}: {len(v)}' for a, v in res.config.sweep.items()) or 'one run'})"]
     if timings and t.get("first_chunk_seconds") is not None:
         lines.append(f"time to first result {t['first_chunk_seconds']:.1f} s (includes "

@@ -253,6 +253,9 @@ def test_cli_prints_table_and_writes_csv(monkeypatch, tmp_path):
     assert commands.critical_lr(str(cfg), ["train.steps=5"], out_csv=out, stream=stream) == 0
     text = stream.getvalue()
     assert "critical_lr" in text and "bracket_ok = False" in text and "non_monotone" in text
+    assert "nan" not in text  # seeds 2 and 3 have no critical lr: printed "none"
+    rows = {int(r.split()[0]): r.split()[1] for r in text.splitlines()[3:7]}
+    assert rows[2] == rows[3] == "none" and float(rows[0]) == pytest.approx(0.37, rel=1e-3)
     back = pd.read_csv(out)
     assert len(back) == 4 and list(back.columns) == ["seed", *critical.RESULT_COLUMNS]
     with pytest.raises(InputError, match="does not exist"):

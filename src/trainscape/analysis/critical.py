@@ -287,6 +287,8 @@ def format_table(table: pd.DataFrame) -> str:
     shown = table.copy()
     for c in ("critical_lr", "sharpness_init", "predicted_lr", "lr_low", "lr_high"):
         shown[c] = [f"{v:.6g}" for v in shown[c]]
+    # a row whose bracket failed has no critical lr (NaN in the table): "none", not "nan"
+    shown["critical_lr"] = shown["critical_lr"].where(table["bracket_ok"], "none")
     lines.append(shown.to_string(index=False))
     bad = table[~table["bracket_ok"]]
     if len(bad):

@@ -691,6 +691,15 @@ def test_load_refuses_a_runs_table_without_its_columns_and_names_mistyped_ones(t
             r.read_runs("label")  # iterated its characters
         with pytest.raises(InputError, match="'label' is what is counted"):
             r.cell_counts("label")
+        # a column named twice was a ValueError from inside pandas
+        with pytest.raises(InputError, match=r"by: 'learning_rate' is named twice in"):
+            r.label_counts(["learning_rate", "learning_rate"])
+        with pytest.raises(InputError, match=r"columns: 'label' is named twice in"):
+            r.read_runs(["label", "label"])
+        for by in (["label"], ["learning_rate", "learning_rate"]):
+            with pytest.raises(InputError, match=r"divergence_table by=: got .*; give "
+                                                 r"distinct columns other than 'label'"):
+                ts.divergence_table(r, by=by)
         assert r.label_counts("learning_rate")["total"].tolist() == [1, 1]
     runs = pd.read_parquet(folder / "runs.parquet")
     runs.drop(columns="label").to_parquet(folder / "runs.parquet", index=False)

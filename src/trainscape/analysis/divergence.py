@@ -88,6 +88,9 @@ def divergence_table(results_or_runs, by: str | list[str] = ("learning_rate",)) 
     if not by:
         raise InputError("divergence_table by=: give at least one column, e.g. "
                          "['learning_rate']")
+    if "label" in by or len(set(by)) < len(by):  # pandas' errors came from inside a groupby
+        raise InputError(f"divergence_table by=: got {by!r}; give distinct columns other than "
+                         "'label' (what is counted), e.g. ['learning_rate']")
     need = [*by, "label", "initial_loss", "max_loss"]
     missing = [c for c in need if c not in runs.columns]
     if missing:

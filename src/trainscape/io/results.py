@@ -107,6 +107,9 @@ class Results:
             if c not in have:
                 raise InputError(f"{what}: the runs table has no column {c!r}"
                                  f"{did_you_mean(c, have)}")
+        twice = sorted({c for c in names if names.count(c) > 1})
+        if twice:  # pandas' own error came from deep inside a groupby
+            raise InputError(f"{what}: {twice[0]!r} is named twice in {columns!r}")
         return list(names)
 
     def _check_by(self, by, what: str) -> list[str]:

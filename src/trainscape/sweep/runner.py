@@ -378,8 +378,9 @@ def _sweep(prep: Prepared, size: int, st: store.Store | None, progress: bool,
               "first_chunk_seconds": None, "resumed_runs": already, "computed_runs": 0,
               "run_steps_skipped": 0}
     if saved and progress:
-        print(f"resuming: {already} of {n} runs are saved ({len(saved)} chunk{'s' * (len(saved) != 1)}), "
-              f"{n - already} to compute", file=sys.stderr)
+        chunks = f"{len(saved)} chunk{'s' * (len(saved) != 1)}"
+        print(f"resuming: {already} of {n} runs are saved ({chunks}), {n - already} to compute",
+              file=sys.stderr)
     desc = prep.exp.name + (f" [process {share[0]}/{share[1]}]" if share[1] > 1 else "")
     bar = tqdm(total=n, initial=already, unit="run", desc=desc, disable=not progress,
                dynamic_ncols=True, smoothing=0.1)

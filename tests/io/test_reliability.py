@@ -223,6 +223,43 @@ def test_sigterm_saves_the_chunk_in_progress_and_exits_143(big_cfg, reference, c
     assert t["resumed_runs"] == CHUNK * n_saved and t["n_chunks"] == N_CHUNKS - n_saved
 
 
+# SIGTERM sent by the process to itself where no chunk is in progress: once every chunk is
+# saved, as the sweep's tables are put together
+TERM_AFTER_CHUNKS = DEFAULT_SIGNALS + """
+import os, sys
+from trainscape.cli.main import main
+from trainscape.sweep import runner
+
+real = runner._finish
+
+def finish(*a, **k):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(*a, **k)
+
+runner._finish = finish
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_outside_a_chunk_stops_like_ctrl_c_and_resumes(tmp_path):
+    """Between chunks SIGTERM kept its default action: the process vanished (exit -15) with
+    its lock left and no word said. The command line stops there as at a Ctrl+C: exit 143,
+    the lock released, the command that resumes it printed, and that command finishes."""
+    cfg = _write(tmp_path / "c.toml", 'name = "t"\n[data]\nname = "moons"\nn_samples = 16\n'
+                 "[model]\nhidden = [2]\n[train]\nsteps = 2\n[sweep]\nseed = {range = 4}\n")
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-c", TERM_AFTER_CHUNKS, "run", str(cfg), "--out",
+                        str(out), "--no-progress", "--no-plot"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 143, r.stderr
+    assert not (out / ".lock").exists() and _saved(out) == {0}
+    cmd = shlex.split(r.stderr.strip().splitlines()[-1])
+    assert cmd == ["trainscape", "run", str(cfg), "--out", str(out), "--resume",
+                   "--no-progress", "--no-plot"], r.stderr
+    assert main(cmd[1:]) == 0
+    assert len(ts.load(out).runs) == 4
+
+
 def _read_lines(proc):
     lines: list[str] = []
     reader = threading.Thread(target=lambda: lines.extend(proc.stderr), daemon=True)

@@ -418,7 +418,8 @@ def cmd_run(args) -> int:
             if made is not None:  # refused or stopped before writing: leave nothing behind
                 api.drop_if_empty(made)
             raise
-    except KeyboardInterrupt as e:  # Ctrl+C, or SIGTERM during a chunk (signals.Interrupted)
+    except KeyboardInterrupt as e:  # Ctrl+C, SIGTERM outside a chunk (signals.Terminated), or
+        # either during one (signals.Interrupted)
         stopping.acquire()  # waits forever if stop_now is already ending the process
         say_interrupted()
         code = 128 + int(getattr(e, "signum", signal.SIGINT))

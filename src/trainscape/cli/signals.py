@@ -24,6 +24,21 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside a chunk: the command line stops there as Ctrl+C's KeyboardInterrupt
+    does (under SIGTERM's default action the process vanished, its lock left behind and no
+    word said)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminated(signum, frame):
+    _DEFERRAL.heard += 1
+    raise Terminated(signum)
+
+
 ACK_MESSAGE = ("\ntrainscape: stopping once the chunk in progress is saved "
                "(again to stop now)")
 
@@ -73,10 +88,10 @@ def interrupts_deferred():
         signal.signal(signum, previous[signum])
         _acknowledge()
 
-    for s, default in ((signal.SIGINT, signal.default_int_handler),
-                       (signal.SIGTERM, signal.SIG_DFL)):
-        if signal.getsignal(s) is default:
-            previous[s] = default
+    for s, defaults in ((signal.SIGINT, (signal.default_int_handler,)),
+                        (signal.SIGTERM, (signal.SIG_DFL, _terminated))):
+        if (h := signal.getsignal(s)) in defaults:
+            previous[s] = h
             signal.signal(s, handler)
     with _DEFERRAL.lock:
         _DEFERRAL.active, _DEFERRAL.acked = True, False
@@ -123,6 +138,11 @@ def hear_signals_while_busy(stop_now, grace: float = SIGNAL_GRACE_SECONDS):
         os.close(w)
         yield
         return
+    # SIGTERM's default action ends the process before any Python code or the wakeup fd sees
+    # it: outside a chunk it raises Terminated instead
+    term = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    if term:
+        signal.signal(signal.SIGTERM, _terminated)
     done = threading.Event()
     watched = {int(signal.SIGINT), int(signal.SIGTERM)}
     heard_before = _DEFERRAL.heard  # by earlier sweeps of this process
@@ -155,6 +175,8 @@ def hear_signals_while_busy(stop_now, grace: float = SIGNAL_GRACE_SECONDS):
         yield
     finally:
         done.set()
+        if term:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.set_wakeup_fd(old)
         os.close(w)  # ends the watcher's read
         watcher.join(grace + 1.0)

@@ -14,6 +14,7 @@ from numpy_mlp import gd_curve, seed_init
 import trainscape as ts
 from trainscape.engine import compile as engine_compile
 from trainscape.engine import plan
+from trainscape.errors import InputError
 from trainscape.sweep import prepare
 from trainscape.train import classify, loop
 
@@ -350,6 +351,35 @@ def test_auto_chunk_size_respects_memory_budget():
     assert plan.fit_budget(prep, 100 * step, 2, need(100 * step)) == 100 * step
     assert plan.fit_budget(prep, 100 * step, 2, need(step) / 2) == step
     assert plan.fit_budget(prep, 100 * step, 2, None) == 100 * step  # unknown: fits anything
+
+
+def test_a_memory_budget_below_the_smallest_chunk_is_refused(tmp_path, capsys):
+    """The chunk is never cut below one block per device, so a budget under that chunk's need
+    (device estimate and two chunks' host tables, as fit_budget counts them) was silently
+    exceeded; it is refused in one line, before anything is written. At the need, it runs."""
+    from trainscape.cli.main import main
+    from trainscape.engine import plan
+    from trainscape.io import memory
+    from trainscape.sweep import prepare
+    from trainscape.train import loop
+
+    prep = prepare.Prepared(ts.parse(TINY))
+    group = prep.block * len(plan.run_devices())
+    recorded = len(loop.record_steps(prep.static.steps, prep.static.record_every))
+    need = plan.memory_need(prep, group) + 2 * memory.host_results_bytes(group, recorded)
+    with pytest.raises(InputError, match=r"^memory budget \(--memory-budget, memory_budget=\): "
+                                         r"got .*, but its smallest chunk \(\d+ runs, .*\) needs"
+                                         r" about .*; give at least that, or reduce"):
+        ts.run(TINY, memory_budget=need - 1, out=tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+    assert len(ts.run(TINY, memory_budget=need, out=None, progress=False).runs) == prep.n_runs
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('name = "tiny"\n[data]\nname = "moons"\nn_samples = 64\n[model]\n'
+                   'hidden = [8, 8]\ninit = "normal"\n[train]\nsteps = 30\n[sweep]\n'
+                   'learning_rate = {geomspace = [0.01, 30.0], num = 6}\nseed = {range = 3}\n')
+    assert main(["run", str(cfg), "--out", str(tmp_path / "o"), "--memory-budget", "1000",
+                 "--no-progress"]) == 2
+    assert "memory budget" in capsys.readouterr().err and not (tmp_path / "o").exists()
 
 
 def _block_program(cfg):

@@ -293,22 +293,30 @@ def memory_need(prep: Prepared, runs: int) -> int:
     return need
 
 
-def check_memory(prep: Prepared, in_memory: bool = True, out: Path | None = None) -> None:
-    """Refuse a grid whose smallest chunk (one block on every device) cannot fit on the device,
-    whose finished tables cannot fit in host memory (`in_memory`: results kept in memory), or
-    whose files cannot fit on the disk holding `out`, before anything is compiled."""
+def check_memory(prep: Prepared, in_memory: bool = True, out: Path | None = None,
+                 budget: float | None = None) -> None:
+    """Refuse a grid whose smallest chunk (one block on every device) cannot fit on the device
+    or in the caller's memory `budget` (the chunk is never cut below it), whose finished
+    tables cannot fit in host memory (`in_memory`: results kept in memory), or whose files
+    cannot fit on the disk holding `out`, before anything is compiled."""
     devices = run_devices()
     block = prep.block
     group = block * len(devices)
     available = memory.device_memory_bytes(devices[0])
     need = memory_need(prep, group)
     fmt = memory.format_bytes
+    smallest = (f"its smallest chunk ({group} runs, {block} per device on {len(devices)} "
+                f"{devices[0].platform} device(s))")
+    reduce = "reduce [data] n_samples, [model] hidden or the recorded steps ([train] record_every)"
     if available is not None and need > available:
-        raise InputError(
-            f"grid too large for this machine: its smallest chunk ({group} runs, "
-            f"{block} per device on {len(devices)} {devices[0].platform} device(s)) "
-            f"needs about {fmt(need)}, but {fmt(available)} is available; reduce [data] "
-            "n_samples, [model] hidden or the recorded steps ([train] record_every)")
+        raise InputError(f"grid too large for this machine: {smallest} needs about {fmt(need)}, "
+                         f"but {fmt(available)} is available; {reduce}")
+    with_tables = need + HOST_CHUNKS_AT_ONCE * memory.host_results_bytes(
+        group, n_recorded(prep.static))  # as fit_budget counts it
+    if budget is not None and with_tables > budget:
+        raise InputError(f"memory budget (--memory-budget, memory_budget=): got "
+                         f"{fmt(budget)}, but {smallest} needs about {fmt(with_tables)}; give "
+                         f"at least that, or {reduce}")
     steps = n_recorded(prep.static)
     if in_memory:
         host = memory.host_available_bytes()

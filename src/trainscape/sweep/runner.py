@@ -176,7 +176,7 @@ def run(config=None, *, data=None, test_data=None, model: Model | None = None,
     # before anything is written/compiled ("auto": the folder is made once the grid is known
     # to fit, on the disk holding the default root)
     check_memory(prep, in_memory=out is None,
-                  out=DEFAULT_RESULTS_ROOT if out == "auto" else path)
+                  out=DEFAULT_RESULTS_ROOT if out == "auto" else path, budget=memory_budget)
 
     if out is None:
         size, probe = _chunk_size(prep, chunk_size, memory_budget)

@@ -1,6 +1,8 @@
 """Boundary zoom: refinement on oracle maps with known boundaries (cheap, no training), the
 exactness of the level grids, and a small real zoom against dense `ts.run` of the same points."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -279,6 +281,8 @@ def test_cli_zoom_and_report(tmp_path, capsys):
     assert np.isfinite(d["estimate"]) and np.isnan(d["ci_low"])
     assert f"dimension {d['estimate']:.3f}, no interval, which needs 3 cell sizes" in said
     assert "nan" not in said and "nan" not in text and "no interval" in text
+    assert "; 1 level after level 0, margin 0 cells, outcome" in text  # --levels 1 --margin 0
+    assert "over the 2 levels' cell sizes" in text
     assert main(["zoom", str(toml), "--levels", "0", "--out", str(tmp_path / "out0"),
                  "--no-progress", "--no-plot"]) == 0
     said = capsys.readouterr().out
@@ -404,7 +408,7 @@ def test_a_zoom_resumes_with_the_other_early_exit_value_and_nothing_else(tmp_pat
     zoom._write_state(tmp_path, settings(early_exit=True), [], False)
     zoom._open_folder(tmp_path, settings(early_exit=False), resume=True)
     zoom._open_folder(tmp_path, settings(), resume=True)
-    with pytest.raises(InputError, match="another config"):
+    with pytest.raises(InputError, match="holds a zoom of another config; resume it"):
         zoom._open_folder(tmp_path, settings(early_exit=False, steps=41), resume=True)
 
 
@@ -539,7 +543,8 @@ def test_a_zoom_resumes_only_with_the_same_settings(tmp_path, key, value):
     settings = zoom._settings({"name": "z"}, axes, 2, 2, "diverged")
     zoom._write_state(tmp_path, settings, [], False)
     zoom._open_folder(tmp_path, settings, resume=True)
-    with pytest.raises(InputError, match=f"another {key}"):
+    made = re.escape(f"made with {key} = {settings[key]!r} (here {value!r}); resume it")
+    with pytest.raises(InputError, match=made):
         zoom._open_folder(tmp_path, {**settings, key: value}, resume=True)
     with pytest.raises(InputError, match="not finished"):
         zoom.load(tmp_path)

@@ -371,9 +371,10 @@ def _open_folder(path: Path, settings: dict, resume: bool) -> None:
         old = store.without_neutral(old)
         for key in ("axes", "levels", "margin", "by", "config"):
             if new[key] != old.get(key):
-                raise InputError(f"output folder {str(path)!r} holds a zoom with another "
-                                 f"{key} ({old.get(key)!r}); resume it with the same "
-                                 "settings, or choose another --out")
+                made = ("of another config" if key == "config" else
+                        f"made with {key} = {old.get(key)!r} (here {new[key]!r})")
+                raise InputError(f"output folder {str(path)!r} holds a zoom {made}; resume "
+                                 "it with the same settings, or choose another --out")
     elif path.is_dir() and any(path.iterdir()):
         raise InputError(f"output folder {str(path)!r} is not empty and holds no zoom; "
                          "choose a new or empty folder")

@@ -201,13 +201,15 @@ def report_text(z: Zoom) -> str:
     st = z.level_stats()
     axes = " x ".join(f"{a.name} {a.form} [{a.start:g}, {a.stop:g}] ({a.num} points)"
                       for a in z.axes)
-    fit = ("least-squares slope of log N against log 1/size over the "
-           f"{len(d['sizes'])} level cell sizes")
+    n = len(d["sizes"])
+    fit = ("least-squares slope of log N against log 1/size over "
+           + (f"the {n} levels' cell sizes" if n != 1 else "the one level's cell size"))
     fit = (f"{100 * d['confidence']:.0f}% interval {d['ci_low']:.3f} to {d['ci_high']:.3f}, "
            f"{fit}" if math.isfinite(d["ci_low"]) else f"{fit}; {_NO_INTERVAL}")
     lines = [
         f"# Boundary zoom: {z.config.name}", "",
-        f"Axes: {axes}; {s['levels']} levels, margin {s['margin']} cells, outcome "
+        f"Axes: {axes}; {s['levels']} level{'s' * (s['levels'] != 1)} after level 0, margin "
+        f"{s['margin']} cell{'s' * (s['margin'] != 1)}, outcome "
         f"`{s['by']}` ({' / '.join(outcome_names(s['by']))}).", "",
         f"Runs: {z.n_runs:,} of the {z.dense_runs:,} a dense "
         f"{z.refinement.shape[0]} x {z.refinement.shape[1]} grid needs "

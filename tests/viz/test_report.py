@@ -210,8 +210,10 @@ def test_answer_sentences_match_numbers_recomputed_from_the_runs(tiny):
     all_conv = [lr for lr in lrs if (at[lr]["label"] == "converged").all()]
     k = len(all_conv)
     assert all_conv == list(lrs[:k])  # a contiguous band from the smallest lr
-    expected.append([_g(lrs[k - 1], 3), _g(lrs[k], 3),
-                     str(int((at[lrs[k]]["label"] != "converged").sum())), str(len(at[lrs[k]]))])
+    not_conv = at[lrs[k]]["label"].value_counts().drop("converged", errors="ignore")
+    expected.append([_g(lrs[k - 1], 3), _g(lrs[k], 3), str(int(not_conv.sum())),
+                     str(len(at[lrs[k]])),  # then each label's count, in classify.LABELS order
+                     *[str(int(not_conv[lab])) for lab in classify.LABELS if lab in not_conv]])
     first_cat = next(lr for lr in lrs if count[lr].get("catapult", 0) > 0)
     major = [lr for lr in lrs if 2 * count[lr].get("catapult", 0) > len(at[lr])]
     assert len(major) == 1
@@ -222,6 +224,23 @@ def test_answer_sentences_match_numbers_recomputed_from_the_runs(tiny):
     expected.append([_g(first_div, 3), n_of(first_div, "diverged"), str(len(at[first_div])),
                      _g(most_div, 3), n_of(most_div, "diverged"), str(len(at[most_div]))])
     assert _sentences(text) == expected, text
+
+
+def test_runs_that_did_not_converge_are_named_by_label():
+    """"did not converge (almost) monotonically" read oddly of runs that merely stalled: the
+    sentence now counts each label (here seed 0 stalls at both rates, seed 1 converges at
+    the smaller one and blows up at the larger)."""
+    def curve(cell):
+        if cell["seed"] == 0:
+            return np.full(21, 0.7)  # flat: stalled
+        return _converge(cell) if cell["learning_rate"] < 1 else _blow_up(cell)
+
+    res = _hand_made([0.1, 1.0], 2, curve)
+    assert list(res.runs["label"]) == ["stalled", "converged", "stalled", "diverged"]
+    text, facts = report.answer(res)
+    _check_numbers(text, facts)
+    assert ("Even at the smallest lr, 0.1, 1/2 runs did not converge (almost) monotonically "
+            "(1 stalled).") in text
 
 
 def test_catapult_facts_match_runs():

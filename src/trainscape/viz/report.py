@@ -366,6 +366,13 @@ def _final_curvature_text(f: _Facts, runs: pd.DataFrame, headline: float,
             "stability, where this step is only just stable.")
 
 
+def _other_labels(f: _Facts, key: str, counts: pd.Series) -> str:
+    """' (2 stalled, 1 oscillating)': the labels of one lr's runs that did not converge."""
+    parts = [f"{f(f'{key}.{lab}', int(counts[lab]))} {lab}" for lab in LABELS
+             if lab != "converged" and counts[lab] > 0]
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _grid_text(f: _Facts, by: _ByLr) -> str:
     c, lrs = by.counts, by.lrs
     conv = (c["converged"] == c["total"]).to_numpy()
@@ -384,14 +391,15 @@ def _grid_text(f: _Facts, by: _ByLr) -> str:
         bad = int(tot[0] - c["converged"].iloc[0])
         out.append(f"Even at the smallest lr, {f.lr('grid.lr_min', lrs[0])}, "
                    f"{f.frac('grid.first_not_converged', bad, tot[0])}"
-                   f" runs did not converge (almost) monotonically.")
+                   f" runs did not converge (almost) monotonically"
+                   f"{_other_labels(f, 'grid.first_not_converged', c.iloc[0])}.")
     else:
         bad = int(tot[k] - c["converged"].iloc[k])
         out.append(f"Every run converged (almost) monotonically at every lr up to "
                    f"{f.lr('grid.all_converged_up_to', lrs[k - 1])}; at "
                    f"{f.lr('grid.first_not_converged_lr', lrs[k])}, "
                    f"{f.frac('grid.first_not_converged', bad, tot[k])}"
-                   f" did not.")
+                   f" did not{_other_labels(f, 'grid.first_not_converged', c.iloc[k])}.")
     if cat.any():
         i = int(np.argmax(cat > 0))
         s = (f"Catapults appear from lr = {f.lr('grid.catapult_first_lr', lrs[i])} "

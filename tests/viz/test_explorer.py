@@ -7,6 +7,8 @@ from pandas on a table the test chose, never from the code under test."""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import shutil
 import time
@@ -387,6 +389,15 @@ def test_one_and_no_axis(driver, tmp_path, sweep):
     driver.find_elements("css selector", "#map rect.cell")[-1].click()
     ids = json.loads(driver.find_element("id", "curves").get_attribute("data-run-ids"))
     assert ids == [int(runs["run_id"].iloc[-1])]
+    # every curve is 1.0: the loss axis spans 1.0 / 1.45 .. 1.0 * 1.45 (+-0.15 decades, then
+    # 4% more each side); its labels are the 1..9 x 10^k inside, not a lone "1"
+    yt = driver.execute_script("return [...document.querySelectorAll('#curves text.tick')]"
+                               ".filter(t => t.getAttribute('text-anchor') === 'end')"
+                               ".map(t => t.textContent)")
+    half = 0.15 * 1.08
+    want = [f"{f * 10.0 ** e:g}" for e in (-1, 0) for f in range(1, 10)
+            if abs(np.log10(f * 10.0 ** e)) <= half]
+    assert want == ["0.7", "0.8", "0.9", "1"] and yt == want
     assert _errors(driver) == []
 
 
@@ -447,3 +458,38 @@ def test_median_weights_each_sampled_curve_by_the_runs_it_stands_for(driver, fol
     got = json.loads(driver.find_element("css selector", "#curves path.median")
                      .get_attribute("data-median"))
     np.testing.assert_allclose(got, want, rtol=1e-3)
+
+
+def test_held_out_metrics_and_the_last_axis_values(driver, folder, runs, tmp_path):
+    """A folder with held-out data offers final_test_loss and final_test_accuracy (a NaN held-out
+    loss counted as +inf, as the training loss); the last parallel axis writes its values inside
+    the panel."""
+    res = ts.load(folder)
+    held = runs.assign(final_test_loss=np.where(runs["label"] == "diverged", np.nan,
+                                                2 * runs["final_loss"]),
+                       final_test_accuracy=0.4 + 0.01 * runs["run_id"],
+                       sharpness_final=-1.23456e-5 * (1 + runs["run_id"]))
+    res = ts.Results(runs=held, curves=res.curves, config=res.config)
+    meta, blobs = explorer.page_data(res)
+    names = [m["name"] for m in meta["metrics"]]
+    assert {"final_test_loss", "final_test_accuracy"} <= set(names)
+    test_loss = next(m for m in meta["metrics"] if m["name"] == "final_test_loss")
+    assert test_loss["hi"] == 2 * held["final_loss"][held["label"] != "diverged"].max()
+    dtype, b64 = blobs["metric:final_test_loss"]
+    assert dtype == "u16"  # 81 runs: 16-bit codes, little-endian
+    codes = np.frombuffer(gzip.decompress(base64.b64decode(b64)), dtype="<u2")
+    top = 65535  # the code of +inf (0 is NaN)
+    np.testing.assert_array_equal(codes == top, held["label"].to_numpy() == "diverged")
+    page = ts.explore(res, tmp_path / "held.html")
+    _open(driver, page)
+    menu = [o.text for o in driver.find_elements("css selector", "#color option")]
+    assert "final_test_loss (median)" in menu and "final_test_accuracy (median)" in menu
+    dims = driver.execute_script("return [...document.querySelectorAll('#pc g.dim')]"
+                                 ".map(g => g.dataset.dim)")
+    assert dims[-1] == "sharpness_final" and "final_test_loss" in dims
+    right = driver.execute_script(
+        "const svg = document.getElementById('pc'), w = +svg.getAttribute('width');"
+        "return [...svg.querySelectorAll('text.tick')].map(t => {"
+        "  const b = t.getBBox(); return [t.textContent, w - b.x - b.width]; })")
+    assert min(r for _, r in right) >= 0, right
+    assert _errors(driver) == []

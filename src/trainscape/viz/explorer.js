@@ -676,10 +676,11 @@
       const s0 = STEPS[0], s1 = STEPS[NP - 1] > s0 ? STEPS[NP - 1] : s0 + 1;
       const X = (st_) => ml + (st_ - s0) / (s1 - s0) * PW;
       const Y = (v) => mt + (hi - v) / (hi - lo) * PH;
-      // decades, or 1-2-5 within a decade when the curves span less than two
+      // decades, 1-2-5 when the curves span less than two, and every 1..9 when they span
+      // less than one (1-2-5 may leave a single label, and no scale to read)
       let yt = [];
       for (let e = Math.floor(lo); e <= Math.ceil(hi); e++) {
-        const m = hi - lo < 2 ? [1, 2, 5] : [1];
+        const m = hi - lo < 1 ? [1, 2, 3, 4, 5, 6, 7, 8, 9] : hi - lo < 2 ? [1, 2, 5] : [1];
         for (const f of m) { const v = e + Math.log10(f); if (v >= lo && v <= hi) yt.push(v); }
       }
       if (yt.length > 8) yt = yt.filter((v, i) => i % Math.ceil(yt.length / 8) === 0);
@@ -844,8 +845,10 @@
       const ends = d.axis !== undefined ? [0, d.max] : [2, d.max - 1];
       const name = (v) => fmt(d.axis !== undefined ? AX[d.axis].values[v]
         : metricValue(d.metric, v));
-      const tick = (v, text) => s("text", {class: "tick", x: x + 4, y: yOf(d, v) + 4,
-        "text-anchor": "start"}, g, text);
+      // the last axis's values to its left, where they cannot run past the panel's edge
+      const last = i === DIMS.length - 1 && DIMS.length > 1;
+      const tick = (v, text) => s("text", {class: "tick", x: last ? x - 4 : x + 4,
+        y: yOf(d, v) + 4, "text-anchor": last ? "end" : "start"}, g, text);
       tick(ends[1], name(ends[1]));
       tick(ends[0], name(ends[0]));
       if (d.metric !== undefined) tick(0, "nan");

@@ -58,10 +58,10 @@ EXACT_RUNS = 100_000  # up to this many runs, metrics are quantized to 16 bits i
 SAMPLE_SEED = 0
 # numeric runs columns the page can colour, brush and tabulate (those a folder has);
 # peak_ratio is derived as max_loss / initial_loss
-METRICS = ("final_loss", "peak_ratio", "spike_ratio", "final_accuracy", "sharpness_init",
-           "sharpness_final")
+METRICS = ("final_loss", "peak_ratio", "spike_ratio", "final_accuracy", "final_test_loss",
+           "final_test_accuracy", "sharpness_init", "sharpness_final")
 # a NaN loss comes only from a run that blew up: read as +inf so it sorts above every value
-_LOSS_LIKE = frozenset({"final_loss", "peak_ratio"})
+_LOSS_LIKE = frozenset({"final_loss", "final_test_loss", "peak_ratio"})
 _LOG_SPAN = 20.0  # a positive metric spanning more than this factor is quantized in log space
 
 

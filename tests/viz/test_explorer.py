@@ -463,7 +463,7 @@ def test_median_weights_each_sampled_curve_by_the_runs_it_stands_for(driver, fol
 def test_held_out_metrics_and_the_last_axis_values(driver, folder, runs, tmp_path):
     """A folder with held-out data offers final_test_loss and final_test_accuracy (a NaN held-out
     loss counted as +inf, as the training loss); the last parallel axis writes its values inside
-    the panel."""
+    the panel, and an axis of a few values labels them all."""
     res = ts.load(folder)
     held = runs.assign(final_test_loss=np.where(runs["label"] == "diverged", np.nan,
                                                 2 * runs["final_loss"]),
@@ -492,4 +492,10 @@ def test_held_out_metrics_and_the_last_axis_values(driver, folder, runs, tmp_pat
         "return [...svg.querySelectorAll('text.tick')].map(t => {"
         "  const b = t.getBBox(); return [t.textContent, w - b.x - b.width]; })")
     assert min(r for _, r in right) >= 0, right
+    # an axis with few values labels each of them, not only its ends
+    for axis, values in (("learning_rate", LRS), ("seed", range(SEEDS)), ("init_scale", SCALES)):
+        ticks = driver.execute_script(
+            "return [...document.querySelectorAll(`#pc g.dim[data-dim='${arguments[0]}'] "
+            "text.tick`)].map(t => t.textContent)", axis)
+        assert sorted(map(float, ticks)) == sorted(values), (axis, ticks)
     assert _errors(driver) == []

@@ -849,8 +849,11 @@
       const last = i === DIMS.length - 1 && DIMS.length > 1;
       const tick = (v, text) => s("text", {class: "tick", x: last ? x - 4 : x + 4,
         y: yOf(d, v) + 4, "text-anchor": last ? "end" : "start"}, g, text);
-      tick(ends[1], name(ends[1]));
-      tick(ends[0], name(ends[0]));
+      // an axis's every value when they are 16 px apart or more (the middle values of a
+      // name axis such as dtype cannot be guessed from its ends), else its two ends
+      const every = d.axis !== undefined && d.max > 0 && PH / d.max >= 16;
+      const shown = every ? Array.from({length: d.max + 1}, (_, v) => v) : [ends[1], ends[0]];
+      for (const v of shown) tick(v, name(v));
       if (d.metric !== undefined) tick(0, "nan");
       pcG.brushRects[d.key] = s("rect", {class: "brush", x: x - 7, width: 14,
         visibility: "hidden"}, g);

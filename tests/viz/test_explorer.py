@@ -398,6 +398,8 @@ def test_one_and_no_axis(driver, tmp_path, sweep):
     want = [f"{f * 10.0 ** e:g}" for e in (-1, 0) for f in range(1, 10)
             if abs(np.log10(f * 10.0 ** e)) <= half]
     assert want == ["0.7", "0.8", "0.9", "1"] and yt == want
+    sub = driver.find_element("css selector", "header .sub").text
+    assert sub.startswith(f"{len(runs)} run{'s' if len(runs) > 1 else ''} × 3 steps"), sub
     assert _errors(driver) == []
 
 

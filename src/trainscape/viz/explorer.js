@@ -198,8 +198,8 @@
     const head = h("header", {}, body);
     h("h1", {}, head, META.name);
     const axesText = AX.map((a) => `${a.name} (${a.values.length})`).join(" × ") || "one run";
-    h("div", {class: "sub"}, head, `${N.toLocaleString("en")} runs × ${META.steps} steps · ` +
-      `${axesText} · ${META.generator}`);
+    h("div", {class: "sub"}, head, `${N.toLocaleString("en")} run${N === 1 ? "" : "s"} × ` +
+      `${META.steps} steps · ${axesText} · ${META.generator}`);
     const chips = h("div", {class: "chips", id: "label-totals"}, head);
     LABELS.forEach((l, k) => {
       const n = META.label_totals[k];
@@ -974,10 +974,11 @@
     row("steps", `${META.steps} (${META.sample.n_recorded_steps} recorded)`);
     row("labels", LABELS.map((l, k) => `${l} ${META.label_totals[k].toLocaleString("en")}`)
       .join(", "));
-    AX.forEach((a) => row(`axis ${a.name}`, `${a.values.length} values, ${fmt(a.values[0])} … ` +
+    AX.forEach((a) => row(`axis ${a.name}`, `${a.values.length} value` +
+      `${a.values.length === 1 ? "" : "s"}, ${fmt(a.values[0])} … ` +
       `${fmt(a.values[a.values.length - 1])}` + (a.width > 1 ? ` (map bins of ${a.width})` : "")));
-    row("curves embedded", `${NS.toLocaleString("en")} sampled runs: at most ` +
-      `${META.sample.per_label} per label in each cell of a grid of at most ` +
+    row("curves embedded", `${NS.toLocaleString("en")} sampled run${NS === 1 ? "" : "s"}: ` +
+      `at most ${META.sample.per_label} per label in each cell of a grid of at most ` +
       `${META.sample.max_cells.toLocaleString("en")} cells; ${NP} steps each`);
     for (const k in META.env) row(k, String(META.env[k]));
     const v = META.versions || {};
